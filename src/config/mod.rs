@@ -1,0 +1,850 @@
+//! Configuration: read, parse, validate.
+//!
+//! `load(path)` reads the file, [`Config::from_yaml`] parses it into the raw schema
+//! ([`raw`]) and validates it into a typed [`Config`]. Validation collects every error
+//! (each naming the file, the key path, the value and what is expected) before failing
+//! once, so an operator fixes a file in one pass.
+//!
+//! This module is sans-IO apart from checking that referenced files exist.
+
+mod raw;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::units::{format_duration, parse_duration};
+use raw::{RawCheck, RawConfig, RawFrontend};
+
+/// The default apiserver frontend listen address (deployment shape 1: VIP + proxy).
+pub const DEFAULT_APISERVER_LISTEN: &str = "0.0.0.0:8443";
+/// The default kube-apiserver port on each master.
+pub const DEFAULT_APISERVER_PORT: u16 = 6443;
+/// The default etcd client port on each master.
+pub const DEFAULT_ETCD_PORT: u16 = 2379;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from, for messages.
+    pub source: PathBuf,
+    /// The frontends: always the apiserver, optionally etcd.
+    pub frontends: Vec<Frontend>,
+    /// Shutdown behaviour.
+    pub shutdown: Shutdown,
+    /// Logging.
+    pub log: Log,
+}
+
+/// A listener and the backends it balances to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frontend {
+    /// `apiserver` or `etcd`; used in logs and metrics.
+    pub name: String,
+    /// Addresses to listen on (IPv4 and/or IPv6).
+    pub listen: Vec<SocketAddr>,
+    /// Where connections go.
+    pub backends: Vec<Backend>,
+    /// How a backend is chosen.
+    pub balance: Balance,
+    /// Client connections accepted at once; further clients are closed at once.
+    pub max_connections: usize,
+    /// How long one backend connect may take before the next backend is tried.
+    pub connect_timeout: Duration,
+    /// Close existing connections to a backend that turns down.
+    pub close_on_down: bool,
+    /// For a backend that still answers but turns not-ready (graceful shutdown), how
+    /// long its existing connections may finish before they are closed.
+    pub not_ready_grace: Duration,
+    /// Close a connection with no traffic for this long; `None` (the default) never
+    /// does, since WATCH connections are idle most of the time.
+    pub idle_timeout: Option<Duration>,
+    /// The active health check.
+    pub check: Check,
+}
+
+/// One backend of a frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// Its name in logs (the master's name, or its address).
+    pub name: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+}
+
+/// Balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// The healthy backend with the fewest active connections (ties: round-robin).
+    LeastConnections,
+    /// Healthy backends in turn.
+    RoundRobin,
+}
+
+/// An active health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// What is probed.
+    pub kind: CheckKind,
+    /// Time between the starts of two probes.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes that turn a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that turn an up backend down.
+    pub fall: u32,
+    /// Each wait is shortened or lengthened at random by up to this percent of the
+    /// interval, so that checks from many nodes do not align.
+    pub jitter_percent: u8,
+}
+
+/// What a check probes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTPS GET that must answer 2xx (kube-apiserver `/readyz`).
+    Https(HttpsCheck),
+    /// An HTTPS GET of etcd's `/health` (usually mTLS) that must say `"health":"true"`.
+    Etcd(HttpsCheck),
+}
+
+/// The HTTPS side of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsCheck {
+    /// Request path.
+    pub path: String,
+    /// CA bundle to verify the server with; system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The name sent as SNI and verified; the backend's IP when absent.
+    pub server_name: Option<String>,
+}
+
+/// `shutdown:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shutdown {
+    /// How long SIGTERM waits for connections to finish before closing them.
+    pub drain_timeout: Duration,
+}
+
+/// `log:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// Output format.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `apivip=debug`.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The key path, e.g. `backends[2].address`; empty for the whole file.
+    pub path: String,
+    /// The offending value as written, if there is one.
+    pub value: Option<String>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for the schema (syntax, unknown key, wrong type).
+    #[error("{file}: {issue}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// What and where.
+        issue: ConfigIssue,
+    },
+    /// The file parsed but has invalid values; one entry per problem.
+    #[error("{}", render_issues(file, issues))]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Every problem found.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+impl ConfigError {
+    /// One line per problem, each starting with the file name.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { file, issues } => issues
+                .iter()
+                .map(|i| format!("{}: {i}", file.display()))
+                .collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+fn render_issues(file: &Path, issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("{}: {i}", file.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
+        match &self.value {
+            Some(v) => write!(f, "{path}: {v:?}: {}", self.message),
+            None => write!(f, "{path}: {}", self.message),
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    Config::from_yaml(&text, path)
+}
+
+impl Config {
+    /// Parses and validates YAML text; `source` names the file in messages and is
+    /// the base for relative certificate paths.
+    pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text).map_err(|issue| ConfigError::Parse {
+            file: source.to_owned(),
+            issue,
+        })?;
+        let mut v = Validator {
+            issues: Vec::new(),
+            base: source.parent().map(Path::to_owned).unwrap_or_default(),
+        };
+        let config = v.config(raw, source);
+        if v.issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                file: source.to_owned(),
+                issues: v.issues,
+            })
+        }
+    }
+}
+
+fn parse_raw(text: &str) -> Result<RawConfig, ConfigIssue> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    // An empty file is a config with every default.
+    if text.trim().is_empty() {
+        return Ok(RawConfig::default());
+    }
+    let mut key_path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+            key_path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let message = e.without_snippet().to_string();
+        let message = message.lines().next().unwrap_or("").trim().to_owned();
+        let location = match e.location() {
+            Some(l) if !message.contains(" line ") => {
+                format!(" (line {}, column {})", l.line(), l.column())
+            }
+            _ => String::new(),
+        };
+        ConfigIssue {
+            path: if key_path == "." {
+                String::new()
+            } else {
+                key_path
+            },
+            value: None,
+            message: format!("{message}{location}"),
+        }
+    })
+}
+
+/// Collects issues while building the typed config.
+struct Validator {
+    issues: Vec<ConfigIssue>,
+    base: PathBuf,
+}
+
+/// A parsed backend address: an IP and maybe a port.
+struct BackendAddr {
+    name: String,
+    ip: IpAddr,
+    port: Option<u16>,
+    etcd_port: Option<u16>,
+}
+
+impl Validator {
+    fn issue(
+        &mut self,
+        path: impl Into<String>,
+        value: Option<String>,
+        message: impl Into<String>,
+    ) {
+        self.issues.push(ConfigIssue {
+            path: path.into(),
+            value,
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig, source: &Path) -> Config {
+        let masters = self.backends(&raw.backends);
+        let mut frontends = Vec::new();
+        let apiserver = raw.apiserver.unwrap_or_default();
+        frontends.push(self.frontend(
+            "apiserver",
+            apiserver,
+            &masters,
+            FrontendDefaults {
+                listen: Some(DEFAULT_APISERVER_LISTEN),
+                port: DEFAULT_APISERVER_PORT,
+                check_kind: "https",
+                path: "/readyz",
+            },
+        ));
+        if let Some(etcd) = raw.etcd {
+            frontends.push(self.frontend(
+                "etcd",
+                etcd,
+                &masters,
+                FrontendDefaults {
+                    listen: None,
+                    port: DEFAULT_ETCD_PORT,
+                    check_kind: "etcd",
+                    path: "/health",
+                },
+            ));
+        }
+        // Two frontends must not listen on the same address.
+        let mut seen = HashSet::new();
+        for f in &frontends {
+            for l in &f.listen {
+                if !seen.insert(*l) {
+                    self.issue(
+                        format!("{}.listen", f.name),
+                        Some(l.to_string()),
+                        "is already used by another frontend; expected a distinct address",
+                    );
+                }
+            }
+        }
+        let shutdown = raw.shutdown.unwrap_or_default();
+        let drain_timeout = self
+            .duration(
+                "shutdown.drain_timeout",
+                shutdown.drain_timeout.as_deref(),
+                Duration::from_secs(30),
+            )
+            .unwrap_or_default();
+        let log = raw.log.unwrap_or_default();
+        let format = match log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.issue(
+                    "log.format",
+                    Some(other.to_owned()),
+                    "unknown log format; expected text or json",
+                );
+                LogFormat::Text
+            }
+        };
+        let level = log.level.unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.issue(
+                "log.level",
+                Some(level.clone()),
+                "not a log filter; expected error, warn, info, debug, trace or a directive like apivip=debug",
+            );
+        }
+        Config {
+            source: source.to_owned(),
+            frontends,
+            shutdown: Shutdown { drain_timeout },
+            log: Log { format, level },
+        }
+    }
+
+    fn backends(&mut self, raw: &[raw::RawBackend]) -> Vec<BackendAddr> {
+        if raw.is_empty() {
+            self.issue(
+                "backends",
+                None,
+                "is empty; expected a list of the control-plane nodes, e.g. `- address: 198.18.0.11`",
+            );
+        }
+        let mut out = Vec::new();
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, b) in raw.iter().enumerate() {
+            let path = format!("backends[{i}]");
+            let Some(text) = b.address.as_deref() else {
+                self.issue(
+                    format!("{path}.address"),
+                    None,
+                    "is missing; expected an IP address or IP:port",
+                );
+                continue;
+            };
+            let Some((ip, port)) = parse_host_port(text) else {
+                self.issue(
+                    format!("{path}.address"),
+                    Some(text.to_owned()),
+                    "is not an address; expected an IP address or IP:port (IPv6 as [2001:db8::1]:6443)",
+                );
+                continue;
+            };
+            if port == Some(0) {
+                self.issue(
+                    format!("{path}.address"),
+                    Some(text.to_owned()),
+                    "has port 0; expected a port from 1 to 65535",
+                );
+            }
+            let etcd_port = b
+                .etcd_port
+                .and_then(|p| self.port(&format!("{path}.etcd_port"), p));
+            if !addrs.insert((ip, port)) {
+                self.issue(
+                    format!("{path}.address"),
+                    Some(text.to_owned()),
+                    "duplicate backend; each master must be listed once",
+                );
+            }
+            let name = b.name.clone().unwrap_or_else(|| text.to_owned());
+            if name.is_empty() {
+                self.issue(format!("{path}.name"), Some(name.clone()), "is empty");
+            }
+            if !names.insert(name.clone()) {
+                self.issue(
+                    format!("{path}.name"),
+                    Some(name.clone()),
+                    "duplicate backend name; expected a unique name",
+                );
+            }
+            out.push(BackendAddr {
+                name,
+                ip,
+                port,
+                etcd_port,
+            });
+        }
+        out
+    }
+
+    fn port(&mut self, path: &str, value: i64) -> Option<u16> {
+        match u16::try_from(value) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                self.issue(
+                    path,
+                    Some(value.to_string()),
+                    "is not a port; expected a number from 1 to 65535",
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Option<Duration> {
+        match value {
+            None => Some(default),
+            Some(text) => match parse_duration(text) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.issue(path, Some(text.to_owned()), e.to_string());
+                    None
+                }
+            },
+        }
+    }
+
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
+        match self.duration(path, value, default) {
+            Some(d) if d.is_zero() => {
+                self.issue(
+                    path,
+                    value.map(str::to_owned),
+                    "must be more than zero (e.g. 1s)",
+                );
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
+    fn frontend(
+        &mut self,
+        name: &str,
+        raw: RawFrontend,
+        masters: &[BackendAddr],
+        defaults: FrontendDefaults,
+    ) -> Frontend {
+        let listen_texts = match (raw.listen, defaults.listen) {
+            (Some(l), _) => l.into_vec(),
+            (None, Some(d)) => vec![d.to_owned()],
+            (None, None) => {
+                self.issue(
+                    format!("{name}.listen"),
+                    None,
+                    "is missing; expected an address to listen on, e.g. 198.18.0.5:2379",
+                );
+                Vec::new()
+            }
+        };
+        let mut listen = Vec::new();
+        for (i, text) in listen_texts.iter().enumerate() {
+            let path = if listen_texts.len() == 1 {
+                format!("{name}.listen")
+            } else {
+                format!("{name}.listen[{i}]")
+            };
+            match parse_host_port(text) {
+                Some((ip, Some(port))) => {
+                    let addr = SocketAddr::new(ip, port);
+                    if listen.contains(&addr) {
+                        self.issue(path, Some(text.clone()), "is listed twice");
+                    } else {
+                        listen.push(addr);
+                    }
+                }
+                _ => self.issue(
+                    path,
+                    Some(text.clone()),
+                    "is not a listen address; expected IP:port such as 0.0.0.0:8443 or [::]:8443",
+                ),
+            }
+        }
+        if listen_texts.is_empty() && defaults.listen.is_some() {
+            self.issue(
+                format!("{name}.listen"),
+                None,
+                "is empty; expected at least one address",
+            );
+        }
+        let port = match raw.port {
+            Some(p) => self
+                .port(&format!("{name}.port"), p)
+                .unwrap_or(defaults.port),
+            None => defaults.port,
+        };
+        let backends = masters
+            .iter()
+            .map(|m| {
+                let p = if name == "etcd" {
+                    m.etcd_port.unwrap_or(port)
+                } else {
+                    m.port.unwrap_or(port)
+                };
+                Backend {
+                    name: m.name.clone(),
+                    addr: SocketAddr::new(m.ip, p),
+                }
+            })
+            .collect();
+        let balance = match raw.balance.as_deref() {
+            None | Some("least-connections") => Balance::LeastConnections,
+            Some("round-robin") => Balance::RoundRobin,
+            Some(other) => {
+                self.issue(
+                    format!("{name}.balance"),
+                    Some(other.to_owned()),
+                    "unknown policy; expected least-connections or round-robin",
+                );
+                Balance::LeastConnections
+            }
+        };
+        let max_connections = match raw.max_connections {
+            None => 10_000,
+            Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.issue(
+                    format!("{name}.max_connections"),
+                    Some(n.to_string()),
+                    "out of range; expected 1 to 10000000",
+                );
+                10_000
+            }
+        };
+        let connect_timeout = self.positive_duration(
+            &format!("{name}.connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(2),
+        );
+        let not_ready_grace = self
+            .duration(
+                &format!("{name}.not_ready_grace"),
+                raw.not_ready_grace.as_deref(),
+                Duration::from_secs(5),
+            )
+            .unwrap_or(Duration::from_secs(5));
+        let idle_timeout = match raw.idle_timeout.as_deref() {
+            None => None,
+            Some(t) => Some(self.positive_duration(
+                &format!("{name}.idle_timeout"),
+                Some(t),
+                Duration::from_secs(3600),
+            )),
+        };
+        let check = self.check(
+            &format!("{name}.check"),
+            raw.check.unwrap_or_default(),
+            &defaults,
+        );
+        Frontend {
+            name: name.to_owned(),
+            listen,
+            backends,
+            balance,
+            max_connections,
+            connect_timeout,
+            close_on_down: raw.close_on_down.unwrap_or(true),
+            not_ready_grace,
+            idle_timeout,
+            check,
+        }
+    }
+
+    fn check(&mut self, path: &str, raw: RawCheck, defaults: &FrontendDefaults) -> Check {
+        let interval = self.positive_duration(
+            &format!("{path}.interval"),
+            raw.interval.as_deref(),
+            Duration::from_secs(1),
+        );
+        let timeout = self.positive_duration(
+            &format!("{path}.timeout"),
+            raw.timeout.as_deref(),
+            interval.min(Duration::from_secs(1)),
+        );
+        if timeout > interval {
+            self.issue(
+                format!("{path}.timeout"),
+                Some(format_duration(timeout)),
+                format!(
+                    "is longer than the interval ({}); expected at most the interval",
+                    format_duration(interval)
+                ),
+            );
+        }
+        let rise = self.threshold(&format!("{path}.rise"), raw.rise, 2);
+        let fall = self.threshold(&format!("{path}.fall"), raw.fall, 2);
+        let jitter_percent = match raw.jitter_percent {
+            None => 10,
+            Some(n) if (0..=50).contains(&n) => n as u8,
+            Some(n) => {
+                self.issue(
+                    format!("{path}.jitter_percent"),
+                    Some(n.to_string()),
+                    "out of range; expected 0 to 50",
+                );
+                10
+            }
+        };
+        let kind_text = raw.kind.as_deref().unwrap_or(defaults.check_kind);
+        let https_fields = [
+            ("path", raw.path.is_some()),
+            ("ca", raw.ca.is_some()),
+            ("client_cert", raw.client_cert.is_some()),
+            ("client_key", raw.client_key.is_some()),
+            ("server_name", raw.server_name.is_some()),
+        ];
+        let kind = match kind_text {
+            "tcp" => {
+                for (key, set) in https_fields {
+                    if set {
+                        self.issue(
+                            format!("{path}.{key}"),
+                            None,
+                            "only applies to https and etcd checks; remove it or set kind: https",
+                        );
+                    }
+                }
+                CheckKind::Tcp
+            }
+            "https" | "etcd" => {
+                let default_path = if kind_text == "etcd" {
+                    "/health"
+                } else {
+                    defaults.path
+                };
+                let https = self.https(path, &raw, default_path);
+                if kind_text == "etcd" {
+                    CheckKind::Etcd(https)
+                } else {
+                    CheckKind::Https(https)
+                }
+            }
+            other => {
+                self.issue(
+                    format!("{path}.kind"),
+                    Some(other.to_owned()),
+                    "unknown check kind; expected tcp, https or etcd",
+                );
+                CheckKind::Tcp
+            }
+        };
+        Check {
+            kind,
+            interval,
+            timeout,
+            rise,
+            fall,
+            jitter_percent,
+        }
+    }
+
+    fn https(&mut self, path: &str, raw: &RawCheck, default_path: &str) -> HttpsCheck {
+        let req_path = raw.path.clone().unwrap_or_else(|| default_path.to_owned());
+        if !req_path.starts_with('/') || req_path.chars().any(|c| c.is_whitespace()) {
+            self.issue(
+                format!("{path}.path"),
+                Some(req_path.clone()),
+                "is not a request path; expected something like /readyz",
+            );
+        }
+        let ca = raw
+            .ca
+            .as_deref()
+            .map(|p| self.file(&format!("{path}.ca"), p));
+        let client_cert = match (&raw.client_cert, &raw.client_key) {
+            (Some(c), Some(k)) => Some((
+                self.file(&format!("{path}.client_cert"), c),
+                self.file(&format!("{path}.client_key"), k),
+            )),
+            (Some(_), None) => {
+                self.issue(
+                    format!("{path}.client_key"),
+                    None,
+                    "is missing; client_cert needs its client_key",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.issue(
+                    format!("{path}.client_cert"),
+                    None,
+                    "is missing; client_key needs its client_cert",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some(name) = &raw.server_name {
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                self.issue(
+                    format!("{path}.server_name"),
+                    Some(name.clone()),
+                    "is not a DNS name or IP address",
+                );
+            }
+        }
+        HttpsCheck {
+            path: req_path,
+            ca,
+            client_cert,
+            server_name: raw.server_name.clone(),
+        }
+    }
+
+    /// Resolves a path relative to the config file and checks that it is a readable file.
+    fn file(&mut self, key: &str, text: &str) -> PathBuf {
+        let p = Path::new(text);
+        let full = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        };
+        match std::fs::metadata(&full) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => self.issue(key, Some(text.to_owned()), "is not a file"),
+            Err(e) => self.issue(
+                key,
+                Some(text.to_owned()),
+                format!("cannot be read ({e}); expected an existing PEM file"),
+            ),
+        }
+        full
+    }
+
+    fn threshold(&mut self, path: &str, value: Option<i64>, default: u32) -> u32 {
+        match value {
+            None => default,
+            Some(n) if (1..=100).contains(&n) => n as u32,
+            Some(n) => {
+                self.issue(
+                    path,
+                    Some(n.to_string()),
+                    "out of range; expected 1 to 100 consecutive results",
+                );
+                default
+            }
+        }
+    }
+}
+
+struct FrontendDefaults {
+    listen: Option<&'static str>,
+    port: u16,
+    check_kind: &'static str,
+    path: &'static str,
+}
+
+/// Parses `IP`, `IP:port`, `[v6]:port` or a bare IPv6 address.
+fn parse_host_port(text: &str) -> Option<(IpAddr, Option<u16>)> {
+    let text = text.trim();
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Some((sa.ip(), Some(sa.port())));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+    inner.parse::<IpAddr>().ok().map(|ip| (ip, None))
+}
+
+#[cfg(test)]
+mod tests;

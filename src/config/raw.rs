@@ -1,0 +1,138 @@
+//! The raw YAML schema: exactly what an operator writes, before validation.
+//!
+//! Every struct denies unknown keys, so a typo fails at load time and not during a
+//! failover. Addresses, durations and counts are kept as written (strings, wide
+//! integers) so that validation can report every bad value with its key path at once.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// The control-plane nodes (masters).
+    #[serde(default)]
+    pub(crate) backends: Vec<RawBackend>,
+    /// The kube-apiserver frontend; present by default.
+    #[serde(default)]
+    pub(crate) apiserver: Option<RawFrontend>,
+    /// The optional etcd frontend; off unless present.
+    #[serde(default)]
+    pub(crate) etcd: Option<RawFrontend>,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub(crate) shutdown: Option<RawShutdown>,
+    /// Logging.
+    #[serde(default)]
+    pub(crate) log: Option<RawLog>,
+}
+
+/// One master.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub(crate) name: Option<String>,
+    /// `198.18.0.11`, `198.18.0.11:6443`, `2001:db8::11` or `[2001:db8::11]:6443`.
+    pub(crate) address: Option<String>,
+    /// The etcd client port of this master, when it differs from `etcd.port`.
+    pub(crate) etcd_port: Option<i64>,
+}
+
+/// One frontend (`apiserver:` or `etcd:`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFrontend {
+    /// One address or a list.
+    pub(crate) listen: Option<OneOrMany>,
+    /// The backend port used when a backend's address has none.
+    pub(crate) port: Option<i64>,
+    pub(crate) balance: Option<String>,
+    pub(crate) max_connections: Option<i64>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) close_on_down: Option<bool>,
+    pub(crate) not_ready_grace: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) check: Option<RawCheck>,
+}
+
+/// A health check.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    pub(crate) kind: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) ca: Option<String>,
+    pub(crate) client_cert: Option<String>,
+    pub(crate) client_key: Option<String>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) rise: Option<i64>,
+    pub(crate) fall: Option<i64>,
+    /// Percent of the interval by which each wait is randomly shortened or lengthened.
+    pub(crate) jitter_percent: Option<i64>,
+}
+
+/// `shutdown:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShutdown {
+    pub(crate) drain_timeout: Option<String>,
+}
+
+/// `log:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub(crate) format: Option<String>,
+    pub(crate) level: Option<String>,
+}
+
+/// A string or a list of strings. Scalars of other types (a bare port such as
+/// `8443`) are kept as text so that validation can say what is expected.
+#[derive(Debug)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address or a list of addresses")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl OneOrMany {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}

@@ -1,0 +1,211 @@
+use super::*;
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, Path::new("test.yaml"))
+}
+
+fn issues(yaml: &str) -> Vec<String> {
+    match parse(yaml) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.lines(),
+    }
+}
+
+const MINIMAL: &str = "
+backends:
+  - address: 198.18.0.11
+  - address: 198.18.0.12
+  - address: 198.18.0.13
+";
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.frontends.len(), 1, "etcd is off unless configured");
+    let f = &c.frontends[0];
+    assert_eq!(f.name, "apiserver");
+    assert_eq!(f.listen, vec!["0.0.0.0:8443".parse().unwrap()]);
+    assert_eq!(
+        f.backends.iter().map(|b| b.addr).collect::<Vec<_>>(),
+        vec![
+            "198.18.0.11:6443".parse().unwrap(),
+            "198.18.0.12:6443".parse().unwrap(),
+            "198.18.0.13:6443".parse().unwrap()
+        ]
+    );
+    assert_eq!(f.balance, Balance::LeastConnections);
+    assert!(f.close_on_down);
+    assert_eq!(f.idle_timeout, None, "WATCH connections must not be cut");
+    assert_eq!(f.check.rise, 2);
+    assert_eq!(f.check.fall, 2);
+    match &f.check.kind {
+        CheckKind::Https(h) => assert_eq!(h.path, "/readyz"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ipv6_and_ports() {
+    let c = parse(
+        "
+backends:
+  - address: '[2001:db8::11]:7443'
+  - address: 2001:db8::12
+    etcd_port: 12379
+apiserver:
+  listen: ['[::]:8443', 0.0.0.0:8443]
+etcd:
+  listen: '[2001:db8::5]:2379'
+  check: {kind: tcp}
+",
+    )
+    .unwrap();
+    let api = &c.frontends[0];
+    assert_eq!(api.listen.len(), 2);
+    assert_eq!(api.backends[0].addr, "[2001:db8::11]:7443".parse().unwrap());
+    assert_eq!(api.backends[1].addr, "[2001:db8::12]:6443".parse().unwrap());
+    let etcd = &c.frontends[1];
+    assert_eq!(
+        etcd.backends[0].addr,
+        "[2001:db8::11]:2379".parse().unwrap()
+    );
+    assert_eq!(
+        etcd.backends[1].addr,
+        "[2001:db8::12]:12379".parse().unwrap()
+    );
+}
+
+/// Each bad input yields an error naming the key path and the value.
+#[test]
+fn every_bad_value_is_named() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "backends:\n  - address: 198.18.0.11\n  - address: 198.18.0.12\n  - address: 1.2.3\n",
+            "test.yaml: backends[2].address: \"1.2.3\": is not an address",
+        ),
+        (
+            "backends:\n  - address: 198.18.0.11\n  - address: 198.18.0.11\n",
+            "test.yaml: backends[1].address: \"198.18.0.11\": duplicate backend",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {rise: 0}}\n",
+            "test.yaml: apiserver.check.rise: \"0\": out of range",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {fall: 0}}\n",
+            "test.yaml: apiserver.check.fall: \"0\": out of range",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {interval: 5}}\n",
+            "test.yaml: apiserver.check.interval: \"5\": unknown or missing unit",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {interval: 1s, timeout: 2s}}\n",
+            "test.yaml: apiserver.check.timeout: \"2s\": is longer than the interval",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {ca: /nonexistent/ca.crt}}\n",
+            "test.yaml: apiserver.check.ca: \"/nonexistent/ca.crt\": cannot be read",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {listen: 8443}\n",
+            "test.yaml: apiserver.listen: \"8443\": is not a listen address",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {balance: random}\n",
+            "test.yaml: apiserver.balance: \"random\": unknown policy",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {kind: icmp}}\n",
+            "test.yaml: apiserver.check.kind: \"icmp\": unknown check kind",
+        ),
+        (
+            "backends: [{address: 198.18.0.11, etcd_port: 70000}]\n",
+            "test.yaml: backends[0].etcd_port: \"70000\": is not a port",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\netcd: {check: {kind: tcp}}\n",
+            "test.yaml: etcd.listen: is missing",
+        ),
+        ("backends: []\n", "test.yaml: backends: is empty"),
+        (
+            "backends: [{address: 198.18.0.11}]\nshutdown: {drain_timeout: soon}\n",
+            "test.yaml: shutdown.drain_timeout: \"soon\"",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {client_cert: /etc/hostname}}\n",
+            "test.yaml: apiserver.check.client_key: is missing",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let lines = issues(yaml);
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "for\n{yaml}\nexpected a line starting with {want:?}, got {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let lines = issues(
+        "backends:\n  - address: bad\n  - address: 198.18.0.12:0\napiserver:\n  check: {rise: 0, fall: 0, interval: x}\n",
+    );
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_key_and_line() {
+    let lines = issues("backends:\n  - address: 198.18.0.11\n    adress: typo\n");
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].starts_with("test.yaml: backends[0]"), "{lines:?}");
+    assert!(lines[0].contains("adress"), "{lines:?}");
+    assert!(lines[0].contains("line 3"), "{lines:?}");
+
+    let lines = issues("backends: [{address: 198.18.0.11}]\napiserver: {check: {rise: two}}\n");
+    assert!(
+        lines[0].starts_with("test.yaml: apiserver.check.rise"),
+        "{lines:?}"
+    );
+
+    // Strict booleans: `yes` is not a boolean.
+    let lines = issues("backends: [{address: 198.18.0.11}]\napiserver: {close_on_down: yes}\n");
+    assert!(
+        lines[0].starts_with("test.yaml: apiserver.close_on_down"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn broken_yaml_names_the_line() {
+    let lines = issues("backends:\n  - address: [198.18.0.11\n");
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("line"), "{lines:?}");
+}
+
+#[test]
+fn relative_cert_paths_resolve_against_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), "x").unwrap();
+    let file = dir.path().join("apivip.yaml");
+    std::fs::write(
+        &file,
+        "backends: [{address: 127.0.0.1}]\napiserver: {check: {ca: ca.crt}}\n",
+    )
+    .unwrap();
+    let c = load(&file).unwrap();
+    match &c.frontends[0].check.kind {
+        CheckKind::Https(h) => {
+            assert_eq!(h.ca.as_deref(), Some(dir.path().join("ca.crt").as_path()))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_file_is_named() {
+    let err = load(Path::new("/nonexistent/apivip.yaml")).unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("/nonexistent/apivip.yaml: cannot read"));
+}

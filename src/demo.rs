@@ -1,0 +1,167 @@
+//! `apivip demo`: a working local endpoint with nothing to install and no root.
+//!
+//! Three imitation kube-apiservers (HTTPS, certificates made here) listen on loopback
+//! and apivip runs in front of them with the same code path as `apivip run`: the demo
+//! writes a config file and loads it. Commands typed on stdin stop, start or drain a
+//! master so that an operator can watch failover; Ctrl-C stops everything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use apivip::supervisor::Supervisor;
+use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver, Mode};
+use apivip::testkit::certs::TestPki;
+use tokio::io::AsyncBufReadExt;
+
+const MASTERS: usize = 3;
+
+/// Runs the demo until Ctrl-C or SIGTERM.
+pub(crate) async fn run(port: u16, dir: Option<PathBuf>) -> Result<(), String> {
+    let temp;
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            d
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("apivip-demo-")
+                .tempdir()
+                .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+            temp.path().to_owned()
+        }
+    };
+    let pki = TestPki::generate(&dir, &["127.0.0.1", "localhost"])
+        .map_err(|e| format!("cannot make certificates: {e}"))?;
+    let mut masters: Vec<Option<ImitationApiserver>> = Vec::new();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for i in 1..=MASTERS {
+        let s = start_master(&pki, i, "127.0.0.1:0".parse().map_err(|_| "bad address")?).await?;
+        addrs.push(s.addr());
+        masters.push(Some(s));
+    }
+    let config_path = dir.join("apivip.yaml");
+    let backends: String = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("  - name: master-{}\n    address: {a}\n", i + 1))
+        .collect();
+    let yaml = format!(
+        "# Written by `apivip demo`.\nbackends:\n{backends}apiserver:\n  listen: 127.0.0.1:{port}\n  not_ready_grace: 3s\n  check:\n    kind: https\n    path: /readyz\n    ca: ca.crt\n    interval: 500ms\n    timeout: 500ms\n    rise: 2\n    fall: 2\n"
+    );
+    std::fs::write(&config_path, yaml).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config = apivip::config::load(&config_path).map_err(|e| e.to_string())?;
+    let sup = Supervisor::start(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let endpoint = sup
+        .listen_addrs("apiserver")
+        .first()
+        .copied()
+        .ok_or("no listener")?;
+
+    println!();
+    println!(
+        "apivip demo: endpoint https://{endpoint} in front of {MASTERS} imitation apiservers:"
+    );
+    for (i, a) in addrs.iter().enumerate() {
+        println!("  master-{} https://{a}", i + 1);
+    }
+    println!("config: {}", config_path.display());
+    println!(
+        "try:    curl -k https://{endpoint}/readyz   (or /whoami to see which master answered)"
+    );
+    println!(
+        "        curl --cacert {} https://{endpoint}/whoami",
+        pki.ca_cert.display()
+    );
+    println!(
+        "type:   stop N | start N | notready N | ready N | drain N (graceful shutdown) | status"
+    );
+    println!("Ctrl-C stops everything.");
+    println!();
+
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        let line = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            l = lines.next_line(), if stdin_open => match l {
+                Ok(Some(l)) => l,
+                _ => { stdin_open = false; continue }
+            },
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let target = words
+            .get(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=MASTERS).contains(n));
+        match (words.first().copied(), target) {
+            (Some("status"), _) => {
+                for b in &sup.health().current().frontends[0].backends {
+                    println!("  {} {} {} ({})", b.name, b.addr, b.status, b.reason);
+                }
+            }
+            (Some("stop"), Some(n)) => {
+                if let Some(s) = masters[n - 1].take() {
+                    s.stop().await;
+                    println!("master-{n} stopped (hard)");
+                }
+            }
+            (Some("drain"), Some(n)) => {
+                if let Some(s) = masters[n - 1].take() {
+                    println!("master-{n}: graceful shutdown (readyz 500 for 2s, then stop)");
+                    tokio::spawn(async move { s.graceful_shutdown().await });
+                }
+            }
+            (Some("start"), Some(n)) => {
+                if masters[n - 1].is_none() {
+                    match start_master(&pki, n, addrs[n - 1]).await {
+                        Ok(s) => {
+                            masters[n - 1] = Some(s);
+                            println!("master-{n} started");
+                        }
+                        Err(e) => println!("master-{n}: {e}"),
+                    }
+                }
+            }
+            (Some(cmd @ ("notready" | "ready")), Some(n)) => {
+                if let Some(s) = &masters[n - 1] {
+                    s.set_mode(if cmd == "ready" {
+                        Mode::Ready
+                    } else {
+                        Mode::NotReady
+                    });
+                    println!("master-{n} {cmd}");
+                }
+            }
+            (None, _) => {}
+            _ => println!(
+                "unknown command; try: stop 2, start 2, notready 1, ready 1, drain 3, status"
+            ),
+        }
+    }
+    println!("stopping");
+    sup.shutdown(Duration::from_secs(2)).await;
+    for s in masters.into_iter().flatten() {
+        s.stop().await;
+    }
+    Ok(())
+}
+
+async fn start_master(
+    pki: &TestPki,
+    i: usize,
+    listen: SocketAddr,
+) -> Result<ImitationApiserver, String> {
+    let mut opts = ApiserverOptions::new(format!("master-{i}"), pki.server_config());
+    opts.listen = listen;
+    opts.shutdown_delay = Duration::from_secs(2);
+    ImitationApiserver::start(opts)
+        .await
+        .map_err(|e| format!("cannot start master-{i} on {listen}: {e}"))
+}

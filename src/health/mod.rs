@@ -1,0 +1,168 @@
+//! Health: one source of truth.
+//!
+//! Checkers ([`checker`]) probe every backend of every frontend with a [`probe::Prober`]
+//! and feed the results to a [`state::RiseFall`] machine. Transitions are published in
+//! one [`HealthView`] (a `tokio::sync::watch` of a [`HealthSnapshot`]). The proxy, and
+//! later the VRRP priority tracker, the DNS updater and the metrics, read that view;
+//! nothing else probes.
+
+pub mod checker;
+pub mod probe;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+pub use state::{DownCause, Outcome, Status};
+
+/// Health of every backend of every frontend, at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSnapshot {
+    /// In config order.
+    pub frontends: Vec<FrontendHealth>,
+}
+
+/// One frontend's backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrontendHealth {
+    /// The frontend's name (`apiserver`, `etcd`).
+    pub name: String,
+    /// In config order (the same index as `Frontend::backends`).
+    pub backends: Vec<BackendHealth>,
+}
+
+/// One backend's health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendHealth {
+    /// The backend's name.
+    pub name: String,
+    /// Where it is probed.
+    pub addr: SocketAddr,
+    /// Its status.
+    pub status: Status,
+    /// Why it has this status (the last probe's failure, or `ok`).
+    pub reason: String,
+    /// When the status last changed (wall clock, for operators).
+    pub since: Option<SystemTime>,
+}
+
+impl HealthSnapshot {
+    /// Every backend `Unknown`, as at start.
+    pub fn initial(config: &Config) -> Self {
+        HealthSnapshot {
+            frontends: config
+                .frontends
+                .iter()
+                .map(|f| FrontendHealth {
+                    name: f.name.clone(),
+                    backends: f
+                        .backends
+                        .iter()
+                        .map(|b| BackendHealth {
+                            name: b.name.clone(),
+                            addr: b.addr,
+                            status: Status::Unknown,
+                            reason: "not probed yet".to_owned(),
+                            since: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The frontend named `name`.
+    pub fn frontend(&self, name: &str) -> Option<&FrontendHealth> {
+        self.frontends.iter().find(|f| f.name == name)
+    }
+}
+
+/// The read side of the health view: cheap to clone, every reader sees every change.
+#[derive(Debug, Clone)]
+pub struct HealthView {
+    rx: watch::Receiver<Arc<HealthSnapshot>>,
+}
+
+/// The write side, held by the checkers.
+#[derive(Debug, Clone)]
+pub struct HealthPublisher {
+    tx: Arc<watch::Sender<Arc<HealthSnapshot>>>,
+}
+
+/// A new view with every backend `Unknown`.
+pub fn channel(initial: HealthSnapshot) -> (HealthPublisher, HealthView) {
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    (HealthPublisher { tx: Arc::new(tx) }, HealthView { rx })
+}
+
+impl HealthView {
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<HealthSnapshot> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits for the next change; `None` when the publisher is gone.
+    pub async fn changed(&mut self) -> Option<Arc<HealthSnapshot>> {
+        self.rx.changed().await.ok()?;
+        Some(self.rx.borrow_and_update().clone())
+    }
+
+    /// Marks the current snapshot as seen and returns it.
+    pub fn current_and_mark_seen(&mut self) -> Arc<HealthSnapshot> {
+        self.rx.borrow_and_update().clone()
+    }
+}
+
+impl HealthPublisher {
+    /// Records a backend's new status and reason; readers are woken.
+    pub fn publish(&self, frontend: usize, backend: usize, status: Status, reason: &str) {
+        self.tx.send_modify(|snap| {
+            let snap = Arc::make_mut(snap);
+            if let Some(b) = snap
+                .frontends
+                .get_mut(frontend)
+                .and_then(|f| f.backends.get_mut(backend))
+            {
+                b.status = status;
+                b.reason = reason.to_owned();
+                b.since = Some(SystemTime::now());
+            }
+        });
+    }
+
+    /// A reader of this publisher's view.
+    pub fn subscribe(&self) -> HealthView {
+        HealthView {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+/// The wait before the next probe: `interval` shortened or lengthened by up to
+/// `jitter_percent` percent, with `unit` a uniform random number in `[0, 1)`.
+///
+/// Pure so that it can be tested; the shell passes a random `unit`.
+pub fn jittered(interval: Duration, jitter_percent: u8, unit: f64) -> Duration {
+    let spread = interval.as_secs_f64() * f64::from(jitter_percent.min(100)) / 100.0;
+    let offset = (unit.clamp(0.0, 1.0) * 2.0 - 1.0) * spread;
+    Duration::from_secs_f64((interval.as_secs_f64() + offset).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_the_percent() {
+        let i = Duration::from_secs(1);
+        assert_eq!(jittered(i, 0, 0.9), i);
+        assert_eq!(jittered(i, 10, 0.0), Duration::from_millis(900));
+        assert_eq!(jittered(i, 10, 0.5), i);
+        let hi = jittered(i, 10, 0.999_999);
+        assert!(hi <= Duration::from_millis(1100) && hi > Duration::from_millis(1099));
+    }
+}

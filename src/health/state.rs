@@ -1,0 +1,316 @@
+//! The rise/fall machine: consecutive probe results in, status transitions out.
+//!
+//! Sans-IO: no clock, no sockets. The shell feeds every probe [`Outcome`] to
+//! [`RiseFall::handle_outcome`] and acts on the [`Transition`] it returns.
+//!
+//! Rules (hysteresis, as in HAProxy's `rise`/`fall`):
+//! - The first result decides at once (`Unknown` -> `Up` or `Down`), so a node that
+//!   starts with healthy masters balances after one probe, not `rise` probes.
+//! - `Up` turns `Down` after `fall` consecutive failures; `Down` turns `Up` after `rise`
+//!   consecutive successes. A result of the other kind resets the count.
+//! - A down backend remembers *why*: [`DownCause::Unreachable`] (refused, reset, timed
+//!   out, TLS failure) or [`DownCause::NotReady`] (it answered, but not ready: the
+//!   graceful-shutdown case). While down, a change of cause is a transition too, so
+//!   that a backend that was draining and then stops answering is closed at once.
+
+use std::fmt;
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend passed.
+    Success,
+    /// The backend failed; `reason` is logged with the transition.
+    Failure {
+        /// Whether it stopped answering or answered "not ready".
+        cause: DownCause,
+        /// A human-readable reason (`connection refused`, `HTTP 500`, ...).
+        reason: String,
+    },
+}
+
+/// Why a backend is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DownCause {
+    /// It does not answer: connect refused or reset, probe timed out, TLS failed.
+    /// Its connections are closed at once.
+    Unreachable,
+    /// It answers but is not ready (kube-apiserver's graceful shutdown, etcd
+    /// unhealthy). It gets no new connections; existing ones get a grace period.
+    NotReady,
+}
+
+/// A backend's health status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Status {
+    /// No probe has finished yet.
+    #[default]
+    Unknown,
+    /// Healthy: receives new connections.
+    Up,
+    /// Unhealthy, with the cause of the last failure.
+    Down(DownCause),
+}
+
+impl Status {
+    /// Whether new connections may be balanced to it.
+    pub fn is_up(self) -> bool {
+        self == Status::Up
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Unknown => "unknown",
+            Status::Up => "up",
+            Status::Down(DownCause::Unreachable) => "down (unreachable)",
+            Status::Down(DownCause::NotReady) => "down (not ready)",
+        })
+    }
+}
+
+/// A status change, returned by [`RiseFall::handle_outcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Transition {
+    /// The status before.
+    pub from: Status,
+    /// The status now.
+    pub to: Status,
+}
+
+/// Per-backend rise/fall hysteresis.
+#[derive(Debug, Clone)]
+pub struct RiseFall {
+    rise: u32,
+    fall: u32,
+    status: Status,
+    /// Consecutive results that argue against the current status.
+    streak: u32,
+}
+
+impl RiseFall {
+    /// A machine in `Unknown`. `rise` and `fall` below 1 are treated as 1 (config
+    /// validation refuses them).
+    pub fn new(rise: u32, fall: u32) -> Self {
+        RiseFall {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            status: Status::Unknown,
+            streak: 0,
+        }
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Feeds one probe result; returns the transition if the status changed.
+    pub fn handle_outcome(&mut self, outcome: &Outcome) -> Option<Transition> {
+        let from = self.status;
+        let to = match (from, outcome) {
+            (Status::Unknown, Outcome::Success) => Status::Up,
+            (Status::Unknown, Outcome::Failure { cause, .. }) => Status::Down(*cause),
+            (Status::Up, Outcome::Success) => {
+                self.streak = 0;
+                Status::Up
+            }
+            (Status::Up, Outcome::Failure { cause, .. }) => {
+                self.streak += 1;
+                if self.streak >= self.fall {
+                    Status::Down(*cause)
+                } else {
+                    Status::Up
+                }
+            }
+            (Status::Down(_), Outcome::Success) => {
+                self.streak += 1;
+                if self.streak >= self.rise {
+                    Status::Up
+                } else {
+                    from
+                }
+            }
+            (Status::Down(_), Outcome::Failure { cause, .. }) => {
+                self.streak = 0;
+                Status::Down(*cause)
+            }
+        };
+        if to == from {
+            return None;
+        }
+        self.status = to;
+        self.streak = 0;
+        Some(Transition { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Outcome {
+        Outcome::Success
+    }
+    fn refused() -> Outcome {
+        Outcome::Failure {
+            cause: DownCause::Unreachable,
+            reason: "connection refused".into(),
+        }
+    }
+    fn not_ready() -> Outcome {
+        Outcome::Failure {
+            cause: DownCause::NotReady,
+            reason: "HTTP 500".into(),
+        }
+    }
+
+    /// Feeds a sequence and returns the status after each step.
+    fn run(m: &mut RiseFall, seq: &[Outcome]) -> Vec<Status> {
+        seq.iter()
+            .map(|o| {
+                let _ = m.handle_outcome(o);
+                m.status()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_result_decides_at_once() {
+        let mut m = RiseFall::new(3, 3);
+        assert_eq!(
+            m.handle_outcome(&ok()),
+            Some(Transition {
+                from: Status::Unknown,
+                to: Status::Up
+            })
+        );
+        let mut m = RiseFall::new(3, 3);
+        assert_eq!(
+            m.handle_outcome(&not_ready()).map(|t| t.to),
+            Some(Status::Down(DownCause::NotReady))
+        );
+    }
+
+    #[test]
+    fn up_falls_after_exactly_fall_failures() {
+        let mut m = RiseFall::new(2, 3);
+        let s = run(&mut m, &[ok(), refused(), refused(), refused()]);
+        assert_eq!(
+            s,
+            [
+                Status::Up,
+                Status::Up,
+                Status::Up,
+                Status::Down(DownCause::Unreachable)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_success_resets_the_fall_count() {
+        let mut m = RiseFall::new(2, 2);
+        let s = run(&mut m, &[ok(), refused(), ok(), refused(), ok()]);
+        assert!(s.iter().all(|s| *s == Status::Up), "{s:?}");
+    }
+
+    #[test]
+    fn down_rises_after_exactly_rise_successes() {
+        let mut m = RiseFall::new(3, 1);
+        let s = run(&mut m, &[refused(), ok(), ok(), ok()]);
+        assert_eq!(
+            s,
+            [
+                Status::Down(DownCause::Unreachable),
+                Status::Down(DownCause::Unreachable),
+                Status::Down(DownCause::Unreachable),
+                Status::Up
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failure_resets_the_rise_count() {
+        let mut m = RiseFall::new(2, 1);
+        let s = run(&mut m, &[refused(), ok(), refused(), ok(), ok()]);
+        assert_eq!(s[3], Status::Down(DownCause::Unreachable));
+        assert_eq!(s[4], Status::Up);
+    }
+
+    #[test]
+    fn the_cause_is_the_last_failure() {
+        let mut m = RiseFall::new(1, 2);
+        let s = run(&mut m, &[ok(), refused(), not_ready()]);
+        assert_eq!(s[2], Status::Down(DownCause::NotReady));
+    }
+
+    #[test]
+    fn a_draining_backend_that_stops_answering_escalates() {
+        let mut m = RiseFall::new(2, 1);
+        let _ = m.handle_outcome(&ok());
+        assert_eq!(
+            m.handle_outcome(&not_ready()).map(|t| t.to),
+            Some(Status::Down(DownCause::NotReady))
+        );
+        assert_eq!(
+            m.handle_outcome(&refused()),
+            Some(Transition {
+                from: Status::Down(DownCause::NotReady),
+                to: Status::Down(DownCause::Unreachable)
+            })
+        );
+        // The same cause again is no transition.
+        assert_eq!(m.handle_outcome(&refused()), None);
+    }
+
+    #[test]
+    fn rise_and_fall_of_one_flip_on_every_change() {
+        let mut m = RiseFall::new(1, 1);
+        let s = run(&mut m, &[ok(), refused(), ok(), not_ready(), ok()]);
+        assert_eq!(
+            s,
+            [
+                Status::Up,
+                Status::Down(DownCause::Unreachable),
+                Status::Up,
+                Status::Down(DownCause::NotReady),
+                Status::Up
+            ]
+        );
+    }
+
+    #[test]
+    fn transitions_report_every_change_and_only_changes() {
+        // Exhaustive over all sequences of length 6 with rise=2, fall=2: the reported
+        // transitions replay to the same final status, and none has from == to.
+        let alphabet = [ok(), refused(), not_ready()];
+        let mut seq = vec![0usize; 6];
+        loop {
+            let mut m = RiseFall::new(2, 2);
+            let mut replay = Status::Unknown;
+            for &i in &seq {
+                if let Some(t) = m.handle_outcome(&alphabet[i]) {
+                    assert_eq!(t.from, replay);
+                    assert_ne!(t.from, t.to);
+                    replay = t.to;
+                }
+            }
+            assert_eq!(replay, m.status());
+            // Next sequence.
+            let mut k = 0;
+            while k < seq.len() {
+                seq[k] += 1;
+                if seq[k] < alphabet.len() {
+                    break;
+                }
+                seq[k] = 0;
+                k += 1;
+            }
+            if k == seq.len() {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! apivip keeps one Kubernetes control-plane endpoint alive.
+//!
+//! # Layout
+//!
+//! ```text
+//!            config (YAML, validated)
+//!                    |
+//!                    v
+//!   +---------- supervisor (signals, drain) ---------------+
+//!   |                |                                      |
+//!   v                v                                      v
+//! health checkers --> HealthView (watch) -------> proxy frontends
+//! (tcp, https,       per-backend up/down          (listen, pick a healthy
+//!  etcd mTLS)        with the failure cause        backend, forward bytes)
+//! ```
+//!
+//! - [`config`]: raw YAML schema, validation into a typed [`config::Config`].
+//! - [`health`]: the sans-IO rise/fall machine ([`health::state`]), the probes and
+//!   the [`health::HealthView`] every other part reads.
+//! - [`proxy`]: the sans-IO balancer ([`proxy::balance`]), listeners and forwarding.
+//! - [`supervisor`]: builds the tasks from a `Config`, handles signals and draining.
+//! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
+//!   tests, the benchmarks and `apivip demo`.
+//!
+//! The sans-IO cores (`health::state`, `proxy::balance`, `config`) open no sockets and
+//! never read the clock: time is an argument.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod health;
+pub mod proxy;
+pub mod supervisor;
+pub mod testkit;
+pub mod units;

@@ -1,0 +1,167 @@
+//! The `apivip` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use apivip::config::{self, Config, LogFormat};
+use apivip::health::checker;
+use apivip::supervisor;
+
+mod demo;
+
+/// apivip keeps a Kubernetes control-plane endpoint alive.
+#[derive(Parser)]
+#[command(name = "apivip", version, about, disable_version_flag = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = "/etc/apivip/apivip.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or print one line per error and exit 1.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = "/etc/apivip/apivip.yaml")]
+        config: PathBuf,
+    },
+    /// Print the version and the commit it was built from.
+    Version,
+    /// Run a local demo: three imitation apiservers on loopback and apivip in front.
+    Demo {
+        /// Port of the demo endpoint on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+        /// Directory for the demo's certificates and config (a temporary one if unset).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!(
+                "apivip {} (commit {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("APIVIP_COMMIT")
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Demo { port, dir } => {
+            init_logging(LogFormat::Text, "info");
+            let result = runtime()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(demo::run(port, dir)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("apivip demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn load(path: &std::path::Path) -> Result<Config, Vec<String>> {
+    let config = config::load(path).map_err(|e| e.lines())?;
+    // Building the probers reads every certificate and key, so bad PEM is caught here.
+    checker::build_probers(&config).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    Ok(config)
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load(path) {
+        Ok(c) => {
+            let summary: Vec<String> = c
+                .frontends
+                .iter()
+                .map(|f| {
+                    let listen: Vec<String> = f.listen.iter().map(|a| a.to_string()).collect();
+                    format!(
+                        "{} on {} -> {} backends",
+                        f.name,
+                        listen.join(","),
+                        f.backends.len()
+                    )
+                })
+                .collect();
+            println!("{}: ok ({})", path.display(), summary.join("; "));
+            ExitCode::SUCCESS
+        }
+        Err(lines) => {
+            for l in lines {
+                eprintln!("{l}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(lines) => {
+            for l in lines {
+                eprintln!("{l}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log.format, &config.log.level);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), commit = env!("APIVIP_COMMIT"), config = %path.display(), "starting");
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("apivip: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(supervisor::run(config)) {
+        Ok(report) => {
+            tracing::info!(
+                drained = report.open_at_start - report.closed_at_deadline,
+                closed = report.closed_at_deadline,
+                "stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the configured level.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,184 @@
+//! Moving bytes between a client and a backend.
+//!
+//! Two directions run concurrently on one task, each a loop of "wait until readable,
+//! read, write everything". A buffer is taken from a per-thread pool only while data
+//! is moving and returned as soon as the source would block, so an idle connection
+//! (a WATCH waiting for events) holds no buffer at all: its cost is the task and the
+//! two sockets. Bulk transfers switch to `splice(2)` through a pooled pipe (see
+//! [`crate::proxy::splice`]) once a read fills a whole buffer, so large bodies move
+//! without copying through user space.
+//!
+//! A FIN in one direction is passed on as a write shutdown and the other direction
+//! continues (half-close); an error in either direction ends both.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::Shutdown;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::proxy::splice::{self, PipePool};
+
+/// Size of one copy buffer.
+pub const BUF_SIZE: usize = 64 * 1024;
+/// Buffers kept per thread for reuse.
+const POOL_KEEP: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer from the thread's pool, returned to the pool of whichever thread drops it.
+struct PooledBuf(Option<Box<[u8]>>);
+
+impl PooledBuf {
+    fn take() -> Self {
+        let buf = POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
+        PooledBuf(Some(buf))
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or(&mut [])
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.0.take() {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_KEEP {
+                    p.push(buf);
+                }
+            });
+        }
+    }
+}
+
+/// How bytes are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy through pooled user-space buffers only.
+    Copy,
+    /// Copy small reads; splice once a read fills a buffer (the default).
+    Auto,
+}
+
+/// Bytes moved in each direction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Client to backend.
+    pub upstream: u64,
+    /// Backend to client.
+    pub downstream: u64,
+}
+
+/// Forwards until both directions have ended, one side fails, or `idle` passes with
+/// no data in either direction.
+pub async fn forward(
+    client: &TcpStream,
+    backend: &TcpStream,
+    mode: Mode,
+    pipes: &PipePool,
+    idle: Option<Duration>,
+) -> io::Result<Moved> {
+    let activity = std::sync::atomic::AtomicU64::new(0);
+    let up = pump(client, backend, mode, pipes, &activity);
+    let down = pump(backend, client, mode, pipes, &activity);
+    let both = async { tokio::try_join!(up, down) };
+    match idle {
+        None => both.await.map(|(u, d)| Moved {
+            upstream: u,
+            downstream: d,
+        }),
+        Some(idle) => {
+            tokio::pin!(both);
+            let mut seen = 0;
+            loop {
+                tokio::select! {
+                    r = &mut both => return r.map(|(u, d)| Moved { upstream: u, downstream: d }),
+                    _ = tokio::time::sleep(idle) => {
+                        let now = activity.load(std::sync::atomic::Ordering::Relaxed);
+                        if now == seen {
+                            return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
+                        }
+                        seen = now;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One direction: `src` to `dst`, until EOF (then shut down `dst`'s write side).
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    mode: Mode,
+    pipes: &PipePool,
+    activity: &std::sync::atomic::AtomicU64,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut bulk = false;
+    loop {
+        src.readable().await?;
+        activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if bulk && mode == Mode::Auto {
+            match splice::splice_burst(src, dst, pipes).await? {
+                splice::Burst::Moved(n) => {
+                    total += n as u64;
+                    bulk = n >= BUF_SIZE;
+                    continue;
+                }
+                splice::Burst::Eof(n) => {
+                    total += n as u64;
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    return Ok(total);
+                }
+                splice::Burst::Unsupported => bulk = false,
+            }
+        }
+        let mut buf = PooledBuf::take();
+        let buf = buf.as_mut();
+        loop {
+            match src.try_read(buf) {
+                Ok(0) => {
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    return Ok(total);
+                }
+                Ok(n) => {
+                    write_all(dst, &buf[..n]).await?;
+                    total += n as u64;
+                    if n == buf.len() {
+                        // A full buffer: more is probably waiting. Switch to splice
+                        // for the rest of this burst in Auto mode.
+                        bulk = true;
+                        if mode == Mode::Auto {
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Writes all of `data`, waiting for writability as needed.
+async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match dst.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The L4 proxy: listeners, backend choice with connect retry, forwarding, and closing
+//! connections to backends that went down.
+//!
+//! ```text
+//!  accept loop --(permit)--> connection task: pick (balance) -> connect (retry) -> forward
+//!       ^                                   |                                  ^
+//!   listeners (IP_FREEBIND)          Slot.active (least-conn)       Slot generation token
+//!                                                                         |
+//!  HealthView --> health watcher: Up/Down per slot; on Down, cancel the generation
+//!                 (at once when unreachable, after `not_ready_grace` when not ready)
+//! ```
+
+pub mod balance;
+pub mod forward;
+pub mod splice;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Frontend;
+use crate::health::{DownCause, HealthView, Status};
+use balance::{Candidate, Pick};
+pub use forward::Mode;
+use splice::PipePool;
+
+/// Counters of one frontend (read by tests, logs and, later, metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Client connections accepted.
+    pub accepted: AtomicU64,
+    /// Clients closed at once because `max_connections` was reached.
+    pub rejected_limit: AtomicU64,
+    /// Backend connects that failed (each retried on another backend).
+    pub connect_failures: AtomicU64,
+    /// Connects tried on a backend that was not healthy (no healthy one left).
+    pub fallback_attempts: AtomicU64,
+    /// Clients closed because no backend accepted.
+    pub no_backend: AtomicU64,
+    /// Connections closed because their backend went down.
+    pub closed_on_down: AtomicU64,
+    /// Connections currently proxied.
+    pub active: AtomicUsize,
+}
+
+/// One backend as the proxy sees it.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    addr: SocketAddr,
+    healthy: AtomicBool,
+    active: AtomicUsize,
+    /// Cancelled to close every connection made in this generation.
+    generation: Mutex<CancellationToken>,
+}
+
+impl Slot {
+    fn generation(&self) -> CancellationToken {
+        self.generation
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Starts a new generation and returns the old one (for the caller to cancel).
+    fn rotate(&self) -> CancellationToken {
+        let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *g)
+    }
+}
+
+/// A frontend's shared state: its backends and counters.
+#[derive(Debug)]
+pub struct FrontendProxy {
+    cfg: Frontend,
+    slots: Vec<Slot>,
+    cursor: AtomicUsize,
+    pipes: PipePool,
+    mode: Mode,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl FrontendProxy {
+    /// Shared state for `cfg`; every backend starts not healthy (unknown).
+    pub fn new(cfg: Frontend, mode: Mode) -> Arc<Self> {
+        let slots = cfg
+            .backends
+            .iter()
+            .map(|b| Slot {
+                name: b.name.clone(),
+                addr: b.addr,
+                healthy: AtomicBool::new(false),
+                active: AtomicUsize::new(0),
+                generation: Mutex::new(CancellationToken::new()),
+            })
+            .collect();
+        Arc::new(FrontendProxy {
+            cfg,
+            slots,
+            cursor: AtomicUsize::new(0),
+            pipes: PipePool::new(256),
+            mode,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The frontend's config.
+    pub fn config(&self) -> &Frontend {
+        &self.cfg
+    }
+
+    /// Active connections per backend, in config order.
+    pub fn active_per_backend(&self) -> Vec<usize> {
+        self.slots
+            .iter()
+            .map(|s| s.active.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Connects to a backend for one client: healthy ones first by policy, each tried
+    /// at most once; then the others once each. Returns the slot index and the stream.
+    async fn connect(&self) -> Option<(usize, TcpStream)> {
+        let n = self.slots.len();
+        let cursor = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut tried = vec![false; n];
+        loop {
+            let cands: Vec<Candidate> = self
+                .slots
+                .iter()
+                .map(|s| Candidate {
+                    healthy: s.healthy.load(Ordering::Relaxed),
+                    active: s.active.load(Ordering::Relaxed),
+                })
+                .collect();
+            let pick = balance::pick(self.cfg.balance, cursor, &cands, &tried)?;
+            let i = pick.index();
+            tried[i] = true;
+            if let Pick::Fallback(_) = pick {
+                self.stats.fallback_attempts.fetch_add(1, Ordering::Relaxed);
+            }
+            let slot = &self.slots[i];
+            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(slot.addr))
+                .await
+            {
+                Ok(Ok(stream)) => return Some((i, stream)),
+                Ok(Err(e)) => {
+                    self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(frontend = %self.cfg.name, backend = %slot.name, error = %e, "connect failed; trying the next backend");
+                }
+                Err(_) => {
+                    self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(frontend = %self.cfg.name, backend = %slot.name, "connect timed out; trying the next backend");
+                }
+            }
+        }
+    }
+
+    /// Applies one backend's new health status: routing, and closing its connections.
+    fn apply_status(
+        self: &Arc<Self>,
+        i: usize,
+        status: Status,
+        grace_tasks: &mut [Option<CancellationToken>],
+    ) {
+        let Some(slot) = self.slots.get(i) else {
+            return;
+        };
+        let was_healthy = slot.healthy.swap(status.is_up(), Ordering::Relaxed);
+        match status {
+            Status::Up | Status::Unknown => {
+                // Back before its grace ran out: keep its connections.
+                if let Some(pending) = grace_tasks[i].take() {
+                    pending.cancel();
+                }
+            }
+            Status::Down(cause) => {
+                if !self.cfg.close_on_down {
+                    return;
+                }
+                let escalated = cause == DownCause::Unreachable && grace_tasks[i].is_some();
+                if !was_healthy && !escalated {
+                    return;
+                }
+                if escalated {
+                    // The grace timer closes the connections at once when told to stop
+                    // early while the backend is still down.
+                    if let Some(pending) = grace_tasks[i].take() {
+                        pending.cancel();
+                    }
+                    return;
+                }
+                match cause {
+                    DownCause::Unreachable => {
+                        tracing::info!(frontend = %self.cfg.name, backend = %slot.name, "closing connections to an unreachable backend");
+                        slot.rotate().cancel();
+                    }
+                    DownCause::NotReady => {
+                        let grace = self.cfg.not_ready_grace;
+                        tracing::info!(frontend = %self.cfg.name, backend = %slot.name,
+                            grace = %crate::units::format_duration(grace),
+                            "backend not ready: no new connections; closing existing ones after the grace");
+                        let abort = CancellationToken::new();
+                        grace_tasks[i] = Some(abort.clone());
+                        let this = Arc::clone(self);
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = tokio::time::sleep(grace) => {}
+                                // Escalated (close now) or recovered (keep them).
+                                _ = abort.cancelled() => {}
+                            }
+                            let slot = &this.slots[i];
+                            if !slot.healthy.load(Ordering::Relaxed) {
+                                tracing::info!(frontend = %this.cfg.name, backend = %slot.name, "closing connections to a not-ready backend");
+                                slot.rotate().cancel();
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Follows the health view and applies every change of this frontend's backends.
+pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: CancellationToken) {
+    let mut last: Vec<Status> = vec![Status::Unknown; fe.slots.len()];
+    let mut grace: Vec<Option<CancellationToken>> = vec![None; fe.slots.len()];
+    let mut snap = view.current_and_mark_seen();
+    loop {
+        if let Some(f) = snap.frontend(&fe.cfg.name) {
+            for (i, b) in f.backends.iter().enumerate().take(last.len()) {
+                if b.status != last[i] {
+                    last[i] = b.status;
+                    fe.apply_status(i, b.status, &mut grace);
+                }
+            }
+        }
+        snap = tokio::select! {
+            s = view.changed() => match s { Some(s) => s, None => return },
+            _ = cancel.cancelled() => return,
+        };
+    }
+}
+
+/// Binds a listener that may bind an address this node does not own yet (IP_FREEBIND,
+/// for a VIP), with SO_REUSEADDR; IPv6 listeners are IPv6-only so `0.0.0.0` and `[::]`
+/// can both be listed.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+}
+
+/// Accepts on `listener` until `stop_accepting`; each connection runs on `tracker`
+/// and ends early when `hard_stop` is cancelled.
+pub async fn serve(
+    fe: Arc<FrontendProxy>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop_accepting: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop_accepting.cancelled() => return,
+        };
+        let (client, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(frontend = %fe.cfg.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        fe.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            fe.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(frontend = %fe.cfg.name, %peer, limit = fe.cfg.max_connections, "connection limit reached; closing the client");
+            drop(client);
+            continue;
+        };
+        let fe = Arc::clone(&fe);
+        let hard_stop = hard_stop.clone();
+        tracker.spawn(async move {
+            handle(&fe, client, hard_stop).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Decrements a slot's active count when the connection ends, however it ends.
+struct ActiveGuard<'a>(&'a Slot, &'a Stats);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.1.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn handle(fe: &FrontendProxy, client: TcpStream, hard_stop: CancellationToken) {
+    let connected = tokio::select! {
+        c = fe.connect() => c,
+        _ = hard_stop.cancelled() => return,
+    };
+    let Some((i, backend)) = connected else {
+        fe.stats.no_backend.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(frontend = %fe.cfg.name, "no backend accepted the connection; closing the client");
+        // Reset, so the client sees the failure at once rather than an EOF later.
+        let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        return;
+    };
+    let slot = &fe.slots[i];
+    // Take the generation before counting, so a backend turning down from now on
+    // closes this connection too.
+    let generation = slot.generation();
+    slot.active.fetch_add(1, Ordering::Relaxed);
+    fe.stats.active.fetch_add(1, Ordering::Relaxed);
+    let _guard = ActiveGuard(slot, &fe.stats);
+    tune(&client);
+    tune(&backend);
+    tokio::select! {
+        r = forward::forward(&client, &backend, fe.mode, &fe.pipes, fe.cfg.idle_timeout) => {
+            if let Err(e) = r {
+                tracing::trace!(frontend = %fe.cfg.name, backend = %slot.name, error = %e, "connection ended with an error");
+            }
+        }
+        _ = generation.cancelled() => {
+            fe.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
+        }
+        _ = hard_stop.cancelled() => {}
+    }
+}

@@ -1,0 +1,212 @@
+//! The supervisor: builds every task from a [`Config`], and stops them in order.
+//!
+//! Start: probers are built first (certificate errors fail before anything binds),
+//! then listeners are bound (a busy port fails start), then the checkers, the health
+//! watchers and the accept loops run. Stop (SIGTERM, SIGINT): stop accepting, let
+//! connections finish up to `shutdown.drain_timeout`, close the rest, stop checkers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::health::{self, checker, HealthSnapshot, HealthView};
+use crate::proxy::{self, FrontendProxy, Mode};
+
+/// Why apivip could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A health check's certificates are unusable.
+    #[error(transparent)]
+    Probe(#[from] health::probe::ProbeSetupError),
+    /// A listen address could not be bound.
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The config key.
+        key: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running apivip.
+#[derive(Debug)]
+pub struct Supervisor {
+    frontends: Vec<Arc<FrontendProxy>>,
+    listen: HashMap<String, Vec<SocketAddr>>,
+    health: HealthView,
+    /// Ends the accept loops.
+    stop_accepting: CancellationToken,
+    /// Closes every proxied connection.
+    hard_stop: CancellationToken,
+    /// Ends checkers and watchers.
+    background: CancellationToken,
+    connections: TaskTracker,
+    tasks: TaskTracker,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections open when accepting stopped.
+    pub open_at_start: usize,
+    /// Connections still open at the deadline (closed by force).
+    pub closed_at_deadline: usize,
+}
+
+impl Supervisor {
+    /// Starts everything `config` describes.
+    pub async fn start(config: &Config) -> Result<Supervisor, StartError> {
+        Self::start_with_mode(config, Mode::Auto).await
+    }
+
+    /// Like [`Supervisor::start`] with a chosen forwarding mode (benchmarks).
+    pub async fn start_with_mode(config: &Config, mode: Mode) -> Result<Supervisor, StartError> {
+        let probers = checker::build_probers(config)?;
+        let mut bound = Vec::new();
+        let mut listen = HashMap::new();
+        for (fi, f) in config.frontends.iter().enumerate() {
+            let mut addrs = Vec::new();
+            for (i, addr) in f.listen.iter().enumerate() {
+                let key = if f.listen.len() == 1 {
+                    format!("{}.listen", f.name)
+                } else {
+                    format!("{}.listen[{i}]", f.name)
+                };
+                let l = proxy::bind(*addr).map_err(|source| StartError::Bind {
+                    key,
+                    addr: *addr,
+                    source,
+                })?;
+                let local = l.local_addr().unwrap_or(*addr);
+                addrs.push(local);
+                bound.push((fi, l));
+            }
+            listen.insert(f.name.clone(), addrs);
+        }
+        let (publisher, view) = health::channel(HealthSnapshot::initial(config));
+        let tasks = TaskTracker::new();
+        let connections = TaskTracker::new();
+        let background = CancellationToken::new();
+        let stop_accepting = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        checker::spawn_checkers(config, probers, &publisher, &tasks, &background);
+        let mut frontends = Vec::new();
+        let mut permits = Vec::new();
+        for f in &config.frontends {
+            let fe = FrontendProxy::new(f.clone(), mode);
+            tasks.spawn(proxy::watch_health(
+                Arc::clone(&fe),
+                publisher.subscribe(),
+                background.clone(),
+            ));
+            permits.push(Arc::new(Semaphore::new(f.max_connections)));
+            frontends.push(fe);
+        }
+        for (fi, listener) in bound {
+            let fe = &frontends[fi];
+            tracing::info!(frontend = %fe.config().name,
+                addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+            tasks.spawn(proxy::serve(
+                Arc::clone(fe),
+                listener,
+                Arc::clone(&permits[fi]),
+                connections.clone(),
+                stop_accepting.clone(),
+                hard_stop.clone(),
+            ));
+        }
+        Ok(Supervisor {
+            frontends,
+            listen,
+            health: view,
+            stop_accepting,
+            hard_stop,
+            background,
+            connections,
+            tasks,
+        })
+    }
+
+    /// The addresses a frontend listens on (with the real port when 0 was configured).
+    pub fn listen_addrs(&self, frontend: &str) -> Vec<SocketAddr> {
+        self.listen.get(frontend).cloned().unwrap_or_default()
+    }
+
+    /// The health view.
+    pub fn health(&self) -> HealthView {
+        self.health.clone()
+    }
+
+    /// A frontend's proxy state (counters, active connections).
+    pub fn frontend(&self, name: &str) -> Option<Arc<FrontendProxy>> {
+        self.frontends
+            .iter()
+            .find(|f| f.config().name == name)
+            .cloned()
+    }
+
+    /// Stops accepting, waits up to `drain` for connections to end, closes the rest and
+    /// stops every task.
+    pub async fn shutdown(self, drain: Duration) -> DrainReport {
+        self.stop_accepting.cancel();
+        self.connections.close();
+        let open_at_start = self.connections.len();
+        tracing::info!(open = open_at_start, drain = %crate::units::format_duration(drain), "stopped accepting; draining connections");
+        let drained = tokio::time::timeout(drain, self.connections.wait())
+            .await
+            .is_ok();
+        let closed_at_deadline = if drained { 0 } else { self.connections.len() };
+        if !drained {
+            tracing::warn!(
+                open = closed_at_deadline,
+                "drain deadline passed; closing the remaining connections"
+            );
+        }
+        self.hard_stop.cancel();
+        self.connections.wait().await;
+        self.background.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        DrainReport {
+            open_at_start,
+            closed_at_deadline,
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP is logged (reload
+/// is not part of this version) instead of killing the process.
+pub async fn run(config: Config) -> Result<DrainReport, StartError> {
+    let sup = Supervisor::start(&config).await?;
+    wait_for_stop_signal().await;
+    Ok(sup.shutdown(config.shutdown.drain_timeout).await)
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; waiting for Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return }
+            _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not supported in this version; restart to apply changes"),
+        }
+    }
+}
