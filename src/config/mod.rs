@@ -442,7 +442,8 @@ impl Validator {
             let etcd_port = b
                 .etcd_port
                 .and_then(|p| self.port(&format!("{path}.etcd_port"), p));
-            if !addrs.insert((ip, port)) {
+            let duplicate = !addrs.insert((ip, port));
+            if duplicate {
                 self.issue(
                     format!("{path}.address"),
                     Some(text.to_owned()),
@@ -453,7 +454,7 @@ impl Validator {
             if name.is_empty() {
                 self.issue(format!("{path}.name"), Some(name.clone()), "is empty");
             }
-            if !names.insert(name.clone()) {
+            if !names.insert(name.clone()) && !duplicate {
                 self.issue(
                     format!("{path}.name"),
                     Some(name.clone()),

@@ -54,7 +54,10 @@ impl Etcd {
     /// (deadline [`START_DEADLINE`]).
     pub fn start(pki: &TestPki, dir: &Path) -> io::Result<Etcd> {
         let bin = super::which("etcd").ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "etcd not found (apt-get install etcd-server)")
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "etcd not found (apt-get install etcd-server)",
+            )
         })?;
         let mut last_err = None;
         for attempt in 0..5 {
@@ -127,7 +130,10 @@ impl Etcd {
                 let log = etcd.log();
                 let retry = exited && log.contains("address already in use");
                 drop(etcd);
-                Err((io::Error::other(format!("{e}\n--- etcd log ---\n{log}")), retry))
+                Err((
+                    io::Error::other(format!("{e}\n--- etcd log ---\n{log}")),
+                    retry,
+                ))
             }
         }
     }
@@ -201,7 +207,8 @@ impl Etcd {
 
     /// Blocking `GET /health` with the right client certificate.
     pub fn healthy(&self) -> bool {
-        self.health_with(self.health_config.clone()).unwrap_or(false)
+        self.health_with(self.health_config.clone())
+            .unwrap_or(false)
     }
 }
 

@@ -87,7 +87,10 @@ pub fn which(bin: &str) -> Option<PathBuf> {
 pub fn require_bin(test: &str, bin: &str) -> Option<PathBuf> {
     let found = which(bin);
     if found.is_none() {
-        skip_or_fail(test, &format!("needs `{bin}` in PATH (install its Debian package)"));
+        skip_or_fail(
+            test,
+            &format!("needs `{bin}` in PATH (install its Debian package)"),
+        );
     }
     found
 }
@@ -232,8 +235,10 @@ pub fn https_get_blocking(
 ) -> Result<(u16, String), String> {
     let ctx = |e: &dyn std::fmt::Display| format!("GET {path} from {addr}: {e}");
     let tcp = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).map_err(|e| ctx(&e))?;
-    tcp.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(|e| ctx(&e))?;
-    tcp.set_write_timeout(Some(HTTP_TIMEOUT)).map_err(|e| ctx(&e))?;
+    tcp.set_read_timeout(Some(HTTP_TIMEOUT))
+        .map_err(|e| ctx(&e))?;
+    tcp.set_write_timeout(Some(HTTP_TIMEOUT))
+        .map_err(|e| ctx(&e))?;
     let conn = rustls::ClientConnection::new(config, ServerName::IpAddress(addr.ip().into()))
         .map_err(|e| ctx(&e))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);

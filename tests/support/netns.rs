@@ -23,7 +23,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -38,7 +38,12 @@ pub const V6_PREFIX: u8 = 64;
 
 /// IPv4 address of master `i`: 198.18.0.(10+i).
 pub fn master_v4(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).expect("at most 89 masters"))
+    Ipv4Addr::new(
+        198,
+        18,
+        0,
+        10 + u8::try_from(i).expect("at most 89 masters"),
+    )
 }
 
 /// IPv6 address of master `i`: 2001:db8::(10+i) (hex digits, as written).
@@ -473,7 +478,9 @@ impl Topology {
         ip(&["netns", "add", ns])?;
         self.namespaces.push(ns.to_owned());
         let mut sysctl = Command::new("ip");
-        sysctl.args(["netns", "exec", ns, "sysctl", "-q", "-w"]).args(SYSCTLS);
+        sysctl
+            .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
+            .args(SYSCTLS);
         run(&mut sysctl)?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         Ok(())
@@ -483,12 +490,26 @@ impl Topology {
         let id = self.id.clone();
         let (bridge_ns, bridge) = (self.bridge_ns.clone(), self.bridge.clone());
         if bridge.len() > 15 {
-            return Err(io::Error::other(format!("interface name {bridge} too long")));
+            return Err(io::Error::other(format!(
+                "interface name {bridge} too long"
+            )));
         }
         self.add_ns(&bridge_ns)?;
         ip(&[
-            "-n", &bridge_ns, "link", "add", &bridge, "type", "bridge", "stp_state", "0",
-            "forward_delay", "0", "mcast_snooping", "0",
+            "-n",
+            &bridge_ns,
+            "link",
+            "add",
+            "name",
+            &bridge,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+            "mcast_snooping",
+            "0",
         ])?;
         ip(&["-n", &bridge_ns, "link", "set", &bridge, "up"])?;
 
@@ -517,11 +538,13 @@ impl Topology {
             }
             self.add_ns(&ns)?;
             ip(&[
-                "link", "add", &ifname, "netns", &ns, "type", "veth", "peer", "name", &port,
-                "netns", &bridge_ns,
+                "link", "add", "name", &ifname, "netns", &ns, "type", "veth", "peer", "name",
+                &port, "netns", &bridge_ns,
             ])?;
             self.ports.push(port.clone());
-            ip(&["-n", &bridge_ns, "link", "set", &port, "master", &bridge, "up"])?;
+            ip(&[
+                "-n", &bridge_ns, "link", "set", &port, "master", &bridge, "up",
+            ])?;
             let v4s = format!("{v4}/{V4_PREFIX}");
             let v6s = format!("{v6}/{V6_PREFIX}");
             ip(&["-n", &ns, "addr", "add", &v4s, "dev", &ifname])?;
@@ -575,7 +598,9 @@ impl Topology {
 
     /// The client.
     pub fn client(&self) -> &Node {
-        self.client.as_ref().expect("client is built with the topology")
+        self.client
+            .as_ref()
+            .expect("client is built with the topology")
     }
 
     /// The bridge-side veth of master `i`.
@@ -591,32 +616,88 @@ impl Topology {
 
     /// Partitions master `i`: its bridge-side veth goes down (both directions cut).
     pub fn cut_link(&self, i: usize) -> io::Result<()> {
-        ip(&["-n", &self.bridge_ns, "link", "set", self.bridge_port(i), "down"])?;
+        ip(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "set",
+            self.bridge_port(i),
+            "down",
+        ])?;
         Ok(())
     }
 
     /// Undoes [`Topology::cut_link`].
     pub fn heal_link(&self, i: usize) -> io::Result<()> {
-        ip(&["-n", &self.bridge_ns, "link", "set", self.bridge_port(i), "up"])?;
+        ip(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "set",
+            self.bridge_port(i),
+            "up",
+        ])?;
         Ok(())
     }
 
-    /// Applies `tc netem` (e.g. `"delay 10ms loss 5%"`) to master `i`'s link, in *both*
-    /// directions: on the master's interface (what it sends) and on its bridge port (what it
-    /// receives). Replaces any earlier netem on that link.
+    /// Impairs master `i`'s link in *both* directions, with a `tc netem` spec such as
+    /// `"delay 10ms loss 5%"`: on the master's interface (what it sends) and on its bridge
+    /// port (what it receives). Replaces any earlier impairment of that link.
+    ///
+    /// Kernels without `sch_netem` (see [`netem_supported`]) get a fallback that only knows
+    /// `loss N%`: an nftables rule on the bridge drops that share of the frames to and from
+    /// the master, in each direction (needs the `nft` binary, Debian `nftables`). Anything
+    /// else (delay, jitter, ...) is then an `Unsupported` error.
     pub fn netem(&self, i: usize, spec: &str) -> io::Result<()> {
         let m = self.master(i);
-        let spec: Vec<&str> = spec.split_whitespace().collect();
-        for (ns, dev) in [(&m.ns, &m.ifname), (&self.bridge_ns, &self.ports[i])] {
-            let mut cmd = Command::new("tc");
-            cmd.args(["-n", ns, "qdisc", "replace", "dev", dev, "root", "netem"])
-                .args(&spec);
-            run(&mut cmd)?;
+        self.netem_clear(i)?;
+        if netem_supported() {
+            let spec: Vec<&str> = spec.split_whitespace().collect();
+            for (ns, dev) in [(&m.ns, &m.ifname), (&self.bridge_ns, &self.ports[i])] {
+                let mut cmd = Command::new("tc");
+                cmd.args(["-n", ns, "qdisc", "replace", "dev", dev, "root", "netem"])
+                    .args(&spec);
+                run(&mut cmd)?;
+            }
+            return Ok(());
+        }
+        let per_million = parse_loss_only(spec)?;
+        if per_million == 0 {
+            return Ok(());
+        }
+        let port = &self.ports[i];
+        let cond = if per_million >= 1_000_000 {
+            String::new()
+        } else {
+            format!("numgen random mod 1000000 < {per_million} ")
+        };
+        let rules = format!(
+            "table bridge apivip_loss_{i} {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n  iifname \"{port}\" {cond}drop\n  oifname \"{port}\" {cond}drop\n }}\n}}\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.bridge_ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("nft (Debian nftables): {e}")))?;
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            stdin.write_all(rules.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "nft loss rule for master {i} failed ({}): {} (is `nft` installed? Debian nftables)",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         Ok(())
     }
 
-    /// Removes what [`Topology::netem`] added on master `i`'s link.
+    /// Removes what [`Topology::netem`] added on master `i`'s link (nothing there: no-op).
     pub fn netem_clear(&self, i: usize) -> io::Result<()> {
         let m = self.master(i);
         for (ns, dev) in [(&m.ns, &m.ifname), (&self.bridge_ns, &self.ports[i])] {
@@ -624,8 +705,25 @@ impl Topology {
             let _ = Command::new("tc")
                 .args(["-n", ns, "qdisc", "del", "dev", dev, "root"])
                 .stdin(Stdio::null())
+                .stderr(Stdio::null())
                 .output()?;
         }
+        let table = format!("apivip_loss_{i}");
+        // Absent table or no nft: nothing to clear.
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.bridge_ns,
+                "nft",
+                "delete",
+                "table",
+                "bridge",
+            ])
+            .arg(&table)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
         Ok(())
     }
 
@@ -646,7 +744,12 @@ impl Topology {
     }
 
     /// Waits up to `timeout` until `holder_of(addr) == want`; returns the last answer.
-    pub fn wait_holder(&self, addr: IpAddr, want: Option<usize>, timeout: Duration) -> Option<usize> {
+    pub fn wait_holder(
+        &self,
+        addr: IpAddr,
+        want: Option<usize>,
+        timeout: Duration,
+    ) -> Option<usize> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.holder_of(addr);
@@ -676,11 +779,73 @@ impl Topology {
     }
 }
 
+/// Whether this kernel has `sch_netem` (probed once, in a scratch namespace). Without it,
+/// [`Topology::netem`] emulates only `loss N%`.
+pub fn netem_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let ns = format!(
+            "av{}-{}-probe",
+            base36(u64::from(std::process::id())),
+            base36(u64::from(n))
+        );
+        if ip(&["netns", "add", &ns]).is_err() {
+            return false;
+        }
+        let ok = ip(&[
+            "-n", &ns, "link", "add", "name", "pa", "type", "veth", "peer", "name", "pb",
+        ])
+        .is_ok()
+            && run(Command::new("tc").args([
+                "-n", &ns, "qdisc", "add", "dev", "pa", "root", "netem", "delay", "1ms",
+            ]))
+            .is_ok();
+        let _ = ip(&["netns", "del", &ns]);
+        ok
+    })
+}
+
+/// `"loss 5%"` -> 50000 (per million); anything but a lone loss is unsupported.
+fn parse_loss_only(spec: &str) -> io::Result<u32> {
+    let unsupported = || {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "netem {spec:?}: this kernel has no sch_netem (CONFIG_NET_SCH_NETEM); \
+                 only \"loss N%\" can be emulated (with nftables)"
+            ),
+        )
+    };
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let ["loss", pct] = words.as_slice() else {
+        return Err(unsupported());
+    };
+    let pct: f64 = pct
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| unsupported())?;
+    if !(0.0..=100.0).contains(&pct) {
+        return Err(unsupported());
+    }
+    Ok((pct * 10_000.0).round() as u32)
+}
+
 fn start_capture(node: &Node, ifname: &str, filter: &str, path: &Path) -> io::Result<Capture> {
     let log = path.with_extension("tcpdump.log");
     let mut cmd = node.command("tcpdump");
     // -Z root: do not drop to the tcpdump user (it could not write the test's temp dir).
-    cmd.args(["-Z", "root", "-nn", "-U", "-i", ifname, "-w"]).arg(path);
+    cmd.args([
+        "-Z",
+        "root",
+        "-nn",
+        "-U",
+        "--immediate-mode",
+        "-i",
+        ifname,
+        "-w",
+    ])
+    .arg(path);
     if !filter.trim().is_empty() {
         cmd.arg(filter);
     }

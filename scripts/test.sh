@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# README command 2: install everything the tests need on a fresh Debian 12 machine,
+# then run the whole suite (format, lints, unit, integration and topology tests).
+#
+# Installs only what is missing, so a second run starts testing at once. Topology tests
+# need root; run as root (CI does) or they print why they skip. APIVIP_REQUIRE_NETNS=1
+# turns those skips into failures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+# Debian packages: real peers and tools the tests and benchmarks start.
+packages=(
+  iproute2 procps curl ca-certificates
+  etcd-server etcd-client   # etcd health check against a real member
+  haproxy nginx-light wrk iperf3  # proxy baselines (benchmarks)
+  keepalived tcpdump        # VRRP interop, wire captures
+  bind9 bind9-dnsutils      # DNS updates
+  prometheus                # promtool, scraping
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+  else
+    SUDO=
+  fi
+  # Packaged services must not start on install (policy-rc.d 101): tests start their own.
+  $SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO rm -f /usr/sbin/policy-rc.d
+else
+  log "Debian packages: all present"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust (rustup) first" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+log "cargo test"
+# Raise the descriptor limit for the tests that hold many connections.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# Unit, integration and doc tests (benchmarks are not run here; clippy built them).
+cargo test --locked

@@ -1,0 +1,552 @@
+//! The proxy end to end on loopback: imitation apiservers behind a real apivip
+//! (in-process `Supervisor`, the same code `apivip run` runs).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apivip::config::Config;
+use apivip::health::{DownCause, Status};
+use apivip::supervisor::Supervisor;
+use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver, Mode};
+use apivip::testkit::certs::TestPki;
+use http_body_util::BodyExt;
+use rustls::ClientConfig;
+use support::{client_config, https_get_with, https_request, wait_until};
+
+/// Generous deadline for conditions.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    pki: TestPki,
+    masters: Vec<ImitationApiserver>,
+    sup: Option<Supervisor>,
+    endpoint: SocketAddr,
+    client: Arc<ClientConfig>,
+}
+
+struct Opts {
+    masters: usize,
+    shutdown_delay: Duration,
+    /// Extra keys for the `apiserver:` section (indented by 2).
+    apiserver: &'static str,
+    /// The `check:` section (indented by 4).
+    check: &'static str,
+    /// Listen and backend IP.
+    ip: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            masters: 3,
+            shutdown_delay: Duration::ZERO,
+            apiserver: "",
+            check: "    interval: 300ms\n    timeout: 300ms\n    rise: 1\n    fall: 2\n",
+            ip: "127.0.0.1",
+        }
+    }
+}
+
+impl Cluster {
+    async fn start(opts: Opts) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(dir.path(), &["127.0.0.1", "::1"]).unwrap();
+        let mut masters = Vec::new();
+        for i in 0..opts.masters {
+            let mut o = ApiserverOptions::new(format!("master-{i}"), pki.server_config());
+            o.listen = SocketAddr::new(opts.ip.parse().unwrap(), 0);
+            o.shutdown_delay = opts.shutdown_delay;
+            masters.push(ImitationApiserver::start(o).await.unwrap());
+        }
+        let backends: String = masters
+            .iter()
+            .map(|m| format!("  - name: {}\n    address: '{}'\n", m.name(), m.addr()))
+            .collect();
+        let listen = SocketAddr::new(opts.ip.parse().unwrap(), 0);
+        let yaml = format!(
+            "backends:\n{backends}apiserver:\n  listen: '{listen}'\n{}  check:\n    ca: ca.crt\n{}",
+            opts.apiserver, opts.check
+        );
+        let path = dir.path().join("apivip.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let config = apivip::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let sup = Supervisor::start(&config).await.unwrap();
+        let endpoint = sup.listen_addrs("apiserver")[0];
+        let client = client_config(&pki.ca_cert, None).unwrap();
+        let c = Cluster {
+            _dir: dir,
+            pki,
+            masters,
+            sup: Some(sup),
+            endpoint,
+            client,
+        };
+        c.wait_status_all(Status::Up).await;
+        c
+    }
+
+    fn sup(&self) -> &Supervisor {
+        self.sup.as_ref().unwrap()
+    }
+
+    fn status(&self, i: usize) -> Status {
+        self.sup().health().current().frontends[0].backends[i].status
+    }
+
+    async fn wait_status(&self, i: usize, want: Status) {
+        let ok = wait_until(DEADLINE, || async { self.status(i) == want }).await;
+        assert!(
+            ok,
+            "master-{i} never became {want}; it is {}",
+            self.status(i)
+        );
+    }
+
+    async fn wait_status_all(&self, want: Status) {
+        for i in 0..self.masters.len() {
+            self.wait_status(i, want).await;
+        }
+    }
+
+    /// One request on a fresh connection through apivip: the answering master's name.
+    async fn whoami(&self) -> Result<String, String> {
+        let (status, body) = https_get_with(self.endpoint, self.client.clone(), "/whoami").await?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        Ok(body)
+    }
+
+    fn stats(&self) -> Arc<apivip::proxy::FrontendProxy> {
+        self.sup().frontend("apiserver").unwrap()
+    }
+
+    fn index_of(&self, name: &str) -> usize {
+        self.masters.iter().position(|m| m.name() == name).unwrap()
+    }
+
+    /// Restarts master `i` on its old address.
+    async fn restart(&mut self, i: usize, delay: Duration) {
+        let mut o = ApiserverOptions::new(format!("master-{i}"), self.pki.server_config());
+        o.listen = self.masters[i].addr();
+        o.shutdown_delay = delay;
+        let deadline = Instant::now() + DEADLINE;
+        let mut started = false;
+        while !started && Instant::now() < deadline {
+            match ImitationApiserver::start(o.clone()).await {
+                Ok(m) => {
+                    self.masters[i] = m;
+                    started = true;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert!(
+            started,
+            "cannot restart master-{i} on {}",
+            self.masters[i].addr()
+        );
+    }
+}
+
+/// An open `/watch` stream through apivip.
+struct Stream {
+    backend: String,
+    body: hyper::body::Incoming,
+}
+
+impl Stream {
+    async fn open(c: &Cluster) -> Stream {
+        let resp = https_request(c.endpoint, c.client.clone(), "/watch")
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let backend = resp.headers()["x-apivip-backend"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Stream {
+            backend,
+            body: resp.into_body(),
+        }
+    }
+
+    /// The next chunk of data, `None` when the stream ended (EOF or error).
+    async fn next(&mut self) -> Option<bytes::Bytes> {
+        loop {
+            match tokio::time::timeout(DEADLINE, self.body.frame()).await {
+                Err(_) => panic!(
+                    "stream from {} neither sent nor closed for {DEADLINE:?}",
+                    self.backend
+                ),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        return Some(d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_are_spread_over_the_masters() {
+    let c = Cluster::start(Opts::default()).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..12 {
+        seen.insert(c.whoami().await.unwrap());
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_retry_hides_a_refusing_backend() {
+    // Checks are slow on purpose: apivip does not know that the master died, so every
+    // connect to it is refused and must be retried on another one.
+    let mut c = Cluster::start(Opts {
+        check: "    interval: 1m\n    timeout: 2s\n",
+        ..Opts::default()
+    })
+    .await;
+    c.masters[1].stop().await;
+    assert_eq!(
+        c.status(1),
+        Status::Up,
+        "the check must not have noticed yet"
+    );
+    for i in 0..30 {
+        let who = c
+            .whoami()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert_ne!(who, "master-1");
+    }
+    assert!(
+        c.stats().stats.connect_failures.load(Ordering::Relaxed) > 0,
+        "no connect was refused, so nothing was retried"
+    );
+    c.restart(1, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_stopped_master_is_marked_down_and_avoided() {
+    let c = Cluster::start(Opts::default()).await;
+    c.masters[2].stop().await;
+    c.wait_status(2, Status::Down(DownCause::Unreachable)).await;
+    for _ in 0..10 {
+        assert_ne!(c.whoami().await.unwrap(), "master-2");
+    }
+    assert_eq!(c.stats().stats.connect_failures.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_graceful_restart_loses_no_request() {
+    let mut c = Cluster::start(Opts {
+        shutdown_delay: Duration::from_millis(2500),
+        ..Opts::default()
+    })
+    .await;
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (endpoint, cfg) = (c.endpoint, c.client.clone());
+        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                match https_get_with(endpoint, cfg.clone(), "/whoami").await {
+                    Ok((200, _)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((s, b)) => failed.lock().unwrap().push(format!("HTTP {s}: {b}")),
+                    Err(e) => failed.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+    for i in 0..c.masters.len() {
+        let before = ok.load(Ordering::Relaxed);
+        c.masters[i].graceful_shutdown().await;
+        c.restart(i, Duration::from_millis(2500)).await;
+        c.wait_status(i, Status::Up).await;
+        assert!(
+            wait_until(DEADLINE, || async {
+                ok.load(Ordering::Relaxed) > before + 20
+            })
+            .await,
+            "clients made no progress while master-{i} restarted"
+        );
+    }
+    stop.cancel();
+    for t in clients {
+        t.await.unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        failed.len() as u64 + ok.load(Ordering::Relaxed),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_to_a_hung_master_is_closed() {
+    let c = Cluster::start(Opts::default()).await;
+    let mut s = Stream::open(&c).await;
+    assert!(s.next().await.is_some());
+    let i = c.index_of(&s.backend);
+    let hung_at = Instant::now();
+    c.masters[i].set_mode(Mode::Hang);
+    // The hung master never closes the stream itself: apivip must.
+    while s.next().await.is_some() {}
+    let closed_after = hung_at.elapsed();
+    assert_eq!(c.status(i), Status::Down(DownCause::Unreachable));
+    assert!(c.stats().stats.closed_on_down.load(Ordering::Relaxed) >= 1);
+    println!(
+        "stream closed {closed_after:?} after the master hung (fall 2 x interval 300ms + timeout)"
+    );
+    c.masters[i].set_mode(Mode::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_ready_master_keeps_its_streams_for_the_grace_then_closes_them() {
+    let c = Cluster::start(Opts {
+        apiserver: "  not_ready_grace: 2s\n",
+        ..Opts::default()
+    })
+    .await;
+    let mut s = Stream::open(&c).await;
+    let i = c.index_of(&s.backend);
+    c.masters[i].set_mode(Mode::NotReady);
+    c.wait_status(i, Status::Down(DownCause::NotReady)).await;
+    let down_at = Instant::now();
+    // New connections avoid it at once...
+    for _ in 0..6 {
+        assert_ne!(c.whoami().await.unwrap(), s.backend);
+    }
+    // ...but the stream still flows after the master was marked down...
+    assert!(
+        s.next().await.is_some(),
+        "stream closed at once; expected a grace"
+    );
+    // ...and is closed once the grace is over.
+    while s.next().await.is_some() {}
+    let closed_after = down_at.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "closed {closed_after:?} after down, before the 2s grace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_recovers_within_the_grace_keeps_its_streams() {
+    let c = Cluster::start(Opts {
+        apiserver: "  not_ready_grace: 1m\n",
+        ..Opts::default()
+    })
+    .await;
+    let mut s = Stream::open(&c).await;
+    let i = c.index_of(&s.backend);
+    c.masters[i].set_mode(Mode::NotReady);
+    c.wait_status(i, Status::Down(DownCause::NotReady)).await;
+    c.masters[i].set_mode(Mode::Ready);
+    c.wait_status(i, Status::Up).await;
+    // Then it stops answering: the stream must be closed now, at once, not after 1m.
+    c.masters[i].set_mode(Mode::Hang);
+    c.wait_status(i, Status::Down(DownCause::Unreachable)).await;
+    while s.next().await.is_some() {}
+    c.masters[i].set_mode(Mode::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_master_ready_each_is_tried_anyway() {
+    let c = Cluster::start(Opts::default()).await;
+    for m in &c.masters {
+        m.set_mode(Mode::NotReady);
+    }
+    c.wait_status_all(Status::Down(DownCause::NotReady)).await;
+    // Bootstrap / total outage: the masters still serve, so clients get through.
+    let who = c.whoami().await.unwrap();
+    assert!(who.starts_with("master-"));
+    assert!(c.stats().stats.fallback_attempts.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_master_gone_clients_fail_fast() {
+    let c = Cluster::start(Opts::default()).await;
+    for m in &c.masters {
+        m.stop().await;
+    }
+    let started = Instant::now();
+    let err = c.whoami().await.unwrap_err();
+    println!("failed after {:?}: {err}", started.elapsed());
+    assert!(
+        !err.contains("timed out"),
+        "the client connection was held open: {err}"
+    );
+    assert_eq!(c.stats().stats.no_backend.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_closes_extra_clients_at_once() {
+    let c = Cluster::start(Opts {
+        apiserver: "  max_connections: 2\n",
+        ..Opts::default()
+    })
+    .await;
+    let mut a = Stream::open(&c).await;
+    let mut b = Stream::open(&c).await;
+    let err = c.whoami().await.unwrap_err();
+    assert!(!err.contains("timed out"), "{err}");
+    assert_eq!(c.stats().stats.rejected_limit.load(Ordering::Relaxed), 1);
+    assert!(a.next().await.is_some() && b.next().await.is_some());
+    drop(a);
+    // A slot frees up once a stream ends.
+    assert!(
+        wait_until(DEADLINE, || async { c.whoami().await.is_ok() }).await,
+        "no connection accepted after one of two ended"
+    );
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_frontend_and_backends() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("SKIP ipv6_frontend_and_backends: no IPv6 loopback here");
+        return;
+    }
+    let c = Cluster::start(Opts {
+        ip: "::1",
+        ..Opts::default()
+    })
+    .await;
+    assert!(c.endpoint.is_ipv6());
+    assert!(c.whoami().await.unwrap().starts_with("master-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_then_closes() {
+    let mut c = Cluster::start(Opts::default()).await;
+    let mut s = Stream::open(&c).await;
+    let sup = c.sup.take().unwrap();
+    let endpoint = c.endpoint;
+    let shutdown = tokio::spawn(sup.shutdown(Duration::from_millis(1500)));
+    // New connections are refused once accepting stopped...
+    assert!(
+        wait_until(DEADLINE, || async {
+            tokio::net::TcpStream::connect(endpoint).await.is_err()
+        })
+        .await
+    );
+    // ...while the open stream still flows until the drain deadline closes it.
+    assert!(s.next().await.is_some());
+    while s.next().await.is_some() {}
+    let report = shutdown.await.unwrap();
+    assert_eq!(report.open_at_start, 1);
+    assert_eq!(report.closed_at_deadline, 1);
+}
+
+/// A deterministic byte pattern, so corruption or reordering is caught.
+fn pattern(offset: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        let x = offset + k as u64;
+        *b = (x ^ (x >> 8) ^ (x >> 17)) as u8;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_transfers_arrive_intact_both_ways_with_half_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOTAL: u64 = 48 << 20;
+    // A plain TCP backend: reads TOTAL bytes and checks them, then writes TOTAL bytes
+    // and closes. The bulk path (splice) carries most of it.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut checked = 0u64;
+        loop {
+            let (mut s, _) = backend.accept().await.unwrap();
+            let mut buf = vec![0u8; 100_000];
+            let mut want = vec![0u8; 100_000];
+            let mut got = 0u64;
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                pattern(got, &mut want[..n]);
+                assert!(buf[..n] == want[..n], "upstream corrupted at byte {got}");
+                got += n as u64;
+            }
+            if got == 0 {
+                continue; // a health check connect
+            }
+            checked += got;
+            let mut sent = 0u64;
+            while sent < TOTAL {
+                let n = (TOTAL - sent).min(77_777) as usize;
+                pattern(sent, &mut buf[..n]);
+                s.write_all(&buf[..n]).await.unwrap();
+                sent += n as u64;
+            }
+            return checked;
+        }
+    });
+    let yaml = format!(
+        "backends: [{{address: '{backend_addr}'}}]\napiserver:\n  listen: 127.0.0.1:0\n  check: {{kind: tcp, interval: 1m}}\n"
+    );
+    let config = Config::from_yaml(&yaml, std::path::Path::new("bulk.yaml")).unwrap();
+    let sup = Supervisor::start(&config).await.unwrap();
+    let endpoint = sup.listen_addrs("apiserver")[0];
+    let mut client = tokio::net::TcpStream::connect(endpoint).await.unwrap();
+    let mut buf = vec![0u8; 65_000];
+    let mut sent = 0u64;
+    while sent < TOTAL {
+        let n = (TOTAL - sent).min(buf.len() as u64) as usize;
+        pattern(sent, &mut buf[..n]);
+        client.write_all(&buf[..n]).await.unwrap();
+        sent += n as u64;
+    }
+    // Half-close: the backend sees EOF and only then answers.
+    client.shutdown().await.unwrap();
+    let mut got = 0u64;
+    let mut want = vec![0u8; 65_000];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, client.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        pattern(got, &mut want[..n]);
+        assert!(buf[..n] == want[..n], "downstream corrupted at byte {got}");
+        got += n as u64;
+    }
+    assert_eq!(got, TOTAL);
+    assert_eq!(server.await.unwrap(), TOTAL);
+    sup.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn listeners_bind_addresses_this_node_does_not_hold_yet() {
+    // IP_FREEBIND: a VIP listener binds before the VIP arrives. 198.18.0.0/15 is not
+    // on this host; nothing is sent.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = apivip::proxy::bind("198.18.0.77:0".parse().unwrap()).unwrap();
+        assert_eq!(l.local_addr().unwrap().ip().to_string(), "198.18.0.77");
+    });
+}
