@@ -17,7 +17,7 @@ use tokio::io::AsyncBufReadExt;
 const MASTERS: usize = 3;
 
 /// Runs the demo until Ctrl-C or SIGTERM.
-pub(crate) async fn run(port: u16, dir: Option<PathBuf>) -> Result<(), String> {
+pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), String> {
     let temp;
     let dir = match dir {
         Some(d) => {
@@ -48,7 +48,7 @@ pub(crate) async fn run(port: u16, dir: Option<PathBuf>) -> Result<(), String> {
         .map(|(i, a)| format!("  - name: master-{}\n    address: {a}\n", i + 1))
         .collect();
     let yaml = format!(
-        "# Written by `apivip demo`.\nbackends:\n{backends}apiserver:\n  listen: 127.0.0.1:{port}\n  not_ready_grace: 3s\n  check:\n    kind: https\n    path: /readyz\n    ca: ca.crt\n    interval: 500ms\n    timeout: 500ms\n    rise: 2\n    fall: 2\n"
+        "# Written by `apivip demo`.\nbackends:\n{backends}apiserver:\n  listen: '{listen}'\n  not_ready_grace: 3s\n  check:\n    kind: https\n    path: /readyz\n    ca: ca.crt\n    interval: 500ms\n    timeout: 500ms\n    rise: 2\n    fall: 2\n"
     );
     std::fs::write(&config_path, yaml).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = apivip::config::load(&config_path).map_err(|e| e.to_string())?;

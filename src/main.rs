@@ -37,9 +37,9 @@ enum Command {
     Version,
     /// Run a local demo: three imitation apiservers on loopback and apivip in front.
     Demo {
-        /// Port of the demo endpoint on 127.0.0.1 (0 picks a free one).
-        #[arg(long, default_value_t = 8443)]
-        port: u16,
+        /// Address of the demo endpoint (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
         /// Directory for the demo's certificates and config (a temporary one if unset).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -59,11 +59,11 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
-        Command::Demo { port, dir } => {
+        Command::Demo { listen, dir } => {
             init_logging(LogFormat::Text, "info");
             let result = runtime()
                 .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(demo::run(port, dir)));
+                .and_then(|rt| rt.block_on(demo::run(listen, dir)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -159,7 +159,8 @@ fn init_logging(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

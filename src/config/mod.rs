@@ -357,7 +357,8 @@ impl Validator {
         let mut seen = HashSet::new();
         for f in &frontends {
             for l in &f.listen {
-                if !seen.insert(*l) {
+                // Port 0 (any free port) never collides.
+                if l.port() != 0 && !seen.insert(*l) {
                     self.issue(
                         format!("{}.listen", f.name),
                         Some(l.to_string()),

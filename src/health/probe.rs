@@ -228,7 +228,7 @@ impl HttpsProber {
         let io = hyper_util::rt::TokioIo::new(tls);
         let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
             Ok(x) => x,
-            Err(e) => return unreachable_because(format!("HTTP: {e}")),
+            Err(e) => return unreachable_because(format!("HTTP: {}", chain(&e))),
         };
         let conn_task = tokio::spawn(async move {
             let _ = conn.await;
@@ -248,10 +248,10 @@ impl HttpsProber {
                 let body = Limited::new(resp.into_body(), MAX_BODY).collect().await;
                 match body {
                     Ok(b) => self.judge(status, &b.to_bytes()),
-                    Err(e) => unreachable_because(format!("HTTP {status}, body: {e}")),
+                    Err(e) => unreachable_because(format!("HTTP {status}, body: {}", chain(&*e))),
                 }
             }
-            Err(e) => unreachable_because(format!("HTTP: {e}")),
+            Err(e) => unreachable_because(format!("HTTP: {}", chain(&e))),
         };
         conn_task.abort();
         outcome
@@ -288,6 +288,21 @@ fn judge_etcd(body: &[u8]) -> Outcome {
         Ok(h) => not_ready_because(format!("etcd health {:?} {}", h.health, h.reason)),
         Err(e) => not_ready_because(format!("etcd /health is not the expected JSON: {e}")),
     }
+}
+
+/// An error with its causes, e.g. "connection error: received fatal alert: BadCertificate".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// The innermost cause of a TLS error, e.g. "invalid peer certificate: UnknownIssuer".

@@ -435,6 +435,8 @@ fn watch_body(shared: &Arc<Shared>) -> ResBody {
     ChannelBody { rx }.boxed()
 }
 
+/// Feeds one `/watch` stream. Ends it (cleanly) on drain; on a hard stop or a reset the
+/// connection task aborts the connection instead, which closes `tx`.
 async fn watch_producer(shared: Arc<Shared>, tx: mpsc::Sender<Bytes>) {
     let mut interval = tokio::time::interval(shared.watch_interval);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -443,15 +445,13 @@ async fn watch_producer(shared: Arc<Shared>, tx: mpsc::Sender<Bytes>) {
     loop {
         tokio::select! {
             biased;
-            () = shared.hard.cancelled() => return,
             () = shared.drain.cancelled() => return,
             () = tx.closed() => return,
             _ = interval.tick() => {}
         }
         if shared.mode() == Mode::Hang {
             tokio::select! {
-                () = shared.hard.cancelled() => return,
-                () = shared.drain.cancelled() => return,
+                    () = shared.drain.cancelled() => return,
                 () = tx.closed() => return,
                 _ = mode_rx.wait_for(|m| *m != Mode::Hang) => {}
             }
@@ -462,7 +462,6 @@ async fn watch_producer(shared: Arc<Shared>, tx: mpsc::Sender<Bytes>) {
         );
         seq += 1;
         tokio::select! {
-            () = shared.hard.cancelled() => return,
             () = shared.drain.cancelled() => return,
             r = tx.send(Bytes::from(line)) => if r.is_err() { return },
         }

@@ -1,0 +1,1041 @@
+//! The proxy comparison: a direct connection, HAProxy (`mode tcp`, its default and
+//! `option splice-auto`) and apivip, in one run, on the same machine and the same load,
+//! in interleaved rounds. Prints the medians and the ratios apivip/HAProxy-best and
+//! apivip/direct. `BENCHMARKS.md` records a run and explains every figure.
+//!
+//! Per path and round, each workload gets a freshly started proxy process:
+//! - `http`: `wrk -t2 -c64 -d{secs}s --latency` against nginx (keep-alive, a ~100-byte
+//!   body): requests/s, p50 and p99 latency, and requests per proxy CPU-second;
+//! - `bulk`: `iperf3 -c ... -t {secs} -J` to an iperf3 server: Gbit/s, and Gbit per
+//!   proxy CPU-second (utime + stime of every thread, from `/proc/PID/stat`);
+//! - `idle`: N connections through the proxy to a holder process that echoes 16 bytes
+//!   once and then holds each socket; the proxy's VmRSS growth divided by N. N is as
+//!   many as the descriptor limit allows (the proxy needs two descriptors per
+//!   connection).
+//!
+//! Knobs (environment variables):
+//! - `APIVIP_BENCH_ROUNDS` (3), `APIVIP_BENCH_SECS` (10): rounds and seconds per
+//!   measurement; `APIVIP_BENCH_QUICK=1`: 1 round of 3 s and 2,000 idle connections
+//!   (about one minute);
+//! - `APIVIP_BENCH_IDLE_CONNS`: N for the idle workload (default: (limit - 400) / 2);
+//! - `APIVIP_BENCH_PATHS`: a comma-separated subset of `direct,haproxy,haproxy-splice,
+//!   apivip,apivip-copy`;
+//! - `APIVIP_BENCH_WORKLOADS`: a subset of `http,bulk,idle`;
+//! - `APIVIP_BENCH_HAPROXY_THREADS` (2): HAProxy's `nbthread` (apivip's runtime has
+//!   one worker per core, 2 here);
+//! - `APIVIP_BENCH_WRK_CONNS` (64), `APIVIP_BENCH_WRK_THREADS` (2);
+//! - `APIVIP_REQUIRE_NETNS=1`: a missing tool is a failure instead of a skip.
+//!
+//! `apivip` is the real binary (`apivip run -c FILE`, forwarding mode Auto: copy, then
+//! splice for bulk bursts). `apivip-copy` is this benchmark binary re-executed as a
+//! proxy that runs the same library with `Supervisor::start_with_mode(.., Mode::Copy)`,
+//! on the same runtime shape (a multi-thread tokio runtime, one worker per core).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROLE_ENV: &str = "APIVIP_BENCH_ROLE";
+const PORT_ENV: &str = "APIVIP_BENCH_PORT";
+const CONFIG_ENV: &str = "APIVIP_BENCH_CONFIG";
+/// The ~100-byte body nginx serves.
+const BODY: &str = "apivip proxy benchmark: a small static body of about one hundred bytes, served by nginx......\n";
+/// What each idle connection sends once (and gets echoed back).
+const PING: &[u8; 16] = b"apivip-idle-ping";
+
+fn main() {
+    match std::env::var(ROLE_ENV).as_deref() {
+        Ok("holder") => holder_main(),
+        Ok("copy-proxy") => copy_proxy_main(),
+        _ => bench_main(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Child roles (this binary re-executed).
+
+/// Accepts on `127.0.0.1:$APIVIP_BENCH_PORT`, echoes the first bytes of each connection
+/// and holds it until the peer closes.
+fn holder_main() {
+    let port: u16 = env_parse(PORT_ENV).expect("holder: APIVIP_BENCH_PORT");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("holder: runtime");
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("holder: bind");
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Runs apivip's supervisor with `Mode::Copy` on the config in `$APIVIP_BENCH_CONFIG`
+/// until killed.
+fn copy_proxy_main() {
+    let path = PathBuf::from(std::env::var(CONFIG_ENV).expect("copy-proxy: APIVIP_BENCH_CONFIG"));
+    let config = apivip::config::load(&path).expect("copy-proxy: config");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("copy-proxy: runtime");
+    rt.block_on(async move {
+        let _sup =
+            apivip::supervisor::Supervisor::start_with_mode(&config, apivip::proxy::Mode::Copy)
+                .await
+                .expect("copy-proxy: start");
+        std::future::pending::<()>().await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Settings.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Via {
+    Direct,
+    Haproxy,
+    HaproxySplice,
+    Apivip,
+    ApivipCopy,
+}
+
+impl Via {
+    const ALL: [Via; 5] = [
+        Via::Direct,
+        Via::Haproxy,
+        Via::HaproxySplice,
+        Via::Apivip,
+        Via::ApivipCopy,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Via::Direct => "direct",
+            Via::Haproxy => "haproxy",
+            Via::HaproxySplice => "haproxy-splice",
+            Via::Apivip => "apivip",
+            Via::ApivipCopy => "apivip-copy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Http,
+    Bulk,
+    Idle,
+}
+
+impl Workload {
+    const ALL: [Workload; 3] = [Workload::Http, Workload::Bulk, Workload::Idle];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Http => "http",
+            Workload::Bulk => "bulk",
+            Workload::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Settings {
+    rounds: usize,
+    secs: u64,
+    idle_conns: usize,
+    haproxy_threads: u32,
+    wrk_conns: u32,
+    wrk_threads: u32,
+    paths: Vec<Via>,
+    workloads: Vec<Workload>,
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+fn settings(fd_limit: u64) -> Settings {
+    let quick = env_flag("APIVIP_BENCH_QUICK");
+    let max_idle = (fd_limit.saturating_sub(400) / 2) as usize;
+    let paths = match std::env::var("APIVIP_BENCH_PATHS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|p| Via::ALL.into_iter().find(|v| v.name() == p.trim()))
+            .collect(),
+        Err(_) => Via::ALL.to_vec(),
+    };
+    let workloads = match std::env::var("APIVIP_BENCH_WORKLOADS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|p| Workload::ALL.into_iter().find(|w| w.name() == p.trim()))
+            .collect(),
+        Err(_) => Workload::ALL.to_vec(),
+    };
+    Settings {
+        rounds: env_parse("APIVIP_BENCH_ROUNDS").unwrap_or(if quick { 1 } else { 3 }),
+        secs: env_parse("APIVIP_BENCH_SECS").unwrap_or(if quick { 3 } else { 10 }),
+        idle_conns: env_parse::<usize>("APIVIP_BENCH_IDLE_CONNS")
+            .unwrap_or(if quick { 2000 } else { max_idle })
+            .min(max_idle)
+            .max(1),
+        haproxy_threads: env_parse("APIVIP_BENCH_HAPROXY_THREADS").unwrap_or(2),
+        wrk_conns: env_parse("APIVIP_BENCH_WRK_CONNS").unwrap_or(64),
+        wrk_threads: env_parse("APIVIP_BENCH_WRK_THREADS").unwrap_or(2),
+        paths,
+        workloads,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes.
+
+/// A child process, killed (by PID) and reaped when dropped, also on panic.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Result<Proc, String> {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).map_err(|e| format!("{name}: log: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("{name}: log: {e}"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{name}: cannot start: {e}"))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An error with the tail of the log if the process has exited.
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "{} exited ({status}); log:\n{}",
+                self.name,
+                tail(&self.log)
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Whether something listens on 127.0.0.1:`port` (from /proc/net/tcp, so that no
+/// connection is made: an iperf3 server would count a bare connect as a failed test).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        })
+}
+
+fn wait_listening(port: u16, proc: &mut Proc) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listening(port) {
+        proc.check_alive()?;
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} does not listen on port {port} after 10 s; log:\n{}",
+                proc.name,
+                tail(&proc.log)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// CPU time (user + system, every thread, dead ones included) of a process, in ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5); `after` starts at field 3.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn status_field(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+fn version_line(cmd: &Path, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.lines().next().unwrap_or("").trim().to_owned()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Backends and proxies.
+
+struct Tools {
+    nginx: PathBuf,
+    haproxy: PathBuf,
+    wrk: PathBuf,
+    iperf3: PathBuf,
+}
+
+struct Backends {
+    http: SocketAddr,
+    bulk: SocketAddr,
+    hold: SocketAddr,
+    _procs: Vec<Proc>,
+}
+
+fn start_backends(tools: &Tools, dir: &Path) -> Result<Backends, String> {
+    let mut procs = Vec::new();
+    // nginx: one process, no master, everything under the temp dir.
+    let http_port = free_port();
+    let ngx = dir.join("nginx");
+    std::fs::create_dir_all(ngx.join("body")).map_err(|e| e.to_string())?;
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\nworker_rlimit_nofile 20000;\n\
+         pid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+         keepalive_requests 100000000;\n  keepalive_timeout 3600s;\n\
+         server {{\n    listen 127.0.0.1:{http_port};\n\
+         location = / {{ default_type text/plain; return 200 \"{body}\"; }}\n  }}\n}}\n",
+        d = ngx.display(),
+        body = BODY.trim_end(),
+    );
+    std::fs::write(ngx.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
+    let mut nginx = Proc::spawn(
+        "nginx",
+        Command::new(&tools.nginx)
+            .arg("-p")
+            .arg(&ngx)
+            .arg("-c")
+            .arg(ngx.join("nginx.conf"))
+            .arg("-e")
+            .arg(ngx.join("error.log")),
+        dir,
+    )?;
+    wait_listening(http_port, &mut nginx)?;
+    procs.push(nginx);
+
+    let bulk_port = free_port();
+    let mut iperf = Proc::spawn(
+        "iperf3-server",
+        Command::new(&tools.iperf3)
+            .args(["-s", "-B", "127.0.0.1", "-p"])
+            .arg(bulk_port.to_string()),
+        dir,
+    )?;
+    wait_listening(bulk_port, &mut iperf)?;
+    procs.push(iperf);
+
+    let hold_port = free_port();
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut holder = Proc::spawn(
+        "holder",
+        Command::new(me)
+            .env(ROLE_ENV, "holder")
+            .env(PORT_ENV, hold_port.to_string()),
+        dir,
+    )?;
+    wait_listening(hold_port, &mut holder)?;
+    procs.push(holder);
+
+    Ok(Backends {
+        http: ([127, 0, 0, 1], http_port).into(),
+        bulk: ([127, 0, 0, 1], bulk_port).into(),
+        hold: ([127, 0, 0, 1], hold_port).into(),
+        _procs: procs,
+    })
+}
+
+fn haproxy_config(
+    listen: u16,
+    backend: SocketAddr,
+    threads: u32,
+    maxconn: usize,
+    splice: bool,
+) -> String {
+    format!(
+        "global\n    nbthread {threads}\n    maxconn {maxconn}\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n{splice}\n\
+         frontend fe\n    bind 127.0.0.1:{listen}\n    default_backend be\n\n\
+         backend be\n    server s1 {backend} check inter 1s\n",
+        splice = if splice { "    option splice-auto\n" } else { "" },
+    )
+}
+
+fn apivip_config(listen: u16, backend: SocketAddr, maxconn: usize) -> String {
+    format!(
+        "backends:\n  - name: b1\n    address: {backend}\n\
+         apiserver:\n  listen: 127.0.0.1:{listen}\n  max_connections: {maxconn}\n\
+         \x20 check: {{kind: tcp, interval: 1s}}\n"
+    )
+}
+
+/// A started proxy (or none for the direct path) and where clients connect.
+struct Target {
+    addr: SocketAddr,
+    proxy: Option<Proc>,
+}
+
+impl Target {
+    fn pid(&self) -> Option<u32> {
+        self.proxy.as_ref().map(Proc::pid)
+    }
+}
+
+fn start_target(
+    via: Via,
+    backend: SocketAddr,
+    tools: &Tools,
+    s: &Settings,
+    dir: &Path,
+    tag: &str,
+) -> Result<Target, String> {
+    if via == Via::Direct {
+        return Ok(Target {
+            addr: backend,
+            proxy: None,
+        });
+    }
+    let port = free_port();
+    let maxconn = s.idle_conns + 100;
+    let name = format!("{}-{tag}", via.name());
+    let mut proc = match via {
+        Via::Direct => unreachable!(),
+        Via::Haproxy | Via::HaproxySplice => {
+            let cfg = dir.join(format!("{name}.cfg"));
+            let text = haproxy_config(
+                port,
+                backend,
+                s.haproxy_threads,
+                maxconn,
+                via == Via::HaproxySplice,
+            );
+            std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
+            Proc::spawn(
+                &name,
+                Command::new(&tools.haproxy).arg("-db").arg("-f").arg(&cfg),
+                dir,
+            )?
+        }
+        Via::Apivip => {
+            let cfg = dir.join(format!("{name}.yaml"));
+            std::fs::write(&cfg, apivip_config(port, backend, maxconn))
+                .map_err(|e| e.to_string())?;
+            Proc::spawn(
+                &name,
+                Command::new(env!("CARGO_BIN_EXE_apivip"))
+                    .arg("run")
+                    .arg("-c")
+                    .arg(&cfg),
+                dir,
+            )?
+        }
+        Via::ApivipCopy => {
+            let cfg = dir.join(format!("{name}.yaml"));
+            std::fs::write(&cfg, apivip_config(port, backend, maxconn))
+                .map_err(|e| e.to_string())?;
+            let me = std::env::current_exe().map_err(|e| e.to_string())?;
+            Proc::spawn(
+                &name,
+                Command::new(me)
+                    .env(ROLE_ENV, "copy-proxy")
+                    .env(CONFIG_ENV, &cfg),
+                dir,
+            )?
+        }
+    };
+    wait_listening(port, &mut proc)?;
+    // Let the first health check mark the backend up in both proxies (1 s interval).
+    std::thread::sleep(Duration::from_millis(1200));
+    proc.check_alive()?;
+    Ok(Target {
+        addr: ([127, 0, 0, 1], port).into(),
+        proxy: Some(proc),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Workloads.
+
+/// Named values of one measurement.
+type Sample = Vec<(&'static str, f64)>;
+
+struct CpuMeter {
+    pid: Option<u32>,
+    ticks: u64,
+    start: Instant,
+}
+
+impl CpuMeter {
+    fn start(pid: Option<u32>) -> Self {
+        CpuMeter {
+            pid,
+            ticks: pid.and_then(cpu_ticks).unwrap_or(0),
+            start: Instant::now(),
+        }
+    }
+
+    /// (proxy CPU seconds, wall seconds) since start.
+    fn stop(&self, tck: f64) -> Option<(f64, f64)> {
+        let pid = self.pid?;
+        let now = cpu_ticks(pid)?;
+        Some((
+            (now.saturating_sub(self.ticks)) as f64 / tck,
+            self.start.elapsed().as_secs_f64(),
+        ))
+    }
+}
+
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let (num, scale) = if let Some(v) = t.strip_suffix("us") {
+        (v, 1e-3)
+    } else if let Some(v) = t.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = t.strip_suffix('m') {
+        (v, 60_000.0)
+    } else if let Some(v) = t.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn run_http(t: &Target, tools: &Tools, s: &Settings, tck: f64) -> Result<Sample, String> {
+    let meter = CpuMeter::start(t.pid());
+    let out = Command::new(&tools.wrk)
+        .arg(format!("-t{}", s.wrk_threads))
+        .arg(format!("-c{}", s.wrk_conns))
+        .arg(format!("-d{}s", s.secs))
+        .arg("--latency")
+        .arg(format!("http://{}/", t.addr))
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let cpu = meter.stop(tck);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut rps = None;
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut total = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = l.strip_prefix("50%") {
+            p50 = parse_duration_ms(v);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            p99 = parse_duration_ms(v);
+        } else if l.contains(" requests in ") {
+            total = l
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok());
+        } else if l.starts_with("Socket errors") || l.starts_with("Non-2xx") {
+            eprintln!("    wrk: {l}");
+        }
+    }
+    let (Some(rps), Some(p50), Some(p99)) = (rps, p50, p99) else {
+        return Err(format!("cannot parse wrk output:\n{text}"));
+    };
+    let mut sample = vec![("req/s", rps), ("p50 ms", p50), ("p99 ms", p99)];
+    if let (Some((cpu_s, wall)), Some(total)) = (cpu, total) {
+        sample.push(("proxy CPU cores (http)", cpu_s / wall));
+        if cpu_s > 0.0 {
+            sample.push(("k req per proxy CPU-s", total / cpu_s / 1000.0));
+        }
+    }
+    Ok(sample)
+}
+
+fn run_bulk(t: &Target, tools: &Tools, s: &Settings, tck: f64) -> Result<Sample, String> {
+    let mut last_err = String::new();
+    // The iperf3 server runs one test at a time; retry once if the previous one is
+    // still being torn down.
+    for _ in 0..2 {
+        let meter = CpuMeter::start(t.pid());
+        let out = Command::new(&tools.iperf3)
+            .args([
+                "-c",
+                &t.addr.ip().to_string(),
+                "-p",
+                &t.addr.port().to_string(),
+            ])
+            .args(["-t", &s.secs.to_string(), "-J"])
+            .output()
+            .map_err(|e| format!("iperf3: {e}"))?;
+        let cpu = meter.stop(tck);
+        let json: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(e) => {
+                last_err = format!("iperf3 output is not JSON ({e})");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if let Some(err) = json.get("error") {
+            last_err = format!("iperf3: {err}");
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let recv = &json["end"]["sum_received"];
+        let (Some(bytes), Some(bps)) = (recv["bytes"].as_f64(), recv["bits_per_second"].as_f64())
+        else {
+            return Err(format!("iperf3: no end.sum_received in {json}"));
+        };
+        let mut sample = vec![("Gbit/s", bps / 1e9)];
+        if let Some((cpu_s, wall)) = cpu {
+            sample.push(("proxy CPU cores (bulk)", cpu_s / wall));
+            if cpu_s > 0.0 {
+                sample.push(("Gbit per proxy CPU-s", bytes * 8.0 / 1e9 / cpu_s));
+            }
+        }
+        return Ok(sample);
+    }
+    Err(last_err)
+}
+
+fn run_idle(t: &mut Target, n: usize) -> Result<Sample, String> {
+    let before = t.pid().and_then(rss_kib);
+    let start = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = TcpStream::connect_timeout(&t.addr, Duration::from_secs(10))
+            .map_err(|e| format!("idle connection {i}: connect: {e}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        c.write_all(PING)
+            .map_err(|e| format!("idle connection {i}: write: {e}"))?;
+        let mut echo = [0u8; PING.len()];
+        c.read_exact(&mut echo)
+            .map_err(|e| format!("idle connection {i}: echo: {e}"))?;
+        if &echo != PING {
+            return Err(format!("idle connection {i}: wrong echo"));
+        }
+        conns.push(c);
+    }
+    let setup = start.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut sample: Sample = vec![("connect+echo us", setup.as_secs_f64() * 1e6 / n as f64)];
+    if let (Some(pid), Some(before)) = (t.pid(), before) {
+        let after = rss_kib(pid).ok_or("no VmRSS")?;
+        let fds = fd_count(pid);
+        if fds < 2 * n {
+            return Err(format!(
+                "the proxy holds {fds} descriptors, expected >= {}",
+                2 * n
+            ));
+        }
+        sample.push(("RSS base KiB", before as f64));
+        sample.push((
+            "RSS per idle conn B",
+            (after as f64 - before as f64) * 1024.0 / n as f64,
+        ));
+        sample.push(("threads", status_field(pid, "Threads:").unwrap_or(0) as f64));
+    }
+    if let Some(p) = t.proxy.as_mut() {
+        p.check_alive()?;
+    }
+    // Close the clients first so TIME_WAIT lands on this side, then let the proxy drain.
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(sample)
+}
+
+// ---------------------------------------------------------------------------
+// Results.
+
+/// Whether bigger is better for a metric; `None` for information only.
+fn higher_is_better(metric: &str) -> Option<bool> {
+    match metric {
+        "req/s" | "k req per proxy CPU-s" | "Gbit/s" | "Gbit per proxy CPU-s" => Some(true),
+        "p50 ms" | "p99 ms" | "RSS per idle conn B" | "connect+echo us" => Some(false),
+        _ => None,
+    }
+}
+
+const METRICS: [&str; 12] = [
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "k req per proxy CPU-s",
+    "proxy CPU cores (http)",
+    "Gbit/s",
+    "Gbit per proxy CPU-s",
+    "proxy CPU cores (bulk)",
+    "RSS per idle conn B",
+    "RSS base KiB",
+    "connect+echo us",
+    "threads",
+];
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 100.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+type Results = BTreeMap<(Via, &'static str), Vec<f64>>;
+
+fn print_table(results: &Results, s: &Settings) {
+    let med = |via: Via, m: &str| {
+        results
+            .iter()
+            .find(|((v, k), _)| *v == via && *k == m)
+            .map(|(_, xs)| median(xs))
+    };
+    let mut header = format!("| {:<24} |", "metric (median)");
+    for v in &s.paths {
+        header.push_str(&format!(" {:>14} |", v.name()));
+    }
+    header.push_str(" apivip/HAProxy-best | apivip/direct |");
+    println!("{header}");
+    println!(
+        "|{}|{}---------------------|---------------|",
+        "-".repeat(26),
+        "----------------|".repeat(s.paths.len())
+    );
+    let mut verdicts = Vec::new();
+    for m in METRICS {
+        if !s.paths.iter().any(|v| med(*v, m).is_some()) {
+            continue;
+        }
+        let mut row = format!("| {m:<24} |");
+        for v in &s.paths {
+            row.push_str(&format!(
+                " {:>14} |",
+                med(*v, m).map(fmt_value).unwrap_or_else(|| "-".into())
+            ));
+        }
+        let apivip = med(Via::Apivip, m);
+        let better = higher_is_better(m);
+        let hap_best = match better {
+            Some(hi) => [Via::Haproxy, Via::HaproxySplice]
+                .into_iter()
+                .filter_map(|v| med(v, m).map(|x| (v, x)))
+                .reduce(|a, b| {
+                    if (b.1 > a.1) == hi && b.1 != a.1 {
+                        b
+                    } else {
+                        a
+                    }
+                }),
+            None => None,
+        };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        row.push_str(&format!(
+            " {:>19} | {:>13} |",
+            match hap_best {
+                Some((v, x)) => format!("{} ({})", ratio(apivip, Some(x)), short(v)),
+                None => "-".into(),
+            },
+            if better.is_some() {
+                ratio(apivip, med(Via::Direct, m))
+            } else {
+                "-".into()
+            }
+        ));
+        println!("{row}");
+        if let (Some(a), Some((_, h)), Some(hi)) = (apivip, hap_best, better) {
+            if matches!(
+                m,
+                "req/s" | "p99 ms" | "Gbit per proxy CPU-s" | "RSS per idle conn B"
+            ) {
+                let met = if hi { a >= h } else { a <= h };
+                verdicts.push(format!(
+                    "{m}: apivip {} vs HAProxy-best {} -> {}",
+                    fmt_value(a),
+                    fmt_value(h),
+                    if met { "target met" } else { "target MISSED" }
+                ));
+            }
+        }
+    }
+    println!();
+    for v in verdicts {
+        println!("  {v}");
+    }
+}
+
+fn short(v: Via) -> &'static str {
+    match v {
+        Via::Haproxy => "default",
+        Via::HaproxySplice => "splice",
+        _ => v.name(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+                eprintln!("warning: cannot raise RLIMIT_NOFILE from {soft} to {hard}");
+                return soft;
+            }
+            // Children (proxies, nginx, the holder) inherit the raised limit.
+            hard
+        }
+        Err(_) => 1024,
+    }
+}
+
+fn bench_main() {
+    let require = env_flag("APIVIP_REQUIRE_NETNS");
+    let find = |t: &str| which(t).ok_or(t.to_owned());
+    let tools = match (find("nginx"), find("haproxy"), find("wrk"), find("iperf3")) {
+        (Ok(nginx), Ok(haproxy), Ok(wrk), Ok(iperf3)) => Tools {
+            nginx,
+            haproxy,
+            wrk,
+            iperf3,
+        },
+        (a, b, c, d) => {
+            let missing: Vec<String> = [a, b, c, d].into_iter().filter_map(Result::err).collect();
+            let why = format!(
+                "proxy_compare: skipped: {} not installed (apt-get install haproxy nginx-light wrk iperf3)",
+                missing.join(", ")
+            );
+            if require {
+                panic!("{why}, and APIVIP_REQUIRE_NETNS=1 forbids skipping");
+            }
+            println!("{why}");
+            return;
+        }
+    };
+    let fd_limit = raise_fd_limit();
+    let s = settings(fd_limit);
+    let tck = clk_tck();
+    let dir = tempfile::Builder::new()
+        .prefix("apivip-bench-")
+        .tempdir()
+        .expect("a temp dir");
+
+    println!("proxy_compare: {} round(s), {} s per measurement, {} idle connections, RLIMIT_NOFILE {fd_limit}",
+        s.rounds, s.secs, s.idle_conns);
+    println!(
+        "  cpus: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!("  {}", version_line(&tools.haproxy, &["-v"]));
+    println!("  {}", version_line(&tools.nginx, &["-v"]));
+    println!("  {}", version_line(&tools.wrk, &["-v"]));
+    println!("  {}", version_line(&tools.iperf3, &["-v"]));
+    println!(
+        "  {}",
+        version_line(Path::new(env!("CARGO_BIN_EXE_apivip")), &["version"])
+    );
+    println!(
+        "  wrk -t{} -c{} -d{}s --latency; iperf3 -t {} -J; HAProxy nbthread {}; apivip: tokio multi-thread runtime (1 worker per core)",
+        s.wrk_threads, s.wrk_conns, s.secs, s.secs, s.haproxy_threads
+    );
+
+    let backends = match start_backends(&tools, dir.path()) {
+        Ok(b) => b,
+        Err(e) => panic!("proxy_compare: cannot start the backends: {e}"),
+    };
+    let mut results: Results = BTreeMap::new();
+    let mut failures = Vec::new();
+    for round in 0..s.rounds {
+        // Rotate the order each round so that drift (other builds, thermal) spreads
+        // over every path.
+        let mut order = s.paths.clone();
+        order.rotate_left(round % order.len().max(1));
+        println!(
+            "\nround {}: {}",
+            round + 1,
+            order
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for via in order {
+            for w in &s.workloads {
+                let backend = match w {
+                    Workload::Http => backends.http,
+                    Workload::Bulk => backends.bulk,
+                    Workload::Idle => backends.hold,
+                };
+                let tag = format!("r{}-{}", round + 1, w.name());
+                let result =
+                    start_target(via, backend, &tools, &s, dir.path(), &tag).and_then(|mut t| {
+                        let r = match w {
+                            Workload::Http => run_http(&t, &tools, &s, tck),
+                            Workload::Bulk => run_bulk(&t, &tools, &s, tck),
+                            Workload::Idle => run_idle(&mut t, s.idle_conns),
+                        };
+                        if let Some(p) = t.proxy.as_mut() {
+                            p.check_alive()?;
+                        }
+                        r
+                    });
+                match result {
+                    Ok(sample) => {
+                        let line: Vec<String> = sample
+                            .iter()
+                            .map(|(k, v)| format!("{k} {}", fmt_value(*v)))
+                            .collect();
+                        println!("  {:<15} {:<5} {}", via.name(), w.name(), line.join(", "));
+                        for (k, v) in sample {
+                            results.entry((via, k)).or_default().push(v);
+                        }
+                    }
+                    Err(e) => {
+                        println!("  {:<15} {:<5} FAILED: {e}", via.name(), w.name());
+                        failures.push(format!(
+                            "round {} {} {}: {e}",
+                            round + 1,
+                            via.name(),
+                            w.name()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    println!("\nmedians over {} round(s); HAProxy-best = the better of its two configurations per metric\n", s.rounds);
+    print_table(&results, &s);
+    drop(backends);
+    if !failures.is_empty() {
+        println!("\n{} measurement(s) failed:", failures.len());
+        for f in &failures {
+            println!("  {f}");
+        }
+        if require {
+            panic!("proxy_compare: measurements failed");
+        }
+    }
+}

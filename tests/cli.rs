@@ -1,0 +1,234 @@
+//! The `apivip` binary: `version`, `check` (examples and errors), `run` with SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver};
+use apivip::testkit::certs::TestPki;
+
+const BIN: &str = env!("CARGO_BIN_EXE_apivip");
+
+fn apivip(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = apivip(&["version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("apivip {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+}
+
+/// Copies an example into `dir`, pointing kubeadm's PKI paths at generated files.
+fn install_example(name: &str, dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config").join(name)).unwrap();
+    let pki_dir = dir.join("kubernetes-pki");
+    let gen_dir = dir.join("generated");
+    std::fs::create_dir_all(&gen_dir).unwrap();
+    let pki = TestPki::generate(&gen_dir, &["127.0.0.1"]).unwrap();
+    for (to, from) in [
+        ("ca.crt", &pki.ca_cert),
+        ("etcd/ca.crt", &pki.ca_cert),
+        ("etcd/healthcheck-client.crt", &pki.client_cert),
+        ("etcd/healthcheck-client.key", &pki.client_key),
+    ] {
+        let to = pki_dir.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+    // local-demo.yaml names pki/ca.crt relative to itself.
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    std::fs::copy(&pki.ca_cert, dir.join("pki/ca.crt")).unwrap();
+    let text = text.replace("/etc/kubernetes/pki/", &format!("{}/", pki_dir.display()));
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    for name in names {
+        let dir = tempfile::tempdir().unwrap();
+        let path = install_example(&name, dir.path());
+        let out = apivip(&["check", "-c", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+    }
+}
+
+#[test]
+fn check_prints_one_line_per_error_with_file_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "backends:\n  - address: 198.18.0.11\n  - address: 198.18.0.11\n  - address: 1.2.3\napiserver:\n  listen: nowhere\n  check:\n    rise: 0\n    interval: 10\n    ca: missing.crt\n",
+    )
+    .unwrap();
+    let out = apivip(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    let file = path.display().to_string();
+    for want in [
+        "backends[1].address: \"198.18.0.11\": duplicate backend",
+        "backends[2].address: \"1.2.3\": is not an address",
+        "apiserver.listen: \"nowhere\"",
+        "apiserver.check.rise: \"0\"",
+        "apiserver.check.interval: \"10\"",
+        "apiserver.check.ca: \"missing.crt\": cannot be read",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{file}: {want}"))),
+            "no line for {want:?} in\n{err}"
+        );
+    }
+    assert_eq!(lines.len(), 6, "{err}");
+}
+
+#[test]
+fn check_refuses_unknown_keys_and_bad_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(&path, "backends: [{address: 198.18.0.11}]\napiservr: {}\n").unwrap();
+    let out = apivip(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("apiservr") && err.contains("line 2"), "{err}");
+
+    std::fs::write(dir.path().join("ca.crt"), "not a certificate\n").unwrap();
+    std::fs::write(
+        &path,
+        "backends: [{address: 198.18.0.11}]\napiserver: {check: {ca: ca.crt}}\n",
+    )
+    .unwrap();
+    let out = apivip(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("apiserver.check.ca") && err.contains("no CERTIFICATE"),
+        "{err}"
+    );
+
+    let out = apivip(&["check", "-c", "/nonexistent/apivip.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/apivip.yaml: cannot read"));
+}
+
+/// Kills the child by PID if the test fails before it exits.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_serves_and_sigterm_drains_then_exits_zero() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path(), &["127.0.0.1"]).unwrap();
+    let master = rt
+        .block_on(ImitationApiserver::start(ApiserverOptions::new(
+            "master-0",
+            pki.server_config(),
+        )))
+        .unwrap();
+    let path = dir.path().join("apivip.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "backends: [{{address: '{}'}}]\napiserver:\n  listen: 127.0.0.1:0\n  check: {{ca: ca.crt, interval: 200ms, timeout: 200ms}}\nshutdown: {{drain_timeout: 2s}}\nlog: {{format: json}}\n",
+            master.addr()
+        ),
+    )
+    .unwrap();
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .args(["run", "-c", path.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Find the listen address in the JSON log.
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let endpoint: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no listening line; log:\n{}", log.join("\n")));
+        log.push(line.clone());
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        if v["fields"]["message"] == "listening" {
+            break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    let client = support::client_config(&pki.ca_cert, None).unwrap();
+    let ok = support::wait_until_blocking(
+        Duration::from_secs(15),
+        || matches!(support::https_get_blocking(endpoint, client.clone(), "/whoami"), Ok((200, ref b)) if b == "master-0"),
+    );
+    assert!(ok, "no answer through apivip run");
+
+    // An open connection is drained, not cut, on SIGTERM.
+    let held = std::net::TcpStream::connect(endpoint).unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // let the proxy accept it
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let refused = support::wait_until_blocking(Duration::from_secs(15), || {
+        std::net::TcpStream::connect(endpoint).is_err()
+    });
+    assert!(refused, "still accepting after SIGTERM");
+    let exited = support::wait_until_blocking(Duration::from_secs(15), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "did not exit after SIGTERM");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    drop(held);
+    let rest: Vec<String> = rx.try_iter().collect();
+    // The held connection was still open at SIGTERM and stayed until the deadline.
+    assert!(
+        rest.iter().any(|l| l.contains("draining connections")),
+        "{rest:#?}"
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("drain deadline passed") && l.contains("\"open\":1")),
+        "{rest:#?}"
+    );
+}
