@@ -61,9 +61,12 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Demo { listen, dir } => {
             init_logging(LogFormat::Text, "info");
-            let result = runtime()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(demo::run(listen, dir)));
+            let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+                let r = rt.block_on(demo::run(listen, dir));
+                // A blocking read of stdin may still be pending: do not wait for it.
+                rt.shutdown_background();
+                r
+            });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -135,7 +138,9 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(supervisor::run(config)) {
+    let result = rt.block_on(supervisor::run(config));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(report) => {
             tracing::info!(
                 drained = report.open_at_start - report.closed_at_deadline,

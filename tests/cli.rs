@@ -232,3 +232,67 @@ fn run_serves_and_sigterm_drains_then_exits_zero() {
         "{rest:#?}"
     );
 }
+
+/// README command 1: `apivip demo` serves, survives a stopped master, and Ctrl-C
+/// (SIGINT) stops everything with exit 0.
+#[test]
+fn the_demo_serves_through_a_stopped_master_and_stops_on_ctrl_c() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let endpoint: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the demo printed no endpoint");
+        if let Some(rest) = line.strip_prefix("apivip demo: endpoint https://") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let client = support::client_config(&dir.path().join("ca.crt"), None).unwrap();
+    let get = || support::https_get_blocking(endpoint, client.clone(), "/whoami");
+    assert!(
+        support::wait_until_blocking(Duration::from_secs(15), || get().is_ok()),
+        "the demo endpoint does not answer"
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    writeln!(stdin, "stop 2").unwrap();
+    let stopped = support::wait_until_blocking(Duration::from_secs(15), || {
+        rx.try_iter().any(|l| l.contains("master-2 stopped"))
+    });
+    assert!(stopped, "the demo did not stop master-2");
+    for i in 0..15 {
+        let r = get();
+        assert!(
+            matches!(r, Ok((200, ref b)) if b != "master-2"),
+            "request {i}: {r:?}"
+        );
+    }
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let exited = support::wait_until_blocking(Duration::from_secs(15), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the demo did not stop on SIGINT");
+    assert!(child.0.wait().unwrap().success());
+    assert!(
+        std::net::TcpStream::connect(endpoint).is_err(),
+        "the endpoint still accepts after the demo stopped"
+    );
+}

@@ -624,14 +624,13 @@ impl Validator {
                 Duration::from_secs(5),
             )
             .unwrap_or(Duration::from_secs(5));
-        let idle_timeout = match raw.idle_timeout.as_deref() {
-            None => None,
-            Some(t) => Some(self.positive_duration(
+        let idle_timeout = raw.idle_timeout.as_deref().map(|t| {
+            self.positive_duration(
                 &format!("{name}.idle_timeout"),
                 Some(t),
                 Duration::from_secs(3600),
-            )),
-        };
+            )
+        });
         let check = self.check(
             &format!("{name}.check"),
             raw.check.unwrap_or_default(),

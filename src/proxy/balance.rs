@@ -63,7 +63,7 @@ pub fn pick(
     if let Some(i) = chosen {
         return Some(Pick::Healthy(i));
     }
-    order.filter(untried).next().map(Pick::Fallback)
+    order.clone().find(untried).map(Pick::Fallback)
 }
 
 #[cfg(test)]

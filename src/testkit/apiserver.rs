@@ -313,6 +313,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: TlsAc
             .tracker
             .spawn(connection(shared.clone(), tcp, acceptor.clone(), guard));
     }
+    // shutdown() stops the socket listening even if a forked child (between fork and exec
+    // in some other thread of this process) still holds a copy of the descriptor: new
+    // connections are refused at once.
+    let _ = SockRef::from(&listener).shutdown(std::net::Shutdown::Both);
     drop(listener);
     shared.listener_closed.cancel();
 }
