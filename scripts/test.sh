@@ -12,7 +12,7 @@ log() { printf '\n== %s\n' "$*"; }
 
 # Debian packages: real peers and tools the tests and benchmarks start.
 packages=(
-  iproute2 procps curl ca-certificates
+  iproute2 iputils-ping nftables procps curl ca-certificates
   etcd-server etcd-client   # etcd health check against a real member
   haproxy nginx-light wrk iperf3  # proxy baselines (benchmarks)
   keepalived tcpdump        # VRRP interop, wire captures

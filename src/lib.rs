@@ -32,3 +32,31 @@ pub mod proxy;
 pub mod supervisor;
 pub mod testkit;
 pub mod units;
+
+#[cfg(test)]
+mod architecture {
+    /// The sans-IO cores never touch the runtime, sockets or the clock (STYLE.md §1).
+    #[test]
+    fn sans_io_cores_do_no_io() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for file in [
+            "health/state.rs",
+            "proxy/balance.rs",
+            "config/mod.rs",
+            "config/raw.rs",
+            "units.rs",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            for banned in [
+                "tokio::",
+                "Instant::now",
+                "SystemTime::now",
+                "TcpStream",
+                "UdpSocket",
+                "std::thread",
+            ] {
+                assert!(!text.contains(banned), "{file} uses {banned}");
+            }
+        }
+    }
+}

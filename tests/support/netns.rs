@@ -13,6 +13,11 @@
 //! [`Topology`]'s `Drop` kills every process it started and anything else left in its
 //! namespaces, then deletes the namespaces (which deletes the veths and the bridge), also
 //! when the test panicked.
+//!
+//! Impairments: [`Topology::cut_link`] / [`Topology::heal_link`] (bridge port down/up) and
+//! [`Topology::netem`]. This machine's kernel has no `sch_netem`; there `netem` emulates
+//! only `loss N%` with an nftables rule on the bridge (Debian `nftables`), and a delay is an
+//! `Unsupported` error: check [`netem_supported`] first.
 #![allow(dead_code, unreachable_pub)]
 
 use std::ffi::OsStr;
