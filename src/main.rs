@@ -131,6 +131,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     init_logging(config.log.format, &config.log.level);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), commit = env!("APIVIP_COMMIT"), config = %path.display(), "starting");
+    raise_fd_limit(&config);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -143,7 +144,9 @@ fn run(path: &std::path::Path) -> ExitCode {
     match result {
         Ok(report) => {
             tracing::info!(
-                drained = report.open_at_start - report.closed_at_deadline,
+                drained = report
+                    .open_at_start
+                    .saturating_sub(report.closed_at_deadline),
                 closed = report.closed_at_deadline,
                 "stopped"
             );
@@ -154,6 +157,37 @@ fn run(path: &std::path::Path) -> ExitCode {
             eprintln!("{}: {e}", path.display());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (systemd's default soft limit is
+/// 1024) and warns when the configured connection limits could exhaust it: each proxied
+/// connection needs two sockets and, while moving bulk data, a pipe.
+fn raise_fd_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let wanted: u64 = config
+        .frontends
+        .iter()
+        .map(|f| f.max_connections as u64 * 2)
+        .sum::<u64>()
+        + 256;
+    if wanted > limit {
+        tracing::warn!(
+            fd_limit = limit,
+            wanted,
+            "the descriptor limit is below what the connection limits need (2 per connection); \
+             lower max_connections or raise LimitNOFILE"
+        );
+    } else {
+        tracing::debug!(fd_limit = limit, "descriptor limit");
     }
 }
 

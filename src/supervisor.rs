@@ -50,6 +50,8 @@ pub struct Supervisor {
     /// Ends checkers and watchers.
     background: CancellationToken,
     connections: TaskTracker,
+    /// The accept loops, waited for before draining so that the count is final.
+    acceptors: TaskTracker,
     tasks: TaskTracker,
 }
 
@@ -94,6 +96,7 @@ impl Supervisor {
         }
         let (publisher, view) = health::channel(HealthSnapshot::initial(config));
         let tasks = TaskTracker::new();
+        let acceptors = TaskTracker::new();
         let connections = TaskTracker::new();
         let background = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
@@ -115,7 +118,7 @@ impl Supervisor {
             let fe = &frontends[fi];
             tracing::info!(frontend = %fe.config().name,
                 addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-            tasks.spawn(proxy::serve(
+            acceptors.spawn(proxy::serve(
                 Arc::clone(fe),
                 listener,
                 Arc::clone(&permits[fi]),
@@ -132,6 +135,7 @@ impl Supervisor {
             hard_stop,
             background,
             connections,
+            acceptors,
             tasks,
         })
     }
@@ -157,18 +161,34 @@ impl Supervisor {
     /// Stops accepting, waits up to `drain` for connections to end, closes the rest and
     /// stops every task.
     pub async fn shutdown(self, drain: Duration) -> DrainReport {
+        self.shutdown_or_force(drain, std::future::pending()).await
+    }
+
+    /// Like [`Supervisor::shutdown`], but closes every connection at once when `force`
+    /// completes (a second SIGTERM or Ctrl-C during the drain).
+    pub async fn shutdown_or_force(
+        self,
+        drain: Duration,
+        force: impl std::future::Future<Output = ()>,
+    ) -> DrainReport {
         self.stop_accepting.cancel();
+        self.acceptors.close();
+        self.acceptors.wait().await;
         self.connections.close();
         let open_at_start = self.connections.len();
         tracing::info!(open = open_at_start, drain = %crate::units::format_duration(drain), "stopped accepting; draining connections");
-        let drained = tokio::time::timeout(drain, self.connections.wait())
-            .await
-            .is_ok();
+        let drained = tokio::select! {
+            r = tokio::time::timeout(drain, self.connections.wait()) => r.is_ok(),
+            _ = force => {
+                tracing::warn!("second stop signal: closing every connection now");
+                false
+            }
+        };
         let closed_at_deadline = if drained { 0 } else { self.connections.len() };
-        if !drained {
+        if !drained && closed_at_deadline > 0 {
             tracing::warn!(
                 open = closed_at_deadline,
-                "drain deadline passed; closing the remaining connections"
+                "closing the remaining connections"
             );
         }
         self.hard_stop.cancel();
@@ -183,30 +203,61 @@ impl Supervisor {
     }
 }
 
-/// Runs until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP is logged (reload
-/// is not part of this version) instead of killing the process.
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully; a second signal during
+/// the drain closes every connection at once. SIGHUP is logged (reload is not part of
+/// this version) instead of killing the process.
+///
+/// The signal handlers are installed before anything starts, so a SIGTERM during
+/// start-up is a graceful stop too.
 pub async fn run(config: Config) -> Result<DrainReport, StartError> {
+    let mut signals = StopSignals::install();
     let sup = Supervisor::start(&config).await?;
-    wait_for_stop_signal().await;
-    Ok(sup.shutdown(config.shutdown.drain_timeout).await)
+    signals.next().await;
+    Ok(sup
+        .shutdown_or_force(config.shutdown.drain_timeout, signals.next())
+        .await)
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; waiting for Ctrl-C only");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return }
-            _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not supported in this version; restart to apply changes"),
+/// SIGTERM, SIGINT and SIGHUP streams.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let open = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(signal = name, error = %e, "cannot handle signal");
+                None
+            }
+        };
+        StopSignals {
+            term: open(SignalKind::terminate(), "SIGTERM"),
+            int: open(SignalKind::interrupt(), "SIGINT"),
+            hup: open(SignalKind::hangup(), "SIGHUP"),
+        }
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = recv(&mut self.term) => { tracing::info!("SIGTERM: shutting down"); return }
+                _ = recv(&mut self.int) => { tracing::info!("SIGINT: shutting down"); return }
+                _ = recv(&mut self.hup) => tracing::warn!("SIGHUP: configuration reload is not supported in this version; restart to apply changes"),
+            }
         }
     }
 }

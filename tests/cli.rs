@@ -228,7 +228,7 @@ fn run_serves_and_sigterm_drains_then_exits_zero() {
     );
     assert!(
         rest.iter()
-            .any(|l| l.contains("drain deadline passed") && l.contains("\"open\":1")),
+            .any(|l| l.contains("closing the remaining connections") && l.contains("\"open\":1")),
         "{rest:#?}"
     );
 }

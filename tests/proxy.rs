@@ -550,3 +550,24 @@ fn listeners_bind_addresses_this_node_does_not_hold_yet() {
         assert_eq!(l.local_addr().unwrap().ip().to_string(), "198.18.0.77");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_stream_is_closed_when_its_master_stops_answering() {
+    let c = Cluster::start(Opts {
+        apiserver: "  not_ready_grace: 1m\n",
+        ..Opts::default()
+    })
+    .await;
+    for m in &c.masters {
+        m.set_mode(Mode::NotReady);
+    }
+    c.wait_status_all(Status::Down(DownCause::NotReady)).await;
+    // Nothing is healthy: this stream goes to a master through the fallback path.
+    let mut s = Stream::open(&c).await;
+    assert!(s.next().await.is_some());
+    let i = c.index_of(&s.backend);
+    c.masters[i].set_mode(Mode::Hang);
+    c.wait_status(i, Status::Down(DownCause::Unreachable)).await;
+    while s.next().await.is_some() {}
+    c.masters[i].set_mode(Mode::Ready);
+}

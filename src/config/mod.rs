@@ -246,6 +246,7 @@ impl Config {
         let mut v = Validator {
             issues: Vec::new(),
             base: source.parent().map(Path::to_owned).unwrap_or_default(),
+            duplicates: HashSet::new(),
         };
         let config = v.config(raw, source);
         if v.issues.is_empty() {
@@ -301,10 +302,16 @@ fn parse_raw(text: &str) -> Result<RawConfig, ConfigIssue> {
 struct Validator {
     issues: Vec<ConfigIssue>,
     base: PathBuf,
+    /// Backends already reported as duplicates (by index), so one is reported once.
+    duplicates: HashSet<usize>,
 }
 
 /// A parsed backend address: an IP and maybe a port.
 struct BackendAddr {
+    /// Position in `backends:`, for messages.
+    index: usize,
+    /// The address as written.
+    text: String,
     name: String,
     ip: IpAddr,
     port: Option<u16>,
@@ -443,14 +450,9 @@ impl Validator {
             let etcd_port = b
                 .etcd_port
                 .and_then(|p| self.port(&format!("{path}.etcd_port"), p));
+            // Two entries for one master (same IP, ports that resolve to the same
+            // backend) are found per frontend, once ports are known.
             let duplicate = !addrs.insert((ip, port));
-            if duplicate {
-                self.issue(
-                    format!("{path}.address"),
-                    Some(text.to_owned()),
-                    "duplicate backend; each master must be listed once",
-                );
-            }
             let name = b.name.clone().unwrap_or_else(|| text.to_owned());
             if name.is_empty() {
                 self.issue(format!("{path}.name"), Some(name.clone()), "is empty");
@@ -463,6 +465,8 @@ impl Validator {
                 );
             }
             out.push(BackendAddr {
+                index: i,
+                text: text.to_owned(),
                 name,
                 ip,
                 port,
@@ -574,7 +578,7 @@ impl Validator {
                 .unwrap_or(defaults.port),
             None => defaults.port,
         };
-        let backends = masters
+        let backends: Vec<Backend> = masters
             .iter()
             .map(|m| {
                 let p = if name == "etcd" {
@@ -588,6 +592,25 @@ impl Validator {
                 }
             })
             .collect();
+        let mut seen = HashSet::new();
+        for (m, b) in masters.iter().zip(&backends) {
+            let b: &Backend = b;
+            if !seen.insert(b.addr) && !self.duplicates.contains(&m.index) {
+                self.duplicates.insert(m.index);
+                let (key, value) = match (name, m.etcd_port) {
+                    ("etcd", Some(p)) => ("etcd_port", p.to_string()),
+                    _ => ("address", m.text.clone()),
+                };
+                self.issue(
+                    format!("backends[{}].{key}", m.index),
+                    Some(value),
+                    format!(
+                        "duplicate backend: the {name} frontend already connects to {}; each master must be listed once",
+                        b.addr
+                    ),
+                );
+            }
+        }
         let balance = match raw.balance.as_deref() {
             None | Some("least-connections") => Balance::LeastConnections,
             Some("round-robin") => Balance::RoundRobin,
@@ -740,11 +763,14 @@ impl Validator {
 
     fn https(&mut self, path: &str, raw: &RawCheck, default_path: &str) -> HttpsCheck {
         let req_path = raw.path.clone().unwrap_or_else(|| default_path.to_owned());
-        if !req_path.starts_with('/') || req_path.chars().any(|c| c.is_whitespace()) {
+        let valid_path = req_path.starts_with('/')
+            && !req_path.contains('#')
+            && req_path.parse::<http::uri::PathAndQuery>().is_ok();
+        if !valid_path {
             self.issue(
                 format!("{path}.path"),
                 Some(req_path.clone()),
-                "is not a request path; expected something like /readyz",
+                "is not a request path; expected something like /readyz (no spaces, control characters or #fragment)",
             );
         }
         let ca = raw

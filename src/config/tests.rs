@@ -88,6 +88,18 @@ fn every_bad_value_is_named() {
             "test.yaml: backends[1].address: \"198.18.0.11\": duplicate backend",
         ),
         (
+            "backends:\n  - address: 198.18.0.11\n  - address: 198.18.0.11:6443\n",
+            "test.yaml: backends[1].address: \"198.18.0.11:6443\": duplicate backend",
+        ),
+        (
+            "backends:\n  - {address: 198.18.0.11:7443, etcd_port: 2379}\n  - {address: 198.18.0.11:8443, etcd_port: 2379}\netcd: {listen: 127.0.0.1:2379}\n",
+            "test.yaml: backends[1].etcd_port: \"2379\": duplicate backend: the etcd frontend",
+        ),
+        (
+            "backends: [{address: 198.18.0.11}]\napiserver: {check: {path: \"/readyz#x\"}}\n",
+            "test.yaml: apiserver.check.path: \"/readyz#x\": is not a request path",
+        ),
+        (
             "backends: [{address: 198.18.0.11}]\napiserver: {check: {rise: 0}}\n",
             "test.yaml: apiserver.check.rise: \"0\": out of range",
         ),

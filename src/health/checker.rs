@@ -83,7 +83,7 @@ impl CheckTask {
     fn handle(&mut self, outcome: &Outcome) {
         let reason = match outcome {
             Outcome::Success => "ok",
-            Outcome::Failure { reason, .. } => reason.as_str(),
+            Outcome::Failure { reason, .. } | Outcome::Inconclusive { reason } => reason.as_str(),
         };
         if let Some(t) = self.machine.handle_outcome(outcome) {
             if t.to.is_up() {
@@ -95,6 +95,9 @@ impl CheckTask {
             }
             self.publisher
                 .publish(self.frontend_index, self.backend_index, t.to, reason);
+        } else if let Outcome::Inconclusive { reason } = outcome {
+            tracing::warn!(frontend = %self.frontend, backend = %self.backend, reason = %reason,
+                "probe could not run for a local reason; not counted against the backend");
         } else if let Outcome::Failure { reason, .. } = outcome {
             tracing::debug!(frontend = %self.frontend, backend = %self.backend, reason = %reason, "probe failed");
         }

@@ -99,6 +99,11 @@ impl Prober {
     async fn probe_unbounded(&self, addr: SocketAddr) -> Outcome {
         let tcp = match TcpStream::connect(addr).await {
             Ok(s) => s,
+            Err(e) if is_local_error(&e) => {
+                return Outcome::Inconclusive {
+                    reason: format!("connect: {e}"),
+                }
+            }
             Err(e) => return unreachable_because(format!("connect: {e}")),
         };
         match self {
@@ -106,6 +111,15 @@ impl Prober {
             Prober::Https(h) => h.probe(tcp, addr).await,
         }
     }
+}
+
+/// Errors that say this node cannot open a connection, not that the backend is down.
+fn is_local_error(e: &std::io::Error) -> bool {
+    use nix::libc;
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 fn unreachable_because(reason: String) -> Outcome {

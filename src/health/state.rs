@@ -10,8 +10,13 @@
 //!   consecutive successes. A result of the other kind resets the count.
 //! - A down backend remembers *why*: [`DownCause::Unreachable`] (refused, reset, timed
 //!   out, TLS failure) or [`DownCause::NotReady`] (it answered, but not ready: the
-//!   graceful-shutdown case). While down, a change of cause is a transition too, so
-//!   that a backend that was draining and then stops answering is closed at once.
+//!   graceful-shutdown case). It falls as `Unreachable` only when the last `fall`
+//!   failures were all unreachable; one answer "not ready" among them means it is
+//!   draining. A draining backend escalates to `Unreachable` after `fall` consecutive
+//!   unreachable results (a single slow `/readyz` during shutdown does not cut its
+//!   connections); an unreachable one that answers "not ready" again turns `NotReady`.
+//! - An [`Outcome::Inconclusive`] result (the probe could not run: this node is out of
+//!   file descriptors or ports) changes nothing: a local problem is not a backend's.
 
 use std::fmt;
 
@@ -25,6 +30,12 @@ pub enum Outcome {
         /// Whether it stopped answering or answered "not ready".
         cause: DownCause,
         /// A human-readable reason (`connection refused`, `HTTP 500`, ...).
+        reason: String,
+    },
+    /// The probe could not run for a local reason (EMFILE, no free port); says
+    /// nothing about the backend.
+    Inconclusive {
+        /// Why.
         reason: String,
     },
 }
@@ -88,6 +99,8 @@ pub struct RiseFall {
     status: Status,
     /// Consecutive results that argue against the current status.
     streak: u32,
+    /// Consecutive `Unreachable` failures (decides the cause of a fall, and escalation).
+    unreachable: u32,
 }
 
 impl RiseFall {
@@ -99,6 +112,7 @@ impl RiseFall {
             fall: fall.max(1),
             status: Status::Unknown,
             streak: 0,
+            unreachable: 0,
         }
     }
 
@@ -110,22 +124,34 @@ impl RiseFall {
     /// Feeds one probe result; returns the transition if the status changed.
     pub fn handle_outcome(&mut self, outcome: &Outcome) -> Option<Transition> {
         let from = self.status;
-        let to = match (from, outcome) {
-            (Status::Unknown, Outcome::Success) => Status::Up,
-            (Status::Unknown, Outcome::Failure { cause, .. }) => Status::Down(*cause),
-            (Status::Up, Outcome::Success) => {
+        let failed = match outcome {
+            Outcome::Inconclusive { .. } => return None,
+            Outcome::Success => None,
+            Outcome::Failure { cause, .. } => Some(*cause),
+        };
+        self.unreachable = match failed {
+            Some(DownCause::Unreachable) => self.unreachable.saturating_add(1),
+            _ => 0,
+        };
+        let all_unreachable = self.unreachable >= self.fall;
+        let to = match (from, failed) {
+            (Status::Unknown, None) => Status::Up,
+            (Status::Unknown, Some(cause)) => Status::Down(cause),
+            (Status::Up, None) => {
                 self.streak = 0;
                 Status::Up
             }
-            (Status::Up, Outcome::Failure { cause, .. }) => {
+            (Status::Up, Some(_)) => {
                 self.streak += 1;
-                if self.streak >= self.fall {
-                    Status::Down(*cause)
-                } else {
+                if self.streak < self.fall {
                     Status::Up
+                } else if all_unreachable {
+                    Status::Down(DownCause::Unreachable)
+                } else {
+                    Status::Down(DownCause::NotReady)
                 }
             }
-            (Status::Down(_), Outcome::Success) => {
+            (Status::Down(_), None) => {
                 self.streak += 1;
                 if self.streak >= self.rise {
                     Status::Up
@@ -133,9 +159,17 @@ impl RiseFall {
                     from
                 }
             }
-            (Status::Down(_), Outcome::Failure { cause, .. }) => {
+            (Status::Down(_), Some(DownCause::NotReady)) => {
                 self.streak = 0;
-                Status::Down(*cause)
+                Status::Down(DownCause::NotReady)
+            }
+            (Status::Down(current), Some(DownCause::Unreachable)) => {
+                self.streak = 0;
+                if all_unreachable {
+                    Status::Down(DownCause::Unreachable)
+                } else {
+                    Status::Down(current)
+                }
             }
         };
         if to == from {
@@ -240,14 +274,71 @@ mod tests {
     }
 
     #[test]
-    fn the_cause_is_the_last_failure() {
+    fn one_not_ready_answer_among_the_failures_means_draining() {
         let mut m = RiseFall::new(1, 2);
-        let s = run(&mut m, &[ok(), refused(), not_ready()]);
-        assert_eq!(s[2], Status::Down(DownCause::NotReady));
+        assert_eq!(
+            run(&mut m, &[ok(), refused(), not_ready()])[2],
+            Status::Down(DownCause::NotReady)
+        );
+        let mut m = RiseFall::new(1, 2);
+        assert_eq!(
+            run(&mut m, &[ok(), not_ready(), refused()])[2],
+            Status::Down(DownCause::NotReady)
+        );
+        let mut m = RiseFall::new(1, 2);
+        assert_eq!(
+            run(&mut m, &[ok(), refused(), refused()])[2],
+            Status::Down(DownCause::Unreachable)
+        );
+    }
+
+    #[test]
+    fn one_slow_answer_while_draining_does_not_escalate() {
+        let mut m = RiseFall::new(2, 2);
+        let s = run(
+            &mut m,
+            &[
+                ok(),
+                not_ready(),
+                not_ready(),
+                refused(),
+                not_ready(),
+                refused(),
+                refused(),
+            ],
+        );
+        assert_eq!(
+            s[2..],
+            [
+                Status::Down(DownCause::NotReady),
+                Status::Down(DownCause::NotReady),
+                Status::Down(DownCause::NotReady),
+                Status::Down(DownCause::NotReady),
+                Status::Down(DownCause::Unreachable)
+            ]
+        );
+    }
+
+    #[test]
+    fn inconclusive_results_change_nothing() {
+        let local = Outcome::Inconclusive {
+            reason: "EMFILE".into(),
+        };
+        let mut m = RiseFall::new(2, 2);
+        assert_eq!(m.handle_outcome(&local), None);
+        assert_eq!(m.status(), Status::Unknown);
+        let s = run(&mut m, &[ok(), refused(), local.clone(), refused()]);
+        assert_eq!(s[2], Status::Up, "an inconclusive result is not a failure");
+        assert_eq!(
+            s[3],
+            Status::Down(DownCause::Unreachable),
+            "nor does it reset the count"
+        );
     }
 
     #[test]
     fn a_draining_backend_that_stops_answering_escalates() {
+        // fall = 1: one unreachable result escalates.
         let mut m = RiseFall::new(2, 1);
         let _ = m.handle_outcome(&ok());
         assert_eq!(
@@ -285,7 +376,14 @@ mod tests {
     fn transitions_report_every_change_and_only_changes() {
         // Exhaustive over all sequences of length 6 with rise=2, fall=2: the reported
         // transitions replay to the same final status, and none has from == to.
-        let alphabet = [ok(), refused(), not_ready()];
+        let alphabet = [
+            ok(),
+            refused(),
+            not_ready(),
+            Outcome::Inconclusive {
+                reason: "local".into(),
+            },
+        ];
         let mut seq = vec![0usize; 6];
         loop {
             let mut m = RiseFall::new(2, 2);

@@ -22,6 +22,8 @@ use crate::proxy::splice::{self, PipePool};
 
 /// Size of one copy buffer.
 pub const BUF_SIZE: usize = 64 * 1024;
+/// Reads of one direction before it goes back to waiting for readiness.
+const READS_PER_WAKEUP: usize = 8;
 /// Buffers kept per thread for reuse.
 const POOL_KEEP: usize = 64;
 
@@ -143,7 +145,10 @@ async fn pump(
         }
         let mut buf = PooledBuf::take();
         let buf = buf.as_mut();
-        loop {
+        // A few reads per wakeup, then back through `readable()`, which counts against
+        // tokio's cooperative budget, so a busy connection cannot starve the others or
+        // this connection's own close signals.
+        for _ in 0..READS_PER_WAKEUP {
             match src.try_read(buf) {
                 Ok(0) => {
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);

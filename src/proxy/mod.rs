@@ -127,8 +127,14 @@ impl FrontendProxy {
     }
 
     /// Connects to a backend for one client: healthy ones first by policy, each tried
-    /// at most once; then the others once each. Returns the slot index and the stream.
-    async fn connect(&self) -> Option<(usize, TcpStream)> {
+    /// at most once; then the others once each.
+    ///
+    /// The backend's generation is taken *before* connecting and the connection is
+    /// counted from then on (least-connections sees connects in flight). A connect that
+    /// succeeds after its backend was declared unreachable (its generation cancelled
+    /// meanwhile) is dropped and the next backend tried, so no connection escapes
+    /// close-on-down.
+    async fn connect(&self) -> Option<Connected<'_>> {
         let n = self.slots.len();
         let cursor = self.cursor.fetch_add(1, Ordering::Relaxed);
         let mut tried = vec![false; n];
@@ -148,10 +154,21 @@ impl FrontendProxy {
                 self.stats.fallback_attempts.fetch_add(1, Ordering::Relaxed);
             }
             let slot = &self.slots[i];
-            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(slot.addr))
-                .await
-            {
-                Ok(Ok(stream)) => return Some((i, stream)),
+            let generation = slot.generation();
+            let lease = Lease::new(self, i);
+            let attempt =
+                tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(slot.addr)).await;
+            match attempt {
+                Ok(Ok(stream)) if !generation.is_cancelled() => {
+                    return Some(Connected {
+                        lease,
+                        stream,
+                        generation,
+                    })
+                }
+                Ok(Ok(_)) => {
+                    tracing::debug!(frontend = %self.cfg.name, backend = %slot.name, "backend went down during the connect; trying the next backend");
+                }
                 Ok(Err(e)) => {
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(frontend = %self.cfg.name, backend = %slot.name, error = %e, "connect failed; trying the next backend");
@@ -164,70 +181,94 @@ impl FrontendProxy {
         }
     }
 
-    /// Applies one backend's new health status: routing, and closing its connections.
+    /// Applies one backend's status change: routing, and closing its connections.
+    ///
+    /// Into `Down(Unreachable)` (from anything, fallback connections included): close
+    /// at once. Into `Down(NotReady)` from `Up` or `Unknown`: close after the grace,
+    /// unless it recovers first. `Down(Unreachable)` -> `Down(NotReady)`: nothing left
+    /// to close.
     fn apply_status(
         self: &Arc<Self>,
         i: usize,
-        status: Status,
-        grace_tasks: &mut [Option<CancellationToken>],
+        from: Status,
+        to: Status,
+        grace: &mut [Option<CancellationToken>],
     ) {
         let Some(slot) = self.slots.get(i) else {
             return;
         };
-        let was_healthy = slot.healthy.swap(status.is_up(), Ordering::Relaxed);
-        match status {
-            Status::Up | Status::Unknown => {
-                // Back before its grace ran out: keep its connections.
-                if let Some(pending) = grace_tasks[i].take() {
-                    pending.cancel();
-                }
+        slot.healthy.store(to.is_up(), Ordering::Relaxed);
+        if !self.cfg.close_on_down {
+            return;
+        }
+        // Any change ends a pending grace: recovered (keep the connections), escalated
+        // (closed below) or restarted (a new timer below).
+        if let Some(pending) = grace[i].take() {
+            pending.cancel();
+        }
+        match to {
+            Status::Up | Status::Unknown => {}
+            Status::Down(DownCause::Unreachable) => {
+                tracing::info!(frontend = %self.cfg.name, backend = %slot.name, "closing connections to an unreachable backend");
+                slot.rotate().cancel();
             }
-            Status::Down(cause) => {
-                if !self.cfg.close_on_down {
+            Status::Down(DownCause::NotReady) => {
+                if from == Status::Down(DownCause::Unreachable) {
                     return;
                 }
-                let escalated = cause == DownCause::Unreachable && grace_tasks[i].is_some();
-                if !was_healthy && !escalated {
-                    return;
-                }
-                if escalated {
-                    // The grace timer closes the connections at once when told to stop
-                    // early while the backend is still down.
-                    if let Some(pending) = grace_tasks[i].take() {
-                        pending.cancel();
-                    }
-                    return;
-                }
-                match cause {
-                    DownCause::Unreachable => {
-                        tracing::info!(frontend = %self.cfg.name, backend = %slot.name, "closing connections to an unreachable backend");
-                        slot.rotate().cancel();
-                    }
-                    DownCause::NotReady => {
-                        let grace = self.cfg.not_ready_grace;
-                        tracing::info!(frontend = %self.cfg.name, backend = %slot.name,
-                            grace = %crate::units::format_duration(grace),
-                            "backend not ready: no new connections; closing existing ones after the grace");
-                        let abort = CancellationToken::new();
-                        grace_tasks[i] = Some(abort.clone());
-                        let this = Arc::clone(self);
-                        tokio::spawn(async move {
-                            tokio::select! {
-                                _ = tokio::time::sleep(grace) => {}
-                                // Escalated (close now) or recovered (keep them).
-                                _ = abort.cancelled() => {}
-                            }
+                let after = self.cfg.not_ready_grace;
+                tracing::info!(frontend = %self.cfg.name, backend = %slot.name,
+                    grace = %crate::units::format_duration(after),
+                    "backend not ready: no new connections; closing existing ones after the grace");
+                let recovered = CancellationToken::new();
+                grace[i] = Some(recovered.clone());
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        biased;
+                        _ = recovered.cancelled() => {}
+                        _ = tokio::time::sleep(after) => {
                             let slot = &this.slots[i];
-                            if !slot.healthy.load(Ordering::Relaxed) {
-                                tracing::info!(frontend = %this.cfg.name, backend = %slot.name, "closing connections to a not-ready backend");
-                                slot.rotate().cancel();
-                            }
-                        });
+                            tracing::info!(frontend = %this.cfg.name, backend = %slot.name, "grace over: closing connections to a not-ready backend");
+                            slot.rotate().cancel();
+                        }
                     }
-                }
+                });
             }
         }
     }
+}
+
+/// A connection being made or proxied to one backend: counted in the backend's and
+/// the frontend's active connections for as long as it lives.
+struct Lease<'a> {
+    fe: &'a FrontendProxy,
+    slot: usize,
+}
+
+impl<'a> Lease<'a> {
+    fn new(fe: &'a FrontendProxy, slot: usize) -> Self {
+        fe.slots[slot].active.fetch_add(1, Ordering::Relaxed);
+        fe.stats.active.fetch_add(1, Ordering::Relaxed);
+        Lease { fe, slot }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.fe.slots[self.slot]
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+        self.fe.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A successful backend connect.
+struct Connected<'a> {
+    lease: Lease<'a>,
+    stream: TcpStream,
+    /// Cancelled when the backend's connections must close.
+    generation: CancellationToken,
 }
 
 /// Follows the health view and applies every change of this frontend's backends.
@@ -239,8 +280,8 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
         if let Some(f) = snap.frontend(&fe.cfg.name) {
             for (i, b) in f.backends.iter().enumerate().take(last.len()) {
                 if b.status != last[i] {
+                    fe.apply_status(i, last[i], b.status, &mut grace);
                     last[i] = b.status;
-                    fe.apply_status(i, b.status, &mut grace);
                 }
             }
         }
@@ -318,35 +359,24 @@ pub async fn serve(
     }
 }
 
-/// Decrements a slot's active count when the connection ends, however it ends.
-struct ActiveGuard<'a>(&'a Slot, &'a Stats);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-        self.1.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 async fn handle(fe: &FrontendProxy, client: TcpStream, hard_stop: CancellationToken) {
     let connected = tokio::select! {
         c = fe.connect() => c,
         _ = hard_stop.cancelled() => return,
     };
-    let Some((i, backend)) = connected else {
+    let Some(Connected {
+        lease,
+        stream: backend,
+        generation,
+    }) = connected
+    else {
         fe.stats.no_backend.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(frontend = %fe.cfg.name, "no backend accepted the connection; closing the client");
         // Reset, so the client sees the failure at once rather than an EOF later.
         let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
         return;
     };
-    let slot = &fe.slots[i];
-    // Take the generation before counting, so a backend turning down from now on
-    // closes this connection too.
-    let generation = slot.generation();
-    slot.active.fetch_add(1, Ordering::Relaxed);
-    fe.stats.active.fetch_add(1, Ordering::Relaxed);
-    let _guard = ActiveGuard(slot, &fe.stats);
+    let slot = &fe.slots[lease.slot];
     tune(&client);
     tune(&backend);
     tokio::select! {
