@@ -18,6 +18,8 @@
 //! - [`health`]: the sans-IO rise/fall machine ([`health::state`]), the probes and
 //!   the [`health::HealthView`] every other part reads.
 //! - [`proxy`]: the sans-IO balancer ([`proxy::balance`]), listeners and forwarding.
+//! - [`vrrp`]: the VRRP (v3 and v2) packet codec and its units (sans-IO); the election
+//!   machine and the raw-socket shell build on it.
 //! - [`supervisor`]: builds the tasks from a `Config`, handles signals and draining.
 //! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
 //!   tests, the benchmarks and `apivip demo`.
@@ -32,6 +34,7 @@ pub mod proxy;
 pub mod supervisor;
 pub mod testkit;
 pub mod units;
+pub mod vrrp;
 
 #[cfg(test)]
 mod architecture {
@@ -45,6 +48,8 @@ mod architecture {
             "config/mod.rs",
             "config/raw.rs",
             "units.rs",
+            "vrrp/packet.rs",
+            "vrrp/units.rs",
         ] {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             for banned in [

@@ -24,7 +24,9 @@ pub enum RangeError {
     #[error("priority 0 is reserved for resigning (RFC 9568 §5.2.4); use 1..=254, or 255 for the address owner")]
     ZeroPriority,
     /// An advertisement interval of zero would flood the link; use at least 10ms (v3) or 1s (v2).
-    #[error("advertisement interval must be above zero: at least 10ms with VRRPv3, 1s with VRRPv2")]
+    #[error(
+        "advertisement interval must be above zero: at least 10ms with VRRPv3, 1s with VRRPv2"
+    )]
     ZeroInterval,
     /// The interval does not fit the field: at most 40.95s (v3) or 255s (v2).
     #[error("advertisement interval {got:?} is longer than the field holds ({max:?})")]
@@ -52,7 +54,9 @@ pub enum RangeError {
         len: usize,
     },
     /// One advertisement carries at most 255 addresses (the Count field is one octet).
-    #[error("{count} virtual addresses do not fit one advertisement; the Count field holds at most 255")]
+    #[error(
+        "{count} virtual addresses do not fit one advertisement; the Count field holds at most 255"
+    )]
     TooManyAddrs {
         /// The number of addresses given.
         count: usize,

@@ -1,0 +1,11 @@
+//! VRRP (RFC 9568 VRRPv3, and RFC 3768 VRRPv2 as keepalived speaks it) for floating the
+//! control-plane VIP.
+//!
+//! - [`packet`]: the sans-IO advertisement codec (zero-copy [`packet::Packet`] view,
+//!   validated [`packet::Repr`], checksums, IPv4 raw-socket datagrams).
+//! - [`units`]: VRID, priority and the per-version interval units, converted in one place.
+//!
+//! Like the other sans-IO cores, these modules open no sockets and never read the clock.
+
+pub mod packet;
+pub mod units;
