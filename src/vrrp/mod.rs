@@ -3,9 +3,12 @@
 //!
 //! - [`packet`]: the sans-IO advertisement codec (zero-copy [`packet::Packet`] view,
 //!   validated [`packet::Repr`], checksums, IPv4 raw-socket datagrams).
+//! - [`machine`]: the sans-IO election state machine of one instance (RFC 9568 §6,
+//!   RFC 3768 §6), with planned handover and health-weighted priority.
 //! - [`units`]: VRID, priority and the per-version interval units, converted in one place.
 //!
 //! Like the other sans-IO cores, these modules open no sockets and never read the clock.
 
+pub mod machine;
 pub mod packet;
 pub mod units;

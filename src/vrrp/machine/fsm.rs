@@ -1,0 +1,129 @@
+//! States, transition reasons and the actions the machine asks its shell to perform.
+
+use std::fmt;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::vrrp::units::Priority;
+
+/// The state of one VRRP instance (RFC 9568 §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum State {
+    /// Not running: before [`Instance::handle_startup`](super::Instance::handle_startup)
+    /// and after shutdown. Adverts are ignored.
+    Initialize,
+    /// Watching the Active Router; takes over when its Master_Down_Timer runs out.
+    Backup,
+    /// Holding the VIPs and advertising. RFC 9568 calls it "Active"; keepalived, the
+    /// logs operators know and RFC 3768 say "Master".
+    Master,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+        })
+    }
+}
+
+/// Why a state changed; the admin API and the logs show it. The reasons for becoming
+/// Master follow RFC 6527's `vrrpv3StatisticsNewMasterReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Reason {
+    /// `handle_startup` (RFC 9568 §6.4.1) with a priority below 255: Backup.
+    Startup,
+    /// `handle_startup` as the address owner (priority 255): Master at once.
+    OwnerStartup,
+    /// The Master_Down_Timer ran out: no advert from an Active Router for
+    /// Master_Down_Interval (RFC 6527 `masterNoResponse`).
+    MasterDown,
+    /// The Active Router resigned with priority 0 and the skew time passed (RFC 6527
+    /// `priority`).
+    MasterResigned,
+    /// The Active Router has a lower priority and preemption is on, so its adverts
+    /// were discarded until the Master_Down_Timer ran out (RFC 6527 `preempted`).
+    Preempt,
+    /// An advert with a higher priority (or an equal one from a higher address)
+    /// arrived while Master (RFC 9568 §6.4.3).
+    HigherPriority,
+    /// `handle_shutdown` while not holding the VIPs, or with `handover_timeout` 0.
+    Shutdown,
+    /// Planned handover finished: the new holder was heard.
+    HandoverDone,
+    /// Planned handover timed out; the VIPs were released with a priority-0 advert.
+    HandoverTimedOut,
+}
+
+impl Reason {
+    /// A short name for logs and metrics labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::OwnerStartup => "owner_startup",
+            Reason::MasterDown => "master_down",
+            Reason::MasterResigned => "master_resigned",
+            Reason::Preempt => "preempt",
+            Reason::HigherPriority => "higher_priority",
+            Reason::Shutdown => "shutdown",
+            Reason::HandoverDone => "handover_done",
+            Reason::HandoverTimedOut => "handover_timed_out",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last transition, kept for the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    /// When it happened (the `now` of the input that caused it).
+    pub at: Instant,
+    /// The state left.
+    pub from: State,
+    /// The state entered.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Something the shell must do, drained with
+/// [`Instance::poll_action`](super::Instance::poll_action) in order.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Action {
+    /// Send one advertisement with this priority. Build it with
+    /// [`Instance::advert`](super::Instance::advert); the priority differs from the
+    /// configured one while unhealthy (health weight), during a handover (1) and when
+    /// resigning (0).
+    SendAdvert {
+        /// The Priority field to send.
+        priority: Priority,
+    },
+    /// Configure the VIPs on the interface (and accept traffic for them).
+    AddVips,
+    /// Remove the VIPs from the interface.
+    RemoveVips,
+    /// Announce the VIPs: gratuitous ARP for IPv4, unsolicited Neighbor Advertisement
+    /// (Override flag) for IPv6; the shell repeats it as configured.
+    Announce,
+    /// The state changed; log it and update metrics.
+    StateChanged {
+        /// The state left.
+        from: State,
+        /// The state entered.
+        to: State,
+        /// Why.
+        reason: Reason,
+    },
+    /// Shutdown finished: the VIPs are released (or were never held) and the process
+    /// may exit. The instance ignores every input afterwards.
+    Exit,
+}

@@ -1,0 +1,676 @@
+//! The election state machine of one VRRP instance (RFC 9568 §6 for VRRPv3, RFC 3768
+//! §6 for VRRPv2), sans-IO: no sockets, no runtime, no clock. Every input carries
+//! `now`; the shell performs the [`Action`]s and wakes the machine at
+//! [`Instance::poll_timeout`].
+//!
+//! # Call order
+//!
+//! ```text
+//!  shell                                   Instance
+//!  -----                                   --------
+//!  try_new(config)            ------->     Initialize
+//!  [handle_health(now, ok)]   ------->     sets the priority before the first election
+//!  handle_startup(now)        ------->     Backup (or Master if priority 255)
+//!  loop {
+//!    decoded packet           ------->     handle_advert(now, Received { .. })
+//!    timer at poll_timeout()  ------->     handle_timeout(now)    (early = no-op)
+//!    health flips             ------->     handle_health(now, can_serve)
+//!    SIGTERM                  ------->     handle_shutdown(now)
+//!    while let Some(a) = poll_action()     SendAdvert / AddVips / RemoveVips /
+//!        perform a                         Announce / StateChanged / Exit
+//!    re-arm the timer at poll_timeout()
+//!  }
+//! ```
+//!
+//! # Timers
+//!
+//! - Master_Down_Interval = 3 x Master_Adver_Interval + Skew_Time (RFC 9568 §6.1).
+//! - Skew_Time = (256 - Priority) x Master_Adver_Interval / 256 for VRRPv3, and
+//!   (256 - Priority) / 256 seconds for VRRPv2 (RFC 3768 §6.1), with the priority
+//!   this node has now (lowered while it cannot serve).
+//! - A VRRPv3 Backup learns Master_Adver_Interval from every advert it accepts; a
+//!   VRRPv2 one uses its configured interval and drops adverts with another.
+//!
+//! # Received adverts (RFC 9568 §7.1, RFC 3768 §7.1)
+//!
+//! Checked in this order; the first failure drops the advert with a [`DropReason`]
+//! and one counter in [`Stats`], and **changes no timer and no state**: a decode
+//! error, TTL/hop limit not 255, another version or family, another VRID, our own
+//! source address, a source that is not a unicast peer, VRRPv2 authentication or
+//! interval, and an address list that differs from ours unless the sender is the
+//! owner (priority 255).
+//!
+//! # Planned handover
+//!
+//! keepalived resigns on SIGTERM with a priority-0 advert and removes the VIPs at
+//! once, so nobody holds them until a Backup's skew time passes. Here
+//! [`Instance::handle_shutdown`] as Master keeps the VIPs and keeps advertising,
+//! with priority 1. A preempting Backup discards these lower-priority adverts, its
+//! Master_Down_Timer runs out and it takes over; when its first advert arrives, this
+//! node (by the ordinary Master rule: a higher priority is heard) removes the VIPs and
+//! emits [`Action::Exit`]. The VIPs are held by both nodes for one link delay and by
+//! none at no time. If nobody takes over within `handover_timeout` (every Backup has
+//! preemption off, or there is none), it falls back to what RFC 9568 §6.4.3 does on
+//! Shutdown: a priority-0 advert, remove the VIPs, exit.
+//!
+//! A node that merely cannot serve goes the same way without exiting: its priority
+//! drops by `health_weight`, it advertises that at once, and it keeps the VIPs until
+//! a Backup with a higher priority takes over and is heard.
+//!
+//! # Deviations from the RFCs
+//!
+//! - **Planned handover** instead of an immediate priority-0 advert on shutdown (see
+//!   above). `handover_timeout: 0` restores the RFC behaviour.
+//! - **Skew_Time is exact**: computed in nanoseconds from the formula, not truncated to
+//!   whole centiseconds; keepalived computes it in microseconds, so the two agree to
+//!   the microsecond (1s interval, priority 100: 609.375ms).
+//! - **Health-weighted priority**: the priority used everywhere (adverts, comparisons,
+//!   skew) is the configured one minus `health_weight` while the node cannot serve,
+//!   never below 1, so the node never leaves the election. Until the shell reports
+//!   health, the node counts as unable to serve (a freshly started node does not
+//!   preempt a healthy master before its own checks ran).
+//! - **Preempt delay** (not in the RFC; keepalived `preempt_delay`): a preempting
+//!   Backup that hears a lower-priority Active Router first treats its adverts as if
+//!   preemption were off for `preempt_delay` (restarting its Master_Down_Timer), then
+//!   discards them as the RFC says. So a preemption comes `preempt_delay` +
+//!   Master_Down_Interval after the first lower-priority advert, and a crash of the
+//!   lower-priority router is still detected after Master_Down_Interval: no separate
+//!   timer is needed. Hearing a higher or equal priority resets the delay.
+//! - **Address list mismatch drops the advert** (the RFC's optional check, with its
+//!   mandatory drop unless the sender is the owner), as keepalived does.
+//! - **Our own adverts** (source = `primary_ip`, e.g. multicast loopback) are dropped
+//!   and counted.
+//! - **Exit is final**: after [`Action::Exit`] every input is ignored; build a new
+//!   [`Instance`] to run again. RFC 9568 lets Initialize start again.
+
+mod config;
+mod fsm;
+mod stats;
+mod timer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+pub use self::config::{ConfigError, InstanceConfig, VersionConfig};
+pub use self::fsm::{Action, Reason, State, StateChange};
+pub use self::stats::{DropReason, Stats};
+use self::timer::{Timer, TimerTable};
+use crate::vrrp::packet::{
+    AddrList, AdvertV2, AdvertV3, Auth, DecodeError, Repr, VirtualAddrs, TTL,
+};
+use crate::vrrp::units::Priority;
+
+/// The priority advertised during a planned handover: the lowest that still says
+/// "I hold the VIPs", so that any preempting Backup with a higher one takes over.
+const HANDOVER_PRIORITY: Priority = Priority::new(1);
+
+/// One received advertisement as the shell saw it. Decode errors are inputs too, so
+/// that they are counted with the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The IP source address: the sender's primary address.
+    pub src: IpAddr,
+    /// The IPv4 TTL or IPv6 hop limit; must be 255.
+    pub ttl_or_hop_limit: u8,
+    /// What the codec made of the message.
+    pub result: Result<Repr, DecodeError>,
+}
+
+/// Where the instance is in its life, beside the RFC state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Taking part in the election.
+    Running,
+    /// Master after `handle_shutdown`: advertising priority 1 until a new holder is
+    /// heard or the handover deadline passes.
+    HandingOver,
+    /// [`Action::Exit`] was emitted; inputs are ignored.
+    Exited,
+}
+
+/// One VRRP instance: inputs through `handle_*`, outputs through `poll_*`.
+///
+/// - Inputs: [`handle_startup`](Instance::handle_startup),
+///   [`handle_advert`](Instance::handle_advert),
+///   [`handle_timeout`](Instance::handle_timeout),
+///   [`handle_health`](Instance::handle_health),
+///   [`handle_shutdown`](Instance::handle_shutdown). Each takes `now`, which must
+///   not go backwards.
+/// - Outputs: [`poll_action`](Instance::poll_action) until `None` after every input,
+///   then [`poll_timeout`](Instance::poll_timeout) for the next wakeup.
+/// - Inspection for the admin API: [`state`](Instance::state),
+///   [`last_change`](Instance::last_change), [`stats`](Instance::stats), ...
+#[derive(Debug)]
+pub struct Instance {
+    config: InstanceConfig,
+    /// The VIPs as they go into adverts.
+    addrs: VirtualAddrs,
+    /// The VIPs sorted, to compare with received address lists.
+    sorted_vips: Vec<IpAddr>,
+    state: State,
+    phase: Phase,
+    can_serve: bool,
+    /// Master_Adver_Interval (RFC 9568 §6.1): learned from the Active Router (VRRPv3).
+    master_adver_interval: Duration,
+    /// What to report if the Master_Down_Timer fires now.
+    down_cause: Reason,
+    /// Preempt delay: until when a lower-priority Active Router is still accepted.
+    preempt_hold_until: Option<Instant>,
+    /// The source of the last accepted advert from the Active Router (or our own
+    /// address while Master).
+    master_ip: Option<IpAddr>,
+    timers: TimerTable,
+    actions: VecDeque<Action>,
+    stats: Stats,
+    last_change: Option<StateChange>,
+}
+
+// === impl Instance ===
+
+impl Instance {
+    /// Validates `config` and builds an instance in [`State::Initialize`].
+    pub fn try_new(config: InstanceConfig) -> Result<Instance, ConfigError> {
+        config.validate()?;
+        let addrs = match config.family() {
+            crate::vrrp::packet::Family::Ipv4 => VirtualAddrs::V4(
+                AddrList::try_new(config.vips.iter().filter_map(as_v4).collect()).map_err(
+                    |_| ConfigError::TooManyVips {
+                        count: config.vips.len(),
+                    },
+                )?,
+            ),
+            crate::vrrp::packet::Family::Ipv6 => VirtualAddrs::V6(
+                AddrList::try_new(config.vips.iter().filter_map(as_v6).collect()).map_err(
+                    |_| ConfigError::TooManyVips {
+                        count: config.vips.len(),
+                    },
+                )?,
+            ),
+        };
+        let mut sorted_vips = config.vips.clone();
+        sorted_vips.sort_unstable();
+        Ok(Instance {
+            master_adver_interval: config.version.interval(),
+            config,
+            addrs,
+            sorted_vips,
+            state: State::Initialize,
+            phase: Phase::Running,
+            can_serve: false,
+            down_cause: Reason::MasterDown,
+            preempt_hold_until: None,
+            master_ip: None,
+            timers: TimerTable::default(),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+            last_change: None,
+        })
+    }
+
+    // --- inspection ---
+
+    /// The configuration.
+    pub fn config(&self) -> &InstanceConfig {
+        &self.config
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The last state change, with its time and reason.
+    pub fn last_change(&self) -> Option<&StateChange> {
+        self.last_change.as_ref()
+    }
+
+    /// Whether the shell last reported that this node can serve.
+    pub fn can_serve(&self) -> bool {
+        self.can_serve
+    }
+
+    /// The priority this node has now: the configured one, lowered by
+    /// `health_weight` while it cannot serve, never below 1.
+    pub fn effective_priority(&self) -> Priority {
+        let base = self.config.base_priority.get();
+        if self.can_serve {
+            return self.config.base_priority;
+        }
+        Priority::new(base.saturating_sub(self.config.health_weight).max(1))
+    }
+
+    /// The priority this node's adverts carry now (also what an incoming advert is
+    /// compared with while Master): the effective priority, or 1 during a handover.
+    pub fn advertised_priority(&self) -> Priority {
+        match self.phase {
+            Phase::HandingOver => HANDOVER_PRIORITY,
+            Phase::Running | Phase::Exited => self.effective_priority(),
+        }
+    }
+
+    /// Master_Adver_Interval: the configured interval, or as learned from the Active
+    /// Router (VRRPv3).
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
+    }
+
+    /// Skew_Time for the current priority and Master_Adver_Interval.
+    pub fn skew_time(&self) -> Duration {
+        let unit = match self.config.version {
+            VersionConfig::V3 { .. } => self.master_adver_interval,
+            // RFC 3768 §6.1: Skew_Time = (256 - Priority) / 256, in seconds.
+            VersionConfig::V2 { .. } => Duration::from_secs(1),
+        };
+        let weight = 256 - u128::from(self.effective_priority().get());
+        // At most 255 x 40.95s (or 1s) in nanoseconds: fits u64 after dividing.
+        Duration::from_nanos((weight * unit.as_nanos() / 256) as u64)
+    }
+
+    /// Master_Down_Interval = 3 x Master_Adver_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        self.master_adver_interval * 3 + self.skew_time()
+    }
+
+    /// The address of the current Active Router as far as this node knows: the source
+    /// of the last advert it accepted, or its own address while Master.
+    pub fn master_ip(&self) -> Option<IpAddr> {
+        self.master_ip
+    }
+
+    /// Whether a planned handover is under way.
+    pub fn is_handing_over(&self) -> bool {
+        self.phase == Phase::HandingOver
+    }
+
+    /// Whether [`Action::Exit`] was emitted.
+    pub fn has_exited(&self) -> bool {
+        self.phase == Phase::Exited
+    }
+
+    /// The advertisement to send for [`Action::SendAdvert`] with `priority`.
+    pub fn advert(&self, priority: Priority) -> Repr {
+        match self.config.version {
+            VersionConfig::V2 { interval, auth } => Repr::V2(AdvertV2 {
+                vrid: self.config.vrid,
+                priority,
+                advert_int: interval,
+                auth: auth.map_or(Auth::None, Auth::Password),
+                addrs: match &self.addrs {
+                    VirtualAddrs::V4(addrs) => addrs.clone(),
+                    // `validate` refuses VRRPv2 over IPv6.
+                    VirtualAddrs::V6(_) => AddrList::empty(),
+                },
+            }),
+            VersionConfig::V3 { interval } => Repr::V3(AdvertV3 {
+                vrid: self.config.vrid,
+                priority,
+                max_advert_int: interval,
+                addrs: self.addrs.clone(),
+            }),
+        }
+    }
+
+    // --- outputs ---
+
+    /// The next action for the shell, in order; call until `None` after each input.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Instance::handle_timeout`] must be called next, if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    // --- inputs ---
+
+    /// Startup (RFC 9568 §6.4.1): the owner (priority 255) becomes Master at once;
+    /// everyone else becomes Backup and waits Master_Down_Interval. A no-op unless in
+    /// Initialize and never started.
+    pub fn handle_startup(&mut self, now: Instant) {
+        if self.state != State::Initialize || self.phase != Phase::Running {
+            return;
+        }
+        if self.effective_priority().is_owner() {
+            self.change_state(now, State::Master, Reason::OwnerStartup);
+        } else {
+            self.master_adver_interval = self.config.version.interval();
+            self.change_state(now, State::Backup, Reason::Startup);
+        }
+    }
+
+    /// A received advertisement. A dropped one returns why (for rate-limited logging)
+    /// and only bumps a counter: no timer, no state changes.
+    pub fn handle_advert(&mut self, now: Instant, received: Received) -> Result<(), DropReason> {
+        if self.phase == Phase::Exited {
+            return Ok(());
+        }
+        let src = received.src;
+        let repr = match self.check(received) {
+            Ok(repr) => repr,
+            Err(reason) => {
+                self.stats.record_drop(&reason);
+                return Err(reason);
+            }
+        };
+        self.stats.adverts_received += 1;
+        if repr.priority().is_resign() {
+            self.stats.priority_zero_received += 1;
+        }
+        match self.state {
+            // Not running: nothing listens (RFC 9568 §6.4.1 has no advert event).
+            State::Initialize => {}
+            State::Backup => self.backup_advert(now, src, &repr),
+            State::Master => self.master_advert(now, src, &repr),
+        }
+        Ok(())
+    }
+
+    /// Fires every timer whose deadline is not after `now`. Calling it early, or
+    /// again, does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in Timer::ALL {
+            if !self.timers.is_expired(timer, now) {
+                continue;
+            }
+            self.timers.stop(timer);
+            match timer {
+                Timer::Handover => self.resign(now, Reason::HandoverTimedOut),
+                // RFC 9568 §6.4.2: "If the Master_Down_Timer fires".
+                Timer::MasterDown => {
+                    let reason = self.down_cause;
+                    self.change_state(now, State::Master, reason);
+                }
+                // RFC 9568 §6.4.3: "If the Adver_Timer fires": send, reset.
+                Timer::Adver => self.send_advert(now),
+            }
+        }
+    }
+
+    /// Whether this node can serve now (its apiserver or proxy is healthy). Lowers or
+    /// restores the priority by `health_weight`. As Master, a changed priority is
+    /// advertised at once; as Backup it changes what is preempted and the next skew.
+    /// Call it before [`Instance::handle_startup`] to set the initial priority; until
+    /// then the node counts as unable to serve.
+    pub fn handle_health(&mut self, now: Instant, can_serve: bool) {
+        if self.phase == Phase::Exited || can_serve == self.can_serve {
+            return;
+        }
+        let before = self.advertised_priority();
+        self.can_serve = can_serve;
+        if self.state == State::Master && self.advertised_priority() != before {
+            self.send_advert(now);
+        }
+    }
+
+    /// Planned shutdown. As Master: start the handover (keep the VIPs, advertise
+    /// priority 1 until a new holder is heard, at most `handover_timeout`, then resign
+    /// with priority 0); with `handover_timeout` 0, resign at once. Otherwise no VIPs
+    /// are held: [`Action::Exit`] at once. Repeated calls do nothing.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        match self.state {
+            State::Master if self.config.handover_timeout.is_zero() => {
+                self.resign(now, Reason::Shutdown);
+            }
+            State::Master => {
+                self.phase = Phase::HandingOver;
+                self.timers
+                    .set(Timer::Handover, now + self.config.handover_timeout);
+                self.send_advert(now);
+            }
+            State::Backup => {
+                // RFC 9568 §6.4.2 Shutdown: cancel the timer, to Initialize.
+                self.change_state(now, State::Initialize, Reason::Shutdown);
+                self.exit();
+            }
+            State::Initialize => self.exit(),
+        }
+    }
+
+    // --- internals ---
+
+    /// Receive checks (RFC 9568 §7.1, RFC 3768 §7.1), in the order the module doc lists.
+    fn check(&self, received: Received) -> Result<Repr, DropReason> {
+        let repr = received.result.map_err(DropReason::Decode)?;
+        if received.ttl_or_hop_limit != TTL {
+            return Err(DropReason::Ttl {
+                got: received.ttl_or_hop_limit,
+            });
+        }
+        if repr.version() != self.config.version.version() {
+            return Err(DropReason::VersionMismatch {
+                got: repr.version(),
+            });
+        }
+        if repr.family() != self.config.family() {
+            return Err(DropReason::FamilyMismatch { got: repr.family() });
+        }
+        if repr.vrid() != self.config.vrid {
+            return Err(DropReason::OtherVrid { got: repr.vrid() });
+        }
+        if received.src == self.config.primary_ip {
+            return Err(DropReason::OwnAdvert);
+        }
+        if let Some(peers) = &self.config.peers {
+            if !peers.contains(&received.src) {
+                return Err(DropReason::NotAPeer { src: received.src });
+            }
+        }
+        if let (Repr::V2(advert), VersionConfig::V2 { interval, auth }) =
+            (&repr, &self.config.version)
+        {
+            let auth_ok = match (auth, &advert.auth) {
+                (None, Auth::None) => true,
+                (Some(want), Auth::Password(got)) => want == got,
+                _ => false,
+            };
+            if !auth_ok {
+                return Err(DropReason::AuthMismatch);
+            }
+            if advert.advert_int != *interval {
+                return Err(DropReason::IntervalMismatch {
+                    got: advert.advert_int,
+                    want: *interval,
+                });
+            }
+        }
+        if !repr.priority().is_owner() && !self.same_vips(&repr) {
+            return Err(DropReason::AddressList);
+        }
+        Ok(repr)
+    }
+
+    /// Whether the advert lists our VIPs, in any order.
+    fn same_vips(&self, repr: &Repr) -> bool {
+        let mut got: Vec<IpAddr> = match repr {
+            Repr::V2(a) => a.addrs.iter().copied().map(IpAddr::V4).collect(),
+            Repr::V3(a) => match &a.addrs {
+                VirtualAddrs::V4(addrs) => addrs.iter().copied().map(IpAddr::V4).collect(),
+                VirtualAddrs::V6(addrs) => addrs.iter().copied().map(IpAddr::V6).collect(),
+            },
+        };
+        got.sort_unstable();
+        got == self.sorted_vips
+    }
+
+    /// RFC 9568 §6.4.2, "If an ADVERTISEMENT is received" in Backup.
+    fn backup_advert(&mut self, now: Instant, src: IpAddr, repr: &Repr) {
+        let priority = repr.priority();
+        if priority.is_resign() {
+            // "Set the Master_Down_Timer to Skew_Time."
+            self.down_cause = Reason::MasterResigned;
+            self.master_ip = None;
+            self.timers.set(Timer::MasterDown, now + self.skew_time());
+            return;
+        }
+        let local = self.effective_priority();
+        // RFC 9568 §6.1 Preempt_Mode: the owner always preempts.
+        let preempt = self.config.preempt || local.is_owner();
+        if priority < local && preempt {
+            if !self.config.preempt_delay.is_zero() {
+                let until = *self
+                    .preempt_hold_until
+                    .get_or_insert(now + self.config.preempt_delay);
+                if now < until {
+                    self.accept_master(now, src, repr);
+                    return;
+                }
+            }
+            // "else: Discard the ADVERTISEMENT": the Master_Down_Timer runs out.
+            self.down_cause = Reason::Preempt;
+            return;
+        }
+        if priority >= local {
+            self.preempt_hold_until = None;
+        }
+        // "If Preempt_Mode is False, or if the Priority in the ADVERTISEMENT is
+        // greater than or equal to the local Priority".
+        self.accept_master(now, src, repr);
+    }
+
+    /// Learns the interval (VRRPv3) and restarts the Master_Down_Timer.
+    fn accept_master(&mut self, now: Instant, src: IpAddr, repr: &Repr) {
+        self.learn_interval(repr);
+        self.master_ip = Some(src);
+        self.down_cause = Reason::MasterDown;
+        self.timers
+            .set(Timer::MasterDown, now + self.master_down_interval());
+    }
+
+    /// "Set Master_Adver_Interval to Adver Interval contained in the ADVERTISEMENT"
+    /// (VRRPv3 only; RFC 3768 has no learning).
+    fn learn_interval(&mut self, repr: &Repr) {
+        if let Repr::V3(a) = repr {
+            self.master_adver_interval = a.max_advert_int.to_duration();
+        }
+    }
+
+    /// RFC 9568 §6.4.3, "If an ADVERTISEMENT is received" in Master (Active).
+    fn master_advert(&mut self, now: Instant, src: IpAddr, repr: &Repr) {
+        let priority = repr.priority();
+        if priority.is_resign() {
+            // "Send an ADVERTISEMENT. Reset the Adver_Timer."
+            self.send_advert(now);
+            return;
+        }
+        let local = self.advertised_priority();
+        if priority > local || (priority == local && src > self.config.primary_ip) {
+            self.learn_interval(repr);
+            if self.phase == Phase::HandingOver {
+                // The new holder is heard: release the VIPs and finish.
+                self.change_state(now, State::Initialize, Reason::HandoverDone);
+                self.master_ip = Some(src);
+                self.exit();
+            } else {
+                self.change_state(now, State::Backup, Reason::HigherPriority);
+                self.master_ip = Some(src);
+            }
+        }
+        // "else: Discard the ADVERTISEMENT."
+    }
+
+    /// Sends an advert with the current advertised priority and restarts the
+    /// Adver_Timer.
+    fn send_advert(&mut self, now: Instant) {
+        let priority = self.advertised_priority();
+        self.push_advert(priority);
+        self.timers
+            .set(Timer::Adver, now + self.config.version.interval());
+    }
+
+    fn push_advert(&mut self, priority: Priority) {
+        self.stats.adverts_sent += 1;
+        if priority.is_resign() {
+            self.stats.priority_zero_sent += 1;
+        }
+        self.actions.push_back(Action::SendAdvert { priority });
+    }
+
+    /// RFC 9568 §6.4.3 Shutdown: priority 0, release the VIPs, then exit.
+    fn resign(&mut self, now: Instant, reason: Reason) {
+        self.push_advert(Priority::RESIGN);
+        self.change_state(now, State::Initialize, reason);
+        self.exit();
+    }
+
+    fn exit(&mut self) {
+        self.phase = Phase::Exited;
+        self.timers.stop_all();
+        self.actions.push_back(Action::Exit);
+    }
+
+    /// Every transition goes through here: exit actions of the old state, the
+    /// record for the admin API, then entry actions of the new one.
+    fn change_state(&mut self, now: Instant, to: State, reason: Reason) {
+        let from = self.state;
+        if from == to {
+            return;
+        }
+        match from {
+            State::Master => {
+                self.timers.stop(Timer::Adver);
+                self.actions.push_back(Action::RemoveVips);
+            }
+            State::Backup => self.timers.stop(Timer::MasterDown),
+            State::Initialize => {}
+        }
+        self.state = to;
+        self.last_change = Some(StateChange {
+            at: now,
+            from,
+            to,
+            reason,
+        });
+        self.actions
+            .push_back(Action::StateChanged { from, to, reason });
+        self.preempt_hold_until = None;
+        match to {
+            State::Master => {
+                // RFC 9568 §6.4.1 / §6.4.2: send an ADVERTISEMENT, announce the
+                // addresses, set the Adver_Timer.
+                self.stats.master_transitions += 1;
+                self.master_ip = Some(self.config.primary_ip);
+                self.actions.push_back(Action::AddVips);
+                self.send_advert(now);
+                self.actions.push_back(Action::Announce);
+            }
+            State::Backup => {
+                // Master_Adver_Interval is set by the caller (startup: configured;
+                // from Master: learned from the advert).
+                self.down_cause = Reason::MasterDown;
+                self.timers
+                    .set(Timer::MasterDown, now + self.master_down_interval());
+            }
+            State::Initialize => {
+                self.timers.stop(Timer::MasterDown);
+                self.timers.stop(Timer::Adver);
+            }
+        }
+    }
+}
+
+fn as_v4(addr: &IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn as_v6(addr: &IpAddr) -> Option<Ipv6Addr> {
+    match addr {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    }
+}

@@ -1,0 +1,160 @@
+//! Why received adverts are dropped, and the counters (RFC 6527 statistics, named
+//! after them where one exists).
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::vrrp::packet::{DecodeError, Family, Version};
+use crate::vrrp::units::{Secs, Vrid};
+
+/// Why a received advert was dropped. A dropped advert only bumps a counter: it
+/// changes no timer and no state (keepalived 2.2.7 restarts its advert timer on
+/// every packet for the VRID, so a stream of bad packets silences the master).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The shell could not decode it.
+    #[error("undecodable advert: {0}")]
+    Decode(DecodeError),
+    /// The TTL / hop limit is not 255, so it may come from off the link (RFC 9568
+    /// §7.1); keepalived IPv6 unicast peers need `unicast_ttl 255`.
+    #[error(
+        "TTL/hop limit {got}, want 255 (for keepalived IPv6 unicast peers set unicast_ttl 255)"
+    )]
+    Ttl {
+        /// The TTL / hop limit received.
+        got: u8,
+    },
+    /// The sender runs the other VRRP version; configure the same version everywhere.
+    #[error("advert is VRRP version {got:?}, this instance runs the other version")]
+    VersionMismatch {
+        /// The version received.
+        got: Version,
+    },
+    /// The addresses are of the other family.
+    #[error("advert carries {got:?} addresses, this instance runs the other family")]
+    FamilyMismatch {
+        /// The family received.
+        got: Family,
+    },
+    /// Another virtual router on the same link (RFC 9568 §7.1: discard).
+    #[error("advert for VRID {got}, not ours")]
+    OtherVrid {
+        /// The VRID received.
+        got: Vrid,
+    },
+    /// Our own advert, looped back.
+    #[error("our own advert")]
+    OwnAdvert,
+    /// Unicast mode and the source is not a configured peer.
+    #[error("advert from {src}, which is not a configured unicast peer")]
+    NotAPeer {
+        /// The source.
+        src: IpAddr,
+    },
+    /// VRRPv2: the authentication type or password differs (RFC 2338 §7.1).
+    #[error("VRRPv2 authentication does not match: check auth_type and auth_pass on every node")]
+    AuthMismatch,
+    /// VRRPv2: the sender's interval differs from ours (RFC 3768 §7.1: MUST discard).
+    #[error(
+        "VRRPv2 advert interval {got}, ours is {want}: every node must use the same advert_int"
+    )]
+    IntervalMismatch {
+        /// The interval received.
+        got: Secs,
+        /// The configured interval.
+        want: Secs,
+    },
+    /// The address list differs from ours and the sender is not the owner (RFC 9568
+    /// §7.1, RFC 3768 §7.1).
+    #[error("advert lists other virtual addresses than ours: give every node the same VIPs")]
+    AddressList,
+}
+
+/// Counters of one instance, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Adverts that passed every check (whatever the state machine then did).
+    pub adverts_received: u64,
+    /// Adverts this instance asked to send.
+    pub adverts_sent: u64,
+    /// Valid adverts with priority 0 (`vrrpv3StatisticsRcvdPriZeroPackets`).
+    pub priority_zero_received: u64,
+    /// Priority-0 adverts sent (`vrrpv3StatisticsSentPriZeroPackets`).
+    pub priority_zero_sent: u64,
+    /// Transitions to Master (`vrrpv3StatisticsMasterTransitions`).
+    pub master_transitions: u64,
+    /// Bad checksum (`vrrpv3RouterChecksumErrors`).
+    pub checksum_errors: u64,
+    /// Version not 2 or 3, or not ours (`vrrpv3RouterVersionErrors`).
+    pub version_errors: u64,
+    /// VRID 0 or another VRID (`vrrpv3RouterVrIdErrors`).
+    pub vrid_errors: u64,
+    /// TTL / hop limit not 255 (`vrrpv3StatisticsIpTtlErrors`).
+    pub ttl_errors: u64,
+    /// Type not ADVERTISEMENT, or IP protocol not 112 (`vrrpv3StatisticsRcvdInvalidTypePackets`).
+    pub invalid_type: u64,
+    /// Truncated, malformed IPv4 header, or a length that disagrees with Count
+    /// (`vrrpv3StatisticsPacketLengthErrors`).
+    pub length_errors: u64,
+    /// Address family not ours, or VRRPv2 over IPv6.
+    pub family_errors: u64,
+    /// Address list not ours (`vrrpv3StatisticsAddressListErrors`).
+    pub address_list_errors: u64,
+    /// Interval 0, or a VRRPv2 interval not ours (VRRP-MIB `vrrpStatsAdvertiseIntervalErrors`).
+    pub interval_errors: u64,
+    /// VRRPv2 auth type unsupported or password wrong (VRRP-MIB `vrrpStatsAuthFailures`).
+    pub auth_errors: u64,
+    /// Unicast mode: source not a configured peer.
+    pub non_peer: u64,
+    /// Our own adverts looped back.
+    pub own_adverts: u64,
+}
+
+impl Stats {
+    /// Counts one dropped advert under its reason.
+    pub(super) fn record_drop(&mut self, reason: &DropReason) {
+        let counter = match reason {
+            DropReason::Decode(e) => match e {
+                DecodeError::Truncated { .. }
+                | DecodeError::BadIpv4Header { .. }
+                | DecodeError::AddressCount { .. } => &mut self.length_errors,
+                DecodeError::BadProtocol(_) | DecodeError::BadType(_) => &mut self.invalid_type,
+                DecodeError::BadVersion(_) => &mut self.version_errors,
+                DecodeError::BadAddressFamily => &mut self.family_errors,
+                DecodeError::BadChecksum { .. } => &mut self.checksum_errors,
+                DecodeError::BadVrid => &mut self.vrid_errors,
+                DecodeError::UnsupportedAuthType(_) => &mut self.auth_errors,
+                DecodeError::ZeroInterval => &mut self.interval_errors,
+            },
+            DropReason::Ttl { .. } => &mut self.ttl_errors,
+            DropReason::VersionMismatch { .. } => &mut self.version_errors,
+            DropReason::FamilyMismatch { .. } => &mut self.family_errors,
+            DropReason::OtherVrid { .. } => &mut self.vrid_errors,
+            DropReason::OwnAdvert => &mut self.own_adverts,
+            DropReason::NotAPeer { .. } => &mut self.non_peer,
+            DropReason::AuthMismatch => &mut self.auth_errors,
+            DropReason::IntervalMismatch { .. } => &mut self.interval_errors,
+            DropReason::AddressList => &mut self.address_list_errors,
+        };
+        *counter += 1;
+    }
+
+    /// Every dropped advert, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.checksum_errors
+            + self.version_errors
+            + self.vrid_errors
+            + self.ttl_errors
+            + self.invalid_type
+            + self.length_errors
+            + self.family_errors
+            + self.address_list_errors
+            + self.interval_errors
+            + self.auth_errors
+            + self.non_peer
+            + self.own_adverts
+    }
+}

@@ -1,0 +1,993 @@
+//! Every transition of RFC 9568 §6.4 (and the RFC 3768 differences) with exact times.
+//!
+//! This file is test code, not part of the sans-IO core: it reads the clock once for
+//! an arbitrary origin (`t0`) and only ever adds exact durations to it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::vrrp::packet::{AddrList, AdvertV2, AdvertV3, Auth, DecodeError, Repr, VirtualAddrs};
+use crate::vrrp::units::{Centisecs, Password, Priority, Secs, Vrid};
+
+const VRID: Vrid = Vrid::new_unchecked(51);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+}
+
+/// This node's address: peers below it lose ties, peers above it win them.
+fn me() -> IpAddr {
+    ip(10)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn us(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
+
+fn v3_config(priority: u8, cs: u16) -> InstanceConfig {
+    let mut config = InstanceConfig::new(
+        VRID,
+        VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(cs),
+        },
+        me(),
+        vec![IpAddr::V4(VIP)],
+    );
+    config.base_priority = Priority::new(priority);
+    config
+}
+
+fn v2_config(priority: u8, secs: u8, auth: Option<&[u8]>) -> InstanceConfig {
+    let mut config = InstanceConfig::new(
+        VRID,
+        VersionConfig::V2 {
+            interval: Secs::new_unchecked(secs),
+            auth: auth.map(|p| Password::try_new(p).unwrap()),
+        },
+        me(),
+        vec![IpAddr::V4(VIP)],
+    );
+    config.base_priority = Priority::new(priority);
+    config
+}
+
+fn drain(instance: &mut Instance) -> Vec<Action> {
+    std::iter::from_fn(|| instance.poll_action()).collect()
+}
+
+/// An instance started at `t0` (now Backup, or Master for the owner), actions drained.
+fn started(config: InstanceConfig) -> (Instance, Instant) {
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(config).unwrap();
+    instance.handle_startup(t0);
+    drain(&mut instance);
+    (instance, t0)
+}
+
+/// An instance that became Master at the returned instant, actions drained.
+fn master(config: InstanceConfig) -> (Instance, Instant) {
+    let (mut instance, t0) = started(config);
+    if instance.state() == State::Master {
+        return (instance, t0);
+    }
+    let at = instance.poll_timeout().unwrap();
+    instance.handle_timeout(at);
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Master);
+    (instance, at)
+}
+
+/// A valid VRRPv3 advert for our VIPs from `src`.
+fn v3_advert(src: IpAddr, priority: u8, cs: u16) -> Received {
+    Received {
+        src,
+        ttl_or_hop_limit: 255,
+        result: Ok(Repr::V3(AdvertV3 {
+            vrid: VRID,
+            priority: Priority::new(priority),
+            max_advert_int: Centisecs::new_unchecked(cs),
+            addrs: VirtualAddrs::V4(AddrList::try_new(vec![VIP]).unwrap()),
+        })),
+    }
+}
+
+fn v2_advert(src: IpAddr, priority: u8, secs: u8, auth: Auth) -> Received {
+    Received {
+        src,
+        ttl_or_hop_limit: 255,
+        result: Ok(Repr::V2(AdvertV2 {
+            vrid: VRID,
+            priority: Priority::new(priority),
+            advert_int: Secs::new_unchecked(secs),
+            auth,
+            addrs: AddrList::try_new(vec![VIP]).unwrap(),
+        })),
+    }
+}
+
+fn changed(from: State, to: State, reason: Reason) -> Action {
+    Action::StateChanged { from, to, reason }
+}
+
+fn send(priority: u8) -> Action {
+    Action::SendAdvert {
+        priority: Priority::new(priority),
+    }
+}
+
+/// What becoming Master emits, in order.
+fn becoming_master(from: State, reason: Reason, priority: u8) -> Vec<Action> {
+    vec![
+        changed(from, State::Master, reason),
+        Action::AddVips,
+        send(priority),
+        Action::Announce,
+    ]
+}
+
+// === timers ===
+
+/// RFC 9568 §6.1: priority 100, 1s: Skew_Time = 156 x 1s / 256 = 609.375ms, and
+/// Master_Down_Interval = 3.609375s, armed by startup (§6.4.1).
+#[test]
+fn v3_startup_arms_master_down_interval_exactly() {
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(v3_config(100, 100)).unwrap();
+    assert_eq!(instance.state(), State::Initialize);
+    assert_eq!(instance.poll_timeout(), None);
+    instance.handle_startup(t0);
+    assert_eq!(
+        drain(&mut instance),
+        [changed(State::Initialize, State::Backup, Reason::Startup)]
+    );
+    assert_eq!(instance.skew_time(), us(609_375));
+    assert_eq!(instance.master_down_interval(), us(3_609_375));
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_609_375)));
+    // Startup twice changes nothing.
+    instance.handle_startup(t0 + ms(1));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_609_375)));
+}
+
+/// 100ms interval (the measured keepalived setup): skew 60.9375ms, down 360.9375ms.
+#[test]
+fn v3_skew_scales_with_the_interval() {
+    let (instance, t0) = started(v3_config(100, 10));
+    assert_eq!(instance.skew_time(), Duration::from_nanos(60_937_500));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t0 + Duration::from_nanos(360_937_500))
+    );
+    let (instance, _) = started(v3_config(200, 300));
+    assert_eq!(instance.skew_time(), us(656_250)); // 56 x 3s / 256
+}
+
+/// RFC 3768 §6.1: VRRPv2 Skew_Time = (256 - priority) / 256 seconds, whatever the
+/// interval: priority 200, 3s: skew 218.75ms, down 9.21875s.
+#[test]
+fn v2_skew_is_in_seconds() {
+    let (instance, t0) = started(v2_config(200, 3, None));
+    assert_eq!(instance.skew_time(), us(218_750));
+    assert_eq!(instance.master_down_interval(), us(9_218_750));
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(9_218_750)));
+}
+
+/// §6.4.2 "If the Master_Down_Timer fires": advertise, announce, Adver_Timer, Master.
+/// An early `handle_timeout` does nothing.
+#[test]
+fn backup_becomes_master_when_master_down_timer_fires() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let deadline = t0 + us(3_609_375);
+    instance.handle_timeout(deadline - Duration::from_nanos(1));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Backup);
+    assert_eq!(instance.poll_timeout(), Some(deadline));
+
+    instance.handle_timeout(deadline);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::MasterDown, 100)
+    );
+    assert_eq!(instance.poll_timeout(), Some(deadline + ms(1000)));
+    assert_eq!(instance.stats().master_transitions, 1);
+    assert_eq!(instance.stats().adverts_sent, 1);
+    assert_eq!(instance.master_ip(), Some(me()));
+    let change = instance.last_change().unwrap();
+    assert_eq!(
+        (change.at, change.from, change.to, change.reason),
+        (deadline, State::Backup, State::Master, Reason::MasterDown)
+    );
+    // A second call at the same instant does nothing.
+    instance.handle_timeout(deadline);
+    assert_eq!(drain(&mut instance), []);
+}
+
+/// §6.4.3 "If the Adver_Timer fires": send, reset to Advertisement_Interval.
+#[test]
+fn master_advertises_every_interval() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    for n in 1..=3 {
+        let due = at + ms(1000) * n;
+        assert_eq!(instance.poll_timeout(), Some(due));
+        instance.handle_timeout(due);
+        assert_eq!(drain(&mut instance), [send(100)]);
+    }
+    assert_eq!(instance.stats().adverts_sent, 4);
+}
+
+// === Backup receiving (§6.4.2) ===
+
+/// A higher priority resets the Master_Down_Timer with the learned interval (VRRPv3):
+/// 50cs from the master: 3 x 0.5s + 156 x 0.5s / 256 = 1.8046875s.
+#[test]
+fn backup_accepts_higher_priority_and_learns_the_interval() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let t1 = t0 + ms(1000);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 150, 50))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.master_adver_interval(), ms(500));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t1 + us(1_804_687) + Duration::from_nanos(500))
+    );
+    assert_eq!(instance.master_ip(), Some(ip(20)));
+    assert_eq!(instance.stats().adverts_received, 1);
+}
+
+/// "greater than or equal to the local Priority": an equal priority is accepted,
+/// whatever the addresses.
+#[test]
+fn backup_accepts_equal_priority() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let t1 = t0 + ms(3000);
+    instance
+        .handle_advert(t1, v3_advert(ip(5), 100, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_609_375)));
+}
+
+/// Preemption on: a lower priority is discarded (the timer runs on) and the Backup
+/// takes over when the timer fires, with reason `Preempt`.
+#[test]
+fn backup_preempts_lower_priority() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance
+        .handle_advert(t0 + ms(500), v3_advert(ip(20), 150, 100))
+        .unwrap();
+    let deadline = t0 + ms(500) + us(3_609_375);
+    for n in 1..=3 {
+        instance
+            .handle_advert(t0 + ms(500) + ms(1000) * n, v3_advert(ip(20), 50, 100))
+            .unwrap();
+        assert_eq!(instance.poll_timeout(), Some(deadline));
+    }
+    instance.handle_timeout(deadline);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::Preempt, 100)
+    );
+}
+
+/// Preempt_Mode False: a lower priority is accepted like a higher one.
+#[test]
+fn nopreempt_backup_accepts_lower_priority() {
+    let mut config = v3_config(100, 100);
+    config.preempt = false;
+    let (mut instance, t0) = started(config);
+    let t1 = t0 + ms(2000);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 50, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_609_375)));
+    assert_eq!(instance.master_ip(), Some(ip(20)));
+}
+
+/// The owner always preempts (RFC 9568 §6.1 Preempt_Mode), even with preempt off.
+#[test]
+fn owner_preempts_even_without_preempt_mode() {
+    let mut config = v3_config(255, 100);
+    config.preempt = false;
+    let (mut instance, t0) = started(config);
+    // A misconfigured second owner with a higher address sends it to Backup.
+    instance
+        .handle_advert(t0, v3_advert(ip(20), 255, 100))
+        .unwrap();
+    assert_eq!(instance.state(), State::Backup);
+    let deadline = instance.poll_timeout().unwrap();
+    instance
+        .handle_advert(t0 + ms(1000), v3_advert(ip(20), 100, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(deadline));
+}
+
+/// Preempt delay: a lower-priority master is accepted for 5s after it is first
+/// heard, then discarded; the takeover comes Master_Down_Interval after the last
+/// accepted advert.
+#[test]
+fn preempt_delay_holds_off_preemption() {
+    let mut config = v3_config(100, 100);
+    config.preempt_delay = ms(5000);
+    let (mut instance, t0) = started(config);
+    for n in 1..=5 {
+        let t = t0 + ms(1000) * n;
+        instance
+            .handle_advert(t, v3_advert(ip(20), 50, 100))
+            .unwrap();
+        assert_eq!(
+            instance.poll_timeout(),
+            Some(t + us(3_609_375)),
+            "advert {n}"
+        );
+    }
+    let last_accepted = t0 + ms(5000);
+    for n in 6..=8 {
+        instance
+            .handle_advert(t0 + ms(1000) * n, v3_advert(ip(20), 50, 100))
+            .unwrap();
+    }
+    assert_eq!(instance.poll_timeout(), Some(last_accepted + us(3_609_375)));
+    instance.handle_timeout(last_accepted + us(3_609_375));
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::Preempt, 100)
+    );
+}
+
+/// The delay never slows crash detection: the lower master dies during the hold and
+/// the Backup takes over Master_Down_Interval after its last advert. A higher
+/// priority heard in between restarts the delay.
+#[test]
+fn preempt_delay_does_not_delay_crash_takeover() {
+    let mut config = v3_config(100, 100);
+    config.preempt_delay = ms(5000);
+    let (mut instance, t0) = started(config);
+    instance
+        .handle_advert(t0 + ms(1000), v3_advert(ip(20), 50, 100))
+        .unwrap();
+    instance
+        .handle_advert(t0 + ms(2000), v3_advert(ip(20), 150, 100))
+        .unwrap();
+    // The hold restarts at 3s and lasts until 8s.
+    for n in 3..=7 {
+        let t = t0 + ms(1000) * n;
+        instance
+            .handle_advert(t, v3_advert(ip(20), 50, 100))
+            .unwrap();
+        assert_eq!(instance.poll_timeout(), Some(t + us(3_609_375)));
+    }
+    // Silence: master down, not preemption.
+    instance.handle_timeout(t0 + ms(7000) + us(3_609_375));
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::MasterDown, 100)
+    );
+}
+
+/// §6.4.2: priority 0 sets the Master_Down_Timer to Skew_Time.
+#[test]
+fn backup_takes_over_after_skew_when_master_resigns() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance
+        .handle_advert(t0 + ms(500), v3_advert(ip(20), 150, 100))
+        .unwrap();
+    let t1 = t0 + ms(1200);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 0, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(609_375)));
+    assert_eq!(instance.stats().priority_zero_received, 1);
+    instance.handle_timeout(t1 + us(609_375));
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::MasterResigned, 100)
+    );
+}
+
+// === Master receiving (§6.4.3) ===
+
+/// Priority 0 while Master: advertise at once and reset the Adver_Timer.
+#[test]
+fn master_answers_priority_zero_at_once() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(300);
+    instance
+        .handle_advert(t, v3_advert(ip(20), 0, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(100)]);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    assert_eq!(instance.state(), State::Master);
+}
+
+/// A higher priority: release the VIPs, learn the interval, Backup with
+/// Master_Down_Timer = Master_Down_Interval.
+#[test]
+fn master_yields_to_higher_priority() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(300);
+    instance
+        .handle_advert(t, v3_advert(ip(20), 101, 200))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority)
+        ]
+    );
+    // 3 x 2s + 156 x 2s / 256 = 7.21875s
+    assert_eq!(instance.poll_timeout(), Some(t + us(7_218_750)));
+    assert_eq!(instance.master_ip(), Some(ip(20)));
+}
+
+/// Equal priority: the higher primary address wins; the lower one is discarded.
+#[test]
+fn master_tie_break_on_primary_address() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(300);
+    instance
+        .handle_advert(t, v3_advert(ip(9), 100, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Master);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+
+    instance
+        .handle_advert(t, v3_advert(ip(11), 100, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority)
+        ]
+    );
+}
+
+/// A lower priority is discarded: no advert, no timer change.
+#[test]
+fn master_discards_lower_priority() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance
+        .handle_advert(at + ms(10), v3_advert(ip(20), 99, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+}
+
+/// §6.4.1: the owner (255) becomes Master at startup without waiting.
+#[test]
+fn owner_becomes_master_at_startup() {
+    let t0 = Instant::now();
+    let mut config = v3_config(255, 100);
+    config.vips.push(me());
+    let mut instance = Instance::try_new(config).unwrap();
+    instance.handle_startup(t0);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Initialize, Reason::OwnerStartup, 255)
+    );
+    assert_eq!(instance.poll_timeout(), Some(t0 + ms(1000)));
+}
+
+/// Initialize ignores adverts; they are still checked and counted.
+#[test]
+fn initialize_ignores_adverts() {
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(v3_config(100, 100)).unwrap();
+    instance
+        .handle_advert(t0, v3_advert(ip(20), 0, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), None);
+    assert_eq!(instance.stats().adverts_received, 1);
+}
+
+// === rejected adverts change nothing ===
+
+/// Every drop reason, in Backup and in Master: the advert returns its reason, bumps
+/// one counter, emits nothing and leaves every timer as it was (the keepalived
+/// pitfall: bad packets must not restart the advert timer).
+#[test]
+fn rejected_adverts_touch_no_timer_and_no_state() {
+    let v4_other_vips = Ok(Repr::V3(AdvertV3 {
+        vrid: VRID,
+        priority: Priority::new(200),
+        max_advert_int: Centisecs::DEFAULT,
+        addrs: VirtualAddrs::V4(AddrList::try_new(vec![Ipv4Addr::new(198, 18, 1, 2)]).unwrap()),
+    }));
+    let v6_advert = Ok(Repr::V3(AdvertV3 {
+        vrid: VRID,
+        priority: Priority::new(200),
+        max_advert_int: Centisecs::DEFAULT,
+        addrs: VirtualAddrs::V6(
+            AddrList::try_new(vec![Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)]).unwrap(),
+        ),
+    }));
+    let mut other_vrid = v3_advert(ip(20), 200, 100);
+    if let Ok(Repr::V3(a)) = &mut other_vrid.result {
+        a.vrid = Vrid::new_unchecked(52);
+    }
+    let mut ttl64 = v3_advert(ip(20), 200, 100);
+    ttl64.ttl_or_hop_limit = 64;
+    let bad_checksum = DecodeError::BadChecksum { got: 1, want: 2 };
+
+    let v3_cases: Vec<RejectCase> = vec![
+        (
+            Received {
+                src: ip(20),
+                ttl_or_hop_limit: 255,
+                result: Err(bad_checksum),
+            },
+            DropReason::Decode(bad_checksum),
+            |s| s.checksum_errors,
+        ),
+        (
+            Received {
+                src: ip(20),
+                ttl_or_hop_limit: 255,
+                result: Err(DecodeError::Truncated { need: 8, have: 3 }),
+            },
+            DropReason::Decode(DecodeError::Truncated { need: 8, have: 3 }),
+            |s| s.length_errors,
+        ),
+        (ttl64, DropReason::Ttl { got: 64 }, |s| s.ttl_errors),
+        (
+            v2_advert(ip(20), 200, 1, Auth::None),
+            DropReason::VersionMismatch {
+                got: crate::vrrp::packet::Version::V2,
+            },
+            |s| s.version_errors,
+        ),
+        (
+            Received {
+                src: ip(20),
+                ttl_or_hop_limit: 255,
+                result: v6_advert,
+            },
+            DropReason::FamilyMismatch {
+                got: crate::vrrp::packet::Family::Ipv6,
+            },
+            |s| s.family_errors,
+        ),
+        (
+            other_vrid,
+            DropReason::OtherVrid {
+                got: Vrid::new_unchecked(52),
+            },
+            |s| s.vrid_errors,
+        ),
+        (v3_advert(me(), 200, 100), DropReason::OwnAdvert, |s| {
+            s.own_adverts
+        }),
+        (
+            Received {
+                src: ip(20),
+                ttl_or_hop_limit: 255,
+                result: v4_other_vips,
+            },
+            DropReason::AddressList,
+            |s| s.address_list_errors,
+        ),
+    ];
+    for in_master in [false, true] {
+        for (received, want, counter) in v3_cases.clone() {
+            let (mut instance, _) = if in_master {
+                master(v3_config(100, 100))
+            } else {
+                started(v3_config(100, 100))
+            };
+            check_rejected(&mut instance, received, want, counter);
+        }
+    }
+
+    // Unicast: a source that is not a peer.
+    let mut config = v3_config(100, 100);
+    config.peers = Some(vec![ip(20)]);
+    let (mut instance, _) = started(config);
+    check_rejected(
+        &mut instance,
+        v3_advert(ip(21), 200, 100),
+        DropReason::NotAPeer { src: ip(21) },
+        |s| s.non_peer,
+    );
+    instance
+        .handle_advert(
+            instance.poll_timeout().unwrap(),
+            v3_advert(ip(20), 200, 100),
+        )
+        .unwrap();
+
+    // VRRPv2: password, auth type and interval must match.
+    let pass = |p: &[u8]| Auth::Password(Password::try_new(p).unwrap());
+    let v2_cases: Vec<RejectCase> = vec![
+        (
+            v2_advert(ip(20), 200, 1, pass(b"wrong")),
+            DropReason::AuthMismatch,
+            |s| s.auth_errors,
+        ),
+        (
+            v2_advert(ip(20), 200, 1, Auth::None),
+            DropReason::AuthMismatch,
+            |s| s.auth_errors,
+        ),
+        (
+            v2_advert(ip(20), 200, 2, pass(b"s3cret")),
+            DropReason::IntervalMismatch {
+                got: Secs::new_unchecked(2),
+                want: Secs::new_unchecked(1),
+            },
+            |s| s.interval_errors,
+        ),
+    ];
+    for in_master in [false, true] {
+        for (received, want, counter) in v2_cases.clone() {
+            let config = v2_config(100, 1, Some(b"s3cret"));
+            let (mut instance, _) = if in_master {
+                master(config)
+            } else {
+                started(config)
+            };
+            check_rejected(&mut instance, received, want, counter);
+        }
+    }
+    // Without a password configured, a password in the advert is a mismatch too.
+    let (mut instance, _) = started(v2_config(100, 1, None));
+    check_rejected(
+        &mut instance,
+        v2_advert(ip(20), 200, 1, pass(b"s3cret")),
+        DropReason::AuthMismatch,
+        |s| s.auth_errors,
+    );
+}
+
+/// An advert to reject, the reason expected and the counter it must bump.
+type RejectCase = (Received, DropReason, fn(&Stats) -> u64);
+
+fn check_rejected(
+    instance: &mut Instance,
+    received: Received,
+    want: DropReason,
+    counter: fn(&Stats) -> u64,
+) {
+    let before = instance.poll_timeout();
+    let state = instance.state();
+    let stats = *instance.stats();
+    let t = before.unwrap() - ms(1);
+    assert_eq!(instance.handle_advert(t, received), Err(want));
+    assert_eq!(drain(instance), [], "{want:?}");
+    assert_eq!(instance.poll_timeout(), before, "{want:?}");
+    assert_eq!(instance.state(), state, "{want:?}");
+    assert_eq!(counter(instance.stats()), counter(&stats) + 1, "{want:?}");
+    assert_eq!(instance.stats().dropped(), stats.dropped() + 1, "{want:?}");
+    assert_eq!(instance.stats().adverts_received, stats.adverts_received);
+}
+
+/// The address list is only enforced for non-owners (RFC 9568 §7.1).
+#[test]
+fn owner_advert_with_other_addresses_is_processed() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let received = Received {
+        src: ip(20),
+        ttl_or_hop_limit: 255,
+        result: Ok(Repr::V3(AdvertV3 {
+            vrid: VRID,
+            priority: Priority::OWNER,
+            max_advert_int: Centisecs::DEFAULT,
+            addrs: VirtualAddrs::V4(AddrList::empty()),
+        })),
+    };
+    instance.handle_advert(t0 + ms(100), received).unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t0 + ms(100) + us(3_609_375)));
+}
+
+/// VRRPv2 with the right password and interval is processed; no interval learning.
+#[test]
+fn v2_backup_accepts_matching_advert() {
+    let (mut instance, t0) = started(v2_config(100, 1, Some(b"s3cret")));
+    let t = t0 + ms(700);
+    let auth = Auth::Password(Password::try_new(b"s3cret").unwrap());
+    instance
+        .handle_advert(t, v2_advert(ip(20), 150, 1, auth))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t + us(3_609_375)));
+    assert_eq!(instance.master_adver_interval(), ms(1000));
+    assert!(matches!(
+        instance.advert(Priority::new(100)),
+        Repr::V2(AdvertV2 {
+            auth: Auth::Password(_),
+            ..
+        })
+    ));
+}
+
+// === health ===
+
+/// Unhealthy lowers the priority by the weight: as Master the lowered priority is
+/// advertised at once (Adver_Timer reset); as Backup it changes the skew and what is
+/// preempted, without touching the timer.
+#[test]
+fn health_changes_the_priority() {
+    let mut config = v3_config(100, 100);
+    config.health_weight = 60;
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(config).unwrap();
+    // Unknown health counts as unable to serve.
+    assert_eq!(instance.effective_priority(), Priority::new(40));
+    instance.handle_health(t0, true);
+    assert_eq!(instance.effective_priority(), Priority::new(100));
+    instance.handle_startup(t0);
+    drain(&mut instance);
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_609_375)));
+
+    // Backup: no action, timer unchanged, skew follows the priority.
+    instance.handle_health(t0 + ms(10), false);
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_609_375)));
+    assert_eq!(instance.skew_time(), us(843_750)); // 216 x 1s / 256
+                                                   // A master at 50 is now higher: accepted.
+    let t1 = t0 + ms(100);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 50, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_843_750)));
+    // Healthy again: 50 is lower and is discarded.
+    instance.handle_health(t0 + ms(200), true);
+    instance
+        .handle_advert(t0 + ms(1100), v3_advert(ip(20), 50, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_843_750)));
+    instance.handle_timeout(t1 + us(3_843_750));
+    let at = t1 + us(3_843_750);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::Preempt, 100)
+    );
+
+    // Master: the change is advertised at once.
+    instance.handle_health(at + ms(300), false);
+    assert_eq!(drain(&mut instance), [send(40)]);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1300)));
+    instance.handle_health(at + ms(400), false);
+    assert_eq!(drain(&mut instance), []);
+    // It keeps the VIPs until someone higher is heard.
+    instance
+        .handle_advert(at + ms(500), v3_advert(ip(20), 41, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority)
+        ]
+    );
+}
+
+/// The effective priority never drops below 1.
+#[test]
+fn unhealthy_priority_stays_in_the_election() {
+    let mut config = v3_config(100, 100);
+    config.health_weight = 99;
+    let instance = Instance::try_new(config).unwrap();
+    assert_eq!(instance.effective_priority(), Priority::new(1));
+}
+
+// === shutdown and planned handover ===
+
+/// Success: advertise priority 1 (keeping the VIPs) until the new holder is heard,
+/// then release and exit.
+#[test]
+fn planned_handover_releases_when_new_holder_is_heard() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(250);
+    instance.handle_shutdown(t);
+    assert!(instance.is_handing_over());
+    assert_eq!(drain(&mut instance), [send(1)]);
+    assert_eq!(instance.advertised_priority(), Priority::new(1));
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    // The next adverts carry priority 1 as well; health does not change that.
+    instance.handle_health(t + ms(10), true);
+    assert_eq!(drain(&mut instance), []);
+    instance.handle_timeout(t + ms(1000));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    // A lower priority than ours (1) cannot be: 0 is answered as usual.
+    instance
+        .handle_advert(t + ms(1500), v3_advert(ip(20), 0, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(1)]);
+    // The backup (priority 90) took over and advertises.
+    let heard = t + ms(3700);
+    instance
+        .handle_advert(heard, v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Initialize, Reason::HandoverDone),
+            Action::Exit,
+        ]
+    );
+    assert!(instance.has_exited());
+    assert_eq!(instance.poll_timeout(), None);
+    assert_eq!(instance.stats().priority_zero_sent, 0);
+    // Everything afterwards is ignored.
+    instance
+        .handle_advert(heard, v3_advert(ip(20), 0, 100))
+        .unwrap();
+    instance.handle_timeout(heard + ms(100_000));
+    instance.handle_health(heard, false);
+    instance.handle_shutdown(heard);
+    instance.handle_startup(heard);
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Initialize);
+}
+
+/// Nobody takes over within handover_timeout: resign with priority 0 (RFC 9568
+/// §6.4.3 Shutdown), release, exit.
+#[test]
+fn planned_handover_falls_back_to_priority_zero() {
+    let mut config = v3_config(100, 100);
+    config.handover_timeout = ms(4500);
+    let (mut instance, at) = master(config);
+    instance.handle_shutdown(at);
+    assert_eq!(drain(&mut instance), [send(1)]);
+    instance.handle_shutdown(at + ms(1));
+    assert_eq!(drain(&mut instance), []);
+    for n in 1..=4 {
+        assert_eq!(instance.poll_timeout(), Some(at + ms(1000) * n));
+        instance.handle_timeout(at + ms(1000) * n);
+        assert_eq!(drain(&mut instance), [send(1)]);
+    }
+    assert_eq!(instance.poll_timeout(), Some(at + ms(4500)));
+    instance.handle_timeout(at + ms(4500));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Initialize, Reason::HandoverTimedOut),
+            Action::Exit,
+        ]
+    );
+    assert_eq!(instance.stats().priority_zero_sent, 1);
+    assert_eq!(instance.poll_timeout(), None);
+}
+
+/// handover_timeout 0: resign at once, as keepalived does.
+#[test]
+fn zero_handover_timeout_resigns_at_once() {
+    let mut config = v3_config(100, 100);
+    config.handover_timeout = Duration::ZERO;
+    let (mut instance, at) = master(config);
+    instance.handle_shutdown(at + ms(5));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Initialize, Reason::Shutdown),
+            Action::Exit,
+        ]
+    );
+}
+
+/// Backup and Initialize hold no VIPs: exit at once (§6.4.2 Shutdown).
+#[test]
+fn shutdown_without_vips_exits_at_once() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance.handle_shutdown(t0 + ms(1));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            changed(State::Backup, State::Initialize, Reason::Shutdown),
+            Action::Exit
+        ]
+    );
+    assert_eq!(instance.poll_timeout(), None);
+
+    let mut instance = Instance::try_new(v3_config(100, 100)).unwrap();
+    instance.handle_shutdown(t0);
+    assert_eq!(drain(&mut instance), [Action::Exit]);
+}
+
+// === configuration ===
+
+#[test]
+fn config_validation() {
+    type Edit = fn(&mut InstanceConfig);
+    let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+    let cases: Vec<(Edit, ConfigError)> = vec![
+        (
+            |c| c.base_priority = Priority::new(0),
+            ConfigError::ZeroPriority,
+        ),
+        (|c| c.vips.clear(), ConfigError::NoVips),
+        (
+            |c| c.vips.push(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            ConfigError::MixedFamily {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            },
+        ),
+        (
+            |c| c.vips.push(IpAddr::V4(VIP)),
+            ConfigError::DuplicateVip {
+                addr: IpAddr::V4(VIP),
+            },
+        ),
+        (
+            |c| c.vips.push(c.primary_ip),
+            ConfigError::PrimaryIsVip { addr: me() },
+        ),
+        (|c| c.peers = Some(vec![]), ConfigError::NoPeers),
+        (
+            |c| c.peers = Some(vec![c.primary_ip]),
+            ConfigError::PeerIsSelf { addr: me() },
+        ),
+        (
+            |c| c.health_weight = 100,
+            ConfigError::WeightNotBelowPriority {
+                weight: 100,
+                priority: Priority::new(100),
+            },
+        ),
+        (
+            |c| c.handover_timeout = ms(3999),
+            ConfigError::HandoverTooShort {
+                got: ms(3999),
+                min: ms(4000),
+            },
+        ),
+        (
+            |c| {
+                c.vips = (0..=255)
+                    .map(|i| IpAddr::V4(Ipv4Addr::new(198, 19, 0, i)))
+                    .collect()
+            },
+            ConfigError::TooManyVips { count: 256 },
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut config = v3_config(100, 100);
+        edit(&mut config);
+        assert_eq!(
+            Instance::try_new(config).err(),
+            Some(want.clone()),
+            "{want}"
+        );
+    }
+    // VRRPv2 is IPv4 only.
+    let mut config = v2_config(100, 1, None);
+    config.primary_ip = v6;
+    config.vips = vec![IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1))];
+    assert_eq!(
+        Instance::try_new(config).err(),
+        Some(ConfigError::V2OverIpv6)
+    );
+    // Valid: the defaults, zero handover, a 255 owner of its own address, IPv6 v3.
+    assert!(Instance::try_new(v3_config(100, 100)).is_ok());
+    let mut config = v3_config(100, 100);
+    config.handover_timeout = Duration::ZERO;
+    assert!(Instance::try_new(config).is_ok());
+    let mut config = v3_config(255, 100);
+    config.vips.push(me());
+    assert!(Instance::try_new(config).is_ok());
+    let mut config = v3_config(100, 100);
+    config.primary_ip = v6;
+    config.vips = vec![IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1))];
+    let instance = Instance::try_new(config).unwrap();
+    assert!(matches!(
+        instance.advert(Priority::new(100)),
+        Repr::V3(AdvertV3 {
+            addrs: VirtualAddrs::V6(_),
+            ..
+        })
+    ));
+}

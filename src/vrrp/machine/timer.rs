@@ -1,0 +1,67 @@
+//! The instance's timers: a closed enum and a fixed table (quinn-proto's `TimerTable`).
+
+use std::time::Instant;
+
+/// One timer of the machine. At most one of `MasterDown` (Backup) and `Adver`
+/// (Master) runs at a time; `Handover` runs beside `Adver` during a planned handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Timer {
+    /// The bound on a planned handover; when it fires, resign with priority 0.
+    Handover,
+    /// Master_Down_Timer (RFC 9568 §6.2): a Backup takes over when it fires.
+    MasterDown,
+    /// Adver_Timer (RFC 9568 §6.2): a Master advertises when it fires.
+    Adver,
+}
+
+impl Timer {
+    /// Every timer, in the order expiries are handled at one instant: a handover that
+    /// timed out ends the instance before an advert would be sent.
+    pub(super) const ALL: [Timer; 3] = [Timer::Handover, Timer::MasterDown, Timer::Adver];
+
+    const fn index(self) -> usize {
+        match self {
+            Timer::Handover => 0,
+            Timer::MasterDown => 1,
+            Timer::Adver => 2,
+        }
+    }
+}
+
+/// The deadline of each timer, if it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct TimerTable {
+    deadlines: [Option<Instant>; Timer::ALL.len()],
+}
+
+impl TimerTable {
+    /// Starts (or restarts) `timer` to fire at `at`.
+    pub(super) fn set(&mut self, timer: Timer, at: Instant) {
+        self.deadlines[timer.index()] = Some(at);
+    }
+
+    /// Stops `timer`.
+    pub(super) fn stop(&mut self, timer: Timer) {
+        self.deadlines[timer.index()] = None;
+    }
+
+    /// Stops every timer.
+    pub(super) fn stop_all(&mut self) {
+        self.deadlines = [None; Timer::ALL.len()];
+    }
+
+    /// The deadline of `timer`, if it runs.
+    pub(super) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.deadlines[timer.index()]
+    }
+
+    /// Whether `timer` runs and its deadline is not after `now`.
+    pub(super) fn is_expired(&self, timer: Timer, now: Instant) -> bool {
+        self.get(timer).is_some_and(|at| at <= now)
+    }
+
+    /// The earliest deadline of all.
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+}

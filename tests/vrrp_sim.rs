@@ -1,0 +1,621 @@
+//! Two or three VRRP instances on a simulated multicast link, with an injected clock.
+//!
+//! The link carries real bytes: every `SendAdvert` is encoded with `Repr::emit` (with
+//! the checksum) and decoded with `Repr::from_bytes` by each receiver, after a fixed
+//! delay. Time jumps to the next wakeup (a timer of some node or a packet arrival),
+//! and every run is bounded in steps (quinn-proto's `Pair::step` / `drive_bounded`).
+//! Nodes can crash (they stop, their later packets never leave), links can be cut and
+//! healed, health can flip and shutdown can be planned; the VIP holders are logged so
+//! that gaps (nobody holds the VIP) and overlaps (two hold it) are measured exactly.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use apivip::vrrp::machine::{
+    Action, Instance, InstanceConfig, Reason, Received, State, VersionConfig,
+};
+use apivip::vrrp::packet::{Checksum, Family, IpPair, Packet, Repr, MULTICAST_V4};
+use apivip::vrrp::units::{Centisecs, Password, Priority, Secs, Vrid};
+
+const DELAY: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MAX_STEPS: usize = 100_000;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 1 + i as u8)
+}
+
+/// Skew_Time for VRRPv3 with a 1s interval, or VRRPv2 (always in seconds).
+fn skew(priority: u8) -> Duration {
+    SECOND * u32::from(256 - u16::from(priority)) / 256
+}
+
+fn config(i: usize, version: VersionConfig, priority: u8) -> InstanceConfig {
+    let mut config = InstanceConfig::new(
+        Vrid::new_unchecked(51),
+        version,
+        IpAddr::V4(addr(i)),
+        vec![IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1))],
+    );
+    config.base_priority = Priority::new(priority);
+    config
+}
+
+fn v3() -> VersionConfig {
+    VersionConfig::V3 {
+        interval: Centisecs::new_unchecked(100),
+    }
+}
+
+struct Node {
+    instance: Instance,
+    holds_vip: bool,
+    crashed: bool,
+}
+
+struct InFlight {
+    at: Instant,
+    from: usize,
+    to: usize,
+    bytes: Vec<u8>,
+    ttl: u8,
+    /// Sent by a node (not injected): must be accepted.
+    genuine: bool,
+}
+
+/// Something a node did, at an instant.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Holds(bool),
+    Sent(Priority),
+    Changed(State, State, Reason),
+    Exit,
+}
+
+struct Net {
+    t0: Instant,
+    now: Instant,
+    nodes: Vec<Node>,
+    in_flight: Vec<InFlight>,
+    /// Directed links that lose every packet.
+    cut: Vec<(usize, usize)>,
+    log: Vec<(Instant, usize, Event)>,
+}
+
+impl Net {
+    fn new(configs: Vec<InstanceConfig>) -> Net {
+        let t0 = Instant::now();
+        let nodes = configs
+            .into_iter()
+            .map(|c| Node {
+                instance: Instance::try_new(c).unwrap(),
+                holds_vip: false,
+                crashed: false,
+            })
+            .collect();
+        Net {
+            t0,
+            now: t0,
+            nodes,
+            in_flight: Vec::new(),
+            cut: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Every node reports health `healthy[i]`, then starts, at `t0`.
+    fn start(configs: Vec<InstanceConfig>, healthy: bool) -> Net {
+        let mut net = Net::new(configs);
+        for i in 0..net.nodes.len() {
+            if healthy {
+                net.nodes[i].instance.handle_health(net.now, true);
+            }
+            net.nodes[i].instance.handle_startup(net.now);
+            net.flush(i);
+        }
+        net
+    }
+
+    fn at(&self, offset: Duration) -> Instant {
+        self.t0 + offset
+    }
+
+    /// Performs node `i`'s actions; adverts go on the wire as bytes.
+    fn flush(&mut self, i: usize) {
+        while let Some(action) = self.nodes[i].instance.poll_action() {
+            let event = match action {
+                Action::SendAdvert { priority } => {
+                    let repr = self.nodes[i].instance.advert(priority);
+                    let mut bytes = vec![0xa5; repr.buffer_len()];
+                    repr.emit(
+                        &mut Packet::new_unchecked(&mut bytes[..], Family::Ipv4),
+                        &ip_pair(i),
+                        Checksum::Verify,
+                    );
+                    for to in 0..self.nodes.len() {
+                        if to != i && !self.cut.contains(&(i, to)) {
+                            self.in_flight.push(InFlight {
+                                at: self.now + DELAY,
+                                from: i,
+                                to,
+                                bytes: bytes.clone(),
+                                ttl: 255,
+                                genuine: true,
+                            });
+                        }
+                    }
+                    Event::Sent(priority)
+                }
+                Action::AddVips => {
+                    assert!(!self.nodes[i].holds_vip, "node {i} adds VIPs twice");
+                    self.nodes[i].holds_vip = true;
+                    Event::Holds(true)
+                }
+                Action::RemoveVips => {
+                    assert!(self.nodes[i].holds_vip, "node {i} removes VIPs it lacks");
+                    self.nodes[i].holds_vip = false;
+                    Event::Holds(false)
+                }
+                Action::Announce => continue,
+                Action::StateChanged { from, to, reason } => Event::Changed(from, to, reason),
+                Action::Exit => Event::Exit,
+            };
+            self.log.push((self.now, i, event));
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let timers = self
+            .nodes
+            .iter()
+            .filter(|n| !n.crashed)
+            .filter_map(|n| n.instance.poll_timeout());
+        let packets = self.in_flight.iter().map(|p| p.at);
+        timers.chain(packets).min()
+    }
+
+    /// One step: jump to the next wakeup if it is not after `limit`, deliver what is
+    /// due, fire due timers. Returns false when nothing is due by `limit`.
+    fn step(&mut self, limit: Instant) -> bool {
+        let Some(next) = self.next_wakeup().filter(|t| *t <= limit) else {
+            return false;
+        };
+        assert!(next >= self.now, "time went backwards");
+        self.now = next;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|p| p.at <= self.now);
+        self.in_flight = later;
+        for p in due {
+            if self.nodes[p.to].crashed {
+                continue;
+            }
+            let received = Received {
+                src: IpAddr::V4(addr(p.from)),
+                ttl_or_hop_limit: p.ttl,
+                result: Repr::from_bytes(&p.bytes, &ip_pair(p.from), Checksum::Verify),
+            };
+            let verdict = self.nodes[p.to].instance.handle_advert(self.now, received);
+            if p.genuine {
+                assert_eq!(verdict, Ok(()), "node {} dropped an advert", p.to);
+            }
+            self.flush(p.to);
+        }
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].crashed {
+                self.nodes[i].instance.handle_timeout(self.now);
+                self.flush(i);
+            }
+        }
+        true
+    }
+
+    /// Runs until `offset` after t0, bounded in steps.
+    fn run_until(&mut self, offset: Duration) {
+        let limit = self.at(offset);
+        let mut steps = 0;
+        while self.step(limit) {
+            steps += 1;
+            assert!(steps < MAX_STEPS, "no quiescence after {MAX_STEPS} steps");
+        }
+        self.now = limit;
+    }
+
+    /// The node stops: its timers and later packets are gone, and its VIPs with it.
+    fn crash(&mut self, i: usize) {
+        self.nodes[i].crashed = true;
+        if self.nodes[i].holds_vip {
+            self.nodes[i].holds_vip = false;
+            self.log.push((self.now, i, Event::Holds(false)));
+        }
+    }
+
+    /// Puts raw bytes on the wire from node `from`'s address to node `to`.
+    fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>, ttl: u8) {
+        self.in_flight.push(InFlight {
+            at: self.now + DELAY,
+            from,
+            to,
+            bytes,
+            ttl,
+            genuine: false,
+        });
+    }
+
+    fn partition(&mut self, a: usize, b: usize) {
+        self.cut.push((a, b));
+        self.cut.push((b, a));
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn set_health(&mut self, i: usize, can_serve: bool) {
+        self.nodes[i].instance.handle_health(self.now, can_serve);
+        self.flush(i);
+    }
+
+    fn shutdown(&mut self, i: usize) {
+        self.nodes[i].instance.handle_shutdown(self.now);
+        self.flush(i);
+    }
+
+    fn holders(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].holds_vip)
+            .collect()
+    }
+
+    fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| !self.nodes[*i].crashed && self.nodes[*i].instance.state() == State::Master)
+            .collect()
+    }
+
+    /// When node `i` last did `event` (exactly).
+    fn last(&self, i: usize, event: &Event) -> Option<Instant> {
+        self.log
+            .iter()
+            .rev()
+            .find(|(_, n, e)| *n == i && e == event)
+            .map(|(t, _, _)| *t)
+    }
+
+    /// The longest stretch within [from, to) with no VIP holder, and the longest with
+    /// two or more, replayed from the log.
+    fn gap_and_overlap(&self, from: Instant, to: Instant) -> (Duration, Duration) {
+        let mut holds = vec![false; self.nodes.len()];
+        let (mut gap, mut overlap) = (Duration::ZERO, Duration::ZERO);
+        let mut since = self.t0;
+        let mut measure = |start: Instant, end: Instant, holds: &[bool]| {
+            let (start, end) = (start.max(from), end.min(to));
+            if end <= start {
+                return;
+            }
+            match holds.iter().filter(|h| **h).count() {
+                0 => gap = gap.max(end - start),
+                1 => {}
+                _ => overlap = overlap.max(end - start),
+            }
+        };
+        let changes: Vec<_> = self
+            .log
+            .iter()
+            .filter_map(|(t, i, e)| match e {
+                Event::Holds(h) => Some((*t, *i, *h)),
+                _ => None,
+            })
+            .collect();
+        let mut k = 0;
+        while k < changes.len() {
+            let t = changes[k].0;
+            measure(since, t, &holds);
+            // Apply every change at this instant together.
+            while k < changes.len() && changes[k].0 == t {
+                holds[changes[k].1] = changes[k].2;
+                k += 1;
+            }
+            since = t;
+        }
+        measure(since, to, &holds);
+        (gap, overlap)
+    }
+}
+
+fn ip_pair(i: usize) -> IpPair {
+    IpPair::V4 {
+        src: addr(i),
+        dst: MULTICAST_V4,
+    }
+}
+
+/// Three nodes start together: the highest priority becomes the only master, at
+/// exactly its Master_Down_Interval (3 x 1s + skew), and stays the only holder.
+#[test]
+fn highest_priority_becomes_the_only_master() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 20);
+    assert_eq!(net.masters(), [1]);
+    assert_eq!(net.holders(), [1]);
+    let elected = net.at(SECOND * 3 + skew(150));
+    assert_eq!(net.last(1, &Event::Holds(true)), Some(elected));
+    let (gap, overlap) = net.gap_and_overlap(elected, net.now);
+    assert_eq!((gap, overlap), (Duration::ZERO, Duration::ZERO));
+    for i in [0, 2] {
+        assert_eq!(net.nodes[i].instance.state(), State::Backup);
+        assert_eq!(net.nodes[i].instance.master_ip(), Some(IpAddr::V4(addr(1))));
+        assert_eq!(net.nodes[i].instance.stats().adverts_received, 17);
+    }
+}
+
+/// The master crashes: the next-highest backup takes the VIP exactly
+/// 3 x interval + skew after it heard the last advert; the third stays Backup.
+#[test]
+fn crash_takeover_after_master_down_interval() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 10 + ms(500));
+    net.crash(1);
+    let last_sent = net.last(1, &Event::Sent(Priority::new(150))).unwrap();
+    net.run_until(SECOND * 30);
+    let takeover = last_sent + DELAY + SECOND * 3 + skew(120);
+    assert_eq!(net.last(2, &Event::Holds(true)), Some(takeover));
+    assert_eq!(
+        net.last(
+            2,
+            &Event::Changed(State::Backup, State::Master, Reason::MasterDown)
+        ),
+        Some(takeover)
+    );
+    assert_eq!(net.masters(), [2]);
+    assert_eq!(net.holders(), [2]);
+    assert_eq!(net.nodes[0].instance.state(), State::Backup);
+    let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 5), net.now);
+    assert_eq!(gap, takeover - net.at(SECOND * 10 + ms(500)));
+    assert_eq!(overlap, Duration::ZERO);
+}
+
+/// Planned handover: the VIP is never unheld, two nodes hold it only for the link
+/// delay, no priority-0 advert is needed, and the old master exits.
+#[test]
+fn planned_handover_has_no_gap() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 10 + ms(300));
+    net.shutdown(1);
+    let shutdown_at = net.now;
+    net.run_until(SECOND * 30);
+    assert_eq!(
+        net.log.iter().filter(|(_, _, e)| *e == Event::Exit).count(),
+        1
+    );
+    assert!(net.nodes[1].instance.has_exited());
+    assert_eq!(net.nodes[1].instance.stats().priority_zero_sent, 0);
+    assert_eq!(net.holders(), [2]);
+    assert_eq!(net.masters(), [2]);
+    let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 4), net.now);
+    assert_eq!(gap, Duration::ZERO);
+    assert!(overlap <= DELAY, "two holders for {overlap:?}");
+    assert!(overlap < SECOND);
+    // The takeover came within one Master_Down_Interval of the last full advert.
+    let released = net.last(1, &Event::Holds(false)).unwrap();
+    assert!(
+        released - shutdown_at <= SECOND * 4,
+        "{:?}",
+        released - shutdown_at
+    );
+    assert_eq!(
+        net.last(
+            1,
+            &Event::Changed(State::Master, State::Initialize, Reason::HandoverDone)
+        ),
+        Some(released)
+    );
+}
+
+/// Nobody preempts (the backup runs with preemption off): after handover_timeout the
+/// master resigns with priority 0 and the backup takes over after its skew time.
+#[test]
+fn handover_falls_back_to_priority_zero() {
+    let mut nopreempt = config(0, v3(), 100);
+    nopreempt.preempt = false;
+    let mut leaving = config(1, v3(), 150);
+    leaving.handover_timeout = SECOND * 10;
+    let mut net = Net::start(vec![nopreempt, leaving], true);
+    net.run_until(SECOND * 10);
+    net.shutdown(1);
+    let shutdown_at = net.now;
+    net.run_until(SECOND * 40);
+    let released = net.last(1, &Event::Holds(false)).unwrap();
+    assert_eq!(released, shutdown_at + SECOND * 10);
+    assert_eq!(net.nodes[1].instance.stats().priority_zero_sent, 1);
+    let taken = net.last(0, &Event::Holds(true)).unwrap();
+    assert_eq!(taken, released + DELAY + skew(100));
+    assert_eq!(net.holders(), [0]);
+    let (gap, _) = net.gap_and_overlap(net.at(SECOND * 5), net.now);
+    assert_eq!(gap, DELAY + skew(100));
+}
+
+/// A partition makes two masters; after the heal, the higher one (here: equal
+/// priority, higher address) is heard within one interval and the other yields.
+#[test]
+fn partition_heals_to_one_master_within_an_interval() {
+    for priorities in [[100, 100], [150, 100], [100, 150]] {
+        let mut net = Net::start(
+            vec![
+                config(0, v3(), priorities[0]),
+                config(1, v3(), priorities[1]),
+            ],
+            true,
+        );
+        net.run_until(SECOND * 10);
+        let winner = if priorities[0] > priorities[1] { 0 } else { 1 };
+        assert_eq!(net.holders(), [winner], "{priorities:?}");
+        net.partition(0, 1);
+        net.run_until(SECOND * 20 + ms(123));
+        assert_eq!(
+            net.holders(),
+            [0, 1],
+            "{priorities:?}: both hold during the partition"
+        );
+        net.heal();
+        let healed = net.now;
+        net.run_until(SECOND * 40);
+        assert_eq!(net.holders(), [winner], "{priorities:?}");
+        assert_eq!(net.masters(), [winner], "{priorities:?}");
+        let (gap, overlap) = net.gap_and_overlap(healed, net.now);
+        assert_eq!(gap, Duration::ZERO, "{priorities:?}");
+        assert!(overlap <= SECOND + DELAY, "{priorities:?}: {overlap:?}");
+        let (gap, overlap) = net.gap_and_overlap(healed + SECOND + DELAY, net.now);
+        assert_eq!(
+            (gap, overlap),
+            (Duration::ZERO, Duration::ZERO),
+            "{priorities:?}"
+        );
+    }
+}
+
+/// The master's health fails: its priority drops below a healthy backup's, which
+/// takes over; the VIP is released only when the new holder is heard.
+#[test]
+fn unhealthy_master_loses_vip_to_healthy_node() {
+    let configs = [(0, 200), (1, 250), (2, 220)]
+        .map(|(i, p)| {
+            let mut c = config(i, v3(), p);
+            c.health_weight = 100;
+            c
+        })
+        .to_vec();
+    let mut net = Net::start(configs, true);
+    net.run_until(SECOND * 10);
+    assert_eq!(net.holders(), [1]);
+    net.set_health(1, false);
+    net.run_until(SECOND * 30);
+    assert_eq!(net.holders(), [2]);
+    assert_eq!(net.nodes[1].instance.state(), State::Backup);
+    assert_eq!(net.nodes[0].instance.state(), State::Backup);
+    let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 5), net.now);
+    assert_eq!(gap, Duration::ZERO);
+    assert!(overlap <= DELAY);
+    assert_eq!(
+        net.last(
+            2,
+            &Event::Changed(State::Backup, State::Master, Reason::Preempt)
+        ),
+        net.last(2, &Event::Holds(true))
+    );
+}
+
+/// Bootstrap: no node can serve yet (no apiserver is up), so all run at base - weight
+/// and the highest base priority holds the VIP. As nodes become healthy, the VIP
+/// moves to the highest healthy one.
+#[test]
+fn all_unhealthy_highest_base_priority_holds_the_vip() {
+    let configs = [(0, 200), (1, 250), (2, 220)]
+        .map(|(i, p)| {
+            let mut c = config(i, v3(), p);
+            c.health_weight = 100;
+            c
+        })
+        .to_vec();
+    let mut net = Net::start(configs, false);
+    net.run_until(SECOND * 10);
+    assert_eq!(net.holders(), [1]);
+    assert_eq!(
+        net.nodes[1].instance.effective_priority(),
+        Priority::new(150)
+    );
+    net.set_health(2, true);
+    net.run_until(SECOND * 20);
+    assert_eq!(net.holders(), [2]);
+    net.set_health(1, true);
+    net.run_until(SECOND * 30);
+    assert_eq!(net.holders(), [1]);
+    let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 5), net.now);
+    assert_eq!(gap, Duration::ZERO);
+    assert!(overlap <= DELAY);
+}
+
+/// VRRPv2 as keepalived runs it (1s, PASS auth): election and crash takeover at
+/// 3 x 1s + (256 - priority)/256 s.
+#[test]
+fn v2_with_password_elects_and_takes_over() {
+    let v2 = VersionConfig::V2 {
+        interval: Secs::new_unchecked(1),
+        auth: Some(Password::try_new(b"k8s-vip").unwrap()),
+    };
+    let mut net = Net::start(vec![config(0, v2, 100), config(1, v2, 150)], true);
+    net.run_until(SECOND * 10);
+    assert_eq!(net.holders(), [1]);
+    assert_eq!(
+        net.last(1, &Event::Holds(true)),
+        Some(net.at(SECOND * 3 + skew(150)))
+    );
+    net.crash(1);
+    let last_sent = net.last(1, &Event::Sent(Priority::new(150))).unwrap();
+    net.run_until(SECOND * 20);
+    assert_eq!(
+        net.last(0, &Event::Holds(true)),
+        Some(last_sent + DELAY + SECOND * 3 + skew(100))
+    );
+}
+
+/// The keepalived 2.2.7 pitfall: a stream of rejected packets (TTL 64, bad checksum)
+/// every 100ms, even ones claiming a higher priority, must not silence the master or
+/// move the VIP: they are counted and change no timer.
+#[test]
+fn rejected_packet_storm_changes_nothing() {
+    let mut net = Net::start(vec![config(0, v3(), 100), config(1, v3(), 150)], true);
+    net.run_until(SECOND * 10);
+    assert_eq!(net.holders(), [1]);
+    let sent_before = net.nodes[1].instance.stats().adverts_sent;
+    let forged = net.nodes[0].instance.advert(Priority::new(254));
+    let mut good = vec![0; forged.buffer_len()];
+    forged.emit(
+        &mut Packet::new_unchecked(&mut good[..], Family::Ipv4),
+        &ip_pair(0),
+        Checksum::Verify,
+    );
+    let mut bad_checksum = good.clone();
+    bad_checksum[7] ^= 0xff;
+    for k in 0..200u32 {
+        net.run_until(SECOND * 10 + ms(100) * k);
+        for to in [0, 1] {
+            let from = 1 - to;
+            net.inject(from, to, good.clone(), 64);
+            net.inject(from, to, bad_checksum.clone(), 255);
+        }
+    }
+    net.run_until(SECOND * 31);
+    assert_eq!(net.holders(), [1]);
+    assert_eq!(net.masters(), [1]);
+    let stats = net.nodes[1].instance.stats();
+    assert_eq!(stats.adverts_sent - sent_before, 21);
+    assert_eq!((stats.ttl_errors, stats.checksum_errors), (200, 200));
+    let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 5), net.now);
+    assert_eq!((gap, overlap), (Duration::ZERO, Duration::ZERO));
+}
