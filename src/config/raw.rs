@@ -19,6 +19,9 @@ pub(crate) struct RawConfig {
     /// The optional etcd frontend; off unless present.
     #[serde(default)]
     pub(crate) etcd: Option<RawFrontend>,
+    /// The virtual IP (VRRP); off unless present.
+    #[serde(default)]
+    pub(crate) vrrp: Option<RawVrrp>,
     /// Shutdown behaviour.
     #[serde(default)]
     pub(crate) shutdown: Option<RawShutdown>,
@@ -71,6 +74,28 @@ pub(crate) struct RawCheck {
     pub(crate) fall: Option<i64>,
     /// Percent of the interval by which each wait is randomly shortened or lengthened.
     pub(crate) jitter_percent: Option<i64>,
+}
+
+/// `vrrp:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVrrp {
+    pub(crate) interface: Option<String>,
+    pub(crate) address: Option<String>,
+    pub(crate) vrid: Option<i64>,
+    pub(crate) version: Option<i64>,
+    pub(crate) priority: Option<i64>,
+    pub(crate) advert_interval: Option<String>,
+    pub(crate) vips: Option<OneOrMany>,
+    pub(crate) unicast_peers: Option<Vec<String>>,
+    pub(crate) preempt: Option<bool>,
+    pub(crate) preempt_delay: Option<String>,
+    pub(crate) auth_pass: Option<String>,
+    pub(crate) health_weight: Option<i64>,
+    pub(crate) handover_timeout: Option<String>,
+    pub(crate) announce_count: Option<i64>,
+    pub(crate) announce_interval: Option<String>,
+    pub(crate) track: Option<String>,
 }
 
 /// `shutdown:`.

@@ -221,3 +221,89 @@ fn missing_file_is_named() {
         .to_string()
         .starts_with("/nonexistent/apivip.yaml: cannot read"));
 }
+
+const VRRP: &str = "
+backends:
+  - {name: master-1, address: 198.18.0.11}
+  - {name: master-2, address: 198.18.0.12}
+vrrp:
+  interface: eth0
+  address: 198.18.0.11
+  vrid: 51
+  priority: 150
+  advert_interval: 100ms
+  vips: [198.18.0.5/24]
+";
+
+#[test]
+fn vrrp_section_defaults() {
+    let c = parse(VRRP).unwrap();
+    let v = c.vrrp.unwrap();
+    assert_eq!(v.interface, "eth0");
+    assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 24)]);
+    assert_eq!(v.track, Track::Proxy);
+    assert_eq!(v.instance.base_priority.get(), 150);
+    assert!(v.instance.preempt);
+    assert_eq!(v.instance.health_weight, 50);
+    assert_eq!(v.instance.version.interval(), Duration::from_millis(100));
+    assert_eq!(v.announce_count, 5);
+}
+
+#[test]
+fn vrrp_v2_and_vip_only_shape() {
+    let c = parse(
+        "
+backends:
+  - {name: master-1, address: 198.18.0.11}
+apiserver: {listen: []}
+vrrp:
+  interface: eth0
+  address: 198.18.0.11
+  vrid: 7
+  version: 2
+  advert_interval: 1s
+  auth_pass: secret
+  vips: 198.18.0.5
+  unicast_peers: [198.18.0.12]
+  track: backend:master-1
+",
+    )
+    .unwrap();
+    assert!(c.frontends[0].listen.is_empty());
+    let v = c.vrrp.unwrap();
+    assert_eq!(v.track, Track::Backend("master-1".into()));
+    assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 32)]);
+    assert_eq!(
+        v.instance.peers,
+        Some(vec!["198.18.0.12".parse().unwrap()])
+    );
+}
+
+#[test]
+fn vrrp_errors_are_named() {
+    let cases: &[(&str, &str)] = &[
+        ("vrid: 0", "test.yaml: vrrp.vrid: \"0\": out of range"),
+        ("vrid: 1\n  version: 4", "test.yaml: vrrp.version: \"4\""),
+        ("vrid: 1\n  advert_interval: 5ms", "test.yaml: vrrp.advert_interval: \"5ms\""),
+        ("vrid: 1\n  version: 2\n  advert_interval: 1500ms", "test.yaml: vrrp.advert_interval: \"1500ms\""),
+        ("vrid: 1\n  auth_pass: x", "test.yaml: vrrp.auth_pass: VRRPv3 has no authentication"),
+        ("vrid: 1\n  priority: 0", "test.yaml: vrrp.priority: \"0\""),
+        ("vrid: 1\n  track: backend:nobody", "test.yaml: vrrp.track: \"backend:nobody\""),
+        ("vrid: 1\n  unicast_peers: [x]", "test.yaml: vrrp.unicast_peers[0]: \"x\""),
+        ("vrid: 1\n  health_weight: 200", "test.yaml: vrrp: health_weight 200 is not below the priority"),
+    ];
+    for (extra, want) in cases {
+        let yaml = format!(
+            "backends: [{{address: 198.18.0.11}}]\nvrrp:\n  interface: eth0\n  address: 198.18.0.11\n  vips: [198.18.0.5/24]\n  {extra}\n"
+        );
+        let lines = issues(&yaml);
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "for\n{yaml}\nexpected {want:?}, got {lines:#?}"
+        );
+    }
+    let lines = issues("backends: [{address: 198.18.0.11}]\nvrrp: {interface: eth0}\n");
+    for want in ["vrrp.address: is missing", "vrrp.vrid: is missing", "vrrp.vips: is missing"] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:#?}");
+    }
+}
