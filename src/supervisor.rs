@@ -25,6 +25,9 @@ pub enum StartError {
     /// A health check's certificates are unusable.
     #[error(transparent)]
     Probe(#[from] health::probe::ProbeSetupError),
+    /// The VRRP election could not start (capabilities, interface, netlink).
+    #[error(transparent)]
+    Vrrp(#[from] crate::vrrp::shell::VrrpError),
     /// A listen address could not be bound.
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
@@ -50,6 +53,12 @@ pub struct Supervisor {
     /// Ends checkers and watchers.
     background: CancellationToken,
     connections: TaskTracker,
+    /// The VRRP election, when configured.
+    vrrp: Option<(
+        crate::vrrp::shell::VrrpHandle,
+        tokio::task::JoinHandle<()>,
+        Duration,
+    )>,
     /// The accept loops, waited for before draining so that the count is final.
     acceptors: TaskTracker,
     tasks: TaskTracker,
@@ -127,7 +136,30 @@ impl Supervisor {
                 hard_stop.clone(),
             ));
         }
+        let vrrp = match &config.vrrp {
+            None => None,
+            Some(v) => {
+                let shell = crate::vrrp::shell::start(v).await?;
+                let handle = shell.handle();
+                let proxy_listening = config
+                    .frontends
+                    .iter()
+                    .any(|f| f.name == "apiserver" && !f.listen.is_empty());
+                let task = tokio::spawn(shell.run(
+                    publisher.subscribe(),
+                    proxy_listening,
+                    hard_stop.clone(),
+                ));
+                // The handover waits for a new holder, bounded by the machine's own
+                // timeout; a little more for the last adverts and netlink.
+                let bound = v.instance.handover_timeout
+                    + v.instance.version.interval() * 2
+                    + Duration::from_secs(1);
+                Some((handle, task, bound))
+            }
+        };
         Ok(Supervisor {
+            vrrp,
             frontends,
             listen,
             health: view,
@@ -171,6 +203,25 @@ impl Supervisor {
         drain: Duration,
         force: impl std::future::Future<Output = ()>,
     ) -> DrainReport {
+        tokio::pin!(force);
+        // First hand the VIP over while the proxy keeps serving, so that clients
+        // connecting to the VIP never find nobody holding it.
+        if let Some((handle, mut task, bound)) = self.vrrp {
+            handle.handover.cancel();
+            tokio::select! {
+                r = tokio::time::timeout(bound, &mut task) => {
+                    if r.is_err() {
+                        tracing::warn!("vrrp: handover did not finish in time; releasing the VIP");
+                        self.hard_stop.cancel();
+                        let _ = task.await;
+                    }
+                }
+                _ = &mut force => {
+                    self.hard_stop.cancel();
+                    let _ = task.await;
+                }
+            }
+        }
         self.stop_accepting.cancel();
         self.acceptors.close();
         self.acceptors.wait().await;
@@ -179,7 +230,7 @@ impl Supervisor {
         tracing::info!(open = open_at_start, drain = %crate::units::format_duration(drain), "stopped accepting; draining connections");
         let drained = tokio::select! {
             r = tokio::time::timeout(drain, self.connections.wait()) => r.is_ok(),
-            _ = force => {
+            _ = &mut force => {
                 tracing::warn!("second stop signal: closing every connection now");
                 false
             }

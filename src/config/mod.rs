@@ -447,17 +447,32 @@ impl Validator {
         use crate::vrrp::units::{Centisecs, Password, Priority, Secs, Vrid};
         let issues_before = self.issues.len();
         let interface = raw.interface.clone().unwrap_or_else(|| {
-            self.issue("vrrp.interface", None, "is missing; expected the interface the VIP lives on, e.g. eth0");
+            self.issue(
+                "vrrp.interface",
+                None,
+                "is missing; expected the interface the VIP lives on, e.g. eth0",
+            );
             String::new()
         });
-        if interface.len() > 15 || interface.contains('/') || interface.contains(char::is_whitespace) {
-            self.issue("vrrp.interface", Some(interface.clone()), "is not an interface name");
+        if interface.len() > 15
+            || interface.contains('/')
+            || interface.contains(char::is_whitespace)
+        {
+            self.issue(
+                "vrrp.interface",
+                Some(interface.clone()),
+                "is not an interface name",
+            );
         }
         let address = match raw.address.as_deref() {
             Some(t) => match t.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
-                    self.issue("vrrp.address", Some(t.to_owned()), "is not an IP address; expected this node's address on the interface");
+                    self.issue(
+                        "vrrp.address",
+                        Some(t.to_owned()),
+                        "is not an IP address; expected this node's address on the interface",
+                    );
                     None
                 }
             },
@@ -471,53 +486,94 @@ impl Validator {
             Some(n) => match u8::try_from(n).ok().and_then(|n| Vrid::try_new(n).ok()) {
                 Some(v) => v,
                 None => {
-                    self.issue("vrrp.vrid", Some(n.to_string()), "out of range; expected 1 to 255, the same on every node");
+                    self.issue(
+                        "vrrp.vrid",
+                        Some(n.to_string()),
+                        "out of range; expected 1 to 255, the same on every node",
+                    );
                     Vrid::new_unchecked(51)
                 }
             },
             None => {
-                self.issue("vrrp.vrid", None, "is missing; expected the virtual router id (1 to 255), the same on every node");
+                self.issue(
+                    "vrrp.vrid",
+                    None,
+                    "is missing; expected the virtual router id (1 to 255), the same on every node",
+                );
                 Vrid::new_unchecked(51)
             }
         };
         let version = raw.version.unwrap_or(3);
         let interval_text = raw.advert_interval.as_deref();
-        let default_interval = if version == 2 { Duration::from_secs(1) } else { Duration::from_millis(100) };
-        let interval = self.positive_duration("vrrp.advert_interval", interval_text, default_interval);
+        let default_interval = if version == 2 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        };
+        let interval =
+            self.positive_duration("vrrp.advert_interval", interval_text, default_interval);
         let version_cfg = match version {
             3 => {
                 if raw.auth_pass.is_some() {
-                    self.issue("vrrp.auth_pass", None, "VRRPv3 has no authentication; remove it or set version: 2");
+                    self.issue(
+                        "vrrp.auth_pass",
+                        None,
+                        "VRRPv3 has no authentication; remove it or set version: 2",
+                    );
                 }
                 let cs = Centisecs::try_from(interval).unwrap_or_else(|e| {
-                    self.issue("vrrp.advert_interval", interval_text.map(str::to_owned), format!("{e}; VRRPv3 takes 10ms to 40950ms in steps of 10ms"));
+                    self.issue(
+                        "vrrp.advert_interval",
+                        interval_text.map(str::to_owned),
+                        format!("{e}; VRRPv3 takes 10ms to 40950ms in steps of 10ms"),
+                    );
                     Centisecs::DEFAULT
                 });
                 VersionConfig::V3 { interval: cs }
             }
             2 => {
                 let secs = Secs::try_from(interval).unwrap_or_else(|e| {
-                    self.issue("vrrp.advert_interval", interval_text.map(str::to_owned), format!("{e}; VRRPv2 takes whole seconds, 1s to 255s"));
+                    self.issue(
+                        "vrrp.advert_interval",
+                        interval_text.map(str::to_owned),
+                        format!("{e}; VRRPv2 takes whole seconds, 1s to 255s"),
+                    );
                     Secs::new_unchecked(1)
                 });
-                let auth = raw.auth_pass.as_deref().and_then(|p| match Password::try_new(p.as_bytes()) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        self.issue("vrrp.auth_pass", Some("(hidden)".into()), format!("{e}; expected 1 to 8 bytes as keepalived's auth_pass"));
-                        None
-                    }
-                });
-                VersionConfig::V2 { interval: secs, auth }
+                let auth =
+                    raw.auth_pass
+                        .as_deref()
+                        .and_then(|p| match Password::try_new(p.as_bytes()) {
+                            Ok(p) => Some(p),
+                            Err(e) => {
+                                self.issue(
+                                    "vrrp.auth_pass",
+                                    Some("(hidden)".into()),
+                                    format!("{e}; expected 1 to 8 bytes as keepalived's auth_pass"),
+                                );
+                                None
+                            }
+                        });
+                VersionConfig::V2 {
+                    interval: secs,
+                    auth,
+                }
             }
             other => {
                 self.issue("vrrp.version", Some(other.to_string()), "unknown VRRP version; expected 3 (RFC 9568) or 2 (RFC 3768, keepalived's default)");
-                VersionConfig::V3 { interval: Centisecs::DEFAULT }
+                VersionConfig::V3 {
+                    interval: Centisecs::DEFAULT,
+                }
             }
         };
         let mut vips = Vec::new();
         let vip_texts = raw.vips.map(raw::OneOrMany::into_vec).unwrap_or_default();
         if vip_texts.is_empty() {
-            self.issue("vrrp.vips", None, "is missing or empty; expected the virtual IP(s), e.g. 198.18.0.5/24");
+            self.issue(
+                "vrrp.vips",
+                None,
+                "is missing or empty; expected the virtual IP(s), e.g. 198.18.0.5/24",
+            );
         }
         for (i, t) in vip_texts.iter().enumerate() {
             let (ip_text, prefix_text) = match t.split_once('/') {
@@ -525,7 +581,11 @@ impl Validator {
                 None => (t.as_str(), None),
             };
             let ip = ip_text.parse::<IpAddr>().ok();
-            let max = if matches!(ip, Some(IpAddr::V6(_))) { 128 } else { 32 };
+            let max = if matches!(ip, Some(IpAddr::V6(_))) {
+                128
+            } else {
+                32
+            };
             let prefix = match prefix_text {
                 None => Some(max),
                 Some(p) => p.parse::<u8>().ok().filter(|p| *p >= 1 && *p <= max),
@@ -541,7 +601,11 @@ impl Validator {
                 .filter_map(|(i, t)| match t.parse::<IpAddr>() {
                     Ok(ip) => Some(ip),
                     Err(_) => {
-                        self.issue(format!("vrrp.unicast_peers[{i}]"), Some(t.clone()), "is not an IP address");
+                        self.issue(
+                            format!("vrrp.unicast_peers[{i}]"),
+                            Some(t.clone()),
+                            "is not an IP address",
+                        );
                         None
                     }
                 })
@@ -552,7 +616,11 @@ impl Validator {
             Some(n) => match u8::try_from(n).ok().and_then(|n| Priority::try_new(n).ok()) {
                 Some(p) => p,
                 None => {
-                    self.issue("vrrp.priority", Some(n.to_string()), "out of range; expected 1 to 255 (255 only for the address owner)");
+                    self.issue(
+                        "vrrp.priority",
+                        Some(n.to_string()),
+                        "out of range; expected 1 to 255 (255 only for the address owner)",
+                    );
                     Priority::DEFAULT
                 }
             },
@@ -560,12 +628,27 @@ impl Validator {
         let health_weight = match raw.health_weight {
             None => 50u8.min(priority.get().saturating_sub(1)),
             Some(n) => u8::try_from(n).unwrap_or_else(|_| {
-                self.issue("vrrp.health_weight", Some(n.to_string()), "out of range; expected 0 to 254, below the priority");
+                self.issue(
+                    "vrrp.health_weight",
+                    Some(n.to_string()),
+                    "out of range; expected 0 to 254, below the priority",
+                );
                 0
             }),
         };
-        let preempt_delay = self.duration("vrrp.preempt_delay", raw.preempt_delay.as_deref(), Duration::ZERO).unwrap_or_default();
-        let mut instance = InstanceConfig::new(vrid, version_cfg, primary, vips.iter().map(|v| v.0).collect());
+        let preempt_delay = self
+            .duration(
+                "vrrp.preempt_delay",
+                raw.preempt_delay.as_deref(),
+                Duration::ZERO,
+            )
+            .unwrap_or_default();
+        let mut instance = InstanceConfig::new(
+            vrid,
+            version_cfg,
+            primary,
+            vips.iter().map(|v| v.0).collect(),
+        );
         instance.base_priority = priority;
         instance.peers = peers;
         instance.preempt = raw.preempt.unwrap_or(true);
@@ -580,12 +663,24 @@ impl Validator {
             None => 5,
             Some(n) if (0..=100).contains(&n) => n as u32,
             Some(n) => {
-                self.issue("vrrp.announce_count", Some(n.to_string()), "out of range; expected 0 to 100");
+                self.issue(
+                    "vrrp.announce_count",
+                    Some(n.to_string()),
+                    "out of range; expected 0 to 100",
+                );
                 5
             }
         };
-        let announce_interval = self.duration("vrrp.announce_interval", raw.announce_interval.as_deref(), Duration::from_millis(200)).unwrap_or_default();
-        let apiserver_listens = frontends.iter().any(|f| f.name == "apiserver" && !f.listen.is_empty());
+        let announce_interval = self
+            .duration(
+                "vrrp.announce_interval",
+                raw.announce_interval.as_deref(),
+                Duration::from_millis(200),
+            )
+            .unwrap_or_default();
+        let apiserver_listens = frontends
+            .iter()
+            .any(|f| f.name == "apiserver" && !f.listen.is_empty());
         let track = match raw.track.as_deref() {
             None | Some("proxy") if apiserver_listens => Track::Proxy,
             None | Some("proxy") => {
@@ -593,9 +688,19 @@ impl Validator {
                 Track::Proxy
             }
             Some(t) => match t.strip_prefix("backend:") {
-                Some(name) if frontends.iter().any(|f| f.name == "apiserver" && f.backends.iter().any(|b| b.name == name)) => Track::Backend(name.to_owned()),
+                Some(name)
+                    if frontends.iter().any(|f| {
+                        f.name == "apiserver" && f.backends.iter().any(|b| b.name == name)
+                    }) =>
+                {
+                    Track::Backend(name.to_owned())
+                }
                 _ => {
-                    self.issue("vrrp.track", Some(t.to_owned()), "expected proxy, or backend:NAME with NAME one of backends[].name");
+                    self.issue(
+                        "vrrp.track",
+                        Some(t.to_owned()),
+                        "expected proxy, or backend:NAME with NAME one of backends[].name",
+                    );
                     Track::Proxy
                 }
             },

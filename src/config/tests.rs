@@ -273,10 +273,7 @@ vrrp:
     let v = c.vrrp.unwrap();
     assert_eq!(v.track, Track::Backend("master-1".into()));
     assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 32)]);
-    assert_eq!(
-        v.instance.peers,
-        Some(vec!["198.18.0.12".parse().unwrap()])
-    );
+    assert_eq!(v.instance.peers, Some(vec!["198.18.0.12".parse().unwrap()]));
 }
 
 #[test]
@@ -284,13 +281,31 @@ fn vrrp_errors_are_named() {
     let cases: &[(&str, &str)] = &[
         ("vrid: 0", "test.yaml: vrrp.vrid: \"0\": out of range"),
         ("vrid: 1\n  version: 4", "test.yaml: vrrp.version: \"4\""),
-        ("vrid: 1\n  advert_interval: 5ms", "test.yaml: vrrp.advert_interval: \"5ms\""),
-        ("vrid: 1\n  version: 2\n  advert_interval: 1500ms", "test.yaml: vrrp.advert_interval: \"1500ms\""),
-        ("vrid: 1\n  auth_pass: x", "test.yaml: vrrp.auth_pass: VRRPv3 has no authentication"),
+        (
+            "vrid: 1\n  advert_interval: 5ms",
+            "test.yaml: vrrp.advert_interval: \"5ms\"",
+        ),
+        (
+            "vrid: 1\n  version: 2\n  advert_interval: 1500ms",
+            "test.yaml: vrrp.advert_interval: \"1500ms\"",
+        ),
+        (
+            "vrid: 1\n  auth_pass: x",
+            "test.yaml: vrrp.auth_pass: VRRPv3 has no authentication",
+        ),
         ("vrid: 1\n  priority: 0", "test.yaml: vrrp.priority: \"0\""),
-        ("vrid: 1\n  track: backend:nobody", "test.yaml: vrrp.track: \"backend:nobody\""),
-        ("vrid: 1\n  unicast_peers: [x]", "test.yaml: vrrp.unicast_peers[0]: \"x\""),
-        ("vrid: 1\n  health_weight: 200", "test.yaml: vrrp: health_weight 200 is not below the priority"),
+        (
+            "vrid: 1\n  track: backend:nobody",
+            "test.yaml: vrrp.track: \"backend:nobody\"",
+        ),
+        (
+            "vrid: 1\n  unicast_peers: [x]",
+            "test.yaml: vrrp.unicast_peers[0]: \"x\"",
+        ),
+        (
+            "vrid: 1\n  health_weight: 200",
+            "test.yaml: vrrp: health_weight 200 is not below the priority",
+        ),
     ];
     for (extra, want) in cases {
         let yaml = format!(
@@ -303,7 +318,11 @@ fn vrrp_errors_are_named() {
         );
     }
     let lines = issues("backends: [{address: 198.18.0.11}]\nvrrp: {interface: eth0}\n");
-    for want in ["vrrp.address: is missing", "vrrp.vrid: is missing", "vrrp.vips: is missing"] {
+    for want in [
+        "vrrp.address: is missing",
+        "vrrp.vrid: is missing",
+        "vrrp.vips: is missing",
+    ] {
         assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:#?}");
     }
 }

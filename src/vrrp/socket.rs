@@ -1,0 +1,404 @@
+//! The VRRP socket: one raw IP protocol 112 socket per instance, for receiving and sending
+//! advertisements on one interface (RFC 9568 §5.1, §7.1).
+//!
+//! What the socket does, and why:
+//! - **Bound to the interface** with `SO_BINDTODEVICE`, never to an address: an IPv4 raw
+//!   socket bound to a unicast address stops receiving 224.0.0.18 (measured, see
+//!   TESTING.md). The source of what we send is chosen per message with `IP_PKTINFO` /
+//!   `IPV6_PKTINFO` (`ipi_spec_dst` / `ipi6_addr` = `primary`), and multicast leaves through
+//!   `IP_MULTICAST_IF` / `IPV6_MULTICAST_IF` = the interface.
+//! - **TTL / hop limit 255** on everything sent, unicast and multicast (RFC 9568 §5.1.1.3,
+//!   §5.1.2.3); multicast loopback off, so we never hear ourselves.
+//! - **Receive metadata**: IPv4 hands the whole datagram over, header included, so source,
+//!   destination and TTL come from the header ([`Ipv4Meta::split`]). IPv6 hands over only the
+//!   payload: the source is the peer address of `recvmsg`, the hop limit comes from the
+//!   `IPV6_HOPLIMIT` control message and the destination from `IPV6_PKTINFO`.
+//! - **Checksums are ours on both families** ([`VrrpSocket::checksum`] says so:
+//!   [`Checksum::Verify`]). The kernel could fill and verify the IPv6 one with
+//!   `IPV6_CHECKSUM` at offset 6, but neither socket2 nor nix exposes that option and this
+//!   crate forbids `unsafe`. It changes nothing on the wire: the sender knows its own source
+//!   (it sets it with `IPV6_PKTINFO`) and destination, the receiver gets both from
+//!   `recvmsg`, and the codec computes the RFC 9568 pseudo-header checksum.
+//!
+//! Multicast membership: [`Delivery::Multicast`] joins 224.0.0.18 or ff02::12 on the
+//! interface; [`Delivery::Unicast`] joins nothing and sends to each peer.
+//! The socket receives every protocol 112 datagram that reaches the interface for this
+//! host; checking the sender against the configured peers is the caller's job.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrIn, SockaddrIn6,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::packet::{Checksum, IpPair, Ipv4Meta, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL};
+
+/// The IPv4 precedence "internetwork control" (DSCP CS6), as keepalived marks adverts.
+const TOS_INTERNETWORK_CONTROL: u32 = 0xc0;
+
+/// A receive buffer large enough for any advertisement with its IPv4 header: at most 60
+/// bytes of header and 8 + 255 · 16 bytes of VRRP message.
+pub const RECV_BUFFER_LEN: usize = 60 + 8 + 255 * 16;
+
+/// Where adverts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// To 224.0.0.18 or ff02::12; the socket joins the group on the interface.
+    Multicast,
+    /// To each of these peers (keepalived `unicast_peer`); no group is joined. Every peer
+    /// has the family of `primary`.
+    Unicast(Vec<IpAddr>),
+}
+
+/// One received datagram of IP protocol 112.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The sender (for IPv6 normally its link-local address).
+    pub src: IpAddr,
+    /// 224.0.0.18 / ff02::12, or this node's address for unicast.
+    pub dst: IpAddr,
+    /// The IPv4 TTL or IPv6 hop limit; must be 255 (RFC 9568 §7.1), the caller checks it.
+    pub ttl_or_hop_limit: u8,
+    /// Length of the VRRP message now at the start of the caller's buffer (IPv4 header
+    /// already stripped).
+    pub len: usize,
+}
+
+impl Received {
+    /// The addresses for the VRRPv3 pseudo-header, for [`super::packet::Repr::from_bytes`].
+    /// `None` if source and destination differ in family (cannot happen on one socket).
+    pub fn ip_pair(&self) -> Option<IpPair> {
+        match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => Some(IpPair::V4 { src, dst }),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => Some(IpPair::V6 { src, dst }),
+            _ => None,
+        }
+    }
+}
+
+/// A raw IP protocol 112 socket on one interface, registered with tokio. See the module
+/// docs.
+#[derive(Debug)]
+pub struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+    ifindex: u32,
+    primary: IpAddr,
+    delivery: Delivery,
+}
+
+/// `EPERM`/`EACCES` -> a message naming the capability; anything else with `what`.
+fn context(e: io::Error, what: &str, capability: &str) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{what} needs {capability} (run as root or grant the capability): {e}"),
+        ),
+        _ => io::Error::new(e.kind(), format!("{what}: {e}")),
+    }
+}
+
+/// The index of interface `ifname`, with a clear error if there is none.
+pub(crate) fn ifindex_of(ifname: &str) -> io::Result<u32> {
+    nix::net::if_::if_nametoindex(ifname).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("interface {ifname:?} not found: {e}"),
+        )
+    })
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl VrrpSocket {
+    /// Opens the raw IP protocol 112 socket on `ifname` for the family of `primary`, this
+    /// node's address on the interface and the source of every advert sent (for IPv6 give
+    /// its link-local address, RFC 9568 §5.1.2.1). See the module docs for the options.
+    ///
+    /// Errors: the interface does not exist (`NotFound`), a unicast peer of the other
+    /// family (`InvalidInput`), no `CAP_NET_RAW` (`PermissionDenied`, "needs CAP_NET_RAW").
+    pub fn open(ifname: &str, primary: IpAddr, delivery: Delivery) -> io::Result<VrrpSocket> {
+        let ifindex = ifindex_of(ifname)?;
+        if let Delivery::Unicast(peers) = &delivery {
+            if let Some(p) = peers.iter().find(|p| p.is_ipv4() != primary.is_ipv4()) {
+                return Err(invalid(format!(
+                    "unicast peer {p} is not of the family of the source address {primary}"
+                )));
+            }
+        }
+        let domain = if primary.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let what = format!("opening a raw IP protocol {IP_PROTOCOL} (VRRP) socket on {ifname}");
+        let sock = Socket::new(
+            domain,
+            Type::RAW.nonblocking().cloexec(),
+            Some(Protocol::from(i32::from(IP_PROTOCOL))),
+        )
+        .map_err(|e| context(e, &what, "CAP_NET_RAW"))?;
+        sock.bind_device(Some(ifname.as_bytes()))
+            .map_err(|e| context(e, &format!("SO_BINDTODEVICE {ifname}"), "CAP_NET_RAW"))?;
+        let opt = |r: io::Result<()>, name: &str| {
+            r.map_err(|e| io::Error::new(e.kind(), format!("{name} on {ifname}: {e}")))
+        };
+        match primary {
+            IpAddr::V4(src) => {
+                opt(sock.set_ttl_v4(u32::from(TTL)), "IP_TTL")?;
+                opt(
+                    sock.set_multicast_ttl_v4(u32::from(TTL)),
+                    "IP_MULTICAST_TTL",
+                )?;
+                opt(sock.set_multicast_loop_v4(false), "IP_MULTICAST_LOOP")?;
+                opt(sock.set_multicast_if_v4(&src), "IP_MULTICAST_IF")?;
+                opt(sock.set_tos_v4(TOS_INTERNETWORK_CONTROL), "IP_TOS")?;
+                if delivery == Delivery::Multicast {
+                    opt(
+                        sock.join_multicast_v4_n(
+                            &MULTICAST_V4,
+                            &InterfaceIndexOrAddress::Index(ifindex),
+                        ),
+                        "IP_ADD_MEMBERSHIP 224.0.0.18",
+                    )?;
+                }
+            }
+            IpAddr::V6(_) => {
+                opt(
+                    sock.set_unicast_hops_v6(u32::from(TTL)),
+                    "IPV6_UNICAST_HOPS",
+                )?;
+                opt(
+                    sock.set_multicast_hops_v6(u32::from(TTL)),
+                    "IPV6_MULTICAST_HOPS",
+                )?;
+                opt(sock.set_multicast_loop_v6(false), "IPV6_MULTICAST_LOOP")?;
+                opt(sock.set_multicast_if_v6(ifindex), "IPV6_MULTICAST_IF")?;
+                opt(sock.set_recv_hoplimit_v6(true), "IPV6_RECVHOPLIMIT")?;
+                opt(
+                    setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true).map_err(io::Error::from),
+                    "IPV6_RECVPKTINFO",
+                )?;
+                if delivery == Delivery::Multicast {
+                    opt(
+                        sock.join_multicast_v6(&MULTICAST_V6, ifindex),
+                        "IPV6_ADD_MEMBERSHIP ff02::12",
+                    )?;
+                }
+            }
+        }
+        // `AsyncFd::new` is deprecated since tokio 1.54 in favour of the `unsafe`
+        // `register`, because an arbitrary `T` might close or swap its descriptor. A
+        // `socket2::Socket` owns its descriptor and keeps it until dropped, with the
+        // `AsyncFd`: the contract `register` asks for holds, without `unsafe` here.
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(sock)?;
+        Ok(VrrpSocket {
+            fd,
+            ifindex,
+            primary,
+            delivery,
+        })
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// This node's address, the source of what [`VrrpSocket::send`] sends.
+    pub fn primary(&self) -> IpAddr {
+        self.primary
+    }
+
+    /// Who computes and checks the VRRPv3 checksum for this socket: always the codec
+    /// ([`Checksum::Verify`]; see the module docs on `IPV6_CHECKSUM`).
+    pub fn checksum(&self) -> Checksum {
+        Checksum::Verify
+    }
+
+    /// Where [`VrrpSocket::send`] sends: the multicast group, or every unicast peer. The
+    /// VRRPv3 checksum depends on it: build one message per destination with
+    /// `IpPair { src: primary, dst }` and send it with [`VrrpSocket::send_to`].
+    pub fn destinations(&self) -> Vec<IpAddr> {
+        match (&self.delivery, self.primary) {
+            (Delivery::Unicast(peers), _) => peers.clone(),
+            (Delivery::Multicast, IpAddr::V4(_)) => vec![IpAddr::V4(MULTICAST_V4)],
+            (Delivery::Multicast, IpAddr::V6(_)) => vec![IpAddr::V6(MULTICAST_V6)],
+        }
+    }
+
+    /// Waits for one datagram and writes its VRRP message at the start of `buf` (give it
+    /// [`RECV_BUFFER_LEN`] bytes; a longer datagram is truncated and then fails to parse).
+    ///
+    /// An IPv4 datagram whose header cannot be read (truncated, a fragment, another
+    /// protocol: the kernel normally drops these first) is an `InvalidData` error: count it
+    /// and keep receiving.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        match self.primary {
+            IpAddr::V4(_) => {
+                let n = self
+                    .fd
+                    .async_io(Interest::READABLE, |s| recv_v4(s.as_raw_fd(), buf))
+                    .await?;
+                let (meta, msg) = Ipv4Meta::split(&buf[..n]).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unreadable IPv4 datagram of protocol {IP_PROTOCOL}: {e}"),
+                    )
+                })?;
+                let len = msg.len();
+                // `split` succeeded, so the message starts right after the header (IHL).
+                let start = usize::from(buf[0] & 0x0f) * 4;
+                let received = Received {
+                    src: IpAddr::V4(meta.src),
+                    dst: IpAddr::V4(meta.dst),
+                    ttl_or_hop_limit: meta.ttl,
+                    len,
+                };
+                buf.copy_within(start..start + len, 0);
+                Ok(received)
+            }
+            IpAddr::V6(_) => {
+                self.fd
+                    .async_io(Interest::READABLE, |s| recv_v6(s.as_raw_fd(), buf))
+                    .await
+            }
+        }
+    }
+
+    /// Sends `msg` (a VRRP message, no IP header) to every destination of
+    /// [`VrrpSocket::destinations`]. The same bytes go to each: right for multicast and for
+    /// VRRPv2; for VRRPv3 unicast build one message per peer and use
+    /// [`VrrpSocket::send_to`]. Stops at the first error.
+    pub async fn send(&self, msg: &[u8]) -> io::Result<()> {
+        for dst in self.destinations() {
+            self.send_to(msg, dst).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `msg` (a VRRP message, no IP header) to `dst`, from `primary`, out of the
+    /// interface, with TTL / hop limit 255.
+    pub async fn send_to(&self, msg: &[u8], dst: IpAddr) -> io::Result<()> {
+        let ifindex = self.ifindex;
+        let n = match (self.primary, dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                self.fd
+                    .async_io(Interest::WRITABLE, |s| {
+                        send_v4(s.as_raw_fd(), msg, src, dst, ifindex)
+                    })
+                    .await
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                self.fd
+                    .async_io(Interest::WRITABLE, |s| {
+                        send_v6(s.as_raw_fd(), msg, src, dst, ifindex)
+                    })
+                    .await
+            }
+            (src, dst) => {
+                return Err(invalid(format!(
+                    "cannot send from {src} to {dst}: families differ"
+                )))
+            }
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("sending VRRP to {dst}: {e}")))?;
+        if n != msg.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("sent {n} of {} bytes to {dst}", msg.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn ifindex_c(ifindex: u32) -> io::Result<i32> {
+    i32::try_from(ifindex).map_err(|_| invalid(format!("interface index {ifindex} too large")))
+}
+
+fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, None, MsgFlags::empty())?;
+    Ok(msg.bytes)
+}
+
+fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<Received> {
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let src = msg
+        .address
+        .map(|a| a.ip())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no source address"))?;
+    let mut dst = None;
+    let mut hop_limit = None;
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
+            }
+            ControlMessageOwned::Ipv6HopLimit(h) => {
+                hop_limit = Some(u8::try_from(h).unwrap_or(0));
+            }
+            _ => {}
+        }
+    }
+    let (Some(dst), Some(ttl)) = (dst, hop_limit) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "IPv6 datagram without IPV6_PKTINFO or IPV6_HOPLIMIT",
+        ));
+    };
+    Ok(Received {
+        src: IpAddr::V6(src),
+        dst: IpAddr::V6(dst),
+        ttl_or_hop_limit: ttl,
+        len: msg.bytes,
+    })
+}
+
+fn send_v4(fd: i32, msg: &[u8], src: Ipv4Addr, dst: Ipv4Addr, ifindex: u32) -> io::Result<usize> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: ifindex_c(ifindex)?,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from_ne_bytes(src.octets()),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+    let n = sendmsg(
+        fd,
+        &[IoSlice::new(msg)],
+        &[ControlMessage::Ipv4PacketInfo(&info)],
+        MsgFlags::empty(),
+        Some(&to),
+    )?;
+    Ok(n)
+}
+
+fn send_v6(fd: i32, msg: &[u8], src: Ipv6Addr, dst: Ipv6Addr, ifindex: u32) -> io::Result<usize> {
+    let info = libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr {
+            s6_addr: src.octets(),
+        },
+        ipi6_ifindex: ifindex,
+    };
+    let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, ifindex));
+    let n = sendmsg(
+        fd,
+        &[IoSlice::new(msg)],
+        &[ControlMessage::Ipv6PacketInfo(&info)],
+        MsgFlags::empty(),
+        Some(&to),
+    )?;
+    Ok(n)
+}

@@ -1,0 +1,683 @@
+//! The VRRP I/O layer on a real link (root only): `VrrpSocket` adverts between two
+//! namespaces (multicast and unicast, IPv4 and IPv6), `Vips` adding and removing addresses,
+//! `Announcer` gratuitous ARP and unsolicited NA as tcpdump sees them, and keepalived
+//! interop at the socket level (its adverts parse here; ours make it back off).
+//!
+//! The library code runs on a dedicated thread that has entered a master's network
+//! namespace (`setns`) and runs its own current-thread tokio runtime ([`in_ns`]); the
+//! topology helper's `Drop` removes namespaces and processes.
+
+mod support;
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use apivip::vrrp::announce::Announcer;
+use apivip::vrrp::packet::{
+    AddrList, AdvertV3, Checksum, IpPair, Packet, Repr, VirtualAddrs, MULTICAST_V4, MULTICAST_V6,
+};
+use apivip::vrrp::socket::{Delivery, Received, VrrpSocket, RECV_BUFFER_LEN};
+use apivip::vrrp::units::{Centisecs, Priority, Vrid};
+use apivip::vrrp::vip::{VipConfig, Vips};
+use nix::sched::CloneFlags;
+use support::netns::{Node, Topology};
+use support::{require_bin, require_root, wait_until_blocking};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `f` on a new thread inside namespace `ns`, on a current-thread tokio runtime.
+fn in_ns<T, F, Fut>(ns: &str, f: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        nix::sched::setns(file, CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(f())
+    })
+}
+
+/// [`in_ns`] and wait for the result.
+fn run_in_ns<T, F, Fut>(ns: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    in_ns(ns, f).join().expect("namespace thread panicked")
+}
+
+/// The IPv6 link-local address of `node`'s interface (waits until it exists).
+fn link_local(node: &Node) -> Ipv6Addr {
+    let ifname = node.ifname.clone();
+    run_in_ns(&node.ns, move || async move {
+        let vips = Vips::new(&ifname, None).await.expect("Vips::new");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(ll) = vips.link_local_v6().await.expect("link_local_v6") {
+                return ll;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no link-local address on {ifname}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+fn v3_advert(vrid: u8, priority: u8, addrs: &[IpAddr]) -> Repr {
+    let addrs = match addrs.first() {
+        Some(IpAddr::V6(_)) => VirtualAddrs::V6(
+            AddrList::try_new(
+                addrs
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V6(a) => Some(*a),
+                        IpAddr::V4(_) => None,
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+        ),
+        _ => VirtualAddrs::V4(
+            AddrList::try_new(
+                addrs
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V4(a) => Some(*a),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+        ),
+    };
+    Repr::V3(AdvertV3 {
+        vrid: Vrid::new_unchecked(vrid),
+        priority: Priority::new(priority),
+        max_advert_int: Centisecs::new_unchecked(10),
+        addrs,
+    })
+}
+
+fn pair(src: IpAddr, dst: IpAddr) -> IpPair {
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => IpPair::V4 { src, dst },
+        (IpAddr::V6(src), IpAddr::V6(dst)) => IpPair::V6 { src, dst },
+        _ => panic!("mixed families {src} {dst}"),
+    }
+}
+
+fn emit(repr: &Repr, ip: &IpPair) -> Vec<u8> {
+    let mut buf = vec![0u8; repr.buffer_len()];
+    repr.emit(
+        &mut Packet::new_unchecked(&mut buf[..], repr.family()),
+        ip,
+        Checksum::Verify,
+    );
+    buf
+}
+
+/// Receives on `sock` until a datagram from `from` arrives (others are skipped).
+async fn recv_from(sock: &VrrpSocket, from: IpAddr) -> io::Result<(Received, Vec<u8>)> {
+    let mut buf = vec![0u8; RECV_BUFFER_LEN];
+    loop {
+        let r = sock.recv(&mut buf).await?;
+        if r.src == from {
+            return Ok((r, buf[..r.len].to_vec()));
+        }
+    }
+}
+
+/// Opens a receiver in master 1 and a sender in master 0; the sender sends `repr` every
+/// 50 ms (built per destination) until the receiver has one. Returns what arrived.
+fn exchange(
+    topo: &Topology,
+    (src, src_delivery): (IpAddr, Delivery),
+    (rx_primary, rx_delivery): (IpAddr, Delivery),
+    repr: Repr,
+    use_send: bool,
+) -> (Received, Vec<u8>) {
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+    let done = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx_done = done.clone();
+    let rx_if = m1.ifname.clone();
+    let receiver = in_ns(&m1.ns, move || async move {
+        let sock = VrrpSocket::open(&rx_if, rx_primary, rx_delivery).expect("open receiver");
+        ready_tx.send(()).unwrap();
+        let got = tokio::time::timeout(DEADLINE, recv_from(&sock, src)).await;
+        rx_done.store(true, Ordering::SeqCst);
+        got.expect("no advert within the deadline").expect("recv")
+    });
+    ready_rx
+        .recv_timeout(DEADLINE)
+        .expect("receiver did not open its socket");
+    let tx_if = m0.ifname.clone();
+    let sender = in_ns(&m0.ns, move || async move {
+        let sock = VrrpSocket::open(&tx_if, src, src_delivery).expect("open sender");
+        let deadline = Instant::now() + DEADLINE;
+        while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+            if use_send {
+                let dst = sock.destinations()[0];
+                sock.send(&emit(&repr, &pair(src, dst)))
+                    .await
+                    .expect("send");
+            } else {
+                for dst in sock.destinations() {
+                    let msg = emit(&repr, &pair(src, dst));
+                    sock.send_to(&msg, dst).await.expect("send_to");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let got = receiver.join().expect("receiver panicked");
+    sender.join().expect("sender panicked");
+    got
+}
+
+fn assert_advert(got: &(Received, Vec<u8>), src: IpAddr, dst: IpAddr, want: &Repr) {
+    let (r, bytes) = got;
+    assert_eq!(r.src, src, "source");
+    assert_eq!(r.dst, dst, "destination");
+    assert_eq!(r.ttl_or_hop_limit, 255, "TTL / hop limit");
+    assert_eq!(r.len, bytes.len());
+    let ip = r.ip_pair().expect("one family");
+    let repr = Repr::from_bytes(bytes, &ip, Checksum::Verify).expect("advert parses");
+    assert_eq!(&repr, want);
+}
+
+#[test]
+fn multicast_adverts_cross_the_link_v4_and_v6() {
+    if !require_root("multicast_adverts_cross_the_link_v4_and_v6") {
+        return;
+    }
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+
+    let vip4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 200));
+    let repr = v3_advert(10, 120, &[vip4]);
+    let (src, dst) = (IpAddr::V4(m0.ipv4), IpAddr::V4(MULTICAST_V4));
+    let got = exchange(
+        &topo,
+        (src, Delivery::Multicast),
+        (IpAddr::V4(m1.ipv4), Delivery::Multicast),
+        repr.clone(),
+        true,
+    );
+    assert_advert(&got, src, dst, &repr);
+
+    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
+    let vip6: IpAddr = "fe80::1:200".parse().unwrap();
+    let repr = v3_advert(11, 130, &[vip6, "2001:db8::200".parse().unwrap()]);
+    let (src, dst) = (IpAddr::V6(ll0), IpAddr::V6(MULTICAST_V6));
+    let got = exchange(
+        &topo,
+        (src, Delivery::Multicast),
+        (IpAddr::V6(ll1), Delivery::Multicast),
+        repr.clone(),
+        true,
+    );
+    assert_advert(&got, src, dst, &repr);
+}
+
+#[test]
+fn unicast_adverts_reach_the_peer_v4_and_v6() {
+    if !require_root("unicast_adverts_reach_the_peer_v4_and_v6") {
+        return;
+    }
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+
+    let (a0, a1) = (IpAddr::V4(m0.ipv4), IpAddr::V4(m1.ipv4));
+    let repr = v3_advert(20, 100, &[IpAddr::V4(Ipv4Addr::new(198, 18, 0, 210))]);
+    let got = exchange(
+        &topo,
+        (a0, Delivery::Unicast(vec![a1])),
+        (a1, Delivery::Unicast(vec![a0])),
+        repr.clone(),
+        false,
+    );
+    // The checksum was built with the unicast peer in the pseudo-header and verifies so.
+    assert_advert(&got, a0, a1, &repr);
+
+    let (a0, a1) = (IpAddr::V6(m0.ipv6), IpAddr::V6(m1.ipv6));
+    let repr = v3_advert(21, 100, &["fe80::1:210".parse().unwrap()]);
+    let got = exchange(
+        &topo,
+        (a0, Delivery::Unicast(vec![a1])),
+        (a1, Delivery::Unicast(vec![a0])),
+        repr.clone(),
+        false,
+    );
+    assert_advert(&got, a0, a1, &repr);
+}
+
+#[test]
+fn open_rejects_a_peer_of_the_other_family_and_a_missing_interface() {
+    if !require_root("open_rejects_a_peer_of_the_other_family_and_a_missing_interface") {
+        return;
+    }
+    let topo = Topology::new(1).expect("topology");
+    let m0 = topo.master(0).clone();
+    let (ifname, v4) = (m0.ifname.clone(), m0.ipv4);
+    run_in_ns(&m0.ns, move || async move {
+        let peer: IpAddr = "2001:db8::11".parse().unwrap();
+        let err = VrrpSocket::open(&ifname, IpAddr::V4(v4), Delivery::Unicast(vec![peer]))
+            .expect_err("mixed families");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let err = VrrpSocket::open("nosuchif0", IpAddr::V4(v4), Delivery::Multicast)
+            .expect_err("no interface");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        let err = Vips::new("nosuchif0", None)
+            .await
+            .expect_err("no interface");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    });
+}
+
+fn ip_addr_show(node: &Node) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &node.ns, "addr", "show", "dev", &node.ifname])
+        .output()
+        .expect("ip addr show");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn vips_are_added_and_removed_idempotently() {
+    if !require_root("vips_are_added_and_removed_idempotently") {
+        return;
+    }
+    let topo = Topology::new(1).expect("topology");
+    let m0 = topo.master(0).clone();
+    let vip4: IpAddr = "198.18.0.220".parse().unwrap();
+    let vip6: IpAddr = "2001:db8::220".parse().unwrap();
+    let vips = vec![
+        VipConfig {
+            addr: vip4,
+            prefix_len: 32,
+        },
+        VipConfig {
+            addr: vip6,
+            prefix_len: 128,
+        },
+    ];
+    let label = format!("{}:vip", m0.ifname);
+
+    // Add, twice: the second is a no-op.
+    let (ifname, l, v) = (m0.ifname.clone(), label.clone(), vips.clone());
+    let (present, mac) = run_in_ns(&m0.ns, move || async move {
+        let h = Vips::new(&ifname, Some(l)).await.expect("Vips::new");
+        assert_eq!(h.present(&v).await.expect("present"), Vec::<IpAddr>::new());
+        h.add(&v).await.expect("add");
+        h.add(&v).await.expect("add again (idempotent)");
+        (
+            h.present(&v).await.expect("present"),
+            h.mac().await.expect("mac"),
+        )
+    });
+    assert_eq!(present, vec![vip4, vip6]);
+    assert!(m0.holds(vip4) && m0.holds(vip6), "{}", ip_addr_show(&m0));
+    let shown = ip_addr_show(&m0);
+    let v4_line = shown
+        .lines()
+        .find(|l| l.contains("198.18.0.220/32"))
+        .unwrap_or_else(|| panic!("no VIP line in {shown}"));
+    assert!(v4_line.ends_with(&label), "label missing: {v4_line:?}");
+    let v6_line = shown
+        .lines()
+        .find(|l| l.contains("2001:db8::220/128"))
+        .unwrap_or_else(|| panic!("no VIP line in {shown}"));
+    assert!(!v6_line.contains("tentative"), "{v6_line}");
+    let mac_text = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(shown.contains(&format!("link/ether {mac_text}")), "{shown}");
+
+    // Remove, twice.
+    let (ifname, v) = (m0.ifname.clone(), vips.clone());
+    let present = run_in_ns(&m0.ns, move || async move {
+        let h = Vips::new(&ifname, None).await.expect("Vips::new");
+        h.remove(&v).await.expect("remove");
+        h.remove(&v).await.expect("remove again (idempotent)");
+        h.present(&v).await.expect("present")
+    });
+    assert_eq!(present, Vec::<IpAddr>::new());
+    assert!(!m0.holds(vip4) && !m0.holds(vip6), "{}", ip_addr_show(&m0));
+    assert!(
+        m0.holds(IpAddr::V4(m0.ipv4)),
+        "the node's own address stays"
+    );
+
+    // A stale VIP left with another prefix length is removed too.
+    m0.exec_ok(&["ip", "addr", "add", "198.18.0.220/24", "dev", &m0.ifname])
+        .expect("ip addr add");
+    let (ifname, v) = (m0.ifname.clone(), vips.clone());
+    run_in_ns(&m0.ns, move || async move {
+        let h = Vips::new(&ifname, None).await.expect("Vips::new");
+        h.remove(&v).await.expect("remove stale");
+    });
+    assert!(!m0.holds(vip4), "{}", ip_addr_show(&m0));
+
+    // A label that does not name the interface is refused.
+    let ifname = m0.ifname.clone();
+    let err = run_in_ns(&m0.ns, move || async move {
+        Vips::new(&ifname, Some("other:vip".into())).await.err()
+    })
+    .expect("bad label refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+}
+
+fn read_pcap(path: &Path) -> String {
+    let out = Command::new("tcpdump")
+        .args(["-nn", "-e", "-v", "-r"])
+        .arg(path)
+        .output()
+        .expect("tcpdump -r");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn garp_and_unsolicited_na_appear_on_the_wire() {
+    if !require_root("garp_and_unsolicited_na_appear_on_the_wire") {
+        return;
+    }
+    if require_bin("garp_and_unsolicited_na_appear_on_the_wire", "tcpdump").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+    let pcap = dir.path().join("announce.pcap");
+    let mut cap = topo
+        .capture(&m1, "arp or icmp6", &pcap)
+        .expect("tcpdump in master 1");
+
+    let vip4: IpAddr = "198.18.0.230".parse().unwrap();
+    let vip6: IpAddr = "2001:db8::230".parse().unwrap();
+    let ifname = m0.ifname.clone();
+    let mac = run_in_ns(&m0.ns, move || async move {
+        let h = Vips::new(&ifname, None).await.expect("Vips::new");
+        h.add(&[
+            VipConfig {
+                addr: vip4,
+                prefix_len: 32,
+            },
+            VipConfig {
+                addr: vip6,
+                prefix_len: 128,
+            },
+        ])
+        .await
+        .expect("add");
+        let mac = h.mac().await.expect("mac");
+        let ann = Announcer::new(&ifname, h.ifindex(), mac).expect("Announcer::new");
+        ann.announce(&[vip4, vip6]).expect("announce");
+        mac
+    });
+    let mac_text = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    // Byte for byte keepalived 2.2.7's GARP (captured): target hardware address broadcast,
+    // which tcpdump prints in parentheses.
+    let garp = format!("Request who-has {vip4} (ff:ff:ff:ff:ff:ff) tell {vip4}");
+    let na = format!("neighbor advertisement, length 32, tgt is {vip6}, Flags [override]");
+    let seen = wait_until_blocking(DEADLINE, || {
+        let text = read_pcap(&pcap);
+        text.contains(&garp) && text.contains(&na)
+    });
+    let text = cap.stop_and_read().expect("read capture");
+    assert!(seen, "GARP / NA not captured:\n{text}");
+    let garp_line = text.lines().find(|l| l.contains(&garp)).unwrap();
+    assert!(
+        garp_line.contains(&format!("{mac_text} > ff:ff:ff:ff:ff:ff")),
+        "GARP not broadcast from our MAC: {garp_line}"
+    );
+    assert!(garp_line.contains("ethertype ARP"), "{garp_line}");
+    // The NA's entry: its header line (hop limit, addresses) and the option line after it.
+    let entry: Vec<&str> = text
+        .split('\n')
+        .skip_while(|l| !l.contains(&na))
+        .take(2)
+        .collect();
+    let header = text
+        .lines()
+        .find(|l| l.contains(&na))
+        .expect("NA line present");
+    assert!(header.contains("hlim 255"), "hop limit: {header}");
+    assert!(
+        header.contains(&format!("{vip6} > ff02::1")),
+        "NA from the VIP to all nodes: {header}"
+    );
+    assert!(header.contains("[icmp6 sum ok]"), "checksum: {header}");
+    assert!(
+        header.contains("33:33:00:00:00:01"),
+        "all-nodes MAC: {header}"
+    );
+    assert!(
+        entry.iter().any(|l| l.contains(&mac_text)),
+        "target link-layer option with our MAC: {entry:?}"
+    );
+}
+
+/// Writes a keepalived config for master 1: two VRRPv3 instances at 100 ms, VRID 51 (IPv4,
+/// VIP 198.18.0.241) and VRID 52 (IPv6, VIP 2001:db8::241), priority 150.
+fn keepalived_conf(dir: &Path, ifname: &str) -> std::path::PathBuf {
+    let conf = dir.join("keepalived.conf");
+    let text = format!(
+        "global_defs {{
+    router_id apivip_io_test
+    vrrp_version 3
+}}
+vrrp_instance V4 {{
+    state MASTER
+    interface {ifname}
+    virtual_router_id 51
+    priority 150
+    advert_int 0.1
+    virtual_ipaddress {{
+        198.18.0.241/24
+    }}
+}}
+vrrp_instance V6 {{
+    state MASTER
+    interface {ifname}
+    virtual_router_id 52
+    priority 150
+    advert_int 0.1
+    virtual_ipaddress {{
+        2001:db8::241/64
+    }}
+}}
+"
+    );
+    std::fs::write(&conf, text).unwrap();
+    conf
+}
+
+#[test]
+fn keepalived_adverts_parse_and_ours_make_it_back_off() {
+    const TEST: &str = "keepalived_adverts_parse_and_ours_make_it_back_off";
+    if !require_root(TEST) {
+        return;
+    }
+    let Some(keepalived) = require_bin(TEST, "keepalived") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+    let ll0 = link_local(&m0);
+    let ll1 = link_local(&m1);
+    let conf = keepalived_conf(dir.path(), &m1.ifname);
+    let pid = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let ka = m1
+        .spawn(
+            &keepalived,
+            [
+                "-n".to_string(),
+                "-l".into(),
+                "-D".into(),
+                "-f".into(),
+                conf.to_string_lossy().into_owned(),
+                "-p".into(),
+                pid("k.pid"),
+                "-r".into(),
+                pid("v.pid"),
+                "-c".into(),
+                pid("c.pid"),
+                "-b".into(),
+                pid("b.pid"),
+            ],
+            &dir.path().join("keepalived.log"),
+        )
+        .expect("start keepalived");
+
+    // 1. keepalived's adverts (both families) arrive here and parse, checksum verified.
+    let ifname = m0.ifname.clone();
+    let (m0v4, m1v4) = (m0.ipv4, m1.ipv4);
+    let got = run_in_ns(&m0.ns, move || async move {
+        let s4 = VrrpSocket::open(&ifname, IpAddr::V4(m0v4), Delivery::Multicast).expect("v4");
+        let s6 = VrrpSocket::open(&ifname, IpAddr::V6(ll0), Delivery::Multicast).expect("v6");
+        let r4 = tokio::time::timeout(DEADLINE, recv_from(&s4, IpAddr::V4(m1v4))).await;
+        let r6 = tokio::time::timeout(DEADLINE, recv_from(&s6, IpAddr::V6(ll1))).await;
+        (r4.map(|r| r.unwrap()), r6.map(|r| r.unwrap()))
+    });
+    let (Ok(r4), Ok(r6)) = got else {
+        panic!("no keepalived adverts; keepalived log:\n{}", ka.log());
+    };
+    let want4 = v3_advert(51, 150, &["198.18.0.241".parse().unwrap()]);
+    assert_advert(&r4, IpAddr::V4(m1v4), IpAddr::V4(MULTICAST_V4), &want4);
+    let (rx6, bytes6) = &r6;
+    assert_eq!(rx6.dst, IpAddr::V6(MULTICAST_V6));
+    assert_eq!(rx6.ttl_or_hop_limit, 255);
+    let repr6 = Repr::from_bytes(bytes6, &rx6.ip_pair().unwrap(), Checksum::Verify)
+        .expect("keepalived's IPv6 advert parses with the checksum verified");
+    assert_eq!(repr6.vrid().get(), 52);
+    assert_eq!(repr6.priority().get(), 150);
+
+    // 2. Our higher-priority adverts for VRID 51 make keepalived give up the IPv4 VIP.
+    let vip: IpAddr = "198.18.0.241".parse().unwrap();
+    assert_eq!(
+        topo.wait_holder(vip, Some(1), DEADLINE),
+        Some(1),
+        "keepalived never took its VIP; log:\n{}",
+        ka.log()
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let tx_done = done.clone();
+    let ifname = m0.ifname.clone();
+    let sender = in_ns(&m0.ns, move || async move {
+        let sock = VrrpSocket::open(&ifname, IpAddr::V4(m0v4), Delivery::Multicast).expect("open");
+        let repr = v3_advert(51, 200, &[vip]);
+        let msg = emit(&repr, &pair(IpAddr::V4(m0v4), IpAddr::V4(MULTICAST_V4)));
+        let deadline = Instant::now() + DEADLINE + DEADLINE;
+        while !tx_done.load(Ordering::SeqCst) && Instant::now() < deadline {
+            sock.send(&msg).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let gone = wait_until_blocking(DEADLINE, || !m1.holds(vip));
+    done.store(true, Ordering::SeqCst);
+    sender.join().expect("sender");
+    assert!(
+        gone,
+        "keepalived kept the VIP despite priority 200 adverts; log:\n{}",
+        ka.log()
+    );
+    assert!(
+        ka.wait_for_log("Entering BACKUP STATE", DEADLINE),
+        "keepalived log:\n{}",
+        ka.log()
+    );
+}
+
+/// Run by [`missing_capabilities_are_named`] in a child process without CAP_NET_RAW and
+/// CAP_NET_ADMIN (inside a test namespace); does nothing when run directly.
+#[test]
+fn child_without_capabilities() {
+    if std::env::var_os("APIVIP_IO_CHILD_IFNAME").is_none() {
+        return;
+    }
+    let ifname = std::env::var("APIVIP_IO_CHILD_IFNAME").unwrap();
+    let err = VrrpSocket::open(
+        &ifname,
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10)),
+        Delivery::Multicast,
+    )
+    .expect_err("raw socket without CAP_NET_RAW");
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("needs CAP_NET_RAW"), "{err}");
+    let err = Announcer::new(&ifname, 1, [2, 0, 0, 0, 0, 1]).expect_err("AF_PACKET");
+    assert!(err.to_string().contains("needs CAP_NET_RAW"), "{err}");
+    let err = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let h = Vips::new(&ifname, None)
+                .await
+                .expect("reading needs no capability");
+            h.add(&[VipConfig {
+                addr: "198.18.0.250".parse().unwrap(),
+                prefix_len: 32,
+            }])
+            .await
+        })
+        .expect_err("adding an address without CAP_NET_ADMIN");
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("needs CAP_NET_ADMIN"), "{err}");
+    println!("CHILD-OK");
+}
+
+#[test]
+fn missing_capabilities_are_named() {
+    const TEST: &str = "missing_capabilities_are_named";
+    if !require_root(TEST) {
+        return;
+    }
+    let Some(setpriv) = require_bin(TEST, "setpriv") else {
+        return;
+    };
+    let topo = Topology::new(1).expect("topology");
+    let m0 = topo.master(0).clone();
+    let exe = std::env::current_exe().unwrap();
+    // Root regains only what the bounding set still holds across exec.
+    let out = m0
+        .command(setpriv)
+        .args(["--bounding-set", "-net_raw,-net_admin", "--"])
+        .arg(exe)
+        .args(["--exact", "child_without_capabilities", "--nocapture"])
+        .env("APIVIP_IO_CHILD_IFNAME", &m0.ifname)
+        .output()
+        .expect("run child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("CHILD-OK"), "{text}");
+    assert!(!m0.holds("198.18.0.250".parse().unwrap()));
+}
