@@ -935,7 +935,7 @@ impl Validator {
             }
         };
         let max_connections = match raw.max_connections {
-            None => 10_000,
+            None => 8_000,
             Some(n) if (1..=10_000_000).contains(&n) => n as usize,
             Some(n) => {
                 self.issue(
@@ -943,7 +943,7 @@ impl Validator {
                     Some(n.to_string()),
                     "out of range; expected 1 to 10000000",
                 );
-                10_000
+                8_000
             }
         };
         let connect_timeout = self.positive_duration(
