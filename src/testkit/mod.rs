@@ -8,6 +8,9 @@
 //! [`certs`] makes the certificates (CA, server, client, and a wrong CA for negative mTLS
 //! tests) with rcgen and writes them as PEM files.
 //!
+//! [`netns`] builds network-namespace topologies (a bridge, masters and a client) for the
+//! topology tests and `apivip demo`'s VIP mode; it needs root.
+//!
 //! Used by the tests, the benchmarks and `apivip demo`.
 //!
 //! ```no_run
@@ -24,6 +27,7 @@
 
 pub mod apiserver;
 pub mod certs;
+pub mod netns;
 
 /// Installs ring as the process-wide default rustls crypto provider, unless one is already
 /// installed (then this does nothing).

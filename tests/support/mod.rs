@@ -9,7 +9,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod etcd;
-pub mod netns;
+/// The topology helper lives in the library (`apivip demo` uses it too).
+pub mod netns {
+    #[allow(unused_imports)]
+    pub use apivip::testkit::netns::*;
+}
 
 use std::future::Future;
 use std::io::{self, Read, Write};

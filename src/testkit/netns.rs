@@ -18,7 +18,6 @@
 //! [`Topology::netem`]. This machine's kernel has no `sch_netem`; there `netem` emulates
 //! only `loss N%` with an nftables rule on the bridge (Debian `nftables`), and a delay is an
 //! `Unsupported` error: check [`netem_supported`] first.
-#![allow(dead_code, unreachable_pub)]
 
 use std::ffi::OsStr;
 use std::fs::File;
