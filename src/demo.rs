@@ -166,3 +166,163 @@ async fn start_master(
         .await
         .map_err(|e| format!("cannot start master-{i} on {listen}: {e}"))
 }
+
+/// The VIP shown by the VIP-mode demo.
+const DEMO_VIP: &str = "198.18.0.5";
+
+/// VIP mode (root): three masters in network namespaces on a bridge, each running
+/// an "apiserver" (a loopback demo behind its own address) and `apivip run` with VRRP;
+/// a client namespace reaches the proxy on the VIP. Stopping or killing a master moves
+/// the VIP.
+pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
+    use apivip::testkit::netns::{NsProcess, Topology};
+    use nix::sys::signal::Signal;
+
+    let temp;
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            d
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("apivip-demo-")
+                .tempdir()
+                .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+            temp.path().to_owned()
+        }
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let topo = Topology::new(MASTERS).map_err(|e| format!("cannot build the namespaces: {e}"))?;
+    let mut apiservers = Vec::new();
+    for i in 0..MASTERS {
+        let m = topo.master(i);
+        let args = [
+            "demo".to_owned(),
+            "--listen".to_owned(),
+            format!("{}:6443", m.ipv4),
+            "--dir".to_owned(),
+            dir.join(format!("apiserver-{}", i + 1))
+                .display()
+                .to_string(),
+        ];
+        let log = dir.join(format!("apiserver-{}.log", i + 1));
+        apiservers.push(m.spawn(&exe, args, &log).map_err(|e| e.to_string())?);
+    }
+    let backends: String = (0..MASTERS)
+        .map(|k| {
+            format!(
+                "  - {{name: master-{}, address: '{}:6443'}}\n",
+                k + 1,
+                topo.master(k).ipv4
+            )
+        })
+        .collect();
+    let start = |i: usize| -> Result<NsProcess, String> {
+        let m = topo.master(i);
+        let config = dir.join(format!("apivip-{}.yaml", i + 1));
+        let yaml = format!(
+            "# Written by `apivip demo` (VIP mode).\nbackends:\n{backends}apiserver:\n  listen: 0.0.0.0:8443\n  check: {{kind: tcp, interval: 200ms, timeout: 200ms}}\nvrrp:\n  interface: {}\n  address: {}\n  vrid: 51\n  priority: {}\n  advert_interval: 100ms\n  vips: [{DEMO_VIP}/24]\n  handover_timeout: 1s\nshutdown: {{drain_timeout: 2s}}\n",
+            m.ifname,
+            m.ipv4,
+            150 - 10 * i
+        );
+        std::fs::write(&config, yaml).map_err(|e| format!("{}: {e}", config.display()))?;
+        let log = dir.join(format!("apivip-{}.log", i + 1));
+        let cfg = config.display().to_string();
+        m.spawn(&exe, ["run", "-c", cfg.as_str()], &log)
+            .map_err(|e| e.to_string())
+    };
+    let mut nodes: Vec<Option<NsProcess>> = Vec::new();
+    for i in 0..MASTERS {
+        nodes.push(Some(start(i)?));
+    }
+    let client = topo.client();
+    println!();
+    println!("apivip demo (VIP mode): three masters in network namespaces, VIP {DEMO_VIP}");
+    for i in 0..MASTERS {
+        println!(
+            "  master-{} {} (namespace {}), priority {}",
+            i + 1,
+            topo.master(i).ipv4,
+            topo.master(i).ns,
+            150 - 10 * i
+        );
+    }
+    println!("logs and configs: {}", dir.display());
+    println!(
+        "try:    ip netns exec {} curl -k https://{DEMO_VIP}:8443/whoami",
+        client.ns
+    );
+    println!("type:   status | stop N (SIGTERM: planned handover) | kill N (kill -9) | start N");
+    println!("Ctrl-C stops everything and removes the namespaces.");
+    println!();
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let vip: std::net::IpAddr = DEMO_VIP.parse().map_err(|_| "bad VIP")?;
+    loop {
+        let line = tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            l = lines.next_line(), if stdin_open => match l {
+                Ok(Some(l)) => l,
+                _ => { stdin_open = false; continue }
+            },
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let target = words
+            .get(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=MASTERS).contains(n));
+        match (words.first().copied(), target) {
+            (Some("status"), _) => {
+                let holders = topo.holders_of(vip).unwrap_or_default();
+                for i in 0..MASTERS {
+                    let running = nodes[i].as_ref().is_some_and(|n| n.is_running());
+                    println!(
+                        "  master-{} apivip {}{}",
+                        i + 1,
+                        if running { "running" } else { "stopped" },
+                        if holders.contains(&i) {
+                            ", holds the VIP"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            (Some("stop"), Some(n)) => {
+                if let Some(p) = nodes[n - 1].take() {
+                    let _ = p.kill(Signal::SIGTERM);
+                    let _ = p.wait_timeout(Duration::from_secs(10));
+                    println!("master-{n}: apivip stopped (handed the VIP over first)");
+                }
+            }
+            (Some("kill"), Some(n)) => {
+                if let Some(p) = nodes[n - 1].take() {
+                    p.kill_hard();
+                    println!(
+                        "master-{n}: apivip killed (-9); its stale VIP stays until it starts again"
+                    );
+                }
+            }
+            (Some("start"), Some(n)) => {
+                if nodes[n - 1].is_none() {
+                    nodes[n - 1] = Some(start(n - 1)?);
+                    println!("master-{n}: apivip started");
+                }
+            }
+            (None, _) => {}
+            _ => println!("unknown command; try: status, stop 1, kill 1, start 1"),
+        }
+    }
+    println!("stopping");
+    drop(nodes);
+    drop(apiservers);
+    drop(topo);
+    Ok(())
+}

@@ -37,9 +37,13 @@ enum Command {
     Version,
     /// Run a local demo: three imitation apiservers on loopback and apivip in front.
     Demo {
-        /// Address of the demo endpoint (port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: std::net::SocketAddr,
+        /// Loopback mode: address of the demo endpoint (port 0 picks a free one).
+        /// Implies loopback mode.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Run the loopback demo even as root (root otherwise gets the VIP demo).
+        #[arg(long)]
+        loopback: bool,
         /// Directory for the demo's certificates and config (a temporary one if unset).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -59,10 +63,24 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
-        Command::Demo { listen, dir } => {
+        Command::Demo {
+            listen,
+            loopback,
+            dir,
+        } => {
             init_logging(LogFormat::Text, "info");
+            let root = nix::unistd::geteuid().is_root();
+            let vip_mode = root && listen.is_none() && !loopback;
+            if !root && listen.is_none() && !loopback {
+                println!("apivip demo: not root, so the loopback demo (the VIP demo needs root for network namespaces)");
+            }
+            let listen = listen.unwrap_or_else(|| ([127, 0, 0, 1], 8443).into());
             let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
-                let r = rt.block_on(demo::run(listen, dir));
+                let r = if vip_mode {
+                    rt.block_on(demo::run_vip(dir))
+                } else {
+                    rt.block_on(demo::run(listen, dir))
+                };
                 // A blocking read of stdin may still be pending: do not wait for it.
                 rt.shutdown_background();
                 r
