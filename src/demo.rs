@@ -281,8 +281,8 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
         match (words.first().copied(), target) {
             (Some("status"), _) => {
                 let holders = topo.holders_of(vip).unwrap_or_default();
-                for i in 0..MASTERS {
-                    let running = nodes[i].as_ref().is_some_and(|n| n.is_running());
+                for (i, node) in nodes.iter().enumerate() {
+                    let running = node.as_ref().is_some_and(|n| n.is_running());
                     println!(
                         "  master-{} apivip {}{}",
                         i + 1,
