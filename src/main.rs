@@ -125,6 +125,21 @@ fn check(path: &std::path::Path) -> ExitCode {
                     )
                 })
                 .collect();
+            let mut summary = summary;
+            if let Some(v) = &c.vrrp {
+                let vips: Vec<String> = v.vips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+                summary.push(format!(
+                    "vrrp v{} vrid {} on {} for {} at priority {}",
+                    match v.instance.version {
+                        apivip::vrrp::machine::VersionConfig::V3 { .. } => 3,
+                        apivip::vrrp::machine::VersionConfig::V2 { .. } => 2,
+                    },
+                    v.instance.vrid,
+                    v.interface,
+                    vips.join(","),
+                    v.instance.base_priority.get()
+                ));
+            }
             println!("{}: ok ({})", path.display(), summary.join("; "));
             ExitCode::SUCCESS
         }
