@@ -59,6 +59,9 @@
 //!
 //! # Deviations from the RFCs
 //!
+//! - On becoming Master the addresses are announced (gratuitous ARP / NA) *before* the
+//!   first ADVERTISEMENT, not after it: a handing-over holder releases the VIP when it
+//!   hears that advert, and hosts must already point at the new holder by then.
 //! - **Planned handover** instead of an immediate priority-0 advert on shutdown (see
 //!   above). `handover_timeout: 0` restores the RFC behaviour.
 //! - **Skew_Time is exact**: computed in nanoseconds from the formula, not truncated to
@@ -639,12 +642,16 @@ impl Instance {
         match to {
             State::Master => {
                 // RFC 9568 §6.4.1 / §6.4.2: send an ADVERTISEMENT, announce the
-                // addresses, set the Adver_Timer.
+                // addresses, set the Adver_Timer. Deviation in order only: the
+                // announcement goes first, so that hosts learn the new holder before
+                // the advert makes a handing-over holder release the VIP; otherwise a
+                // connect sent in between reaches a node that just dropped the VIP
+                // and waits for a SYN retransmit (seen as a 1 s stall in tests).
                 self.stats.master_transitions += 1;
                 self.master_ip = Some(self.config.primary_ip);
                 self.actions.push_back(Action::AddVips);
-                self.send_advert(now);
                 self.actions.push_back(Action::Announce);
+                self.send_advert(now);
             }
             State::Backup => {
                 // Master_Adver_Interval is set by the caller (startup: configured;

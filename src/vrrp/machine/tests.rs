@@ -126,8 +126,8 @@ fn becoming_master(from: State, reason: Reason, priority: u8) -> Vec<Action> {
     vec![
         changed(from, State::Master, reason),
         Action::AddVips,
-        send(priority),
         Action::Announce,
+        send(priority),
     ]
 }
 
