@@ -1,0 +1,646 @@
+//! Failover of the control-plane VIP between three `apivip run` nodes in network
+//! namespaces (root): what a client of the VIP notices when an apiserver dies, when the
+//! holder is stopped (SIGTERM) or crashes, when the network partitions, and when someone
+//! else on the segment sends forged adverts.
+//!
+//! Each master runs `apivip demo --listen ADDR:6443` as its "apiserver" (an HTTPS
+//! endpoint answering `/whoami`); the client namespace reaches the VIP with curl.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::netns::{NsProcess, Topology, CLIENT_V4};
+
+const BIN: &str = env!("CARGO_BIN_EXE_apivip");
+const VIP: &str = "198.18.0.5";
+const VRID: u8 = 51;
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn vip() -> IpAddr {
+    VIP.parse().unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The proxy listens on :8443 and balances to every master; `track: proxy`.
+    Proxy,
+    /// No proxy; clients reach the apiserver on VIP:6443; `track: backend:master-N`.
+    VipOnly,
+}
+
+/// Starts `apivip run` on master `i` with priority `prio`. `extra` is appended to the
+/// `vrrp:` section.
+fn start_node(
+    topo: &Topology,
+    dir: &Path,
+    i: usize,
+    prio: u8,
+    shape: Shape,
+    extra: &str,
+) -> NsProcess {
+    let m = topo.master(i);
+    let backends: String = (0..topo.masters().len())
+        .map(|k| {
+            format!(
+                "  - {{name: master-{k}, address: '{}:6443'}}\n",
+                topo.master(k).ipv4
+            )
+        })
+        .collect();
+    let (listen, track) = match shape {
+        Shape::Proxy => ("0.0.0.0:8443".to_owned(), "proxy".to_owned()),
+        Shape::VipOnly => ("[]".to_owned(), format!("backend:master-{i}")),
+    };
+    let config = dir.join(format!("apivip-{i}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "backends:\n{backends}apiserver:\n  listen: {listen}\n  check: {{kind: tcp, interval: 200ms, timeout: 200ms}}\nvrrp:\n  interface: {}\n  address: {}\n  vrid: {VRID}\n  priority: {prio}\n  advert_interval: 100ms\n  vips: [{VIP}/24]\n  handover_timeout: 1s\n  track: {track}\n{extra}shutdown: {{drain_timeout: 1s}}\n",
+            m.ifname, m.ipv4
+        ),
+    )
+    .unwrap();
+    let mut cmd = m.command(BIN);
+    cmd.args(["run", "-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "apivip=debug");
+    m.spawn_command(cmd, &dir.join(format!("apivip-{i}.log")))
+        .unwrap()
+}
+
+/// `apivip demo` on master `i`, listening on `listen_ip:6443`.
+fn start_apiserver(topo: &Topology, dir: &Path, i: usize, listen_ip: &str) -> NsProcess {
+    let m = topo.master(i);
+    m.spawn(
+        BIN,
+        [
+            "demo".to_owned(),
+            "--listen".to_owned(),
+            format!("{listen_ip}:6443"),
+            "--dir".to_owned(),
+            dir.join(format!("demo-{i}")).display().to_string(),
+        ],
+        &dir.join(format!("demo-{i}.log")),
+    )
+    .unwrap()
+}
+
+/// One HTTPS GET of `/whoami` from the client to the VIP on `port`.
+fn curl_vip(topo: &Topology, port: u16, max_time: &str) -> Result<String, String> {
+    let out = topo
+        .client()
+        .exec(&[
+            "curl",
+            "-sS",
+            "-k",
+            "--max-time",
+            max_time,
+            &format!("https://{VIP}:{port}/whoami"),
+        ])
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+struct Cluster {
+    topo: Topology,
+    dir: tempfile::TempDir,
+    apis: Vec<NsProcess>,
+    nodes: Vec<NsProcess>,
+}
+
+impl Cluster {
+    /// Three masters with priorities 100, 150, 120: master 1 is the expected holder.
+    fn start(shape: Shape, extra: impl Fn(&Topology, usize) -> String) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let topo = Topology::new(3).unwrap();
+        let apis = (0..3)
+            .map(|i| {
+                let listen = match shape {
+                    Shape::Proxy => topo.master(i).ipv4.to_string(),
+                    Shape::VipOnly => "0.0.0.0".to_owned(),
+                };
+                start_apiserver(&topo, dir.path(), i, &listen)
+            })
+            .collect();
+        let nodes = [(0, 100), (1, 150), (2, 120)]
+            .iter()
+            .map(|&(i, p)| start_node(&topo, dir.path(), i, p, shape, &extra(&topo, i)))
+            .collect();
+        let c = Cluster {
+            topo,
+            dir,
+            apis,
+            nodes,
+        };
+        assert!(
+            support::wait_until_blocking(DEADLINE, || c.holders() == vec![1]),
+            "the highest priority (node 1) never held the VIP alone: {:?}\n{}",
+            c.holders(),
+            c.logs()
+        );
+        c
+    }
+
+    fn holders(&self) -> Vec<usize> {
+        self.topo.holders_of(vip()).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i}\n{}", tail(&n.log())));
+        let apis = self
+            .apis
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- demo {i}\n{}", tail(&n.log())));
+        nodes.chain(apis).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The last 60 lines (debug logs are long).
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// A client connecting to the VIP over and over on a thread until stopped; counts
+/// successes and keeps the failures.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ClientLoop {
+    fn start(topo: &Topology, port: u16) -> ClientLoop {
+        let client = topo.client().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop2, ok2) = (stop.clone(), ok.clone());
+        let handle = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let url = format!("https://{VIP}:{port}/whoami");
+            while !stop2.load(Ordering::Relaxed) {
+                let out = client.exec(&["curl", "-sS", "-k", "--max-time", "1", &url]);
+                match out {
+                    Ok(o) if o.status.success() => {
+                        ok2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(o) => failures.push(String::from_utf8_lossy(&o.stderr).into_owned()),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (ok2.load(Ordering::Relaxed), failures)
+        });
+        ClientLoop { stop, handle, ok }
+    }
+
+    fn successes(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests succeeded.
+    fn wait_more(&self, n: usize) -> bool {
+        let target = self.successes() + n;
+        support::wait_until_blocking(DEADLINE, || self.successes() >= target)
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("client loop panicked")
+    }
+}
+
+fn need(name: &str, bins: &[&str]) -> bool {
+    support::require_root(name) && bins.iter().all(|b| support::require_bin(name, b).is_some())
+}
+
+/// VIP + proxy: the holder's own apiserver dies, but its proxy still reaches the other
+/// masters, so the node can still serve: the VIP stays and requests keep succeeding.
+#[test]
+fn proxy_shape_keeps_the_vip_when_only_its_own_apiserver_dies() {
+    let name = "proxy_shape_keeps_the_vip_when_only_its_own_apiserver_dies";
+    if !need(name, &["curl"]) {
+        return;
+    }
+    let c = Cluster::start(Shape::Proxy, |_, _| String::new());
+    assert!(
+        support::wait_until_blocking(DEADLINE, || curl_vip(&c.topo, 8443, "3").is_ok()),
+        "no answer through the VIP\n{}",
+        c.logs()
+    );
+    c.apis[1].kill_hard();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || c.nodes[1]
+            .log()
+            .lines()
+            .any(|l| l.contains("backend is down") && l.contains("master-1"))),
+        "node 1 never saw its own apiserver down\n{}",
+        c.logs()
+    );
+    // Twenty requests after the holder saw its apiserver down: every one is served
+    // through the VIP, and the VIP never leaves node 1.
+    for k in 0..20 {
+        let r = curl_vip(&c.topo, 8443, "3");
+        assert!(r.is_ok(), "request {k} failed: {r:?}\n{}", c.logs());
+        assert_eq!(c.holders(), vec![1], "the VIP moved\n{}", c.logs());
+    }
+    assert!(
+        !c.nodes[1].log().contains("can_serve=false"),
+        "node 1 thought it could not serve\n{}",
+        c.logs()
+    );
+}
+
+/// VIP only: the VIP follows the holder's own apiserver. When it dies the VIP moves to
+/// the next priority, which announces it with gratuitous ARP; clients follow.
+#[test]
+fn vip_only_shape_moves_the_vip_when_the_holders_apiserver_dies() {
+    let name = "vip_only_shape_moves_the_vip_when_the_holders_apiserver_dies";
+    if !need(name, &["curl", "tcpdump"]) {
+        return;
+    }
+    let c = Cluster::start(Shape::VipOnly, |_, _| String::new());
+    assert!(
+        support::wait_until_blocking(DEADLINE, || curl_vip(&c.topo, 6443, "3").is_ok()),
+        "no answer from the apiserver on the VIP\n{}",
+        c.logs()
+    );
+    let pcap = c.dir.path().join("client-arp.pcap");
+    let mut cap = c.topo.capture(c.topo.client(), "arp", &pcap).unwrap();
+    c.apis[1].kill_hard();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || c.holders() == vec![2]),
+        "the VIP did not move to node 2: {:?}\n{}",
+        c.holders(),
+        c.logs()
+    );
+    // Gratuitous ARP: a request for the VIP from the VIP, from node 2's MAC.
+    let m2 = c.topo.master(2);
+    let mac = m2
+        .exec_ok(&["cat", &format!("/sys/class/net/{}/address", m2.ifname)])
+        .unwrap();
+    let mac = String::from_utf8_lossy(&mac.stdout).trim().to_owned();
+    let is_garp = |l: &str| {
+        l.starts_with(&mac)
+            && l.contains(&format!("Request who-has {VIP} "))
+            && l.contains(&format!("tell {VIP},"))
+    };
+    let seen = support::wait_until_blocking(DEADLINE, || {
+        std::process::Command::new("tcpdump")
+            .args(["-nn", "-e", "-r"])
+            .arg(&pcap)
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| is_garp(l.split_once(' ').map_or("", |x| x.1)))
+            })
+    });
+    let text = cap.stop_and_read().unwrap();
+    assert!(
+        seen,
+        "no gratuitous ARP for {VIP} from {mac} on the wire:\n{text}"
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, || curl_vip(&c.topo, 6443, "3").is_ok()),
+        "no answer from the apiserver on the VIP after the move\n{}",
+        c.logs()
+    );
+}
+
+/// SIGTERM of the holder: the planned handover moves the VIP before the old holder
+/// stops answering, so a client connecting through the VIP all along sees no failure;
+/// then the VIP is gone from the old holder and it exits 0.
+#[test]
+fn sigterm_hands_the_vip_over_without_a_failed_request() {
+    let name = "sigterm_hands_the_vip_over_without_a_failed_request";
+    if !need(name, &["curl"]) {
+        return;
+    }
+    let c = Cluster::start(Shape::Proxy, |_, _| String::new());
+    assert!(
+        support::wait_until_blocking(DEADLINE, || curl_vip(&c.topo, 8443, "3").is_ok()),
+        "no answer through the VIP\n{}",
+        c.logs()
+    );
+    let client = ClientLoop::start(&c.topo, 8443);
+    // Enough traffic first that node 1's own takeover announcements (5 x 200 ms) are
+    // over: a client ignores an ARP update within `locktime` (1 s) of the previous one.
+    assert!(
+        client.wait_more(60),
+        "the client loop makes no progress\n{}",
+        c.logs()
+    );
+    c.nodes[1].kill(Signal::SIGTERM).unwrap();
+    let status = c.nodes[1].wait_timeout(DEADLINE).unwrap();
+    let after_exit = client.successes();
+    let more = client.wait_more(10);
+    let (ok, failures) = client.finish();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node 1 did not exit 0 after SIGTERM: {status:?}\n{}",
+        c.logs()
+    );
+    assert!(
+        more,
+        "no requests succeeded after the handover\n{}",
+        c.logs()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across the handover ({after_exit} before node 1 exited): {failures:?}\n{}",
+        failures.len(),
+        ok + failures.len(),
+        c.logs()
+    );
+    assert!(
+        !c.topo.master(1).holds(vip()),
+        "node 1 left the VIP on its interface\n{}",
+        c.logs()
+    );
+    assert_eq!(c.holders(), vec![2], "{}", c.logs());
+}
+
+/// A partition (the holder's link cut) makes two holders; once healed, the higher
+/// priority wins back and exactly one node holds the VIP.
+#[test]
+fn a_healed_partition_ends_with_exactly_one_holder() {
+    let name = "a_healed_partition_ends_with_exactly_one_holder";
+    if !need(name, &[]) {
+        return;
+    }
+    let c = Cluster::start(Shape::Proxy, |_, _| String::new());
+    c.topo.cut_link(1).unwrap();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || c.holders().contains(&2)),
+        "node 2 did not take over behind the partition: {:?}\n{}",
+        c.holders(),
+        c.logs()
+    );
+    c.topo.heal_link(1).unwrap();
+    assert!(
+        support::wait_until_blocking(Duration::from_secs(10), || c.holders() == vec![1]),
+        "after the heal: holders {:?}\n{}",
+        c.holders(),
+        c.logs()
+    );
+}
+
+/// The VRRPv3 IPv4 checksum over the pseudo-header (RFC 9568 §5.2.8).
+fn checksum_v3(src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8]) -> u16 {
+    let mut data = Vec::new();
+    data.extend_from_slice(&src.octets());
+    data.extend_from_slice(&dst.octets());
+    data.extend_from_slice(&[0, 112]);
+    data.extend_from_slice(&u16::try_from(msg.len()).unwrap().to_be_bytes());
+    data.extend_from_slice(msg);
+    if data.len() % 2 == 1 {
+        data.push(0);
+    }
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A VRRPv3 IPv4 advert for the VIP with `prio` from the client to `dst`.
+fn advert(dst: Ipv4Addr, prio: u8, good_checksum: bool) -> Vec<u8> {
+    let vip: Ipv4Addr = VIP.parse().unwrap();
+    let mut msg = vec![0x31, VRID, prio, 1, 0x00, 10, 0, 0];
+    msg.extend_from_slice(&vip.octets());
+    let mut sum = checksum_v3(CLIENT_V4, dst, &msg);
+    if !good_checksum {
+        sum ^= 0x5a5a;
+    }
+    msg[6..8].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
+
+/// Forged adverts from the client namespace (not a peer, in unicast mode): priority 254
+/// with a good checksum and TTL 255, the same with TTL 64, a bad checksum, a truncated
+/// one. Each node drops and counts them (debug log), the holder never changes, and no
+/// backup is silenced into taking over.
+#[test]
+fn forged_adverts_from_a_non_peer_change_nothing_and_are_counted() {
+    let name = "forged_adverts_from_a_non_peer_change_nothing_and_are_counted";
+    if !need(name, &[]) {
+        return;
+    }
+    let c = Cluster::start(Shape::Proxy, |topo, i| {
+        let peers: Vec<String> = (0..3)
+            .filter(|&k| k != i)
+            .map(|k| topo.master(k).ipv4.to_string())
+            .collect();
+        format!("  unicast_peers: [{}]\n", peers.join(", "))
+    });
+    let changes = |i: usize| {
+        c.nodes[i]
+            .log()
+            .lines()
+            .filter(|l| l.contains("state changed"))
+            .count()
+    };
+    let changes_before: Vec<usize> = (0..3).map(changes).collect();
+    let targets: Vec<Ipv4Addr> = (0..3).map(|i| c.topo.master(i).ipv4).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let ns = c.topo.client().ns.clone();
+    let sender = std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let sock = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(112)),
+        )
+        .unwrap();
+        let mut sent = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            for &dst in &targets {
+                let to = socket2::SockAddr::from(SocketAddrV4::new(dst, 0));
+                let good = advert(dst, 254, true);
+                let forged: [(u32, Vec<u8>); 4] = [
+                    (255, good.clone()),
+                    (64, good.clone()),
+                    (255, advert(dst, 254, false)),
+                    (255, good[..6].to_vec()),
+                ];
+                for (ttl, bytes) in forged {
+                    sock.set_ttl_v4(ttl).unwrap();
+                    sock.send_to(&bytes, &to).unwrap();
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sent
+    });
+    let from_client = format!("src={CLIENT_V4}");
+    let dropped = |i: usize| {
+        c.nodes[i]
+            .log()
+            .lines()
+            .filter(|l| l.contains("advert dropped") && l.contains(&from_client))
+            .count()
+    };
+    // 200 drops per node: ~1 s of forged traffic, ten advert intervals.
+    let counted = support::wait_until_blocking(DEADLINE, || {
+        assert_eq!(c.holders(), vec![1], "the holder changed\n{}", c.logs());
+        (0..3).all(|i| dropped(i) >= 200)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    assert!(
+        counted,
+        "drops counted {:?} of {sent} sent\n{}",
+        (0..3).map(dropped).collect::<Vec<_>>(),
+        c.logs()
+    );
+    let log = c.nodes[1].log();
+    for reason in ["Ttl", "NotAPeer", "BadChecksum", "Truncated"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("advert dropped") && l.contains(reason)),
+            "no drop for {reason} in node 1's log\n{}",
+            c.logs()
+        );
+    }
+    assert_eq!(c.holders(), vec![1], "{}", c.logs());
+    let changes_after: Vec<usize> = (0..3).map(changes).collect();
+    assert_eq!(
+        changes_before,
+        changes_after,
+        "state changes while forged adverts arrived\n{}",
+        c.logs()
+    );
+}
+
+/// IPv6: three nodes elect `2001:db8::5` over VRRPv3 (ff02::12, link-local sources), the
+/// proxy answers on it, and a crash (-9) of the holder moves it to the next priority,
+/// which announces it with an unsolicited neighbour advertisement; clients follow.
+#[test]
+fn ipv6_vip_is_elected_moves_on_a_crash_and_is_announced() {
+    let name = "ipv6_vip_is_elected_moves_on_a_crash_and_is_announced";
+    if !need(name, &["curl", "tcpdump"]) {
+        return;
+    }
+    let vip6: IpAddr = "2001:db8::5".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::new(3).unwrap();
+    let _apis: Vec<NsProcess> = (0..3)
+        .map(|i| start_apiserver(&topo, dir.path(), i, &topo.master(i).ipv4.to_string()))
+        .collect();
+    let nodes: Vec<NsProcess> = [(0, 100), (1, 150), (2, 120)]
+        .iter()
+        .map(|&(i, prio)| {
+            let m = topo.master(i);
+            let backends: String = (0..3)
+                .map(|k| {
+                    format!(
+                        "  - {{name: master-{k}, address: '{}:6443'}}\n",
+                        topo.master(k).ipv4
+                    )
+                })
+                .collect();
+            let config = dir.path().join(format!("apivip6-{i}.yaml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "backends:\n{backends}apiserver:\n  listen: '[::]:8443'\n  check: {{kind: tcp, interval: 200ms, timeout: 200ms}}\nvrrp:\n  interface: {}\n  address: {}\n  vrid: 53\n  priority: {prio}\n  advert_interval: 100ms\n  vips: [2001:db8::5/64]\n  handover_timeout: 1s\nshutdown: {{drain_timeout: 1s}}\n",
+                    m.ifname, m.ipv6
+                ),
+            )
+            .unwrap();
+            m.spawn(
+                BIN,
+                ["run", "-c", config.to_str().unwrap()],
+                &dir.path().join(format!("apivip6-{i}.log")),
+            )
+            .unwrap()
+        })
+        .collect();
+    let logs = || {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i}\n{}", tail(&n.log())))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let holders = || topo.holders_of(vip6).unwrap_or_default();
+    let curl6 = || {
+        topo.client()
+            .exec(&[
+                "curl",
+                "-sS",
+                "-k",
+                "-g",
+                "--max-time",
+                "3",
+                "https://[2001:db8::5]:8443/whoami",
+            ])
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
+        "node 1 never held the IPv6 VIP alone: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, curl6),
+        "no answer through the IPv6 VIP\n{}",
+        logs()
+    );
+    let pcap = dir.path().join("client-nd.pcap");
+    let mut cap = topo.capture(topo.client(), "icmp6", &pcap).unwrap();
+    nodes[1].kill_hard();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders().contains(&2)),
+        "node 2 did not take the IPv6 VIP over: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    // tcpdump -v: "... neighbor advertisement, length 32, tgt is 2001:db8::5, Flags [override]"
+    let is_na = |text: &str| {
+        text.lines().any(|l| {
+            l.contains("neighbor advertisement")
+                && l.contains("tgt is 2001:db8::5,")
+                && l.contains("override")
+        })
+    };
+    let seen = support::wait_until_blocking(DEADLINE, || {
+        std::process::Command::new("tcpdump")
+            .args(["-nn", "-v", "-r"])
+            .arg(&pcap)
+            .output()
+            .is_ok_and(|o| is_na(&String::from_utf8_lossy(&o.stdout)))
+    });
+    let text = cap.stop_and_read().unwrap();
+    assert!(
+        seen,
+        "no unsolicited NA for 2001:db8::5 on the wire:\n{text}"
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, curl6),
+        "no answer through the IPv6 VIP after the takeover\n{}",
+        logs()
+    );
+}
