@@ -18,20 +18,7 @@ const MASTERS: usize = 3;
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), String> {
-    let temp;
-    let dir = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-            d
-        }
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("apivip-demo-")
-                .tempdir()
-                .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
-            temp.path().to_owned()
-        }
-    };
+    let (dir, _temp) = demo_dir(dir)?;
     let pki = TestPki::generate(&dir, &["127.0.0.1", "localhost"])
         .map_err(|e| format!("cannot make certificates: {e}"))?;
     let mut masters: Vec<Option<ImitationApiserver>> = Vec::new();
@@ -82,26 +69,9 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
     println!("Ctrl-C stops everything.");
     println!();
 
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    loop {
-        let line = tokio::select! {
-            _ = int.recv() => break,
-            _ = term.recv() => break,
-            l = lines.next_line(), if stdin_open => match l {
-                Ok(Some(l)) => l,
-                _ => { stdin_open = false; continue }
-            },
-        };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let target = words
-            .get(1)
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| (1..=MASTERS).contains(n));
-        match (words.first().copied(), target) {
+    let mut console = Console::new()?;
+    while let Some((word, target)) = console.next().await {
+        match (word.as_deref(), target) {
             (Some("status"), _) => {
                 for b in &sup.health().current().frontends[0].backends {
                     println!("  {} {} {} ({})", b.name, b.addr, b.status, b.reason);
@@ -178,20 +148,7 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
     use apivip::testkit::netns::{NsProcess, Topology};
     use nix::sys::signal::Signal;
 
-    let temp;
-    let dir = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-            d
-        }
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("apivip-demo-")
-                .tempdir()
-                .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
-            temp.path().to_owned()
-        }
-    };
+    let (dir, _temp) = demo_dir(dir)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let topo = Topology::new(MASTERS).map_err(|e| format!("cannot build the namespaces: {e}"))?;
     let mut apiservers = Vec::new();
@@ -258,27 +215,10 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
     println!("Ctrl-C stops everything and removes the namespaces.");
     println!();
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
     let vip: std::net::IpAddr = DEMO_VIP.parse().map_err(|_| "bad VIP")?;
-    loop {
-        let line = tokio::select! {
-            _ = int.recv() => break,
-            _ = term.recv() => break,
-            l = lines.next_line(), if stdin_open => match l {
-                Ok(Some(l)) => l,
-                _ => { stdin_open = false; continue }
-            },
-        };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let target = words
-            .get(1)
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| (1..=MASTERS).contains(n));
-        match (words.first().copied(), target) {
+    let mut console = Console::new()?;
+    while let Some((word, target)) = console.next().await {
+        match (word.as_deref(), target) {
             (Some("status"), _) => {
                 let holders = topo.holders_of(vip).unwrap_or_default();
                 for (i, node) in nodes.iter().enumerate() {
@@ -325,4 +265,64 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
     drop(apiservers);
     drop(topo);
     Ok(())
+}
+
+/// The demo's directory: the one given, or a temporary one removed at the end (the
+/// guard returned with it).
+fn demo_dir(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            Ok((d, None))
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("apivip-demo-")
+                .tempdir()
+                .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+            Ok((temp.path().to_owned(), Some(temp)))
+        }
+    }
+}
+
+/// Commands typed on stdin, until Ctrl-C or SIGTERM.
+struct Console {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::io::Stdin>>,
+    stdin_open: bool,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Console {
+    fn new() -> Result<Console, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Console {
+            lines: tokio::io::BufReader::new(tokio::io::stdin()).lines(),
+            stdin_open: true,
+            term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// The next command: its first word and a master number (1..=MASTERS) if one
+    /// follows; `None` on Ctrl-C or SIGTERM. Without stdin it just waits for those.
+    async fn next(&mut self) -> Option<(Option<String>, Option<usize>)> {
+        loop {
+            let line = tokio::select! {
+                _ = self.int.recv() => return None,
+                _ = self.term.recv() => return None,
+                l = self.lines.next_line(), if self.stdin_open => match l {
+                    Ok(Some(l)) => l,
+                    _ => { self.stdin_open = false; continue }
+                },
+            };
+            let mut words = line.split_whitespace();
+            let word = words.next().map(str::to_owned);
+            let target = words
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=MASTERS).contains(n));
+            return Some((word, target));
+        }
+    }
 }
