@@ -312,12 +312,17 @@ impl Shell {
         false
     }
 
+    /// Publishes the status for the admin side, only when it changed (this runs after
+    /// every packet and timer).
     fn publish(&self) {
-        self.status.store(Arc::new(VrrpStatus {
+        let now = VrrpStatus {
             state: self.instance.state(),
             priority: self.instance.advertised_priority().get(),
             master: self.instance.master_ip(),
-        }));
+        };
+        if **self.status.load() != now {
+            self.status.store(Arc::new(now));
+        }
     }
 
     fn announce(&self) {

@@ -1,0 +1,962 @@
+//! VRRP failover comparison: a keepalived pair and an apivip pair on the same topology
+//! (two masters and a client in network namespaces, `tests/support/netns.rs`), at advert
+//! intervals 1 s, 100 ms and 10 ms. Root only. `BENCHMARKS.md` ("VRRP failover")
+//! records a run.
+//!
+//! Per daemon, interval and run, a fresh topology: master 0 (priority 150) holds the VIP
+//! 198.18.0.5, master 1 (priority 100) is its backup. Both masters run a TCP acceptor on
+//! `MASTER:6443` (this binary re-executed, role `acceptor`) as the apiserver, and a
+//! listener on `0.0.0.0:8443`: for apivip, its own proxy (`apivip run`, `vrrp:` section,
+//! `check: {kind: tcp}`); for keepalived, an `apivip run` proxy without a `vrrp:` section
+//! (the same data path, so the two differ only in who moves the VIP). A client thread
+//! enters the client namespace (`setns`) and starts a TCP connect to `VIP:8443` every
+//! 2 ms, each with a 50 ms timeout, recording when it started, ended and whether it
+//! completed.
+//!
+//! - **crash**: once master 0 has held the VIP steadily, SIGKILL its whole process group
+//!   (keepalived: first its proxy, then keepalived and its VRRP child; apivip: the one
+//!   process that is both) at a random phase of the advert interval (uniform over one
+//!   interval after the steady state). Figure: from the SIGKILL to the completion of the first
+//!   connect started after it. The dead namespace keeps the VIP and answers with RST
+//!   (no listener) until the backup's gratuitous ARP moves the client, so every success
+//!   after the kill is the new holder.
+//! - **planned**: SIGTERM to master 0's daemon. Figures: connects started from the
+//!   SIGTERM until the VIP has settled on master 1 (old daemon exited) plus 300 ms that
+//!   failed, and the longest time between two successful connect completions around it.
+//! - **cpu**: both pairs at 10 ms, side by side (two topologies, no client traffic), for
+//!   `APIVIP_BENCH_CPU_SECS`; utime + stime of each daemon's process tree (keepalived's
+//!   parent and its VRRP child; apivip's one process, proxy and health checks
+//!   included) from `/proc/PID/stat`, scaled to CPU seconds per 60 s.
+//!
+//! Knobs: `APIVIP_BENCH_RUNS` (10), `APIVIP_BENCH_CPU_SECS` (60),
+//! `APIVIP_BENCH_INTERVALS` (`1000,100,10`, milliseconds), `APIVIP_BENCH_MODES`
+//! (`crash,planned,cpu`), `APIVIP_BENCH_KEEP_LOGS=1` (keep and print the temp dirs),
+//! `APIVIP_REQUIRE_NETNS=1` (missing root or keepalived fails instead of skipping).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use support::netns::{NsProcess, Topology};
+
+const APIVIP: &str = env!("CARGO_BIN_EXE_apivip");
+const ROLE_ENV: &str = "APIVIP_BENCH_ROLE";
+const LISTEN_ENV: &str = "APIVIP_BENCH_LISTEN";
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
+const PORT: u16 = 8443;
+const VRID: u8 = 51;
+const PRIORITIES: [u8; 2] = [150, 100];
+const CONNECT_EVERY: Duration = Duration::from_millis(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
+const NAME: &str = "failover_compare";
+
+fn main() {
+    if std::env::var(ROLE_ENV).as_deref() == Ok("acceptor") {
+        acceptor_main();
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo bench -- --list` and `cargo test --benches` probing: nothing to list.
+        return;
+    }
+    if !support::require_root(NAME) {
+        return;
+    }
+    let Some(keepalived) = support::require_bin(NAME, "keepalived") else {
+        return;
+    };
+    let cfg = BenchConfig::from_env(keepalived);
+    cfg.print_header();
+    let mut results = Vec::new();
+    for &interval in &cfg.intervals {
+        for daemon in [Daemon::Keepalived, Daemon::Apivip] {
+            let mut row = Row {
+                daemon,
+                interval,
+                crash: Vec::new(),
+                planned: Vec::new(),
+                errors: 0,
+            };
+            if cfg.modes.iter().any(|m| m == "crash") {
+                for run in 0..cfg.runs {
+                    match crash_run(&cfg, daemon, interval) {
+                        Ok(d) => {
+                            eprintln!(
+                                "  {} {} crash run {run}: {}",
+                                daemon.name(),
+                                fmt_interval(interval),
+                                ms(d)
+                            );
+                            row.crash.push(d);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "  {} {} crash run {run} FAILED: {e}",
+                                daemon.name(),
+                                fmt_interval(interval)
+                            );
+                            row.errors += 1;
+                        }
+                    }
+                }
+            }
+            if cfg.modes.iter().any(|m| m == "planned") {
+                for run in 0..cfg.runs {
+                    match planned_run(&cfg, daemon, interval) {
+                        Ok(p) => {
+                            eprintln!(
+                                "  {} {} planned run {run}: {} failed, longest gap {}, exit {}{}",
+                                daemon.name(),
+                                fmt_interval(interval),
+                                p.failed,
+                                ms(p.gap),
+                                p.exit,
+                                if p.note.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({})", p.note)
+                                }
+                            );
+                            row.planned.push(p);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "  {} {} planned run {run} FAILED: {e}",
+                                daemon.name(),
+                                fmt_interval(interval)
+                            );
+                            row.errors += 1;
+                        }
+                    }
+                }
+            }
+            results.push(row);
+        }
+    }
+    let cpu = if cfg.modes.iter().any(|m| m == "cpu") {
+        match cpu_run(&cfg) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("  cpu FAILED: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    print_report(&cfg, &results, cpu.as_ref());
+}
+
+// ---------------------------------------------------------------------------
+// The acceptor role: this binary re-executed in a master namespace as the apiserver.
+
+/// Accepts on `$APIVIP_BENCH_LISTEN` and closes every connection at once.
+fn acceptor_main() {
+    let addr: SocketAddr = std::env::var(LISTEN_ENV)
+        .expect("APIVIP_BENCH_LISTEN")
+        .parse()
+        .expect("APIVIP_BENCH_LISTEN is an address");
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    println!("acceptor listening on {addr}");
+    for conn in listener.incoming() {
+        drop(conn);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Daemon {
+    Keepalived,
+    Apivip,
+}
+
+impl Daemon {
+    fn name(self) -> &'static str {
+        match self {
+            Daemon::Keepalived => "keepalived",
+            Daemon::Apivip => "apivip",
+        }
+    }
+}
+
+struct BenchConfig {
+    keepalived: PathBuf,
+    runs: usize,
+    cpu_secs: u64,
+    intervals: Vec<Duration>,
+    modes: Vec<String>,
+    keep_logs: bool,
+}
+
+impl BenchConfig {
+    fn from_env(keepalived: PathBuf) -> BenchConfig {
+        let num = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(d)
+        };
+        let intervals = std::env::var("APIVIP_BENCH_INTERVALS")
+            .unwrap_or_else(|_| "1000,100,10".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .collect();
+        let modes = std::env::var("APIVIP_BENCH_MODES")
+            .unwrap_or_else(|_| "crash,planned,cpu".into())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .collect();
+        BenchConfig {
+            keepalived,
+            runs: num("APIVIP_BENCH_RUNS", 10) as usize,
+            cpu_secs: num("APIVIP_BENCH_CPU_SECS", 60),
+            intervals,
+            modes,
+            keep_logs: std::env::var("APIVIP_BENCH_KEEP_LOGS").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    fn print_header(&self) {
+        let kv = Command::new(&self.keepalived)
+            .arg("--version")
+            .output()
+            .map(|o| {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                text.lines().next().unwrap_or_default().to_owned()
+            })
+            .unwrap_or_default();
+        let av = Command::new(APIVIP)
+            .arg("version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        println!("# VRRP failover comparison");
+        println!("- {kv}; {av}; kernel {}", kernel.trim());
+        println!(
+            "- runs {}, intervals {}, modes {}, cpu {} s; client: a TCP connect to {VIP}:{PORT} every {} ms, timeout {} ms",
+            self.runs,
+            self.intervals
+                .iter()
+                .map(|d| fmt_interval(*d))
+                .collect::<Vec<_>>()
+                .join(","),
+            self.modes.join(","),
+            self.cpu_secs,
+            CONNECT_EVERY.as_millis(),
+            CONNECT_TIMEOUT.as_millis()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A pair of masters and a client
+
+struct Pair {
+    daemon: Daemon,
+    interval: Duration,
+    /// Per master: the VRRP daemon.
+    daemons: Vec<NsProcess>,
+    /// Per master (keepalived only): the `apivip run` proxy without VRRP.
+    listeners: Vec<NsProcess>,
+    _acceptors: Vec<NsProcess>,
+    // Dropped after the processes (declaration order): kills leftovers, deletes the
+    // namespaces.
+    topo: Topology,
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn start(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Pair, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("apivip-failover-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let topo = Topology::new(2).map_err(|e| format!("topology: {e}"))?;
+        let d = dir.path();
+        let mut acceptors = Vec::new();
+        for i in 0..2 {
+            let m = topo.master(i);
+            let mut cmd = m.command(std::env::current_exe().map_err(|e| e.to_string())?);
+            cmd.env(ROLE_ENV, "acceptor")
+                .env(LISTEN_ENV, format!("{}:6443", m.ipv4));
+            let p = m
+                .spawn_command(cmd, &d.join(format!("acceptor-{i}.log")))
+                .map_err(|e| format!("acceptor {i}: {e}"))?;
+            if !p.wait_for_log("listening", Duration::from_secs(10)) {
+                return Err(format!("acceptor {i} did not start: {}", p.log()));
+            }
+            acceptors.push(p);
+        }
+        let mut daemons = Vec::new();
+        let mut listeners = Vec::new();
+        for i in 0..2 {
+            let m = topo.master(i);
+            match daemon {
+                Daemon::Apivip => {
+                    let conf = d.join(format!("apivip-{i}.yaml"));
+                    std::fs::write(&conf, apivip_config(&topo, i, Some(interval)))
+                        .map_err(|e| e.to_string())?;
+                    daemons.push(
+                        m.spawn(
+                            APIVIP,
+                            ["run", "-c", &conf.display().to_string()],
+                            &d.join(format!("apivip-{i}.log")),
+                        )
+                        .map_err(|e| format!("apivip {i}: {e}"))?,
+                    );
+                }
+                Daemon::Keepalived => {
+                    let conf = d.join(format!("proxy-{i}.yaml"));
+                    std::fs::write(&conf, apivip_config(&topo, i, None))
+                        .map_err(|e| e.to_string())?;
+                    listeners.push(
+                        m.spawn(
+                            APIVIP,
+                            ["run", "-c", &conf.display().to_string()],
+                            &d.join(format!("proxy-{i}.log")),
+                        )
+                        .map_err(|e| format!("proxy {i}: {e}"))?,
+                    );
+                    daemons.push(start_keepalived(cfg, &topo, d, i, interval)?);
+                }
+            }
+        }
+        Ok(Pair {
+            daemon,
+            interval,
+            daemons,
+            listeners,
+            _acceptors: acceptors,
+            topo,
+            dir,
+        })
+    }
+
+    /// Waits until master 0 alone holds the VIP, the client has connected for 300 ms
+    /// without a failure, and three more intervals (plus 200 ms) have passed so the backup
+    /// has heard the master.
+    fn wait_steady(&self, client: &Client) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30) + self.interval * 10;
+        let since_ok = Duration::from_millis(300);
+        loop {
+            let holders = self.topo.holders_of(VIP.into()).unwrap_or_default();
+            if holders == [0] && client.clean_for(since_ok) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "master 0 never held the VIP steadily (holders {holders:?})\n{}",
+                    self.logs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(self.interval * 3 + Duration::from_millis(200));
+        let holders = self.topo.holders_of(VIP.into()).unwrap_or_default();
+        if holders != [0] {
+            return Err(format!("holders changed to {holders:?}\n{}", self.logs()));
+        }
+        Ok(())
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, p) in self.daemons.iter().enumerate() {
+            out += &format!("--- {} {i}\n{}\n", self.daemon.name(), tail(&p.log(), 40));
+        }
+        for (i, p) in self.listeners.iter().enumerate() {
+            out += &format!("--- proxy {i}\n{}\n", tail(&p.log(), 10));
+        }
+        out
+    }
+
+    fn keep(self, cfg: &BenchConfig, what: &str) {
+        if cfg.keep_logs {
+            let path = self.dir.keep();
+            eprintln!("  [{what}] logs kept in {}", path.display());
+        }
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `apivip run` config for master `i`: the proxy on 0.0.0.0:8443 in front of both
+/// acceptors, plus a `vrrp:` section when `interval` is given.
+fn apivip_config(topo: &Topology, i: usize, interval: Option<Duration>) -> String {
+    let m = topo.master(i);
+    let backends: String = (0..2)
+        .map(|k| {
+            format!(
+                "  - {{name: master-{k}, address: '{}:6443'}}\n",
+                topo.master(k).ipv4
+            )
+        })
+        .collect();
+    let vrrp = match interval {
+        None => String::new(),
+        Some(iv) => {
+            // A handover ends after ~3 x interval + skew; leave it plenty of room.
+            let handover = (iv * 10).max(Duration::from_secs(1));
+            format!(
+                "vrrp:\n  interface: {}\n  address: {}\n  vrid: {VRID}\n  version: 3\n  priority: {}\n  advert_interval: {}ms\n  vips: [{VIP}/24]\n  handover_timeout: {}ms\n",
+                m.ifname,
+                m.ipv4,
+                PRIORITIES[i],
+                iv.as_millis(),
+                handover.as_millis()
+            )
+        }
+    };
+    // APIVIP_BENCH_CHECK_MS: the health-check interval (default 200). A long one
+    // measures the VRRP daemon alone, as keepalived's figure is.
+    let check_ms: u64 = std::env::var("APIVIP_BENCH_CHECK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    format!(
+        "backends:\n{backends}apiserver:\n  listen: 0.0.0.0:{PORT}\n  check: {{kind: tcp, interval: {check_ms}ms, timeout: 200ms}}\n{vrrp}shutdown: {{drain_timeout: 1s}}\n"
+    )
+}
+
+fn start_keepalived(
+    cfg: &BenchConfig,
+    topo: &Topology,
+    dir: &Path,
+    i: usize,
+    interval: Duration,
+) -> Result<NsProcess, String> {
+    let m = topo.master(i);
+    let state = if i == 0 { "MASTER" } else { "BACKUP" };
+    let advert = format!("{}", interval.as_secs_f64());
+    let conf = dir.join(format!("keepalived-{i}.conf"));
+    let text = format!(
+        "global_defs {{\n  router_id bench{i}\n  vrrp_version 3\n}}\n\nvrrp_instance VI_1 {{\n  state {state}\n  interface {}\n  virtual_router_id {VRID}\n  priority {}\n  advert_int {advert}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+        m.ifname, PRIORITIES[i]
+    );
+    std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+    let pid = |n: &str| {
+        dir.join(format!("keepalived-{i}-{n}.pid"))
+            .display()
+            .to_string()
+    };
+    m.spawn(
+        &cfg.keepalived,
+        [
+            "-n".to_owned(),
+            "-l".to_owned(),
+            "-D".to_owned(),
+            "-f".to_owned(),
+            conf.display().to_string(),
+            "-p".to_owned(),
+            pid("main"),
+            "-r".to_owned(),
+            pid("vrrp"),
+            "-c".to_owned(),
+            pid("checkers"),
+            "-b".to_owned(),
+            pid("bfd"),
+        ],
+        &dir.join(format!("keepalived-{i}.log")),
+    )
+    .map_err(|e| format!("keepalived {i}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// The client
+
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    start: Instant,
+    end: Instant,
+    ok: bool,
+}
+
+/// A thread in the client namespace connecting to the VIP every 2 ms.
+struct Client {
+    stop: Arc<AtomicBool>,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Client {
+    fn start(ns: &str) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(Mutex::new(Vec::with_capacity(16_384)));
+        let (stop2, attempts2) = (stop.clone(), attempts.clone());
+        let path = format!("/run/netns/{ns}");
+        let thread = std::thread::spawn(move || {
+            let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            nix::sched::setns(file, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns {path}: {e}"))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(client_loop(stop2, attempts2));
+            Ok(())
+        });
+        Client {
+            stop,
+            attempts,
+            thread: Some(thread),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Attempt> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether every connect that ended in the last `span` succeeded, and the client has
+    /// been connecting for at least that long.
+    fn clean_for(&self, span: Duration) -> bool {
+        let now = Instant::now();
+        let a = self.snapshot();
+        let Some(first) = a.first() else {
+            return false;
+        };
+        if now.duration_since(first.start) < span {
+            return false;
+        }
+        let recent: Vec<&Attempt> = a
+            .iter()
+            .filter(|x| now.duration_since(x.end) <= span)
+            .collect();
+        recent.len() >= 10 && recent.iter().all(|x| x.ok)
+    }
+
+    /// The first successful connect that started at or after `after`, waiting up to
+    /// `timeout` for it.
+    fn wait_success_after(&self, after: Instant, timeout: Duration) -> Option<Attempt> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .snapshot()
+                .into_iter()
+                .filter(|a| a.ok && a.start >= after)
+                .min_by_key(|a| a.end);
+            if found.is_some() {
+                // Later-started connects can end earlier: let in-flight ones finish.
+                std::thread::sleep(CONNECT_TIMEOUT + Duration::from_millis(10));
+                return self
+                    .snapshot()
+                    .into_iter()
+                    .filter(|a| a.ok && a.start >= after)
+                    .min_by_key(|a| a.end);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(mut self) -> Result<Vec<Attempt>, String> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| "client thread panicked".to_owned())??;
+        }
+        Ok(self.snapshot())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn client_loop(stop: Arc<AtomicBool>, attempts: Arc<Mutex<Vec<Attempt>>>) {
+    let target = SocketAddr::from((VIP, PORT));
+    let mut tick = tokio::time::interval(CONNECT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        let attempts = attempts.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let r =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
+            let end = Instant::now();
+            let ok = matches!(r, Ok(Ok(_)));
+            if let Ok(Ok(stream)) = r {
+                // RST on close: no TIME_WAIT, no lingering connection through the proxy.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            }
+            attempts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Attempt { start, end, ok });
+        });
+    }
+    // Let the connects in flight end.
+    tokio::time::sleep(CONNECT_TIMEOUT + Duration::from_millis(20)).await;
+}
+
+// ---------------------------------------------------------------------------
+// Runs
+
+/// kill -9 of the holder until the first completed connect (started after the kill).
+fn crash_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Duration, String> {
+    let pair = Pair::start(cfg, daemon, interval)?;
+    let client = Client::start(&pair.topo.client().ns);
+    pair.wait_steady(&client)?;
+    // A random phase against the master's advert timer: the takeover comes 3 x interval
+    // + skew after the *last advert*, so a fixed phase would bias one daemon.
+    std::thread::sleep(interval.mul_f64(fastrand::f64()));
+    if let Some(l) = pair.listeners.first() {
+        // keepalived: its host's proxy dies first (connects to it now fail), then
+        // keepalived; the clock starts with keepalived's death.
+        l.kill_hard();
+    }
+    let t0 = Instant::now();
+    pair.daemons[0].kill_hard();
+    let dead = Instant::now();
+    let limit = interval * 6 + Duration::from_secs(5);
+    let first = client.wait_success_after(dead, limit);
+    let _ = client.finish();
+    let result = match first {
+        Some(a) => Ok(a.end.duration_since(t0)),
+        None => Err(format!(
+            "no connect succeeded within {limit:?} of the kill (holders {:?})\n{}",
+            pair.topo.holders_of(VIP.into()),
+            pair.logs()
+        )),
+    };
+    pair.keep(cfg, "crash");
+    result
+}
+
+#[derive(Debug, Clone)]
+struct Planned {
+    failed: usize,
+    attempts: usize,
+    gap: Duration,
+    exit: String,
+    note: String,
+}
+
+/// SIGTERM of the holder: failed connects and the longest gap between successes.
+fn planned_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Planned, String> {
+    let pair = Pair::start(cfg, daemon, interval)?;
+    let client = Client::start(&pair.topo.client().ns);
+    pair.wait_steady(&client)?;
+    let t0 = Instant::now();
+    pair.daemons[0]
+        .kill(Signal::SIGTERM)
+        .map_err(|e| format!("SIGTERM: {e}"))?;
+    let limit = (interval * 10).max(Duration::from_secs(1)) + Duration::from_secs(10);
+    let status = pair.daemons[0]
+        .wait_timeout(limit)
+        .map_err(|e| e.to_string())?;
+    let Some(status) = status else {
+        return Err(format!(
+            "master 0 did not exit within {limit:?} of SIGTERM\n{}",
+            pair.logs()
+        ));
+    };
+    let moved = pair
+        .topo
+        .wait_holder(VIP.into(), Some(1), Duration::from_secs(10))
+        == Some(1)
+        && pair.topo.holders_of(VIP.into()).unwrap_or_default() == [1];
+    if !moved {
+        return Err(format!(
+            "the VIP did not settle on master 1 (holders {:?})\n{}",
+            pair.topo.holders_of(VIP.into()),
+            pair.logs()
+        ));
+    }
+    // The client must be back to steady successes before the window closes.
+    let settled = Instant::now();
+    let back = client.wait_success_after(settled, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let t_end = Instant::now();
+    let attempts = client.finish()?;
+    if back.is_none() {
+        return Err(format!(
+            "no connect succeeded after the VIP moved\n{}",
+            pair.logs()
+        ));
+    }
+    let window: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.start >= t0 && a.start <= t_end)
+        .collect();
+    let failed = window.iter().filter(|a| !a.ok).count();
+    let mut successes: Vec<Instant> = attempts.iter().filter(|a| a.ok).map(|a| a.end).collect();
+    successes.sort();
+    let from = successes
+        .iter()
+        .rev()
+        .find(|e| **e <= t0)
+        .copied()
+        .unwrap_or(t0);
+    let gap = successes
+        .windows(2)
+        .filter(|w| w[0] >= from && w[1] <= t_end)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default();
+    let log = pair.daemons[0].log();
+    let mut notes = Vec::new();
+    for (needle, note) in [
+        ("did not finish in time", "handover timed out"),
+        ("handover_timed_out", "handover timed out (reason)"),
+    ] {
+        if log.contains(needle) {
+            notes.push(note);
+        }
+    }
+    let p = Planned {
+        failed,
+        attempts: window.len(),
+        gap,
+        exit: status
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| format!("{status}")),
+        note: notes.join(", "),
+    };
+    if cfg.keep_logs || !p.note.is_empty() || (daemon == Daemon::Apivip && p.failed > 0) {
+        eprintln!(
+            "    attempts in window {}; master 0 log tail:\n{}",
+            p.attempts,
+            tail(&log, 12)
+        );
+    }
+    pair.keep(cfg, "planned");
+    Ok(p)
+}
+
+#[derive(Debug)]
+struct Cpu {
+    secs: u64,
+    /// (daemon, master 0 CPU s, master 1 CPU s), scaled to 60 s.
+    per_daemon: Vec<(Daemon, f64, f64)>,
+}
+
+/// Both pairs at 10 ms, side by side, for `cpu_secs`.
+fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
+    let interval = Duration::from_millis(10);
+    let pairs: Vec<Pair> = [Daemon::Keepalived, Daemon::Apivip]
+        .into_iter()
+        .map(|d| Pair::start(cfg, d, interval))
+        .collect::<Result<_, _>>()?;
+    for p in &pairs {
+        if p.topo
+            .wait_holder(VIP.into(), Some(0), Duration::from_secs(20))
+            != Some(0)
+        {
+            return Err(format!(
+                "{}: master 0 never held the VIP\n{}",
+                p.daemon.name(),
+                p.logs()
+            ));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let tck = clk_tck();
+    let sample = |p: &Pair| -> Vec<u64> { p.daemons.iter().map(|d| tree_ticks(d.pid())).collect() };
+    let before: Vec<Vec<u64>> = pairs.iter().map(sample).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(cfg.cpu_secs));
+    let after: Vec<Vec<u64>> = pairs.iter().map(sample).collect();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut per_daemon = Vec::new();
+    for (k, p) in pairs.iter().enumerate() {
+        if p.topo.holders_of(VIP.into()).unwrap_or_default() != [0] {
+            eprintln!(
+                "  cpu: {} holders changed during the measurement: {:?}",
+                p.daemon.name(),
+                p.topo.holders_of(VIP.into())
+            );
+        }
+        let scale = |i: usize| (after[k][i] - before[k][i]) as f64 / tck * 60.0 / elapsed;
+        per_daemon.push((p.daemon, scale(0), scale(1)));
+    }
+    for p in pairs {
+        p.keep(cfg, "cpu");
+    }
+    Ok(Cpu {
+        secs: cfg.cpu_secs,
+        per_daemon,
+    })
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (ppid, utime + stime) of a process, from /proc/PID/stat.
+fn stat_of(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+/// CPU ticks of `root` and all its descendants.
+fn tree_ticks(root: u32) -> u64 {
+    let mut procs = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                if let Some((ppid, t)) = stat_of(pid) {
+                    procs.push((pid, ppid, t));
+                }
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut total = 0;
+    let mut k = 0;
+    while k < tree.len() {
+        let p = tree[k];
+        for &(pid, ppid, t) in &procs {
+            if pid == p {
+                total += t;
+            }
+            if ppid == p && !tree.contains(&pid) {
+                tree.push(pid);
+            }
+        }
+        k += 1;
+    }
+    total
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+#[derive(Debug)]
+struct Row {
+    daemon: Daemon,
+    interval: Duration,
+    crash: Vec<Duration>,
+    planned: Vec<Planned>,
+    errors: usize,
+}
+
+fn median<T: Copy + Ord>(v: &[T]) -> Option<T> {
+    let mut s = v.to_vec();
+    s.sort();
+    // Lower median for an even count.
+    s.get(s.len().saturating_sub(1) / 2).copied()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn fmt_interval(d: Duration) -> String {
+    if d >= Duration::from_secs(1) && d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+fn print_report(cfg: &BenchConfig, rows: &[Row], cpu: Option<&Cpu>) {
+    let _ = cfg;
+    println!();
+    println!("| interval | daemon | crash failover median (min-max), n | planned: failed connects median (max), n | planned: longest gap median (max) | errors |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        let crash = match (median(&r.crash), r.crash.iter().min(), r.crash.iter().max()) {
+            (Some(m), Some(lo), Some(hi)) => {
+                format!("{} ({}-{}), {}", ms(m), ms(*lo), ms(*hi), r.crash.len())
+            }
+            _ => "-".into(),
+        };
+        let failed: Vec<usize> = r.planned.iter().map(|p| p.failed).collect();
+        let gaps: Vec<Duration> = r.planned.iter().map(|p| p.gap).collect();
+        let pf = match (median(&failed), failed.iter().max()) {
+            (Some(m), Some(hi)) => format!("{m} ({hi}), {}", failed.len()),
+            _ => "-".into(),
+        };
+        let pg = match (median(&gaps), gaps.iter().max()) {
+            (Some(m), Some(hi)) => format!("{} ({})", ms(m), ms(*hi)),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {crash} | {pf} | {pg} | {} |",
+            fmt_interval(r.interval),
+            r.daemon.name(),
+            r.errors
+        );
+    }
+    println!();
+    println!("Ratios apivip / keepalived (medians):");
+    for pair in rows.chunks(2) {
+        let [k, a] = pair else { continue };
+        let ratio = |x: Option<Duration>, y: Option<Duration>| match (x, y) {
+            (Some(x), Some(y)) if !y.is_zero() => {
+                format!("{:.2}", x.as_secs_f64() / y.as_secs_f64())
+            }
+            _ => "-".into(),
+        };
+        let gk: Vec<Duration> = k.planned.iter().map(|p| p.gap).collect();
+        let ga: Vec<Duration> = a.planned.iter().map(|p| p.gap).collect();
+        println!(
+            "- {}: crash failover {}, planned longest gap {}",
+            fmt_interval(k.interval),
+            ratio(median(&a.crash), median(&k.crash)),
+            ratio(median(&ga), median(&gk))
+        );
+    }
+    if let Some(c) = cpu {
+        println!();
+        println!(
+            "CPU at 10 ms adverts over {} s, scaled to CPU seconds per 60 s (master / backup):",
+            c.secs
+        );
+        for (d, m, b) in &c.per_daemon {
+            println!("- {}: {m:.2} / {b:.2}", d.name());
+        }
+        if let [(_, km, kb), (_, am, ab)] = c.per_daemon.as_slice() {
+            println!(
+                "- ratio apivip/keepalived: master {:.2}, backup {:.2}",
+                am / km,
+                ab / kb
+            );
+        }
+    }
+}
