@@ -247,8 +247,12 @@ async fn a_hard_stopped_master_is_marked_down_and_avoided() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_graceful_restart_loses_no_request() {
+    // Checks tolerant of a loaded machine (a healthy master falsely marked down would
+    // have its connections closed), still detecting a draining one well inside the
+    // 2.5 s shutdown delay.
     let mut c = Cluster::start(Opts {
         shutdown_delay: Duration::from_millis(2500),
+        check: "    interval: 400ms\n    timeout: 400ms\n    rise: 1\n    fall: 2\n",
         ..Opts::default()
     })
     .await;
@@ -451,8 +455,10 @@ async fn shutdown_drains_then_closes() {
     assert!(s.next().await.is_some());
     while s.next().await.is_some() {}
     let report = shutdown.await.unwrap();
-    assert_eq!(report.open_at_start, 1);
-    assert_eq!(report.closed_at_deadline, 1);
+    // The refused-connect probes above may have been accepted before accepting
+    // stopped and still be counted as open then; the stream is the one left.
+    assert!(report.open_at_start >= 1, "{report:?}");
+    assert_eq!(report.closed_at_deadline, 1, "{report:?}");
 }
 
 /// A deterministic byte pattern, so corruption or reordering is caught.
