@@ -146,7 +146,10 @@ pub async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         priority: cfg.instance.base_priority.get(),
         master: None,
     }));
+    let destinations = socket.destinations();
     Ok(Shell {
+        destinations,
+        send_buf: Vec::new(),
         cfg: cfg.clone(),
         instance,
         socket,
@@ -168,6 +171,10 @@ pub struct Shell {
     announcer: Announcer,
     status: Arc<ArcSwap<VrrpStatus>>,
     handover: CancellationToken,
+    /// Where adverts go (the group, or each unicast peer), computed once.
+    destinations: Vec<IpAddr>,
+    /// Reused for every advert.
+    send_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -207,6 +214,13 @@ impl Shell {
         let mut announce_left = 0u32;
         let mut next_announce: Option<Instant> = None;
         let mut handover_started = false;
+        let mut health_open = true;
+        // One timer for the machine, re-armed only when its deadline changes (STYLE §6:
+        // a new timer per loop turn costs a timer-wheel insert and remove per packet).
+        let far = || Instant::now() + Duration::from_secs(86_400);
+        let timer = tokio::time::sleep_until(far());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             if self
                 .drain_actions(&mut announce_left, &mut next_announce)
@@ -215,6 +229,10 @@ impl Shell {
                 return;
             }
             let deadline = self.instance.poll_timeout().map(Instant::from_std);
+            if deadline != armed {
+                timer.as_mut().reset(deadline.unwrap_or_else(far));
+                armed = deadline;
+            }
             tokio::select! {
                 r = self.socket.recv(&mut buf) => match r {
                     Ok(rx) => self.on_packet(&buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit),
@@ -223,24 +241,26 @@ impl Shell {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                _ = sleep_until_opt(deadline) => {
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
                     self.instance.handle_timeout(std::time::Instant::now());
                 }
-                _ = sleep_until_opt(next_announce) => {
+                _ = sleep_until_opt(next_announce), if next_announce.is_some() => {
                     self.announce();
                     announce_left = announce_left.saturating_sub(1);
                     next_announce = (announce_left > 0).then(|| Instant::now() + self.cfg.announce_interval);
                 }
-                changed = health.changed() => {
-                    if let Some(snap) = changed {
-                        let serve = can_serve(&self.cfg.track, &snap, proxy_listening);
-                        if serve != self.instance.can_serve() {
-                            tracing::info!(can_serve = serve, "vrrp: this node's ability to serve changed");
+                changed = health.changed(), if health_open => {
+                    match changed {
+                        Some(snap) => {
+                            let serve = can_serve(&self.cfg.track, &snap, proxy_listening);
+                            if serve != self.instance.can_serve() {
+                                tracing::info!(can_serve = serve, "vrrp: this node's ability to serve changed");
+                            }
+                            self.instance.handle_health(std::time::Instant::now(), serve);
                         }
-                        self.instance.handle_health(std::time::Instant::now(), serve);
-                    } else {
                         // The health publisher is gone: nothing will change any more.
-                        std::future::pending::<()>().await;
+                        None => health_open = false,
                     }
                 }
                 _ = self.handover.cancelled(), if !handover_started => {
@@ -332,20 +352,24 @@ impl Shell {
         }
     }
 
-    async fn send(&self, repr: Repr) {
-        let mut buf = vec![0u8; repr.buffer_len()];
-        for dst in self.socket.destinations() {
+    async fn send(&mut self, repr: Repr) {
+        let len = repr.buffer_len();
+        if self.send_buf.len() < len {
+            self.send_buf.resize(len, 0);
+        }
+        for &dst in &self.destinations {
             let (pair, policy) = encode_policy(
                 &self.cfg.instance.version,
                 self.cfg.instance.primary_ip,
                 dst,
             );
+            let msg = &mut self.send_buf[..len];
             repr.emit(
-                &mut crate::vrrp::packet::Packet::new_unchecked(&mut buf[..], repr.family()),
+                &mut crate::vrrp::packet::Packet::new_unchecked(&mut *msg, repr.family()),
                 &pair,
                 policy,
             );
-            if let Err(e) = self.socket.send_to(&buf, dst).await {
+            if let Err(e) = self.socket.send_to(msg, dst).await {
                 tracing::warn!(%dst, error = %e, "vrrp: sending an advert failed");
             }
         }
