@@ -56,7 +56,7 @@ pub struct Supervisor {
     /// The VRRP election, when configured.
     vrrp: Option<(
         crate::vrrp::shell::VrrpHandle,
-        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
         Duration,
     )>,
     /// The accept loops, waited for before draining so that the count is final.
@@ -139,17 +139,17 @@ impl Supervisor {
         let vrrp = match &config.vrrp {
             None => None,
             Some(v) => {
-                let shell = crate::vrrp::shell::start(v).await?;
-                let handle = shell.handle();
                 let proxy_listening = config
                     .frontends
                     .iter()
                     .any(|f| f.name == "apiserver" && !f.listen.is_empty());
-                let task = tokio::spawn(shell.run(
+                let (handle, task) = crate::vrrp::shell::spawn_dedicated(
+                    v.clone(),
                     publisher.subscribe(),
                     proxy_listening,
                     hard_stop.clone(),
-                ));
+                )
+                .await?;
                 // The handover waits for a new holder, bounded by the machine's own
                 // timeout; a little more for the last adverts and netlink.
                 let bound = v.instance.handover_timeout

@@ -161,6 +161,59 @@ pub async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     })
 }
 
+/// Starts the election on a thread of its own with a single-threaded runtime, so that
+/// its packets and timers never wake the proxy's worker threads (at a 10 ms interval
+/// that is 100 wakeups a second on every node). Returns once the socket, netlink and
+/// stale-VIP removal are done (or failed); the receiver completes when the election
+/// has ended (handover done, or `abort`).
+pub async fn spawn_dedicated(
+    cfg: Vrrp,
+    health: HealthView,
+    proxy_listening: bool,
+    abort: CancellationToken,
+) -> Result<(VrrpHandle, tokio::sync::oneshot::Receiver<()>), VrrpError> {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let interface = cfg.interface.clone();
+    let spawned = std::thread::Builder::new()
+        .name("apivip-vrrp".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(source) => {
+                    let _ = started_tx.send(Err(VrrpError::Socket {
+                        interface: cfg.interface.clone(),
+                        source,
+                    }));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match start(&cfg).await {
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
+                    Ok(shell) => {
+                        let _ = started_tx.send(Ok(shell.handle()));
+                        shell.run(health, proxy_listening, abort).await;
+                    }
+                }
+            });
+            let _ = done_tx.send(());
+        });
+    if let Err(source) = spawned {
+        return Err(VrrpError::Socket { interface, source });
+    }
+    let handle = started_rx.await.map_err(|_| VrrpError::Socket {
+        interface: interface.clone(),
+        source: std::io::Error::other("the VRRP thread ended during start"),
+    })??;
+    Ok((handle, done_rx))
+}
+
 /// A prepared election, ready to [`Shell::run`].
 pub struct Shell {
     cfg: Vrrp,
