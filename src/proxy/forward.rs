@@ -129,7 +129,9 @@ async fn pump(
         src.readable().await?;
         activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if bulk && mode == Mode::Auto {
-            match splice::splice_burst(src, dst, pipes).await? {
+            // Boxed: the burst's state lives on the heap only while a burst runs, so
+            // it does not enlarge every idle connection's task.
+            match Box::pin(splice::splice_burst(src, dst, pipes)).await? {
                 splice::Burst::Moved(n) => {
                     total += n as u64;
                     bulk = n >= BUF_SIZE;

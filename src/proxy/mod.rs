@@ -361,7 +361,9 @@ pub async fn serve(
 
 async fn handle(fe: &FrontendProxy, client: TcpStream, hard_stop: CancellationToken) {
     let connected = tokio::select! {
-        c = fe.connect() => c,
+        // Boxed: connecting happens once; its state should not stay in the task of a
+        // connection that then idles for hours.
+        c = Box::pin(fe.connect()) => c,
         _ = hard_stop.cancelled() => return,
     };
     let Some(Connected {
