@@ -1,9 +1,12 @@
-//! The proxy comparison: a direct connection, HAProxy (`mode tcp`, its default and
-//! `option splice-auto`) and apivip, in one run, on the same machine and the same load,
-//! in interleaved rounds. Prints the medians and the ratios apivip/HAProxy-best and
-//! apivip/direct. `BENCHMARKS.md` records a run and explains every figure.
+//! The proxy comparison: a direct connection, HAProxy (`mode tcp`: its default,
+//! `option splice-auto`, and forced splicing with `option splice-request` +
+//! `option splice-response`) and apivip, in one run, on the same machine and the same
+//! load, in interleaved rounds. Prints the medians and the ratios apivip/HAProxy-best
+//! (the best HAProxy configuration per metric) and apivip/direct. `BENCHMARKS.md`
+//! records a run and explains every figure.
 //!
-//! Per path and round, each workload gets a freshly started proxy process:
+//! Each round runs every workload through every path (the order of the paths rotates
+//! from round to round), each measurement through a freshly started proxy process:
 //! - `http`: `wrk -t2 -c64 -d{secs}s --latency` against nginx (keep-alive, a ~100-byte
 //!   body): requests/s, p50 and p99 latency, and requests per proxy CPU-second;
 //! - `bulk`: `iperf3 -c ... -t {secs} -J` to an iperf3 server: Gbit/s, and Gbit per
@@ -13,23 +16,31 @@
 //!   many as the descriptor limit allows (the proxy needs two descriptors per
 //!   connection).
 //!
+//! The machine may be shared: a measurement starts only once the machine is quiet
+//! (or after 120 s), the CPU that other processes used meanwhile is measured
+//! (`other load cores`), and a disturbed measurement is repeated up to three times,
+//! keeping the quietest attempt.
+//!
 //! Knobs (environment variables):
 //! - `APIVIP_BENCH_ROUNDS` (3), `APIVIP_BENCH_SECS` (10): rounds and seconds per
-//!   measurement; `APIVIP_BENCH_QUICK=1`: 1 round of 3 s and 2,000 idle connections
-//!   (about one minute);
+//!   measurement; `APIVIP_BENCH_QUICK=1`: 1 round of 3 s and 2,000 idle connections;
 //! - `APIVIP_BENCH_IDLE_CONNS`: N for the idle workload (default: (limit - 400) / 2);
-//! - `APIVIP_BENCH_PATHS`: a comma-separated subset of `direct,haproxy,haproxy-splice,
-//!   apivip,apivip-copy`;
+//! - `APIVIP_BENCH_PATHS`: a comma-separated subset of `direct,haproxy,
+//!   haproxy-splice-auto,haproxy-splice-always,apivip,apivip-copy`;
 //! - `APIVIP_BENCH_WORKLOADS`: a subset of `http,bulk,idle`;
-//! - `APIVIP_BENCH_HAPROXY_THREADS` (2): HAProxy's `nbthread` (apivip's runtime has
-//!   one worker per core, 2 here);
+//! - `APIVIP_BENCH_THREADS`: proxy threads for both (HAProxy `nbthread`, apivip
+//!   `TOKIO_WORKER_THREADS`); default: one per CPU the proxy may use (2, or 1 pinned);
+//!   `APIVIP_BENCH_HAPROXY_THREADS` sets HAProxy's alone;
+//! - `APIVIP_BENCH_PIN=1`: proxies on CPU 1, backends and load generators on CPU 0;
+//! - `APIVIP_BENCH_SYSCALLS=1`: count the proxy's system calls and context switches
+//!   per request / per MiB with `perf stat` (costs a little CPU: a separate run);
 //! - `APIVIP_BENCH_WRK_CONNS` (64), `APIVIP_BENCH_WRK_THREADS` (2);
 //! - `APIVIP_REQUIRE_NETNS=1`: a missing tool is a failure instead of a skip.
 //!
 //! `apivip` is the real binary (`apivip run -c FILE`, forwarding mode Auto: copy, then
 //! splice for bulk bursts). `apivip-copy` is this benchmark binary re-executed as a
 //! proxy that runs the same library with `Supervisor::start_with_mode(.., Mode::Copy)`,
-//! on the same runtime shape (a multi-thread tokio runtime, one worker per core).
+//! on the same runtime shape (a multi-thread tokio runtime).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -174,6 +185,9 @@ struct Settings {
     fd_limit: u64,
     /// Proxies on CPU 1, everything else on CPU 0 (`APIVIP_BENCH_PIN=1`).
     pin: bool,
+    /// `TOKIO_WORKER_THREADS` for apivip (`APIVIP_BENCH_THREADS`); the runtime's
+    /// default (one worker per CPU it may use) when unset.
+    apivip_threads: Option<u32>,
     syscalls: bool,
     rounds: usize,
     secs: u64,
@@ -192,6 +206,14 @@ impl Settings {
 
     fn proxy_cpus(&self) -> Option<&'static str> {
         self.pin.then_some("1")
+    }
+
+    /// apivip's runtime reads `TOKIO_WORKER_THREADS` (tokio's own knob).
+    fn apivip_env(&self, mut cmd: Command) -> Command {
+        if let Some(n) = self.apivip_threads {
+            cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
+        cmd
     }
 }
 
@@ -234,6 +256,7 @@ fn settings(fd_limit: u64) -> Settings {
         Err(_) => Workload::ALL.to_vec(),
     };
     let pin = env_flag("APIVIP_BENCH_PIN");
+    let threads: Option<u32> = env_parse("APIVIP_BENCH_THREADS");
     Settings {
         fd_limit,
         pin,
@@ -245,11 +268,10 @@ fn settings(fd_limit: u64) -> Settings {
             .min(max_idle)
             .max(1),
         // One thread per core the proxy may use, as apivip's runtime does.
-        haproxy_threads: env_parse("APIVIP_BENCH_HAPROXY_THREADS").unwrap_or(if pin {
-            1
-        } else {
-            2
-        }),
+        haproxy_threads: env_parse("APIVIP_BENCH_HAPROXY_THREADS")
+            .or(threads)
+            .unwrap_or(if pin { 1 } else { 2 }),
+        apivip_threads: threads,
         wrk_conns: env_parse("APIVIP_BENCH_WRK_CONNS").unwrap_or(64),
         wrk_threads: env_parse("APIVIP_BENCH_WRK_THREADS").unwrap_or(2),
         paths,
@@ -675,7 +697,7 @@ fn start_target(
                 .map_err(|e| e.to_string())?;
             Proc::spawn(
                 &name,
-                command(env!("CARGO_BIN_EXE_apivip"), s.proxy_cpus())
+                s.apivip_env(command(env!("CARGO_BIN_EXE_apivip"), s.proxy_cpus()))
                     .arg("run")
                     .arg("-c")
                     .arg(&cfg),
@@ -689,7 +711,7 @@ fn start_target(
             let me = std::env::current_exe().map_err(|e| e.to_string())?;
             Proc::spawn(
                 &name,
-                command(me, s.proxy_cpus())
+                s.apivip_env(command(me, s.proxy_cpus()))
                     .env(ROLE_ENV, "copy-proxy")
                     .env(CONFIG_ENV, &cfg),
                 dir,
@@ -763,7 +785,7 @@ type SyscallEvent = (
     &'static str,
 );
 
-const SYSCALL_EVENTS: [SyscallEvent; 5] = [
+const SYSCALL_EVENTS: [SyscallEvent; 7] = [
     (
         "syscalls:sys_enter_recvfrom",
         None,
@@ -793,6 +815,18 @@ const SYSCALL_EVENTS: [SyscallEvent; 5] = [
         None,
         "epoll_wait per req",
         "epoll_wait per MiB",
+    ),
+    (
+        "syscalls:sys_enter_futex",
+        None,
+        "futex per req",
+        "futex per MiB",
+    ),
+    (
+        "context-switches",
+        None,
+        "ctx switches per req",
+        "ctx switches per MiB",
     ),
 ];
 
@@ -1057,7 +1091,7 @@ fn higher_is_better(metric: &str) -> Option<bool> {
     }
 }
 
-const METRICS: [&str; 23] = [
+const METRICS: [&str; 27] = [
     "req/s",
     "p50 ms",
     "p99 ms",
@@ -1076,11 +1110,15 @@ const METRICS: [&str; 23] = [
     "sendto per req",
     "splice per req",
     "epoll_wait per req",
+    "futex per req",
+    "ctx switches per req",
     "recvfrom per MiB",
     "EAGAIN recvfrom per MiB",
     "sendto per MiB",
     "splice per MiB",
     "epoll_wait per MiB",
+    "futex per MiB",
+    "ctx switches per MiB",
 ];
 
 fn median(v: &[f64]) -> f64 {
@@ -1318,8 +1356,16 @@ fn bench_main() {
         version_line(Path::new(env!("CARGO_BIN_EXE_apivip")), &["version"])
     );
     println!(
-        "  wrk -t{} -c{} -d{}s --latency; iperf3 -t {} -J; HAProxy nbthread {}; apivip: tokio multi-thread runtime (1 worker per core it may use)",
-        s.wrk_threads, s.wrk_conns, s.secs, s.secs, s.haproxy_threads
+        "  wrk -t{} -c{} -d{}s --latency; iperf3 -t {} -J; HAProxy nbthread {}; apivip: tokio multi-thread runtime, {}",
+        s.wrk_threads,
+        s.wrk_conns,
+        s.secs,
+        s.secs,
+        s.haproxy_threads,
+        match s.apivip_threads {
+            Some(n) => format!("TOKIO_WORKER_THREADS={n}"),
+            None => "1 worker per CPU it may use".to_owned(),
+        }
     );
     if s.pin {
         println!("  pinned: proxies on CPU 1; nginx, iperf3, wrk and the idle-connection holder on CPU 0");
