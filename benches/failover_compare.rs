@@ -15,8 +15,9 @@
 //!
 //! - **crash**: once master 0 has held the VIP steadily, SIGKILL its whole process group
 //!   (keepalived: first its proxy, then keepalived and its VRRP child; apivip: the one
-//!   process that is both) at a random phase of the advert interval (uniform over one
-//!   interval after the steady state). Figure: from the SIGKILL to the completion of the first
+//!   process that is both) right after the client namespace sees one of master 0's
+//!   adverts (`APIVIP_BENCH_PHASE=random`: at a random phase, uniform over one interval,
+//!   which adds that much spread to every run). Figure: from the SIGKILL to the completion of the first
 //!   connect started after it. The dead namespace keeps the VIP and answers with RST
 //!   (no listener) until the backup's gratuitous ARP moves the client, so every success
 //!   after the kill is the new holder.
@@ -24,13 +25,14 @@
 //!   SIGTERM until the VIP has settled on master 1 (old daemon exited) plus 300 ms that
 //!   failed, and the longest time between two successful connect completions around it.
 //! - **cpu**: both pairs at 10 ms, side by side (two topologies, no client traffic), for
-//!   `APIVIP_BENCH_CPU_SECS`; utime + stime of each daemon's process tree (keepalived's
-//!   parent and its VRRP child; apivip's one process, proxy and health checks
-//!   included) from `/proc/PID/stat`, scaled to CPU seconds per 60 s.
+//!   `APIVIP_BENCH_CPU_SECS`; time on a CPU of every thread of each daemon's process
+//!   tree (keepalived's parent and its VRRP child; apivip's one process, proxy and
+//!   health checks included) from `/proc/PID/task/*/schedstat`, scaled to CPU seconds
+//!   per 60 s, and the ratio in each 10 s window.
 //!
 //! Knobs: `APIVIP_BENCH_RUNS` (10), `APIVIP_BENCH_CPU_SECS` (60),
 //! `APIVIP_BENCH_INTERVALS` (`1000,100,10`, milliseconds), `APIVIP_BENCH_MODES`
-//! (`crash,planned,cpu`), `APIVIP_BENCH_KEEP_LOGS=1` (keep and print the temp dirs),
+//! (`crash,planned,cpu`), `APIVIP_BENCH_PHASE` (`after-advert` or `random`), `APIVIP_BENCH_KEEP_LOGS=1` (keep and print the temp dirs),
 //! `APIVIP_REQUIRE_NETNS=1` (missing root or keepalived fails instead of skipping).
 
 #[path = "../tests/support/mod.rs"]
@@ -198,6 +200,16 @@ struct BenchConfig {
     intervals: Vec<Duration>,
     modes: Vec<String>,
     keep_logs: bool,
+    phase: Phase,
+}
+
+/// When the crash run kills the holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Right after the client namespace sees one of its adverts (default).
+    AfterAdvert,
+    /// After a random fraction of one interval.
+    Random,
 }
 
 impl BenchConfig {
@@ -226,6 +238,10 @@ impl BenchConfig {
             intervals,
             modes,
             keep_logs: std::env::var("APIVIP_BENCH_KEEP_LOGS").is_ok_and(|v| v == "1"),
+            phase: match std::env::var("APIVIP_BENCH_PHASE").as_deref() {
+                Ok("random") => Phase::Random,
+                _ => Phase::AfterAdvert,
+            },
         }
     }
 
@@ -251,7 +267,7 @@ impl BenchConfig {
         println!("# VRRP failover comparison");
         println!("- {kv}; {av}; kernel {}", kernel.trim());
         println!(
-            "- runs {}, intervals {}, modes {}, cpu {} s; client: a TCP connect to {VIP}:{PORT} every {} ms, timeout {} ms",
+            "- runs {}, intervals {}, modes {}, crash kill phase {:?}, cpu {} s; client: a TCP connect to {VIP}:{PORT} every {} ms, timeout {} ms",
             self.runs,
             self.intervals
                 .iter()
@@ -259,6 +275,7 @@ impl BenchConfig {
                 .collect::<Vec<_>>()
                 .join(","),
             self.modes.join(","),
+            self.phase,
             self.cpu_secs,
             CONNECT_EVERY.as_millis(),
             CONNECT_TIMEOUT.as_millis()
@@ -626,11 +643,27 @@ async fn client_loop(stop: Arc<AtomicBool>, attempts: Arc<Mutex<Vec<Attempt>>>) 
 /// kill -9 of the holder until the first completed connect (started after the kill).
 fn crash_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Duration, String> {
     let pair = Pair::start(cfg, daemon, interval)?;
+    let watch = match cfg.phase {
+        Phase::AfterAdvert => Some(AdvertWatch::open(pair.topo.client())?),
+        Phase::Random => None,
+    };
     let client = Client::start(&pair.topo.client().ns);
     pair.wait_steady(&client)?;
-    // A random phase against the master's advert timer: the takeover comes 3 x interval
-    // + skew after the *last advert*, so a fixed phase would bias one daemon.
-    std::thread::sleep(interval.mul_f64(fastrand::f64()));
+    match cfg.phase {
+        // A random phase against the master's advert timer: the takeover comes
+        // 3 x interval + skew after the *last advert*, so a fixed delay would bias one
+        // daemon.
+        Phase::Random => std::thread::sleep(interval.mul_f64(fastrand::f64())),
+        // Phase-locked: kill right after an advert of master 0 reaches the client, so
+        // every run measures the full 3 x interval + skew and the spread is the daemons'.
+        Phase::AfterAdvert => watch
+            .as_ref()
+            .ok_or("no advert watcher")?
+            .wait_advert_from(
+                pair.topo.master(0).ipv4,
+                interval * 3 + Duration::from_secs(1),
+            )?,
+    }
     if let Some(l) = pair.listeners.first() {
         // keepalived: its host's proxy dies first (connects to it now fail), then
         // keepalived; the clock starts with keepalived's death.
@@ -652,6 +685,44 @@ fn crash_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Du
     };
     pair.keep(cfg, "crash");
     result
+}
+
+/// A VRRP socket in the client namespace (member of 224.0.0.18), to see adverts.
+struct AdvertWatch {
+    sock: apivip::vrrp::socket::VrrpSocket,
+}
+
+impl AdvertWatch {
+    fn open(client: &apivip::testkit::netns::Node) -> Result<AdvertWatch, String> {
+        let (ifname, ip) = (client.ifname.clone(), client.ipv4);
+        let sock = client
+            .run_in(move || {
+                apivip::vrrp::socket::VrrpSocket::open(
+                    &ifname,
+                    std::net::IpAddr::V4(ip),
+                    apivip::vrrp::socket::Delivery::Multicast,
+                )
+            })
+            .and_then(|r| r)
+            .map_err(|e| format!("advert watcher: {e}"))?;
+        Ok(AdvertWatch { sock })
+    }
+
+    /// Discards what is queued, then returns as soon as a new advert from `from` arrives.
+    fn wait_advert_from(&self, from: std::net::Ipv4Addr, limit: Duration) -> Result<(), String> {
+        let mut buf = vec![0u8; apivip::vrrp::socket::RECV_BUFFER_LEN];
+        while self.sock.try_recv(&mut buf).is_ok() {}
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.sock.recv_timeout(&mut buf, left) {
+                Ok(r) if r.src == std::net::IpAddr::V4(from) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                Err(e) => return Err(format!("no advert from {from} within {limit:?}: {e}")),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -761,6 +832,8 @@ struct Cpu {
     secs: u64,
     /// (daemon, master 0 CPU s, master 1 CPU s), scaled to 60 s.
     per_daemon: Vec<(Daemon, f64, f64)>,
+    /// apivip / keepalived (master, backup) in each 10 s window.
+    window_ratios: Vec<(f64, f64)>,
 }
 
 /// Both pairs at 10 ms, side by side, for `cpu_secs`.
@@ -783,12 +856,18 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
         }
     }
     std::thread::sleep(Duration::from_secs(2));
-    let tck = clk_tck();
-    let sample = |p: &Pair| -> Vec<u64> { p.daemons.iter().map(|d| tree_ticks(d.pid())).collect() };
-    let before: Vec<Vec<u64>> = pairs.iter().map(sample).collect();
+    // Sampled in 10 s windows: the total gives the figure, the windows its spread.
+    let sample =
+        |p: &Pair| -> Vec<u64> { p.daemons.iter().map(|d| tree_cpu_ns(d.pid())).collect() };
+    let windows = (cfg.cpu_secs / 10).max(1);
+    let window = Duration::from_secs(cfg.cpu_secs) / windows as u32;
+    let mut samples: Vec<Vec<Vec<u64>>> = vec![pairs.iter().map(sample).collect()];
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(cfg.cpu_secs));
-    let after: Vec<Vec<u64>> = pairs.iter().map(sample).collect();
+    for w in 1..=windows {
+        let due = t0 + window * w as u32;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        samples.push(pairs.iter().map(sample).collect());
+    }
     let elapsed = t0.elapsed().as_secs_f64();
     let mut per_daemon = Vec::new();
     for (k, p) in pairs.iter().enumerate() {
@@ -799,68 +878,75 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
                 p.topo.holders_of(VIP.into())
             );
         }
-        let scale = |i: usize| (after[k][i] - before[k][i]) as f64 / tck * 60.0 / elapsed;
+        let (first, last) = (&samples[0][k], &samples[samples.len() - 1][k]);
+        let scale = |i: usize| (last[i] - first[i]) as f64 / 1e9 * 60.0 / elapsed;
         per_daemon.push((p.daemon, scale(0), scale(1)));
     }
+    // Per window: apivip / keepalived for master and backup.
+    let window_ratios = samples
+        .windows(2)
+        .map(|w| {
+            let d = |k: usize, i: usize| (w[1][k][i] - w[0][k][i]) as f64;
+            (d(1, 0) / d(0, 0), d(1, 1) / d(0, 1))
+        })
+        .collect();
     for p in pairs {
         p.keep(cfg, "cpu");
     }
     Ok(Cpu {
         secs: cfg.cpu_secs,
         per_daemon,
+        window_ratios,
     })
 }
 
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// (ppid, utime + stime) of a process, from /proc/PID/stat.
-fn stat_of(pid: u32) -> Option<(u32, u64)> {
+/// The parent of a process, from /proc/PID/stat.
+fn ppid_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces: fields after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-    let ppid = f.get(1)?.parse().ok()?;
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    // rest[0] is field 3 (state), rest[1] field 4 (ppid).
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU ticks of `root` and all its descendants.
-fn tree_ticks(root: u32) -> u64 {
+/// Nanoseconds on a CPU of every thread of `pid`, from /proc/PID/task/*/schedstat (the
+/// scheduler's own clock, exact; utime + stime in /proc/PID/stat are sampled at the
+/// timer tick, which for a daemon waking 100 times a second on a timer is biased by
+/// where its wakeups fall against the tick).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU nanoseconds of `root` and all its descendants.
+fn tree_cpu_ns(root: u32) -> u64 {
     let mut procs = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-                if let Some((ppid, t)) = stat_of(pid) {
-                    procs.push((pid, ppid, t));
+                if let Some(ppid) = ppid_of(pid) {
+                    procs.push((pid, ppid));
                 }
             }
         }
     }
     let mut tree = vec![root];
-    let mut total = 0;
     let mut k = 0;
     while k < tree.len() {
         let p = tree[k];
-        for &(pid, ppid, t) in &procs {
-            if pid == p {
-                total += t;
-            }
+        for &(pid, ppid) in &procs {
             if ppid == p && !tree.contains(&pid) {
                 tree.push(pid);
             }
         }
         k += 1;
     }
-    total
+    tree.into_iter().map(cpu_ns).sum()
 }
 
 // ---------------------------------------------------------------------------
@@ -958,5 +1044,18 @@ fn print_report(cfg: &BenchConfig, rows: &[Row], cpu: Option<&Cpu>) {
                 ab / kb
             );
         }
+        let spread = |f: fn(&(f64, f64)) -> f64| {
+            let v: Vec<f64> = c.window_ratios.iter().map(f).collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{lo:.2}-{hi:.2}")
+        };
+        println!(
+            "- ratio per {} windows of {} s: master {}, backup {}",
+            c.window_ratios.len(),
+            c.secs / c.window_ratios.len().max(1) as u64,
+            spread(|r| r.0),
+            spread(|r| r.1)
+        );
     }
 }

@@ -135,10 +135,12 @@ fn emit(repr: &Repr, ip: &IpPair) -> Vec<u8> {
 }
 
 /// Receives on `sock` until a datagram from `from` arrives (others are skipped).
-async fn recv_from(sock: &VrrpSocket, from: IpAddr) -> io::Result<(Received, Vec<u8>)> {
+fn recv_from(sock: &VrrpSocket, from: IpAddr) -> io::Result<(Received, Vec<u8>)> {
     let mut buf = vec![0u8; RECV_BUFFER_LEN];
+    let deadline = Instant::now() + DEADLINE;
     loop {
-        let r = sock.recv(&mut buf).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = sock.recv_timeout(&mut buf, left)?;
         if r.src == from {
             return Ok((r, buf[..r.len].to_vec()));
         }
@@ -162,9 +164,9 @@ fn exchange(
     let receiver = in_ns(&m1.ns, move || async move {
         let sock = VrrpSocket::open(&rx_if, rx_primary, rx_delivery).expect("open receiver");
         ready_tx.send(()).unwrap();
-        let got = tokio::time::timeout(DEADLINE, recv_from(&sock, src)).await;
+        let got = recv_from(&sock, src);
         rx_done.store(true, Ordering::SeqCst);
-        got.expect("no advert within the deadline").expect("recv")
+        got.expect("no advert within the deadline")
     });
     ready_rx
         .recv_timeout(DEADLINE)
@@ -176,13 +178,11 @@ fn exchange(
         while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
             if use_send {
                 let dst = sock.destinations()[0];
-                sock.send(&emit(&repr, &pair(src, dst)))
-                    .await
-                    .expect("send");
+                sock.send(&emit(&repr, &pair(src, dst))).expect("send");
             } else {
                 for dst in sock.destinations() {
                     let msg = emit(&repr, &pair(src, dst));
-                    sock.send_to(&msg, dst).await.expect("send_to");
+                    sock.send_to(&msg, dst).expect("send_to");
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -561,9 +561,9 @@ fn keepalived_adverts_parse_and_ours_make_it_back_off() {
     let got = run_in_ns(&m0.ns, move || async move {
         let s4 = VrrpSocket::open(&ifname, IpAddr::V4(m0v4), Delivery::Multicast).expect("v4");
         let s6 = VrrpSocket::open(&ifname, IpAddr::V6(ll0), Delivery::Multicast).expect("v6");
-        let r4 = tokio::time::timeout(DEADLINE, recv_from(&s4, IpAddr::V4(m1v4))).await;
-        let r6 = tokio::time::timeout(DEADLINE, recv_from(&s6, IpAddr::V6(ll1))).await;
-        (r4.map(|r| r.unwrap()), r6.map(|r| r.unwrap()))
+        let r4 = recv_from(&s4, IpAddr::V4(m1v4));
+        let r6 = recv_from(&s6, IpAddr::V6(ll1));
+        (r4, r6)
     });
     let (Ok(r4), Ok(r6)) = got else {
         panic!("no keepalived adverts; keepalived log:\n{}", ka.log());
@@ -595,7 +595,7 @@ fn keepalived_adverts_parse_and_ours_make_it_back_off() {
         let msg = emit(&repr, &pair(IpAddr::V4(m0v4), IpAddr::V4(MULTICAST_V4)));
         let deadline = Instant::now() + DEADLINE + DEADLINE;
         while !tx_done.load(Ordering::SeqCst) && Instant::now() < deadline {
-            sock.send(&msg).await.expect("send");
+            sock.send(&msg).expect("send");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

@@ -260,6 +260,24 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// Runs `f` on a new thread that has joined this node's network namespace, and
+    /// returns what it returns: a socket made there stays in the namespace, usable from
+    /// any thread.
+    pub fn run_in<T, F>(&self, f: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.ns);
+        std::thread::spawn(move || {
+            let file = File::open(&path)?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("the thread in the namespace panicked"))?
+    }
+
     /// `ip netns exec NS prog` as a [`Command`], to add arguments and environment.
     pub fn command(&self, prog: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");

@@ -1,30 +1,33 @@
 //! The VRRP shell: drives one [`Instance`] with a raw socket, netlink and the clock.
 //!
 //! ```text
-//!   VrrpSocket.recv --decode--> Instance.handle_advert ---+
-//!   sleep_until(poll_timeout) -> Instance.handle_timeout --+--> poll_action:
-//!   HealthView change ---------> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
-//!   handover signal -----------> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
+//!   ppoll(socket, control, poll_timeout):
+//!   VrrpSocket.try_recv --decode--> Instance.handle_advert --+
+//!   deadline reached ------------> Instance.handle_timeout --+--> poll_action:
+//!   Control::Serve (HealthView) -> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
+//!   Control::Handover (SIGTERM) -> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
 //!                                                                 Announce -> GARP / NA, repeated
 //!                                                                 StateChanged -> log; Exit -> return
 //! ```
 //!
 //! Only this file touches time and sockets; every decision is the machine's.
 
+use std::io::{Read, Write};
 use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Track, Vrrp};
 use crate::health::{HealthSnapshot, HealthView};
 use crate::vrrp::announce::Announcer;
 use crate::vrrp::machine::{Action, Instance, Received, State, VersionConfig};
-use crate::vrrp::packet::{Checksum, IpPair, Repr, MULTICAST_V4};
-use crate::vrrp::socket::{Delivery, VrrpSocket};
+use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
+use crate::vrrp::socket::{Delivery, VrrpSocket, RECV_BUFFER_LEN};
+use crate::vrrp::units::Priority;
 use crate::vrrp::vip::{VipConfig, Vips};
 
 /// Why the VRRP task could not run.
@@ -88,7 +91,7 @@ pub struct VrrpHandle {
 
 /// Prepares everything that can fail (socket, netlink, stale VIPs) before the election
 /// starts, so `apivip run` fails fast with a clear error.
-pub async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
+pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     let netlink = |source| VrrpError::Netlink {
         interface: cfg.interface.clone(),
         source,
@@ -141,15 +144,17 @@ pub async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     }
     let mac = vips.mac().await.map_err(netlink)?;
     let announcer = Announcer::new(&cfg.interface, vips.ifindex(), mac).map_err(netlink)?;
-    let status = Arc::new(ArcSwap::from_pointee(VrrpStatus {
+    let published = VrrpStatus {
         state: State::Initialize,
         priority: cfg.instance.base_priority.get(),
         master: None,
-    }));
+    };
+    let status = Arc::new(ArcSwap::from_pointee(published.clone()));
     let destinations = socket.destinations();
     Ok(Shell {
         destinations,
-        send_buf: Vec::new(),
+        encoded: Vec::new(),
+        encoded_for: None,
         cfg: cfg.clone(),
         instance,
         socket,
@@ -157,29 +162,112 @@ pub async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         vip_list,
         announcer,
         status,
+        published,
+        last_decoded: None,
         handover: CancellationToken::new(),
+        announce_left: 0,
+        next_announce: None,
     })
 }
 
-/// Starts the election on a thread of its own with a single-threaded runtime, so that
-/// its packets and timers never wake the proxy's worker threads (at a 10 ms interval
-/// that is 100 wakeups a second on every node). Returns once the socket, netlink and
-/// stale-VIP removal are done (or failed); the receiver completes when the election
-/// has ended (handover done, or `abort`).
+/// What the rest of the daemon tells the election thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// This node's ability to serve changed.
+    Serve(bool),
+    /// SIGTERM: start the planned handover.
+    Handover,
+    /// Stop now, removing the VIPs.
+    Abort,
+}
+
+/// The sending half of the control channel: a queue plus one byte on a socket pair, so
+/// that the election thread, blocked in `ppoll`, wakes up.
+struct ControlTx {
+    queue: std::sync::mpsc::Sender<Control>,
+    wake: UnixStream,
+}
+
+impl ControlTx {
+    fn send(&self, c: Control) {
+        if self.queue.send(c).is_ok() {
+            // A full socket buffer means a wakeup is already pending: nothing is lost.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+/// The receiving half, read by the election thread.
+struct ControlRx {
+    queue: std::sync::mpsc::Receiver<Control>,
+    wake: UnixStream,
+}
+
+impl ControlRx {
+    /// Everything sent so far (the wake bytes are consumed first, so a control sent
+    /// meanwhile wakes the next `ppoll`).
+    fn drain(&self) -> Vec<Control> {
+        let mut sink = [0u8; 64];
+        while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+        self.queue.try_iter().collect()
+    }
+}
+
+fn control_channel() -> std::io::Result<(ControlTx, ControlRx)> {
+    let (a, b) = UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    b.set_nonblocking(true)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    Ok((
+        ControlTx { queue: tx, wake: a },
+        ControlRx { queue: rx, wake: b },
+    ))
+}
+
+/// Starts the election on a thread of its own, returning once the socket, netlink and
+/// stale-VIP removal are done (or failed); the receiver completes when the election has
+/// ended (handover done, or `abort`).
+///
+/// # Why a blocking `ppoll` loop and not a tokio task
+///
+/// At a 10 ms advert interval a node handles 100 adverts a second, and the issue's target
+/// is keepalived's CPU. A tokio task (even alone on a current-thread runtime) spent about
+/// twice keepalived's CPU per advert on the Backup: every wakeup runs the driver (epoll,
+/// clock, timer wheel, the process driver's orphan check), schedules the task and polls
+/// every `select!` branch, rebuilding the cancellation and watch futures. This thread
+/// waits in `ppoll` on two descriptors, the VRRP socket and the control socket, with the
+/// machine's next deadline as a nanosecond timeout: one `ppoll` and one `recvmsg` per
+/// received advert, one `ppoll` and one `sendmsg` per sent one (keepalived: `epoll_wait`,
+/// `recvmsg` twice, `timerfd_settime`), and timers exact to the microsecond instead of
+/// tokio's millisecond. Health changes, the handover and the abort arrive over the
+/// control channel from a small task on the caller's runtime, which computes
+/// [`can_serve`] and forwards only changes. Netlink (adding and removing VIPs, rare) runs
+/// on a current-thread runtime owned by this thread, with `block_on`.
 pub async fn spawn_dedicated(
     cfg: Vrrp,
-    health: HealthView,
+    mut health: HealthView,
     proxy_listening: bool,
     abort: CancellationToken,
 ) -> Result<(VrrpHandle, tokio::sync::oneshot::Receiver<()>), VrrpError> {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let interface = cfg.interface.clone();
+    let thread_error = |source| VrrpError::Socket {
+        interface: interface.clone(),
+        source,
+    };
+    let (ctl_tx, ctl_rx) = control_channel().map_err(thread_error)?;
+    let track = cfg.track.clone();
+    let serve = can_serve(&track, &health.current_and_mark_seen(), proxy_listening);
+    // Cancelled when the thread ends, whatever the reason: stops the forwarder below.
+    let ended = CancellationToken::new();
+    let ended_guard = ended.clone().drop_guard();
     let spawned = std::thread::Builder::new()
         .name("apivip-vrrp".into())
         .spawn(move || {
+            let _ended = ended_guard;
             let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
                 .build()
             {
                 Ok(rt) => rt,
@@ -191,31 +279,58 @@ pub async fn spawn_dedicated(
                     return;
                 }
             };
-            rt.block_on(async move {
-                match start(&cfg).await {
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                    }
-                    Ok(shell) => {
-                        let _ = started_tx.send(Ok(shell.handle()));
-                        shell.run(health, proxy_listening, abort).await;
-                    }
+            match rt.block_on(start(&cfg)) {
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
                 }
-            });
+                Ok(shell) => {
+                    let _ = started_tx.send(Ok(shell.handle()));
+                    shell.run(&rt, serve, &ctl_rx);
+                }
+            }
             let _ = done_tx.send(());
         });
     if let Err(source) = spawned {
-        return Err(VrrpError::Socket { interface, source });
+        return Err(thread_error(source));
     }
-    let handle = started_rx.await.map_err(|_| VrrpError::Socket {
-        interface: interface.clone(),
-        source: std::io::Error::other("the VRRP thread ended during start"),
-    })??;
+    let handle = started_rx
+        .await
+        .map_err(|_| thread_error(std::io::Error::other("the VRRP thread ended during start")))??;
+    let handover = handle.handover.clone();
+    tokio::spawn(async move {
+        let mut last = serve;
+        let mut health_open = true;
+        let mut handover_sent = false;
+        loop {
+            tokio::select! {
+                _ = ended.cancelled() => return,
+                _ = abort.cancelled() => {
+                    ctl_tx.send(Control::Abort);
+                    return;
+                }
+                _ = handover.cancelled(), if !handover_sent => {
+                    handover_sent = true;
+                    ctl_tx.send(Control::Handover);
+                }
+                changed = health.changed(), if health_open => match changed {
+                    Some(snap) => {
+                        let now = can_serve(&track, &snap, proxy_listening);
+                        if now != last {
+                            last = now;
+                            ctl_tx.send(Control::Serve(now));
+                        }
+                    }
+                    // The health publisher is gone: nothing will change any more.
+                    None => health_open = false,
+                },
+            }
+        }
+    });
     Ok((handle, done_rx))
 }
 
 /// A prepared election, ready to [`Shell::run`].
-pub struct Shell {
+pub(crate) struct Shell {
     cfg: Vrrp,
     instance: Instance,
     socket: VrrpSocket,
@@ -223,11 +338,20 @@ pub struct Shell {
     vip_list: Vec<VipConfig>,
     announcer: Announcer,
     status: Arc<ArcSwap<VrrpStatus>>,
+    /// What `status` holds (compared without touching the `ArcSwap`).
+    published: VrrpStatus,
+    /// The last datagram decoded, its addresses and the result: a Backup hears the same
+    /// advert 100 times a second at 10 ms, and decoding is a pure function of these.
+    last_decoded: Option<Decoded>,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
-    /// Reused for every advert.
-    send_buf: Vec<u8>,
+    /// The encoded advert for each destination, and the priority it carries.
+    encoded: Vec<Vec<u8>>,
+    encoded_for: Option<Priority>,
+    /// Gratuitous ARP / NA repetitions still to send, and when the next one is due.
+    announce_left: u32,
+    next_announce: Option<Instant>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -238,141 +362,188 @@ impl std::fmt::Debug for Shell {
     }
 }
 
+/// One datagram (its bytes, source and destination) and what decoding it gave.
+struct Decoded {
+    bytes: Vec<u8>,
+    src: IpAddr,
+    dst: IpAddr,
+    result: Result<Repr, DecodeError>,
+}
+
+/// What `ppoll` found ready.
+struct Ready {
+    socket: bool,
+    control: bool,
+}
+
+/// Waits until the VRRP socket or the control socket is readable, or `deadline`
+/// (`now` is the time read last, a few microseconds ago: the wait ends that much late at
+/// most, for one clock read less per turn).
+fn wait(
+    socket: &VrrpSocket,
+    control: &UnixStream,
+    now: Instant,
+    deadline: Option<Instant>,
+) -> Ready {
+    use nix::poll::{ppoll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let timeout =
+        deadline.map(|d| nix::sys::time::TimeSpec::from_duration(d.saturating_duration_since(now)));
+    let mut fds = [
+        PollFd::new(socket.as_fd(), PollFlags::POLLIN),
+        PollFd::new(control.as_fd(), PollFlags::POLLIN),
+    ];
+    match ppoll(&mut fds, timeout, None) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => {
+            // Cannot happen with two valid descriptors; do not spin if it does.
+            tracing::warn!(error = %e, "vrrp: ppoll failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // POLLERR / POLLHUP count as readable: the next read reports what is wrong.
+    let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+    Ready {
+        socket: ready(&fds[0]),
+        control: ready(&fds[1]),
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 impl Shell {
     /// The handle to start a handover and read the status.
-    pub fn handle(&self) -> VrrpHandle {
+    pub(crate) fn handle(&self) -> VrrpHandle {
         VrrpHandle {
             handover: self.handover.clone(),
             status: self.status.clone(),
         }
     }
 
-    /// Runs the election until the handover completes (or `abort`, which removes the
-    /// VIPs at once). `proxy_listening` says whether this node's proxy serves.
-    pub async fn run(
-        mut self,
-        mut health: HealthView,
-        proxy_listening: bool,
-        abort: CancellationToken,
-    ) {
-        let mut buf = vec![0u8; 4096];
-        let serve = can_serve(
-            &self.cfg.track,
-            &health.current_and_mark_seen(),
-            proxy_listening,
-        );
-        let now = std::time::Instant::now();
+    /// Runs the election until the handover completes (or an abort, which removes the
+    /// VIPs at once). Blocks the calling thread; `rt` runs the netlink requests. `serve`
+    /// is this node's ability to serve at start.
+    fn run(mut self, rt: &tokio::runtime::Runtime, serve: bool, control: &ControlRx) {
+        let mut buf = vec![0u8; RECV_BUFFER_LEN];
+        let mut now = Instant::now();
         self.instance.handle_health(now, serve);
         self.instance.handle_startup(now);
-        let mut announce_left = 0u32;
-        let mut next_announce: Option<Instant> = None;
-        let mut handover_started = false;
-        let mut health_open = true;
-        // One timer for the machine, re-armed only when its deadline changes (STYLE §6:
-        // a new timer per loop turn costs a timer-wheel insert and remove per packet).
-        let far = || Instant::now() + Duration::from_secs(86_400);
-        let timer = tokio::time::sleep_until(far());
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
         loop {
-            if self
-                .drain_actions(&mut announce_left, &mut next_announce)
-                .await
-            {
+            if self.drain_actions(rt, now) {
                 return;
             }
-            let deadline = self.instance.poll_timeout().map(Instant::from_std);
-            if deadline != armed {
-                timer.as_mut().reset(deadline.unwrap_or_else(far));
-                armed = deadline;
-            }
-            tokio::select! {
-                r = self.socket.recv(&mut buf) => match r {
-                    Ok(rx) => self.on_packet(&buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit),
+            let deadline = earliest(self.instance.poll_timeout(), self.next_announce);
+            let ready = wait(&self.socket, &control.wake, now, deadline);
+            // The one clock read of this turn: every input below happened "now".
+            now = Instant::now();
+            if ready.socket {
+                match self.socket.try_recv(&mut buf) {
+                    Ok(rx) => {
+                        self.on_packet(now, &buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // An unreadable datagram is consumed: go on.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        tracing::debug!(error = %e, "vrrp: datagram dropped");
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "vrrp: receive failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        std::thread::sleep(Duration::from_millis(10));
                     }
-                },
-                _ = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    self.instance.handle_timeout(std::time::Instant::now());
                 }
-                _ = sleep_until_opt(next_announce), if next_announce.is_some() => {
-                    self.announce();
-                    announce_left = announce_left.saturating_sub(1);
-                    next_announce = (announce_left > 0).then(|| Instant::now() + self.cfg.announce_interval);
-                }
-                changed = health.changed(), if health_open => {
-                    match changed {
-                        Some(snap) => {
-                            let serve = can_serve(&self.cfg.track, &snap, proxy_listening);
-                            if serve != self.instance.can_serve() {
-                                tracing::info!(can_serve = serve, "vrrp: this node's ability to serve changed");
-                            }
-                            self.instance.handle_health(std::time::Instant::now(), serve);
+            }
+            if ready.control {
+                for c in control.drain() {
+                    match c {
+                        Control::Serve(serve) => {
+                            tracing::info!(
+                                can_serve = serve,
+                                "vrrp: this node's ability to serve changed"
+                            );
+                            self.instance.handle_health(now, serve);
                         }
-                        // The health publisher is gone: nothing will change any more.
-                        None => health_open = false,
+                        Control::Handover => {
+                            tracing::info!("vrrp: planned handover");
+                            self.instance.handle_shutdown(now);
+                        }
+                        Control::Abort => {
+                            if let Err(e) = rt.block_on(self.vips.remove(&self.vip_list)) {
+                                tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
+                            }
+                            return;
+                        }
                     }
                 }
-                _ = self.handover.cancelled(), if !handover_started => {
-                    handover_started = true;
-                    tracing::info!("vrrp: planned handover");
-                    self.instance.handle_shutdown(std::time::Instant::now());
-                }
-                _ = abort.cancelled() => {
-                    if let Err(e) = self.vips.remove(&self.vip_list).await {
-                        tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
-                    }
-                    return;
-                }
+            }
+            if self.instance.poll_timeout().is_some_and(|d| d <= now) {
+                self.instance.handle_timeout(now);
+            }
+            if self.next_announce.is_some_and(|d| d <= now) {
+                self.announce();
+                self.announce_left = self.announce_left.saturating_sub(1);
+                self.next_announce =
+                    (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
             }
         }
     }
 
-    fn on_packet(&mut self, msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) {
-        let result = decode(&self.cfg.instance.version, msg, src, dst);
+    fn on_packet(&mut self, now: Instant, msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) {
+        let result = match &self.last_decoded {
+            Some(d) if d.src == src && d.dst == dst && d.bytes == msg => d.result.clone(),
+            _ => {
+                let result = decode(&self.cfg.instance.version, msg, src, dst);
+                self.last_decoded = Some(Decoded {
+                    bytes: msg.to_vec(),
+                    src,
+                    dst,
+                    result: result.clone(),
+                });
+                result
+            }
+        };
         let rx = Received {
             src,
             ttl_or_hop_limit: ttl,
             result,
         };
-        if let Err(reason) = self.instance.handle_advert(std::time::Instant::now(), rx) {
+        if let Err(reason) = self.instance.handle_advert(now, rx) {
             tracing::debug!(%src, ?reason, "vrrp: advert dropped");
         }
     }
 
     /// Runs the queued actions; true once the machine said `Exit`.
-    async fn drain_actions(
-        &mut self,
-        announce_left: &mut u32,
-        next_announce: &mut Option<Instant>,
-    ) -> bool {
+    fn drain_actions(&mut self, rt: &tokio::runtime::Runtime, now: Instant) -> bool {
         while let Some(action) = self.instance.poll_action() {
             match action {
-                Action::SendAdvert { priority } => self.send(self.instance.advert(priority)).await,
+                Action::SendAdvert { priority } => self.send(priority),
                 Action::AddVips => {
-                    if let Err(e) = self.vips.add(&self.vip_list).await {
+                    if let Err(e) = rt.block_on(self.vips.add(&self.vip_list)) {
                         tracing::error!(error = %e, "vrrp: cannot add the VIPs");
                     }
                 }
                 Action::RemoveVips => {
-                    if let Err(e) = self.vips.remove(&self.vip_list).await {
+                    if let Err(e) = rt.block_on(self.vips.remove(&self.vip_list)) {
                         tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                     }
                 }
                 Action::Announce => {
                     self.announce();
-                    *announce_left = self.cfg.announce_count.saturating_sub(1);
-                    *next_announce =
-                        (*announce_left > 0).then(|| Instant::now() + self.cfg.announce_interval);
+                    self.announce_left = self.cfg.announce_count.saturating_sub(1);
+                    self.next_announce =
+                        (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
                 }
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");
                     if to != State::Master {
-                        *announce_left = 0;
-                        *next_announce = None;
+                        self.announce_left = 0;
+                        self.next_announce = None;
                     }
                 }
                 Action::Exit => {
@@ -387,14 +558,15 @@ impl Shell {
 
     /// Publishes the status for the admin side, only when it changed (this runs after
     /// every packet and timer).
-    fn publish(&self) {
+    fn publish(&mut self) {
         let now = VrrpStatus {
             state: self.instance.state(),
             priority: self.instance.advertised_priority().get(),
             master: self.instance.master_ip(),
         };
-        if **self.status.load() != now {
-            self.status.store(Arc::new(now));
+        if self.published != now {
+            self.status.store(Arc::new(now.clone()));
+            self.published = now;
         }
     }
 
@@ -405,34 +577,35 @@ impl Shell {
         }
     }
 
-    async fn send(&mut self, repr: Repr) {
-        let len = repr.buffer_len();
-        if self.send_buf.len() < len {
-            self.send_buf.resize(len, 0);
+    /// Sends the advert with `priority` to every destination. The encoded messages are
+    /// kept: an advert is a function of the configuration and the priority alone, so the
+    /// Master encodes once and then only sends (100 times a second at 10 ms).
+    fn send(&mut self, priority: Priority) {
+        if self.encoded_for != Some(priority) {
+            let repr = self.instance.advert(priority);
+            let len = repr.buffer_len();
+            self.encoded.clear();
+            for &dst in &self.destinations {
+                let (pair, policy) = encode_policy(
+                    &self.cfg.instance.version,
+                    self.cfg.instance.primary_ip,
+                    dst,
+                );
+                let mut msg = vec![0u8; len];
+                repr.emit(
+                    &mut crate::vrrp::packet::Packet::new_unchecked(&mut msg[..], repr.family()),
+                    &pair,
+                    policy,
+                );
+                self.encoded.push(msg);
+            }
+            self.encoded_for = Some(priority);
         }
-        for &dst in &self.destinations {
-            let (pair, policy) = encode_policy(
-                &self.cfg.instance.version,
-                self.cfg.instance.primary_ip,
-                dst,
-            );
-            let msg = &mut self.send_buf[..len];
-            repr.emit(
-                &mut crate::vrrp::packet::Packet::new_unchecked(&mut *msg, repr.family()),
-                &pair,
-                policy,
-            );
-            if let Err(e) = self.socket.send_to(msg, dst).await {
+        for (msg, &dst) in self.encoded.iter().zip(&self.destinations) {
+            if let Err(e) = self.socket.send_to(msg, dst) {
                 tracing::warn!(%dst, error = %e, "vrrp: sending an advert failed");
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -27,15 +27,15 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
     SockaddrIn, SockaddrIn6,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 use super::packet::{Checksum, IpPair, Ipv4Meta, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL};
 
@@ -82,11 +82,12 @@ impl Received {
     }
 }
 
-/// A raw IP protocol 112 socket on one interface, registered with tokio. See the module
-/// docs.
+/// A raw IP protocol 112 socket on one interface, non-blocking and not tied to any
+/// runtime: the VRRP shell waits on it with `ppoll` (see `shell.rs` for why). See the
+/// module docs.
 #[derive(Debug)]
 pub struct VrrpSocket {
-    fd: AsyncFd<Socket>,
+    fd: Socket,
     ifindex: u32,
     primary: IpAddr,
     delivery: Delivery,
@@ -194,14 +195,8 @@ impl VrrpSocket {
                 }
             }
         }
-        // `AsyncFd::new` is deprecated since tokio 1.54 in favour of the `unsafe`
-        // `register`, because an arbitrary `T` might close or swap its descriptor. A
-        // `socket2::Socket` owns its descriptor and keeps it until dropped, with the
-        // `AsyncFd`: the contract `register` asks for holds, without `unsafe` here.
-        #[allow(deprecated)]
-        let fd = AsyncFd::new(sock)?;
         Ok(VrrpSocket {
-            fd,
+            fd: sock,
             ifindex,
             primary,
             delivery,
@@ -235,19 +230,18 @@ impl VrrpSocket {
         }
     }
 
-    /// Waits for one datagram and writes its VRRP message at the start of `buf` (give it
-    /// [`RECV_BUFFER_LEN`] bytes; a longer datagram is truncated and then fails to parse).
+    /// Takes one waiting datagram, without blocking (`WouldBlock` when there is none), and
+    /// writes its VRRP message at the start of `buf` (give it [`RECV_BUFFER_LEN`] bytes; a
+    /// longer datagram is truncated and then fails to parse). Wait for readability on
+    /// [`AsFd::as_fd`] first.
     ///
     /// An IPv4 datagram whose header cannot be read (truncated, a fragment, another
     /// protocol: the kernel normally drops these first) is an `InvalidData` error: count it
     /// and keep receiving.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         match self.primary {
             IpAddr::V4(_) => {
-                let n = self
-                    .fd
-                    .async_io(Interest::READABLE, |s| recv_v4(s.as_raw_fd(), buf))
-                    .await?;
+                let n = recv_v4(self.fd.as_raw_fd(), buf)?;
                 let (meta, msg) = Ipv4Meta::split(&buf[..n]).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -266,10 +260,31 @@ impl VrrpSocket {
                 buf.copy_within(start..start + len, 0);
                 Ok(received)
             }
-            IpAddr::V6(_) => {
-                self.fd
-                    .async_io(Interest::READABLE, |s| recv_v6(s.as_raw_fd(), buf))
-                    .await
+            IpAddr::V6(_) => recv_v6(self.fd.as_raw_fd(), buf),
+        }
+    }
+
+    /// Blocks until one datagram arrives (see [`VrrpSocket::try_recv`]) or `timeout` has
+    /// passed (`TimedOut`).
+    pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.try_recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no VRRP datagram within {timeout:?}"),
+                ));
+            }
+            let ms = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -278,32 +293,23 @@ impl VrrpSocket {
     /// [`VrrpSocket::destinations`]. The same bytes go to each: right for multicast and for
     /// VRRPv2; for VRRPv3 unicast build one message per peer and use
     /// [`VrrpSocket::send_to`]. Stops at the first error.
-    pub async fn send(&self, msg: &[u8]) -> io::Result<()> {
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         for dst in self.destinations() {
-            self.send_to(msg, dst).await?;
+            self.send_to(msg, dst)?;
         }
         Ok(())
     }
 
     /// Sends `msg` (a VRRP message, no IP header) to `dst`, from `primary`, out of the
-    /// interface, with TTL / hop limit 255.
-    pub async fn send_to(&self, msg: &[u8], dst: IpAddr) -> io::Result<()> {
+    /// interface, with TTL / hop limit 255. Never blocks: a full send buffer is a
+    /// `WouldBlock` error (the advert is lost, as it would be on the wire; the next one
+    /// follows one interval later).
+    pub fn send_to(&self, msg: &[u8], dst: IpAddr) -> io::Result<()> {
         let ifindex = self.ifindex;
+        let fd = self.fd.as_raw_fd();
         let n = match (self.primary, dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                self.fd
-                    .async_io(Interest::WRITABLE, |s| {
-                        send_v4(s.as_raw_fd(), msg, src, dst, ifindex)
-                    })
-                    .await
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                self.fd
-                    .async_io(Interest::WRITABLE, |s| {
-                        send_v6(s.as_raw_fd(), msg, src, dst, ifindex)
-                    })
-                    .await
-            }
+            (IpAddr::V4(src), IpAddr::V4(dst)) => send_v4(fd, msg, src, dst, ifindex),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => send_v6(fd, msg, src, dst, ifindex),
             (src, dst) => {
                 return Err(invalid(format!(
                     "cannot send from {src} to {dst}: families differ"
@@ -318,6 +324,12 @@ impl VrrpSocket {
             ));
         }
         Ok(())
+    }
+}
+
+impl AsFd for VrrpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

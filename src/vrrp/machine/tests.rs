@@ -991,3 +991,40 @@ fn config_validation() {
         })
     ));
 }
+
+/// The address list is compared as a set: any order is ours, a repeat or a missing or
+/// extra address is not (the comparison runs without allocating, per advert).
+#[test]
+fn address_list_is_compared_as_a_set() {
+    let (a, b) = (Ipv4Addr::new(198, 18, 1, 1), Ipv4Addr::new(198, 18, 1, 2));
+    let mut config = v3_config(100, 100);
+    config.vips = vec![IpAddr::V4(a), IpAddr::V4(b)];
+    let with = |addrs: Vec<Ipv4Addr>| Received {
+        src: ip(20),
+        ttl_or_hop_limit: 255,
+        result: Ok(Repr::V3(AdvertV3 {
+            vrid: VRID,
+            priority: Priority::new(200),
+            max_advert_int: Centisecs::new_unchecked(100),
+            addrs: VirtualAddrs::V4(AddrList::try_new(addrs).unwrap()),
+        })),
+    };
+    for (addrs, ok) in [
+        (vec![a, b], true),
+        (vec![b, a], true),
+        (vec![a, a], false),
+        (vec![b, b], false),
+        (vec![a], false),
+        (vec![a, b, b], false),
+        (vec![a, Ipv4Addr::new(198, 18, 1, 3)], false),
+        (vec![], false),
+    ] {
+        let (mut instance, t0) = started(config.clone());
+        let got = instance.handle_advert(t0 + ms(1), with(addrs.clone()));
+        if ok {
+            assert_eq!(got, Ok(()), "{addrs:?}");
+        } else {
+            assert_eq!(got, Err(DropReason::AddressList), "{addrs:?}");
+        }
+    }
+}
