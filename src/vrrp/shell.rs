@@ -387,8 +387,9 @@ fn wait(
 ) -> Ready {
     use nix::poll::{ppoll, PollFd, PollFlags};
     use std::os::fd::AsFd;
-    let timeout =
-        deadline.map(|d| nix::sys::time::TimeSpec::from_duration(d.saturating_duration_since(now)));
+    let timeout = deadline.map(|d| {
+        nix::sys::time::TimeSpec::from_duration(kernel_timeout(d.saturating_duration_since(now)))
+    });
     let mut fds = [
         PollFd::new(socket.as_fd(), PollFlags::POLLIN),
         PollFd::new(control.as_fd(), PollFlags::POLLIN),
@@ -407,6 +408,27 @@ fn wait(
     Ready {
         socket: ready(&fds[0]),
         control: ready(&fds[1]),
+    }
+}
+
+/// The default timer slack of a thread (`timer_slack_ns`).
+const DEFAULT_SLACK: Duration = Duration::from_micros(50);
+
+/// The timeout to give `ppoll` to wake up by `remaining` at the latest.
+///
+/// The kernel ends a `ppoll` timeout T anywhere in [T, T + slack], with slack =
+/// max(50 us, T / 1000) (`select_estimate_accuracy` in fs/select.c): a 3.6 s
+/// Master_Down_Interval (1 s adverts) could end 3.6 ms late. Up to 50 ms the slack is
+/// the 50 us floor and the timeout is used as it is. A longer one is cut so that even
+/// its latest end comes before the deadline; the loop finds the deadline not yet
+/// reached and waits the rest, a few milliseconds with the 50 us slack. The extra
+/// wakeup happens only when a long timer actually runs out (a Master's advert at
+/// intervals over 50 ms, a Backup's takeover), never per received advert.
+fn kernel_timeout(remaining: Duration) -> Duration {
+    if remaining <= DEFAULT_SLACK * 1000 {
+        remaining
+    } else {
+        remaining - remaining / 500 - DEFAULT_SLACK
     }
 }
 
@@ -661,5 +683,37 @@ fn decode(
         )
         .or(first),
         _ => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The latest end of a `ppoll` timeout T, per fs/select.c.
+    fn latest_end(t: Duration) -> Duration {
+        t + (t / 1000).max(DEFAULT_SLACK)
+    }
+
+    #[test]
+    fn long_waits_end_by_the_deadline_and_short_ones_are_untouched() {
+        for ms in [0u64, 1, 10, 36, 50] {
+            let r = Duration::from_millis(ms);
+            assert_eq!(kernel_timeout(r), r, "{ms} ms");
+        }
+        for us in (50_001..20_000_000u64).step_by(7_919) {
+            let r = Duration::from_micros(us);
+            let t = kernel_timeout(r);
+            assert!(
+                latest_end(t) <= r,
+                "{r:?}: {t:?} may end at {:?}",
+                latest_end(t)
+            );
+            // Not absurdly early: within 0.3 % + 50 us of the deadline.
+            assert!(r - t <= r * 3 / 1000 + DEFAULT_SLACK, "{r:?}: {t:?}");
+        }
+        // 1 s adverts, priority 100: Master_Down_Interval 3.609375 s.
+        let mdi = Duration::from_micros(3_609_375);
+        assert!(latest_end(kernel_timeout(mdi)) <= mdi);
     }
 }
