@@ -88,9 +88,15 @@ pub async fn forward(
     idle: Option<Duration>,
 ) -> io::Result<Moved> {
     let activity = std::sync::atomic::AtomicU64::new(0);
-    let up = pump(client, backend, mode, pipes, &activity);
-    let down = pump(backend, client, mode, pipes, &activity);
-    let both = async { tokio::try_join!(up, down) };
+    // The pumps are built inside the join: built as locals first, each would be stored
+    // twice in this future (the local and the join's copy), which every idle connection
+    // pays for (1,808 bytes instead of about 1,080).
+    let both = async {
+        tokio::try_join!(
+            pump(client, backend, mode, pipes, &activity),
+            pump(backend, client, mode, pipes, &activity)
+        )
+    };
     match idle {
         None => both.await.map(|(u, d)| Moved {
             upstream: u,
@@ -151,28 +157,71 @@ async fn pump(
         // tokio's cooperative budget, so a busy connection cannot starve the others or
         // this connection's own close signals.
         for _ in 0..READS_PER_WAKEUP {
-            match src.try_read(buf) {
-                Ok(0) => {
+            match read_once(src, buf) {
+                Read::Eof => {
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
                     return Ok(total);
                 }
-                Ok(n) => {
+                Read::Data { n, drained } => {
                     write_all(dst, &buf[..n]).await?;
                     total += n as u64;
-                    if n == buf.len() {
-                        // A full buffer: more is probably waiting. Switch to splice
-                        // for the rest of this burst in Auto mode.
-                        bulk = true;
-                        if mode == Mode::Auto {
-                            break;
-                        }
+                    if drained {
+                        break;
+                    }
+                    // A full buffer: more is probably waiting. Switch to splice for the
+                    // rest of this burst in Auto mode.
+                    bulk = true;
+                    if mode == Mode::Auto {
+                        break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Read::WouldBlock => break,
+                Read::Failed(e) => return Err(e),
             }
         }
+    }
+}
+
+/// What one read gave.
+enum Read {
+    Eof,
+    /// `n` bytes; `drained` when the read was short, i.e. it emptied the receive queue.
+    Data {
+        n: usize,
+        drained: bool,
+    },
+    WouldBlock,
+    Failed(io::Error),
+}
+
+/// One read from `src`. A short read empties the receive queue, so it also clears the
+/// socket's readiness, as a `WouldBlock` would: the next wait then sleeps until new data
+/// arrives, instead of returning at once for a read that finds nothing (one wasted
+/// syscall per request-sized message). The readiness is cleared with the tick tokio
+/// took before the read, so data that arrived after it is never forgotten (tokio's own
+/// `try_read` rule).
+fn read_once(src: &TcpStream, buf: &mut [u8]) -> Read {
+    use std::io::Read as _;
+    let mut short = 0;
+    let r = src.try_io(tokio::io::Interest::READABLE, || loop {
+        match (&*socket2::SockRef::from(src)).read(buf) {
+            Ok(n) if n > 0 && n < buf.len() => {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    });
+    match r {
+        Ok(0) => Read::Eof,
+        Ok(n) => Read::Data { n, drained: false },
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Read::Data {
+            n: short,
+            drained: true,
+        },
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::WouldBlock,
+        Err(e) => Read::Failed(e),
     }
 }
 
