@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use apivip::vrrp::announce::Announcer;
 use apivip::vrrp::packet::{
@@ -680,4 +680,97 @@ fn missing_capabilities_are_named() {
     );
     assert!(out.status.success() && text.contains("CHILD-OK"), "{text}");
     assert!(!m0.holds("198.18.0.250".parse().unwrap()));
+}
+
+/// Waits until `fd` is readable (or the deadline).
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(n) if n > 0)
+}
+
+/// The doorbell on a real kernel: its filter drops exact repeats of the armed message
+/// and rings for anything else (another priority, shorter, longer), on IPv4 (whose
+/// filter sees the IP header first) and IPv6 (the message alone); silenced, it rings for
+/// nothing. The VRRP socket meanwhile receives everything, each datagram with its kernel
+/// receive time.
+#[test]
+fn doorbell_rings_for_all_but_repeats_and_datagrams_carry_receive_times() {
+    use apivip::vrrp::socket::Doorbell;
+    use std::os::fd::AsFd;
+    if !require_root("doorbell_rings_for_all_but_repeats_and_datagrams_carry_receive_times") {
+        return;
+    }
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+    let vip4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 220));
+    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
+    let cases = [
+        (IpAddr::V4(m0.ipv4), IpAddr::V4(m1.ipv4), vec![vip4]),
+        (
+            IpAddr::V6(ll0),
+            IpAddr::V6(ll1),
+            vec!["fe80::1:220".parse().unwrap()],
+        ),
+    ];
+    for (src, rx_addr, vips) in cases {
+        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+        let rx_if = m1.ifname.clone();
+        let (sock, bell) = run_in_ns(&m1.ns, move || async move {
+            let sock = VrrpSocket::open(&rx_if, rx_addr, Delivery::Multicast).expect("open");
+            let bell = Doorbell::open(&sock).expect("open the doorbell");
+            (sock, bell)
+        });
+        let tx_if = m0.ifname.clone();
+        let tx = run_in_ns(&m0.ns, move || async move {
+            VrrpSocket::open(&tx_if, src, Delivery::Multicast).expect("open sender")
+        });
+        let dst = tx.destinations()[0];
+        let a = emit(&v3_advert(30, 100, &vips), &pair(src, dst));
+        let zero = emit(&v3_advert(30, 0, &vips), &pair(src, dst));
+        let b = emit(&v3_advert(30, 101, &vips), &pair(src, dst));
+        let short = a[..a.len() - 4].to_vec();
+        let long = [&a[..], &[0u8; 4][..]].concat();
+        let mut buf = vec![0u8; RECV_BUFFER_LEN];
+        // Sends `msgs` in order, waits for the last one to ring, and returns how many rang.
+        let ring_count = |msgs: &[&[u8]]| -> usize {
+            let mut buf = vec![0u8; RECV_BUFFER_LEN];
+            let before = SystemTime::now();
+            for m in msgs {
+                tx.send_to(m, dst).expect("send");
+            }
+            assert!(readable(bell.as_fd()), "{family}: the doorbell never rang");
+            // Every datagram reached the VRRP socket, in order, stamped by the kernel.
+            let mut last = before;
+            for (i, m) in msgs.iter().enumerate() {
+                let r = sock.recv_timeout(&mut buf, DEADLINE).expect("datagram");
+                assert_eq!(&buf[..r.len], *m, "{family}: datagram {i}");
+                let at = r.at.expect("a kernel receive time");
+                assert!(
+                    at >= last && at <= SystemTime::now(),
+                    "{family}: {i} at {at:?}"
+                );
+                last = at;
+            }
+            bell.drain()
+        };
+        bell.ring_unless(&a).expect("filter");
+        assert_eq!(ring_count(&[&a, &a, &a, &b]), 1, "{family}: repeats rang");
+        assert_eq!(
+            ring_count(&[&a, &zero, &a, &short, &a, &long, &a, &b]),
+            4,
+            "{family}: priority 0, shorter and longer must ring, repeats not"
+        );
+        bell.silence().expect("silence");
+        for m in [&a, &b, &zero] {
+            tx.send_to(m, dst).expect("send");
+        }
+        for m in [&a, &b, &zero] {
+            let r = sock.recv_timeout(&mut buf, DEADLINE).expect("datagram");
+            assert_eq!(&buf[..r.len], *m, "{family}");
+        }
+        assert_eq!(bell.drain(), 0, "{family}: rang while silenced");
+        bell.ring_unless(&a).expect("filter");
+        assert_eq!(ring_count(&[&b]), 1, "{family}: re-armed");
+    }
 }

@@ -1,7 +1,7 @@
 //! The VRRP shell: drives one [`Instance`] with a raw socket, netlink and the clock.
 //!
 //! ```text
-//!   ppoll(socket, control, poll_timeout):
+//!   ppoll(socket or doorbell, control, poll_timeout):
 //!   VrrpSocket.try_recv --decode--> Instance.handle_advert --+
 //!   deadline reached ------------> Instance.handle_timeout --+--> poll_action:
 //!   Control::Serve (HealthView) -> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
@@ -11,12 +11,29 @@
 //! ```
 //!
 //! Only this file touches time and sockets; every decision is the machine's.
+//!
+//! # A Backup reads adverts in batches
+//!
+//! In Backup an advert only moves the Master_Down deadline (it emits no action), and a
+//! byte-identical repeat of the last advert processed, accepted with a non-zero priority,
+//! can only move it later while the local priority stays the same (property test
+//! `backup_adverts_act_on_nothing_but_the_deadline`). So a Backup that has such an advert
+//! polls a [`Doorbell`] instead of the VRRP socket: a second raw socket whose BPF filter
+//! drops exact repeats of it and wakes the thread for anything else. On every wakeup
+//! (deadline, doorbell, control) the thread reads everything queued on the VRRP socket
+//! and replays it in order, each datagram at its kernel receive time (`SO_TIMESTAMPNS`,
+//! see [`arrival`]), firing first any timer that ran out before it. Decisions and their
+//! instants are those of reading each advert as it arrives; a Backup at 10 ms adverts
+//! wakes about once per Master_Down_Interval (~30 ms) instead of 100 times a second. A
+//! health change forgets the template (the skew depends on the local priority), and
+//! Master and Initialize poll the socket itself.
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +43,7 @@ use crate::health::{HealthSnapshot, HealthView};
 use crate::vrrp::announce::Announcer;
 use crate::vrrp::machine::{Action, Instance, Received, State, VersionConfig};
 use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
-use crate::vrrp::socket::{Delivery, VrrpSocket, RECV_BUFFER_LEN};
+use crate::vrrp::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::units::Priority;
 use crate::vrrp::vip::{VipConfig, Vips};
 
@@ -131,6 +148,10 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
                 source,
             }
         })?;
+    let doorbell = Doorbell::open(&socket).map_err(|source| VrrpError::Socket {
+        interface: cfg.interface.clone(),
+        source,
+    })?;
     let vip_list: Vec<VipConfig> = cfg
         .vips
         .iter()
@@ -158,6 +179,10 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         cfg: cfg.clone(),
         instance,
         socket,
+        doorbell,
+        repeat: None,
+        armed: None,
+        last_fed: Instant::now(),
         vips,
         vip_list,
         announcer,
@@ -334,6 +359,16 @@ pub(crate) struct Shell {
     cfg: Vrrp,
     instance: Instance,
     socket: VrrpSocket,
+    /// Wakes a Backup for anything but a repeat of `armed` (see [`Doorbell`]).
+    doorbell: Doorbell,
+    /// The last datagram processed, if it was an advert a Backup accepted with a
+    /// non-zero priority: a repeat of it can only move the Master_Down deadline later.
+    repeat: Option<Vec<u8>>,
+    /// The message the doorbell ignores now (`None`: it ignores nothing and rings for
+    /// nothing, and the VRRP socket itself is polled).
+    armed: Option<Vec<u8>>,
+    /// The last instant handed to the machine: replayed receive times never go back.
+    last_fed: Instant,
     vips: Vips,
     vip_list: Vec<VipConfig>,
     announcer: Announcer,
@@ -372,6 +407,7 @@ struct Decoded {
 
 /// What `ppoll` found ready.
 struct Ready {
+    /// The VRRP socket, or the doorbell while it is armed.
     socket: bool,
     control: bool,
 }
@@ -380,18 +416,17 @@ struct Ready {
 /// (`now` is the time read last, a few microseconds ago: the wait ends that much late at
 /// most, for one clock read less per turn).
 fn wait(
-    socket: &VrrpSocket,
+    socket: BorrowedFd<'_>,
     control: &UnixStream,
     now: Instant,
     deadline: Option<Instant>,
 ) -> Ready {
     use nix::poll::{ppoll, PollFd, PollFlags};
-    use std::os::fd::AsFd;
     let timeout = deadline.map(|d| {
         nix::sys::time::TimeSpec::from_duration(kernel_timeout(d.saturating_duration_since(now)))
     });
     let mut fds = [
-        PollFd::new(socket.as_fd(), PollFlags::POLLIN),
+        PollFd::new(socket, PollFlags::POLLIN),
         PollFd::new(control.as_fd(), PollFlags::POLLIN),
     ];
     match ppoll(&mut fds, timeout, None) {
@@ -432,6 +467,19 @@ fn kernel_timeout(remaining: Duration) -> Duration {
     }
 }
 
+/// The monotonic instant of a datagram the kernel stamped at `at` on the real-time clock,
+/// read as `wall` at `now`: `now` less its age, never before `floor` (the last instant
+/// the machine was given) nor after `now`. A real-time clock step between the receive
+/// and the read can only move it within that window; no stamp means `now`.
+fn arrival(at: Option<SystemTime>, wall: SystemTime, now: Instant, floor: Instant) -> Instant {
+    let age = at
+        .and_then(|at| wall.duration_since(at).ok())
+        .unwrap_or(Duration::ZERO);
+    now.checked_sub(age)
+        .unwrap_or(floor)
+        .clamp(floor.min(now), now)
+}
+
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -455,31 +503,43 @@ impl Shell {
     fn run(mut self, rt: &tokio::runtime::Runtime, serve: bool, control: &ControlRx) {
         let mut buf = vec![0u8; RECV_BUFFER_LEN];
         let mut now = Instant::now();
+        self.last_fed = now;
         self.instance.handle_health(now, serve);
         self.instance.handle_startup(now);
         loop {
             if self.drain_actions(rt, now) {
                 return;
             }
-            let deadline = earliest(self.instance.poll_timeout(), self.next_announce);
-            let ready = wait(&self.socket, &control.wake, now, deadline);
-            // The one clock read of this turn: every input below happened "now".
-            now = Instant::now();
-            if ready.socket {
-                match self.socket.try_recv(&mut buf) {
-                    Ok(rx) => {
-                        self.on_packet(now, &buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit)
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    // An unreadable datagram is consumed: go on.
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        tracing::debug!(error = %e, "vrrp: datagram dropped");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "vrrp: receive failed");
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+            if self.arm_doorbell() {
+                // A datagram that came while the filter changed reached neither the old
+                // nor the new one as it should: read the socket once more first.
+                now = Instant::now();
+                if self.receive_all(rt, &mut buf, now) {
+                    return;
                 }
+                continue;
+            }
+            let deadline = earliest(self.instance.poll_timeout(), self.next_announce);
+            let armed = self.armed.is_some();
+            let fd = if armed {
+                self.doorbell.as_fd()
+            } else {
+                self.socket.as_fd()
+            };
+            let ready = wait(fd, &control.wake, now, deadline);
+            // The one clock read of this turn: every input below happened "now", except
+            // datagrams, which carry their kernel receive time.
+            now = Instant::now();
+            if armed && ready.socket {
+                // The doorbell first: whatever rings after this is still in the socket
+                // when it is read below, or rings again (a ring after `ppoll` returned
+                // makes the next one return at once).
+                self.doorbell.drain();
+            }
+            // Armed, the socket is read on every wakeup (deadline, doorbell, control):
+            // the adverts queued since the last one are replayed before anything else.
+            if (armed || ready.socket) && self.receive_all(rt, &mut buf, now) {
+                return;
             }
             if ready.control {
                 for c in control.drain() {
@@ -490,6 +550,9 @@ impl Shell {
                                 "vrrp: this node's ability to serve changed"
                             );
                             self.instance.handle_health(now, serve);
+                            // The skew follows the local priority: a repeat of the last
+                            // advert could now move the deadline earlier.
+                            self.repeat = None;
                         }
                         Control::Handover => {
                             tracing::info!("vrrp: planned handover");
@@ -507,11 +570,75 @@ impl Shell {
             if self.instance.poll_timeout().is_some_and(|d| d <= now) {
                 self.instance.handle_timeout(now);
             }
+            self.last_fed = now;
             if self.next_announce.is_some_and(|d| d <= now) {
                 self.announce();
                 self.announce_left = self.announce_left.saturating_sub(1);
                 self.next_announce =
                     (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
+            }
+        }
+    }
+
+    /// Points the doorbell at the advert a Backup may skip, or silences it; true if its
+    /// filter changed.
+    fn arm_doorbell(&mut self) -> bool {
+        let want = match self.instance.state() {
+            State::Backup => self.repeat.as_deref(),
+            State::Initialize | State::Master => None,
+        };
+        if want == self.armed.as_deref() {
+            return false;
+        }
+        let set = match want {
+            Some(msg) => self.doorbell.ring_unless(msg),
+            None => self.doorbell.silence(),
+        };
+        match set {
+            Ok(()) => self.armed = want.map(<[u8]>::to_vec),
+            Err(e) => {
+                // Without the filter, poll the socket for every advert, as before.
+                tracing::warn!(error = %e, "vrrp: cannot set the doorbell filter");
+                self.repeat = None;
+                self.armed = None;
+            }
+        }
+        if self.armed.is_none() {
+            self.doorbell.drain();
+        }
+        true
+    }
+
+    /// Reads and handles every queued datagram in arrival order, each at its kernel
+    /// receive time, firing the timers that ran out before it first; true once the
+    /// machine said `Exit`.
+    fn receive_all(&mut self, rt: &tokio::runtime::Runtime, buf: &mut [u8], now: Instant) -> bool {
+        let wall = SystemTime::now();
+        loop {
+            match self.socket.try_recv(buf) {
+                Ok(rx) => {
+                    let at = arrival(rx.at, wall, now, self.last_fed);
+                    while let Some(due) = self.instance.poll_timeout().filter(|&d| d <= at) {
+                        let due = due.max(self.last_fed);
+                        self.instance.handle_timeout(due);
+                        self.last_fed = due;
+                        if self.drain_actions(rt, now) {
+                            return true;
+                        }
+                    }
+                    self.last_fed = at;
+                    self.on_packet(at, &buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                // An unreadable datagram is consumed: go on.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    tracing::debug!(error = %e, "vrrp: datagram dropped");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "vrrp: receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    return false;
+                }
             }
         }
     }
@@ -530,13 +657,26 @@ impl Shell {
                 result
             }
         };
+        let priority = result.as_ref().ok().map(Repr::priority);
         let rx = Received {
             src,
             ttl_or_hop_limit: ttl,
             result,
         };
-        if let Err(reason) = self.instance.handle_advert(now, rx) {
-            tracing::debug!(%src, ?reason, "vrrp: advert dropped");
+        match self.instance.handle_advert(now, rx) {
+            Ok(())
+                if self.instance.state() == State::Backup
+                    && priority.is_some_and(|p| !p.is_resign()) =>
+            {
+                if self.repeat.as_deref() != Some(msg) {
+                    self.repeat = Some(msg.to_vec());
+                }
+            }
+            Ok(()) => self.repeat = None,
+            Err(reason) => {
+                self.repeat = None;
+                tracing::debug!(%src, ?reason, "vrrp: advert dropped");
+            }
         }
     }
 
@@ -693,6 +833,31 @@ mod tests {
     /// The latest end of a `ppoll` timeout T, per fs/select.c.
     fn latest_end(t: Duration) -> Duration {
         t + (t / 1000).max(DEFAULT_SLACK)
+    }
+
+    #[test]
+    fn arrival_is_now_less_the_age_within_the_floor_and_now() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let floor = now - Duration::from_millis(40);
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ago = |ms| Some(wall - Duration::from_millis(ms));
+        assert_eq!(
+            arrival(ago(25), wall, now, floor),
+            now - Duration::from_millis(25)
+        );
+        assert_eq!(arrival(ago(0), wall, now, floor), now);
+        // Older than the floor (a clock step forward): the floor.
+        assert_eq!(arrival(ago(41), wall, now, floor), floor);
+        assert_eq!(arrival(ago(100_000_000), wall, now, floor), floor);
+        // In the future (a step back): now. No stamp: now.
+        let ahead = Some(wall + Duration::from_millis(5));
+        assert_eq!(arrival(ahead, wall, now, floor), now);
+        assert_eq!(arrival(None, wall, now, floor), now);
+        // A floor after now (cannot happen) does not panic; now wins.
+        assert_eq!(
+            arrival(ago(1), wall, now, now + Duration::from_secs(1)),
+            now
+        );
     }
 
     #[test]

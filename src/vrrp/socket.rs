@@ -28,7 +28,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
@@ -68,6 +68,8 @@ pub struct Received {
     /// Length of the VRRP message now at the start of the caller's buffer (IPv4 header
     /// already stripped).
     pub len: usize,
+    /// When the kernel received it (`SO_TIMESTAMPNS`, the real-time clock), if it said.
+    pub at: Option<SystemTime>,
 }
 
 impl Received {
@@ -88,6 +90,9 @@ impl Received {
 #[derive(Debug)]
 pub struct VrrpSocket {
     fd: Socket,
+    /// The control-message buffer of `recvmsg`, kept between calls (a Backup receives
+    /// 100 adverts a second at 10 ms).
+    cmsg: std::cell::RefCell<Vec<u8>>,
     ifindex: u32,
     primary: IpAddr,
     delivery: Delivery,
@@ -195,8 +200,20 @@ impl VrrpSocket {
                 }
             }
         }
+        // Kernel receive times: a Backup reads queued adverts later (see [`Doorbell`])
+        // and must know when each one arrived.
+        opt(
+            setsockopt(&sock, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from),
+            "SO_TIMESTAMPNS",
+        )?;
         Ok(VrrpSocket {
             fd: sock,
+            cmsg: std::cell::RefCell::new(match primary {
+                IpAddr::V4(_) => nix::cmsg_space!(nix::sys::time::TimeSpec),
+                IpAddr::V6(_) => {
+                    nix::cmsg_space!(libc::in6_pktinfo, libc::c_int, nix::sys::time::TimeSpec)
+                }
+            }),
             ifindex,
             primary,
             delivery,
@@ -241,7 +258,7 @@ impl VrrpSocket {
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         match self.primary {
             IpAddr::V4(_) => {
-                let n = recv_v4(self.fd.as_raw_fd(), buf)?;
+                let (n, at) = recv_v4(self.fd.as_raw_fd(), buf, &mut self.cmsg.borrow_mut())?;
                 let (meta, msg) = Ipv4Meta::split(&buf[..n]).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -256,11 +273,12 @@ impl VrrpSocket {
                     dst: IpAddr::V4(meta.dst),
                     ttl_or_hop_limit: meta.ttl,
                     len,
+                    at,
                 };
                 buf.copy_within(start..start + len, 0);
                 Ok(received)
             }
-            IpAddr::V6(_) => recv_v6(self.fd.as_raw_fd(), buf),
+            IpAddr::V6(_) => recv_v6(self.fd.as_raw_fd(), buf, &mut self.cmsg.borrow_mut()),
         }
     }
 
@@ -327,6 +345,130 @@ impl VrrpSocket {
     }
 }
 
+/// What a ringing [`Doorbell`] keeps of a datagram: one byte, enough to be readable.
+const RING: u32 = 1;
+
+/// A second raw protocol 112 socket on the interface that only says *when* to read the
+/// [`VrrpSocket`], never what: a classic BPF filter drops every datagram whose VRRP
+/// message is byte for byte a given one, and keeps one byte of any other.
+///
+/// Why: a Backup hears the Master's advert 100 times a second at 10 ms, and all an
+/// advert does to a Backup is move the Master_Down deadline later (RFC 9568 §6.4.2;
+/// nothing is sent and no VIP changes). Only a datagram different from the last one
+/// processed can move the deadline earlier (priority 0, a shorter interval, another
+/// sender) or matter at once. So the Backup sleeps on the doorbell until its deadline,
+/// then reads the queued adverts from the `VrrpSocket` with their kernel receive times
+/// and replays them: the same decisions at the same instants, with one wakeup per
+/// Master_Down_Interval instead of one per advert. The filter sees every datagram the
+/// `VrrpSocket` sees (raw delivery clones each one to every raw socket of the protocol).
+#[derive(Debug)]
+pub struct Doorbell {
+    fd: Socket,
+    v4: bool,
+}
+
+impl Doorbell {
+    /// Opens the doorbell for the interface and family of `socket`, ringing for nothing
+    /// yet ([`Doorbell::silence`]).
+    pub fn open(socket: &VrrpSocket) -> io::Result<Doorbell> {
+        let v4 = socket.primary.is_ipv4();
+        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+        let fd = Socket::new(
+            domain,
+            Type::RAW.nonblocking().cloexec(),
+            Some(Protocol::from(i32::from(IP_PROTOCOL))),
+        )
+        .map_err(|e| context(e, "opening the VRRP doorbell socket", "CAP_NET_RAW"))?;
+        let ifname = nix::net::if_::if_indextoname(socket.ifindex)
+            .map_err(|e| io::Error::other(format!("interface {}: {e}", socket.ifindex)))?;
+        fd.bind_device(Some(ifname.as_bytes()))
+            .map_err(|e| context(e, "SO_BINDTODEVICE (doorbell)", "CAP_NET_RAW"))?;
+        let bell = Doorbell { fd, v4 };
+        bell.silence()?;
+        Ok(bell)
+    }
+
+    /// Rings for every datagram except those whose VRRP message is exactly `msg`.
+    pub fn ring_unless(&self, msg: &[u8]) -> io::Result<()> {
+        self.fd.attach_filter(&repeat_filter(self.v4, msg))
+    }
+
+    /// Rings for nothing (while the VRRP socket itself is polled).
+    pub fn silence(&self) -> io::Result<()> {
+        self.fd
+            .attach_filter(&[bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0)])
+    }
+
+    /// Empties the doorbell; returns how many times it had rung.
+    pub fn drain(&self) -> usize {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 16];
+        let mut rings = 0;
+        while self.fd.recv(&mut buf).is_ok() {
+            rings += 1;
+        }
+        rings
+    }
+}
+
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> socket2::SockFilter {
+    // Every BPF opcode fits in 16 bits.
+    socket2::SockFilter::new(u16::try_from(code).unwrap_or(u16::MAX), jt, jf, k)
+}
+
+/// The classic BPF program of [`Doorbell::ring_unless`]: drop (return 0) a datagram whose
+/// VRRP message is `msg` (same length, same bytes), keep [`RING`] bytes of any other. An
+/// IPv4 raw socket's filter sees the IP header first (its length from the IHL, `ldx
+/// 4*([0]&0xf)`); an IPv6 one sees the message alone. Each 32-bit word is compared as
+/// `ld; jeq; ret RING`, so no jump is longer than one instruction whatever the length:
+/// the longest message (8 + 255 x 16 bytes) takes 3,078 instructions, under the
+/// kernel's 4,096.
+pub fn repeat_filter(v4: bool, msg: &[u8]) -> Vec<socket2::SockFilter> {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_LEN,
+        BPF_MSH, BPF_RET, BPF_SUB, BPF_W, BPF_X,
+    };
+    let mode = if v4 { BPF_IND } else { BPF_ABS };
+    let mut prog = Vec::with_capacity(8 + msg.len() / 4 * 3);
+    if v4 {
+        prog.push(bpf(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0));
+        prog.push(bpf(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0));
+        prog.push(bpf(BPF_ALU | BPF_SUB | BPF_X, 0, 0, 0));
+    } else {
+        prog.push(bpf(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0));
+    }
+    let equal_or_ring = |prog: &mut Vec<socket2::SockFilter>, value: u32| {
+        prog.push(bpf(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, value));
+        prog.push(bpf(BPF_RET | BPF_K, 0, 0, RING));
+    };
+    // The message length (at most 4,095 + 60 bytes: fits).
+    equal_or_ring(&mut prog, u32::try_from(msg.len()).unwrap_or(u32::MAX));
+    let mut at = 0usize;
+    while at < msg.len() {
+        let rest = &msg[at..];
+        let (size, value, step) = match rest.len() {
+            4.. => (
+                BPF_W,
+                u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
+                4,
+            ),
+            2 | 3 => (BPF_H, u32::from(u16::from_be_bytes([rest[0], rest[1]])), 2),
+            _ => (BPF_B, u32::from(rest[0]), 1),
+        };
+        let offset = u32::try_from(at).unwrap_or(u32::MAX);
+        prog.push(bpf(BPF_LD | size | mode, 0, 0, offset));
+        equal_or_ring(&mut prog, value);
+        at += step;
+    }
+    prog.push(bpf(BPF_RET | BPF_K, 0, 0, 0));
+    prog
+}
+
 impl AsFd for VrrpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -337,22 +479,35 @@ fn ifindex_c(ifindex: u32) -> io::Result<i32> {
     i32::try_from(ifindex).map_err(|_| invalid(format!("interface index {ifindex} too large")))
 }
 
-fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+fn recv_v4(fd: i32, buf: &mut [u8], cmsg: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, None, MsgFlags::empty())?;
-    Ok(msg.bytes)
+    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(cmsg), MsgFlags::empty())?;
+    let mut at = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            at = system_time(ts);
+        }
+    }
+    Ok((msg.bytes, at))
 }
 
-fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<Received> {
-    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+/// A `SCM_TIMESTAMPNS` time as a `SystemTime` (`None` before the epoch).
+fn system_time(ts: nix::sys::time::TimeSpec) -> Option<SystemTime> {
+    let secs = u64::try_from(ts.tv_sec()).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+fn recv_v6(fd: i32, buf: &mut [u8], cmsg: &mut [u8]) -> io::Result<Received> {
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(cmsg), MsgFlags::empty())?;
     let src = msg
         .address
         .map(|a| a.ip())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no source address"))?;
     let mut dst = None;
     let mut hop_limit = None;
+    let mut at = None;
     for c in msg.cmsgs()? {
         match c {
             ControlMessageOwned::Ipv6PacketInfo(info) => {
@@ -361,6 +516,7 @@ fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<Received> {
             ControlMessageOwned::Ipv6HopLimit(h) => {
                 hop_limit = Some(u8::try_from(h).unwrap_or(0));
             }
+            ControlMessageOwned::ScmTimestampns(ts) => at = system_time(ts),
             _ => {}
         }
     }
@@ -375,6 +531,7 @@ fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<Received> {
         dst: IpAddr::V6(dst),
         ttl_or_hop_limit: ttl,
         len: msg.bytes,
+        at,
     })
 }
 

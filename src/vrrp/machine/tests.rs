@@ -1028,3 +1028,111 @@ fn address_list_is_compared_as_a_set() {
         }
     }
 }
+
+// === what lets a Backup read adverts late (the shell's doorbell) ===
+
+/// One step of [`backup_adverts_act_on_nothing_but_the_deadline`].
+#[derive(Debug, Clone)]
+enum Step {
+    /// An advert `after` the previous step: (sender, priority, interval cs, TTL).
+    Advert {
+        after: u64,
+        src: u8,
+        priority: u8,
+        cs: u16,
+        ttl: u8,
+    },
+    /// The last advert again, byte for byte, from any sender with any TTL.
+    Repeat { after: u64, src: u8, ttl: u8 },
+    /// Health flips.
+    Health { after: u64, can_serve: bool },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let after = 0u64..40_000;
+    let src = prop_oneof![Just(5u8), Just(10), Just(20)];
+    let ttl = prop_oneof![4 => Just(255u8), 1 => Just(64)];
+    prop_oneof![
+        3 => (after.clone(), src.clone(), prop_oneof![Just(0u8), 1u8..=255], prop_oneof![Just(1u16), Just(3), Just(100)], ttl.clone())
+            .prop_map(|(after, src, priority, cs, ttl)| Step::Advert { after, src, priority, cs, ttl }),
+        6 => (after.clone(), src, ttl).prop_map(|(after, src, ttl)| Step::Repeat { after, src, ttl }),
+        1 => (after, proptest::bool::ANY).prop_map(|(after, can_serve)| Step::Health { after, can_serve }),
+    ]
+}
+
+proptest::proptest! {
+    /// The shell's doorbell lets a Backup read adverts up to a Master_Down_Interval late,
+    /// each replayed at its receive time, waking early only for a datagram that is not a
+    /// repeat of the last one processed (if that one was accepted with priority > 0).
+    /// That is exact because, in Backup: (1) no advert emits an action or leaves Backup,
+    /// so nothing is owed before the deadline; (2) such a repeat never moves the
+    /// Master_Down deadline earlier, whatever its sender or TTL, as long as the local
+    /// priority has not changed since (it sets the skew: this test found that a health
+    /// change must clear the template).
+    #[test]
+    fn backup_adverts_act_on_nothing_but_the_deadline(
+        priority in 1u8..=254,
+        preempt in proptest::bool::ANY,
+        delay_ms in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..100],
+        steps in proptest::collection::vec(step(), 1..60),
+    ) {
+        let mut config = v3_config(priority, 1);
+        config.preempt = preempt;
+        config.preempt_delay = ms(delay_ms);
+        config.health_weight = priority.min(50) - 1;
+        let (mut instance, t0) = started(config);
+        instance.handle_health(t0, true);
+        drain(&mut instance);
+        let mut t = t0;
+        let mut last: Option<(u8, u8, u16)> = None;
+        // The last datagram processed, if the doorbell would skip its repeats.
+        let mut template: Option<(u8, u16)> = None;
+        for s in steps {
+            let after = match s {
+                Step::Advert { after, .. } | Step::Repeat { after, .. } | Step::Health { after, .. } => after,
+            };
+            t += us(after);
+            // Timers that ran out first, as the shell replays them.
+            while let Some(due) = instance.poll_timeout().filter(|&d| d <= t) {
+                instance.handle_timeout(due);
+            }
+            drain(&mut instance);
+            let (src, priority, cs, ttl, repeat) = match s {
+                Step::Health { can_serve, .. } => {
+                    instance.handle_health(t, can_serve);
+                    drain(&mut instance);
+                    // A new local priority changes the skew: the shell forgets the
+                    // template (the next advert rings).
+                    template = None;
+                    continue;
+                }
+                Step::Advert { src, priority, cs, ttl, .. } => {
+                    last = Some((priority, src, cs));
+                    (src, priority, cs, ttl, false)
+                }
+                Step::Repeat { src, ttl, .. } => match last {
+                    Some((priority, _, cs)) => (src, priority, cs, ttl, true),
+                    None => continue,
+                },
+            };
+            let in_backup = instance.state() == State::Backup;
+            let before = instance.poll_timeout();
+            let mut rx = v3_advert(ip(src), priority, cs);
+            rx.ttl_or_hop_limit = ttl;
+            let accepted = instance.handle_advert(t, rx).is_ok();
+            if !in_backup {
+                drain(&mut instance);
+                template = None;
+                continue;
+            }
+            proptest::prop_assert_eq!(drain(&mut instance), vec![], "an advert in Backup acted");
+            proptest::prop_assert_eq!(instance.state(), State::Backup);
+            if repeat && template == Some((priority, cs)) {
+                let after = instance.poll_timeout();
+                proptest::prop_assert!(after >= before, "a repeat moved the deadline from {:?} to {:?}", before, after);
+            }
+            template = (accepted && priority != 0).then_some((priority, cs));
+        }
+    }
+}
