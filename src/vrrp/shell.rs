@@ -183,6 +183,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         repeat: None,
         armed: None,
         last_fed: Instant::now(),
+        doorbell_off: false,
         vips,
         vip_list,
         announcer,
@@ -369,6 +370,9 @@ pub(crate) struct Shell {
     armed: Option<Vec<u8>>,
     /// The last instant handed to the machine: replayed receive times never go back.
     last_fed: Instant,
+    /// The kernel refused a filter once (e.g. `optmem_max` for a very long address
+    /// list): poll the VRRP socket for every advert from then on.
+    doorbell_off: bool,
     vips: Vips,
     vip_list: Vec<VipConfig>,
     announcer: Announcer,
@@ -584,8 +588,8 @@ impl Shell {
     /// filter changed.
     fn arm_doorbell(&mut self) -> bool {
         let want = match self.instance.state() {
-            State::Backup => self.repeat.as_deref(),
-            State::Initialize | State::Master => None,
+            State::Backup if !self.doorbell_off => self.repeat.as_deref(),
+            State::Backup | State::Initialize | State::Master => None,
         };
         if want == self.armed.as_deref() {
             return false;
@@ -597,10 +601,15 @@ impl Shell {
         match set {
             Ok(()) => self.armed = want.map(<[u8]>::to_vec),
             Err(e) => {
-                // Without the filter, poll the socket for every advert, as before.
-                tracing::warn!(error = %e, "vrrp: cannot set the doorbell filter");
+                // Poll the socket for every advert instead; say so once.
+                tracing::warn!(
+                    error = %e,
+                    "vrrp: cannot set the doorbell filter; the Backup reads every advert as it arrives"
+                );
+                self.doorbell_off = true;
                 self.repeat = None;
                 self.armed = None;
+                let _ = self.doorbell.silence();
             }
         }
         if self.armed.is_none() {
