@@ -27,6 +27,13 @@
 //! wakes about once per Master_Down_Interval (~30 ms) instead of 100 times a second. A
 //! health change forgets the template (the skew depends on the local priority), and
 //! Master and Initialize poll the socket itself.
+//!
+//! Three guards (found in review): the kernel hands a datagram to the doorbell before
+//! the VRRP socket, so a ring read before its datagram is in the socket, and every filter
+//! change, make the thread watch the socket itself for 1 ms; a real-time clock step
+//! between two batches makes the batch be handled at "now" as the datagrams are read,
+//! without the stamps; and a batch reads at most 64 datagrams, so a flood cannot starve
+//! timers and controls.
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -183,6 +190,9 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         repeat: None,
         armed: None,
         last_fed: Instant::now(),
+        clocks: None,
+        unmatched_rings: 0,
+        watch_socket_until: None,
         doorbell_off: false,
         vips,
         vip_list,
@@ -370,6 +380,13 @@ pub(crate) struct Shell {
     armed: Option<Vec<u8>>,
     /// The last instant handed to the machine: replayed receive times never go back.
     last_fed: Instant,
+    /// The monotonic and real-time clocks as read for the last batch (step detection).
+    clocks: Option<(Instant, SystemTime)>,
+    /// Rings not yet matched by a datagram read from the socket.
+    unmatched_rings: usize,
+    /// Poll the socket itself until then (after a filter change, or a ring whose
+    /// datagram was not in the socket yet).
+    watch_socket_until: Option<Instant>,
     /// The kernel refused a filter once (e.g. `optmem_max` for a very long address
     /// list): poll the VRRP socket for every advert from then on.
     doorbell_off: bool,
@@ -471,10 +488,36 @@ fn kernel_timeout(remaining: Duration) -> Duration {
     }
 }
 
+/// At most this many datagrams per batch (see [`Shell::receive_all`]).
+const BATCH: usize = 64;
+
+/// How long the socket itself is watched when the doorbell may have missed a datagram.
+const SOCKET_WATCH: Duration = Duration::from_millis(1);
+
+/// What [`Shell::receive_all`] did.
+#[derive(Debug, Default)]
+struct Batch {
+    /// The machine said `Exit`.
+    exit: bool,
+    /// Datagrams read that the doorbell rang for (not the armed message).
+    rang: usize,
+}
+
+/// Whether the real-time clock was stepped between two readings of both clocks: their
+/// advances differ by more than 1 ms plus 0.1 % (NTP slews at most 0.05 %).
+fn clock_stepped(n0: Instant, w0: SystemTime, n1: Instant, w1: SystemTime) -> bool {
+    let Ok(wall) = w1.duration_since(w0) else {
+        return true;
+    };
+    let mono = n1.saturating_duration_since(n0);
+    wall.abs_diff(mono) > Duration::from_millis(1) + mono / 1000
+}
+
 /// The monotonic instant of a datagram the kernel stamped at `at` on the real-time clock,
 /// read as `wall` at `now`: `now` less its age, never before `floor` (the last instant
-/// the machine was given) nor after `now`. A real-time clock step between the receive
-/// and the read can only move it within that window; no stamp means `now`.
+/// the machine was given) nor after `now`; no stamp means `now`. A step of the real-time
+/// clock would shift the ages: [`Shell::receive_all`] detects one ([`clock_stepped`])
+/// and then does not use the stamps at all.
 fn arrival(at: Option<SystemTime>, wall: SystemTime, now: Instant, floor: Instant) -> Instant {
     let age = at
         .and_then(|at| wall.duration_since(at).ok())
@@ -515,17 +558,23 @@ impl Shell {
                 return;
             }
             if self.arm_doorbell() {
-                // A datagram that came while the filter changed reached neither the old
-                // nor the new one as it should: read the socket once more first.
+                // A datagram the kernel was delivering while the filter changed may have
+                // met the old filter and not yet be in the socket: read it now and watch
+                // the socket itself for a moment before trusting the doorbell.
                 now = Instant::now();
-                if self.receive_all(rt, &mut buf, now) {
+                self.watch_socket_until = Some(now + SOCKET_WATCH);
+                if self.receive_all(rt, &mut buf, now, SystemTime::now()).exit {
                     return;
                 }
                 continue;
             }
-            let deadline = earliest(self.instance.poll_timeout(), self.next_announce);
-            let armed = self.armed.is_some();
-            let fd = if armed {
+            let mut deadline = earliest(self.instance.poll_timeout(), self.next_announce);
+            let watching = self.armed.is_some() && self.watch_socket_until.is_some();
+            if watching {
+                deadline = earliest(deadline, self.watch_socket_until);
+            }
+            let doorbell = self.armed.is_some() && !watching;
+            let fd = if doorbell {
                 self.doorbell.as_fd()
             } else {
                 self.socket.as_fd()
@@ -534,16 +583,33 @@ impl Shell {
             // The one clock read of this turn: every input below happened "now", except
             // datagrams, which carry their kernel receive time.
             now = Instant::now();
-            if armed && ready.socket {
-                // The doorbell first: whatever rings after this is still in the socket
-                // when it is read below, or rings again (a ring after `ppoll` returned
-                // makes the next one return at once).
-                self.doorbell.drain();
+            let wall = SystemTime::now();
+            if self.watch_socket_until.is_some_and(|t| t <= now) {
+                // What rang and never reached the socket was dropped (a full buffer).
+                self.watch_socket_until = None;
+                self.unmatched_rings = 0;
+            }
+            let mut rings = 0;
+            if (doorbell && ready.socket) || watching {
+                // The doorbell first: whatever rings after this is still to be read below,
+                // or rings again (a ring after `ppoll` returned makes the next one return
+                // at once).
+                rings = self.doorbell.drain();
             }
             // Armed, the socket is read on every wakeup (deadline, doorbell, control):
             // the adverts queued since the last one are replayed before anything else.
-            if (armed || ready.socket) && self.receive_all(rt, &mut buf, now) {
-                return;
+            if self.armed.is_some() || ready.socket {
+                let got = self.receive_all(rt, &mut buf, now, wall);
+                if got.exit {
+                    return;
+                }
+                // The kernel hands a datagram to the doorbell first (the newer socket) and
+                // to the VRRP socket a moment later; a ring read before its datagram is in
+                // the socket must not send the thread back to sleep on the doorbell.
+                self.unmatched_rings = (self.unmatched_rings + rings).saturating_sub(got.rang);
+                if rings > 0 && self.unmatched_rings > 0 {
+                    self.watch_socket_until = Some(now + SOCKET_WATCH);
+                }
             }
             if ready.control {
                 for c in control.drain() {
@@ -618,27 +684,52 @@ impl Shell {
         true
     }
 
-    /// Reads and handles every queued datagram in arrival order, each at its kernel
-    /// receive time, firing the timers that ran out before it first; true once the
-    /// machine said `Exit`.
-    fn receive_all(&mut self, rt: &tokio::runtime::Runtime, buf: &mut [u8], now: Instant) -> bool {
-        let wall = SystemTime::now();
-        loop {
+    /// Reads and handles the queued datagrams in arrival order (at most [`BATCH`], so a
+    /// flood cannot starve timers and controls: the socket stays readable and the next
+    /// turn goes on), each at its kernel receive time, firing the timers that ran out
+    /// before it first. `now` and `wall` are the two clocks read together.
+    ///
+    /// If the real-time clock was stepped since the last batch, receive times cannot be
+    /// trusted: this batch is handled at `now`, each datagram before any timer, as if it
+    /// had just arrived.
+    fn receive_all(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        buf: &mut [u8],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Batch {
+        let stepped = self
+            .clocks
+            .is_some_and(|(n0, w0)| clock_stepped(n0, w0, now, wall));
+        self.clocks = Some((now, wall));
+        let mut batch = Batch::default();
+        for _ in 0..BATCH {
             match self.socket.try_recv(buf) {
                 Ok(rx) => {
-                    let at = arrival(rx.at, wall, now, self.last_fed);
-                    while let Some(due) = self.instance.poll_timeout().filter(|&d| d <= at) {
-                        let due = due.max(self.last_fed);
-                        self.instance.handle_timeout(due);
-                        self.last_fed = due;
-                        if self.drain_actions(rt, now) {
-                            return true;
-                        }
+                    let msg = &buf[..rx.len];
+                    if self.armed.as_deref() != Some(msg) {
+                        batch.rang += 1;
                     }
+                    let at = if stepped {
+                        now
+                    } else {
+                        let at = arrival(rx.at, wall, now, self.last_fed);
+                        while let Some(due) = self.instance.poll_timeout().filter(|&d| d <= at) {
+                            let due = due.max(self.last_fed);
+                            self.instance.handle_timeout(due);
+                            self.last_fed = due;
+                            if self.drain_actions(rt, now) {
+                                batch.exit = true;
+                                return batch;
+                            }
+                        }
+                        at
+                    };
                     self.last_fed = at;
                     self.on_packet(at, &buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 // An unreadable datagram is consumed: go on.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     tracing::debug!(error = %e, "vrrp: datagram dropped");
@@ -646,10 +737,11 @@ impl Shell {
                 Err(e) => {
                     tracing::warn!(error = %e, "vrrp: receive failed");
                     std::thread::sleep(Duration::from_millis(10));
-                    return false;
+                    break;
                 }
             }
         }
+        batch
     }
 
     fn on_packet(&mut self, now: Instant, msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) {
@@ -842,6 +934,21 @@ mod tests {
     /// The latest end of a `ppoll` timeout T, per fs/select.c.
     fn latest_end(t: Duration) -> Duration {
         t + (t / 1000).max(DEFAULT_SLACK)
+    }
+
+    #[test]
+    fn clock_steps_are_told_from_slew() {
+        let n0 = Instant::now();
+        let w0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ms = Duration::from_millis;
+        // Same advance, or NTP's slew (0.05 %) over a minute: no step.
+        assert!(!clock_stepped(n0, w0, n0 + ms(30), w0 + ms(30)));
+        assert!(!clock_stepped(n0, w0, n0 + ms(60_000), w0 + ms(60_030)));
+        assert!(!clock_stepped(n0, w0, n0 + ms(60_000), w0 + ms(59_970)));
+        // A step forward or back, even a small one over a short wait.
+        assert!(clock_stepped(n0, w0, n0 + ms(30), w0 + ms(158)));
+        assert!(clock_stepped(n0, w0, n0 + ms(30), w0 + ms(28)));
+        assert!(clock_stepped(n0, w0, n0 + ms(30), w0 - ms(100)));
     }
 
     #[test]
