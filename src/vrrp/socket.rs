@@ -119,6 +119,21 @@ pub(crate) fn ifindex_of(ifname: &str) -> io::Result<u32> {
     })
 }
 
+/// A non-blocking raw IP protocol 112 socket bound to interface `device`.
+fn raw_socket(domain: Domain, device: &[u8], what: &str) -> io::Result<Socket> {
+    let sock = Socket::new(
+        domain,
+        Type::RAW.nonblocking().cloexec(),
+        Some(Protocol::from(i32::from(IP_PROTOCOL))),
+    )
+    .map_err(|e| context(e, what, "CAP_NET_RAW"))?;
+    sock.bind_device(Some(device)).map_err(|e| {
+        let name = String::from_utf8_lossy(device);
+        context(e, &format!("SO_BINDTODEVICE {name}"), "CAP_NET_RAW")
+    })?;
+    Ok(sock)
+}
+
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
@@ -145,14 +160,7 @@ impl VrrpSocket {
             Domain::IPV6
         };
         let what = format!("opening a raw IP protocol {IP_PROTOCOL} (VRRP) socket on {ifname}");
-        let sock = Socket::new(
-            domain,
-            Type::RAW.nonblocking().cloexec(),
-            Some(Protocol::from(i32::from(IP_PROTOCOL))),
-        )
-        .map_err(|e| context(e, &what, "CAP_NET_RAW"))?;
-        sock.bind_device(Some(ifname.as_bytes()))
-            .map_err(|e| context(e, &format!("SO_BINDTODEVICE {ifname}"), "CAP_NET_RAW"))?;
+        let sock = raw_socket(domain, ifname.as_bytes(), &what)?;
         let opt = |r: io::Result<()>, name: &str| {
             r.map_err(|e| io::Error::new(e.kind(), format!("{name} on {ifname}: {e}")))
         };
@@ -373,16 +381,8 @@ impl Doorbell {
     pub fn open(socket: &VrrpSocket) -> io::Result<Doorbell> {
         let v4 = socket.primary.is_ipv4();
         let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
-        let fd = Socket::new(
-            domain,
-            Type::RAW.nonblocking().cloexec(),
-            Some(Protocol::from(i32::from(IP_PROTOCOL))),
-        )
-        .map_err(|e| context(e, "opening the VRRP doorbell socket", "CAP_NET_RAW"))?;
-        let ifname = nix::net::if_::if_indextoname(socket.ifindex)
-            .map_err(|e| io::Error::other(format!("interface {}: {e}", socket.ifindex)))?;
-        fd.bind_device(Some(ifname.as_bytes()))
-            .map_err(|e| context(e, "SO_BINDTODEVICE (doorbell)", "CAP_NET_RAW"))?;
+        let device = socket.fd.device()?.unwrap_or_default();
+        let fd = raw_socket(domain, &device, "opening the VRRP doorbell socket")?;
         let bell = Doorbell { fd, v4 };
         bell.silence()?;
         Ok(bell)
