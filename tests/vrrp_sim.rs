@@ -5,7 +5,8 @@
 //! delay. Time jumps to the next wakeup (a timer of some node or a packet arrival),
 //! and every run is bounded in steps (quinn-proto's `Pair::step` / `drive_bounded`).
 //! Nodes can crash (they stop, their later packets never leave), links can be cut and
-//! healed, health can flip and shutdown can be planned; the VIP holders are logged so
+//! healed, health can flip, shutdown can be planned and an operator can put a node in
+//! maintenance and resume it; the VIP holders are logged so
 //! that gaps (nobody holds the VIP) and overlaps (two hold it) are measured exactly.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -262,6 +263,18 @@ impl Net {
 
     fn shutdown(&mut self, i: usize) {
         self.nodes[i].instance.handle_shutdown(self.now);
+        self.flush(i);
+    }
+
+    /// `apivip handover` on node `i`; the control must be accepted.
+    fn maintenance(&mut self, i: usize) {
+        self.nodes[i].instance.handle_maintenance(self.now).unwrap();
+        self.flush(i);
+    }
+
+    /// `apivip resume` on node `i`; the control must be accepted.
+    fn resume(&mut self, i: usize) {
+        self.nodes[i].instance.handle_resume(self.now).unwrap();
         self.flush(i);
     }
 
@@ -618,4 +631,110 @@ fn rejected_packet_storm_changes_nothing() {
     assert_eq!((stats.ttl_errors, stats.checksum_errors), (200, 200));
     let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 5), net.now);
     assert_eq!((gap, overlap), (Duration::ZERO, Duration::ZERO));
+}
+
+/// Maintenance: A (150) holds the VIP; `handover` makes it advertise priority 1, B
+/// (100) preempts after its Master_Down_Interval and A releases the VIP when it hears
+/// B, so nobody is without the VIP and both hold it for one link delay. A stays a
+/// Backup at priority 1; `resume` gives it 150 back and it preempts B by the ordinary
+/// rule, Master_Down_Interval (with the priority-1 skew it had when it armed the
+/// timer) after the last advert of B it accepted.
+#[test]
+fn maintenance_moves_the_vip_and_resume_takes_it_back() {
+    let mut net = Net::start(vec![config(0, v3(), 150), config(1, v3(), 100)], true);
+    net.run_until(SECOND * 10 + ms(300));
+    assert_eq!(net.holders(), [0]);
+    let last_full = net.last(0, &Event::Sent(Priority::new(150))).unwrap();
+    net.maintenance(0);
+    let maintenance_at = net.now;
+    assert_eq!(
+        net.last(0, &Event::Sent(Priority::new(1))),
+        Some(maintenance_at)
+    );
+    assert!(net.nodes[0].instance.is_handing_over());
+
+    // B discards the priority-1 adverts and takes over when its timer, armed by A's
+    // last full advert, runs out; A hears B one link delay later.
+    net.run_until(SECOND * 20);
+    let b_takes = last_full + DELAY + SECOND * 3 + skew(100);
+    assert_eq!(net.last(1, &Event::Holds(true)), Some(b_takes));
+    assert_eq!(
+        net.last(
+            1,
+            &Event::Changed(State::Backup, State::Master, Reason::Preempt)
+        ),
+        Some(b_takes)
+    );
+    assert_eq!(net.last(0, &Event::Holds(false)), Some(b_takes + DELAY));
+    assert_eq!(
+        net.last(
+            0,
+            &Event::Changed(State::Master, State::Backup, Reason::Maintenance)
+        ),
+        Some(b_takes + DELAY)
+    );
+    // Between the control and the release A advertised priority 1 only.
+    let a_sent: Vec<_> = net
+        .log
+        .iter()
+        .filter(|(t, n, _)| *n == 0 && *t >= maintenance_at)
+        .filter_map(|(_, _, e)| match e {
+            Event::Sent(p) => Some(p.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(a_sent, [1, 1, 1]);
+    assert_eq!(net.holders(), [1]);
+    assert_eq!(net.masters(), [1]);
+    let a = &net.nodes[0].instance;
+    assert!(a.in_maintenance() && !a.is_handing_over() && !a.maintenance_timed_out());
+    assert_eq!(a.state(), State::Backup);
+    assert_eq!(a.effective_priority(), Priority::new(1));
+    let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 4), net.now);
+    assert_eq!((gap, overlap), (Duration::ZERO, DELAY));
+
+    // Resume: A's priority is 150 again; B's adverts are discarded from now on.
+    let b_last = net.last(1, &Event::Sent(Priority::new(100))).unwrap();
+    assert!(b_last + DELAY < net.now);
+    let logged = net.log.len();
+    net.resume(0);
+    assert_eq!(net.log.len(), logged, "a Backup resumes silently");
+    net.run_until(SECOND * 40);
+    let a_back = b_last + DELAY + SECOND * 3 + skew(1);
+    assert_eq!(net.last(0, &Event::Holds(true)), Some(a_back));
+    assert_eq!(
+        net.last(
+            0,
+            &Event::Changed(State::Backup, State::Master, Reason::Preempt)
+        ),
+        Some(a_back)
+    );
+    assert_eq!(net.last(1, &Event::Holds(false)), Some(a_back + DELAY));
+    assert_eq!(
+        net.last(
+            1,
+            &Event::Changed(State::Master, State::Backup, Reason::HigherPriority)
+        ),
+        Some(a_back + DELAY)
+    );
+    assert_eq!(net.holders(), [0]);
+    assert_eq!(net.masters(), [0]);
+    let (gap, overlap) = net.gap_and_overlap(net.at(SECOND * 4), net.now);
+    assert_eq!((gap, overlap), (Duration::ZERO, DELAY));
+    // Each change of holder was seen once by the node that held the VIP.
+    for i in [0, 1] {
+        let instance = &net.nodes[i].instance;
+        assert_eq!(instance.stats().master_conflicts, 1, "node {i}");
+        assert_eq!(instance.masters_heard(net.now), 1, "node {i}");
+        assert_eq!(instance.peers().len(), 1, "node {i}");
+        assert_eq!(
+            instance.peers()[0].addr,
+            IpAddr::V4(addr(1 - i)),
+            "node {i}"
+        );
+    }
+    assert_eq!(
+        net.nodes[1].instance.peers()[0].priority,
+        Priority::new(150)
+    );
 }

@@ -56,6 +56,10 @@ pub enum Reason {
     HandoverDone,
     /// Planned handover timed out; the VIPs were released with a priority-0 advert.
     HandoverTimedOut,
+    /// Maintenance handover finished (`handle_maintenance` as Master): the new holder
+    /// was heard, the VIPs were released, and this node stays in the election as
+    /// Backup with priority 1 until `handle_resume`.
+    Maintenance,
 }
 
 impl Reason {
@@ -71,6 +75,7 @@ impl Reason {
             Reason::Shutdown => "shutdown",
             Reason::HandoverDone => "handover_done",
             Reason::HandoverTimedOut => "handover_timed_out",
+            Reason::Maintenance => "maintenance",
         }
     }
 }
@@ -79,6 +84,30 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Why an operator control ([`Instance::handle_maintenance`],
+/// [`Instance::handle_resume`]) was refused. A refused control changes nothing; the
+/// message is one line, for the body of an HTTP 409.
+///
+/// [`Instance::handle_maintenance`]: super::Instance::handle_maintenance
+/// [`Instance::handle_resume`]: super::Instance::handle_resume
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlRefused {
+    /// A shutdown or maintenance handover is under way; retry when it has ended (at
+    /// most `handover_timeout` after it started).
+    #[error("a handover is under way; retry when it has ended (at most handover_timeout)")]
+    HandoverRunning,
+    /// The node is already in maintenance; `apivip resume` ends it.
+    #[error("already in maintenance; `apivip resume` ends it")]
+    AlreadyInMaintenance,
+    /// The node is not in maintenance; `apivip handover` starts it.
+    #[error("not in maintenance; `apivip handover` starts it")]
+    NotInMaintenance,
+    /// The instance has shut down; nothing can be controlled any more.
+    #[error("the VRRP instance has shut down")]
+    Exited,
 }
 
 /// The last transition, kept for the admin API.

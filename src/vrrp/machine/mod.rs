@@ -15,6 +15,8 @@
 //!    decoded packet           ------->     handle_advert(now, Received { .. })
 //!    timer at poll_timeout()  ------->     handle_timeout(now)    (early = no-op)
 //!    health flips             ------->     handle_health(now, can_serve)
+//!    `apivip handover`        ------->     handle_maintenance(now)  (Err: HTTP 409)
+//!    `apivip resume`          ------->     handle_resume(now)       (Err: HTTP 409)
 //!    SIGTERM                  ------->     handle_shutdown(now)
 //!    while let Some(a) = poll_action()     SendAdvert / AddVips / RemoveVips /
 //!        perform a                         Announce / StateChanged / Exit
@@ -57,6 +59,28 @@
 //! drops by `health_weight`, it advertises that at once, and it keeps the VIPs until
 //! a Backup with a higher priority takes over and is heard.
 //!
+//! # Maintenance
+//!
+//! [`Instance::handle_maintenance`] (`apivip handover`) is the same handshake without
+//! the exit. Until [`Instance::handle_resume`] the node's priority is 1 everywhere:
+//! in its adverts, when it compares a received one as Backup, and in its skew. As
+//! Master it keeps the VIPs, advertises priority 1 at once and waits (at most
+//! `handover_timeout`, [`Instance::is_handing_over`] is true): when a preempting
+//! Backup has taken over and its advert is heard, it removes the VIPs and becomes
+//! Backup ([`Reason::Maintenance`]), still in the election at priority 1. If nobody
+//! takes over in time (or `handover_timeout` is 0) it stays Master at priority 1
+//! ([`Instance::maintenance_timed_out`]): availability first, the VIPs are never
+//! released to nobody; a node that preempts later still takes them the ordinary
+//! way. As Backup it only lowers its priority. [`Instance::handle_resume`] restores
+//! the effective priority (base, or base - `health_weight` while unable to serve);
+//! a Master advertises it at once, and a Backup with preemption takes the VIPs back
+//! by the ordinary rules (it discards the now lower-priority adverts until its
+//! Master_Down_Timer runs out). [`Instance::handle_shutdown`] works as usual during
+//! maintenance (a maintenance handover under way becomes the shutdown's, with its
+//! deadline); [`Instance::handle_health`] is recorded but takes effect on resume.
+//! Controls that cannot apply now are refused with a [`ControlRefused`] and change
+//! nothing.
+//!
 //! # Deviations from the RFCs
 //!
 //! - On becoming Master the addresses are announced (gratuitous ARP / NA) *before* the
@@ -64,6 +88,8 @@
 //!   hears that advert, and hosts must already point at the new holder by then.
 //! - **Planned handover** instead of an immediate priority-0 advert on shutdown (see
 //!   above). `handover_timeout: 0` restores the RFC behaviour.
+//! - **Maintenance** (not in the RFC; see above): an operator sets the priority to 1
+//!   without leaving the election.
 //! - **Skew_Time is exact**: computed in nanoseconds from the formula, not truncated to
 //!   whole centiseconds; keepalived computes it in microseconds, so the two agree to
 //!   the microsecond (1s interval, priority 100: 609.375ms).
@@ -99,8 +125,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 pub use self::config::{ConfigError, InstanceConfig, VersionConfig};
-pub use self::fsm::{Action, Reason, State, StateChange};
-pub use self::stats::{DropReason, Stats};
+pub use self::fsm::{Action, ControlRefused, Reason, State, StateChange};
+use self::stats::PeerTable;
+pub use self::stats::{DropReason, Peer, Stats};
 use self::timer::{Timer, TimerTable};
 use crate::vrrp::packet::{
     AddrList, AdvertV2, AdvertV3, Auth, DecodeError, Repr, VirtualAddrs, TTL,
@@ -110,6 +137,14 @@ use crate::vrrp::units::Priority;
 /// The priority advertised during a planned handover: the lowest that still says
 /// "I hold the VIPs", so that any preempting Backup with a higher one takes over.
 const HANDOVER_PRIORITY: Priority = Priority::new(1);
+
+/// The priority of a node in maintenance: the lowest that keeps it in the election.
+const MAINTENANCE_PRIORITY: Priority = Priority::new(1);
+
+/// How many advert intervals a peer counts as a master in
+/// [`Instance::masters_heard`] after its last advert: what a Backup waits before it
+/// declares the master down (without the skew).
+const MASTER_HEARD_INTERVALS: u32 = 3;
 
 /// One received advertisement as the shell saw it. Decode errors are inputs too, so
 /// that they are counted with the rest.
@@ -129,8 +164,11 @@ enum Phase {
     /// Taking part in the election.
     Running,
     /// Master after `handle_shutdown`: advertising priority 1 until a new holder is
-    /// heard or the handover deadline passes.
+    /// heard or the handover deadline passes, then exit.
     HandingOver,
+    /// Master after `handle_maintenance`: advertising priority 1 until a new holder
+    /// is heard (then Backup) or the handover deadline passes (then stay Master).
+    MaintenanceHandover,
     /// [`Action::Exit`] was emitted; inputs are ignored.
     Exited,
 }
@@ -141,12 +179,15 @@ enum Phase {
 ///   [`handle_advert`](Instance::handle_advert),
 ///   [`handle_timeout`](Instance::handle_timeout),
 ///   [`handle_health`](Instance::handle_health),
+///   [`handle_maintenance`](Instance::handle_maintenance),
+///   [`handle_resume`](Instance::handle_resume),
 ///   [`handle_shutdown`](Instance::handle_shutdown). Each takes `now`, which must
 ///   not go backwards.
 /// - Outputs: [`poll_action`](Instance::poll_action) until `None` after every input,
 ///   then [`poll_timeout`](Instance::poll_timeout) for the next wakeup.
 /// - Inspection for the admin API: [`state`](Instance::state),
-///   [`last_change`](Instance::last_change), [`stats`](Instance::stats), ...
+///   [`last_change`](Instance::last_change), [`stats`](Instance::stats),
+///   [`peers`](Instance::peers), [`in_maintenance`](Instance::in_maintenance), ...
 #[derive(Debug)]
 pub struct Instance {
     config: InstanceConfig,
@@ -157,6 +198,10 @@ pub struct Instance {
     state: State,
     phase: Phase,
     can_serve: bool,
+    /// Operator maintenance (`handle_maintenance` until `handle_resume`): priority 1.
+    maintenance: bool,
+    /// A maintenance handover found no taker; still Master at priority 1.
+    maintenance_timed_out: bool,
     /// Master_Adver_Interval (RFC 9568 §6.1): learned from the Active Router (VRRPv3).
     master_adver_interval: Duration,
     /// What to report if the Master_Down_Timer fires now.
@@ -169,6 +214,8 @@ pub struct Instance {
     timers: TimerTable,
     actions: VecDeque<Action>,
     stats: Stats,
+    /// The senders of accepted adverts, for the admin API.
+    peers: PeerTable,
     last_change: Option<StateChange>,
 }
 
@@ -204,12 +251,15 @@ impl Instance {
             state: State::Initialize,
             phase: Phase::Running,
             can_serve: false,
+            maintenance: false,
+            maintenance_timed_out: false,
             down_cause: Reason::MasterDown,
             preempt_hold_until: None,
             master_ip: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
             stats: Stats::default(),
+            peers: PeerTable::new(),
             last_change: None,
         })
     }
@@ -241,9 +291,49 @@ impl Instance {
         self.can_serve
     }
 
+    /// Whether the node is in maintenance ([`Instance::handle_maintenance`] until
+    /// [`Instance::handle_resume`]).
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance
+    }
+
+    /// Whether the last maintenance handover found no taker within
+    /// `handover_timeout` (at once if it is 0), so this node still holds the VIPs at
+    /// priority 1. Cleared when it leaves Master (a node took over after all) and on
+    /// [`Instance::handle_resume`].
+    pub fn maintenance_timed_out(&self) -> bool {
+        self.maintenance_timed_out
+    }
+
+    /// The nodes heard on the link: the sender of every advert that passed the
+    /// receive checks, in any state, at most 16 (the one heard longest ago makes
+    /// room for a new one).
+    pub fn peers(&self) -> &[Peer] {
+        self.peers.as_slice()
+    }
+
+    /// How many nodes claim master as far as this node knows at `now`: the peers
+    /// whose last advert had a priority above 0 and arrived at most
+    /// 3 x Master_Adver_Interval before `now`, plus this node if it is Master. Above
+    /// 1 for longer than a handover means a split brain.
+    pub fn masters_heard(&self, now: Instant) -> usize {
+        let window = self.master_adver_interval * MASTER_HEARD_INTERVALS;
+        let peers = self
+            .peers()
+            .iter()
+            .filter(|p| {
+                !p.priority.is_resign() && now.saturating_duration_since(p.last_heard) <= window
+            })
+            .count();
+        peers + usize::from(self.state == State::Master)
+    }
+
     /// The priority this node has now: the configured one, lowered by
-    /// `health_weight` while it cannot serve, never below 1.
+    /// `health_weight` while it cannot serve, never below 1; 1 in maintenance.
     pub fn effective_priority(&self) -> Priority {
+        if self.maintenance {
+            return MAINTENANCE_PRIORITY;
+        }
         let base = self.config.base_priority.get();
         if self.can_serve {
             return self.config.base_priority;
@@ -252,10 +342,11 @@ impl Instance {
     }
 
     /// The priority this node's adverts carry now (also what an incoming advert is
-    /// compared with while Master): the effective priority, or 1 during a handover.
+    /// compared with while Master): the effective priority, or 1 during a handover
+    /// or in maintenance.
     pub fn advertised_priority(&self) -> Priority {
         match self.phase {
-            Phase::HandingOver => HANDOVER_PRIORITY,
+            Phase::HandingOver | Phase::MaintenanceHandover => HANDOVER_PRIORITY,
             Phase::Running | Phase::Exited => self.effective_priority(),
         }
     }
@@ -289,9 +380,10 @@ impl Instance {
         self.master_ip
     }
 
-    /// Whether a planned handover is under way.
+    /// Whether a planned handover (shutdown or maintenance) is under way: Master,
+    /// advertising priority 1, waiting for a new holder.
     pub fn is_handing_over(&self) -> bool {
-        self.phase == Phase::HandingOver
+        matches!(self.phase, Phase::HandingOver | Phase::MaintenanceHandover)
     }
 
     /// Whether [`Action::Exit`] was emitted.
@@ -366,9 +458,13 @@ impl Instance {
             }
         };
         self.stats.adverts_received += 1;
-        if repr.priority().is_resign() {
+        let priority = repr.priority();
+        if priority.is_resign() {
             self.stats.priority_zero_received += 1;
+        } else if self.state == State::Master {
+            self.stats.master_conflicts += 1;
         }
+        self.peers.record(src, priority, now);
         match self.state {
             // Not running: nothing listens (RFC 9568 §6.4.1 has no advert event).
             State::Initialize => {}
@@ -387,7 +483,17 @@ impl Instance {
             }
             self.timers.stop(timer);
             match timer {
-                Timer::Handover => self.resign(now, Reason::HandoverTimedOut),
+                Timer::Handover => match self.phase {
+                    Phase::MaintenanceHandover => {
+                        // Nobody took over: keep the VIPs (availability first), stay
+                        // Master at priority 1, still in maintenance.
+                        self.phase = Phase::Running;
+                        self.maintenance_timed_out = true;
+                    }
+                    Phase::HandingOver | Phase::Running | Phase::Exited => {
+                        self.resign(now, Reason::HandoverTimedOut)
+                    }
+                },
                 // RFC 9568 §6.4.2: "If the Master_Down_Timer fires".
                 Timer::MasterDown => {
                     let reason = self.down_cause;
@@ -403,7 +509,8 @@ impl Instance {
     /// restores the priority by `health_weight`. As Master, a changed priority is
     /// advertised at once; as Backup it changes what is preempted and the next skew.
     /// Call it before [`Instance::handle_startup`] to set the initial priority; until
-    /// then the node counts as unable to serve.
+    /// then the node counts as unable to serve. In maintenance it is recorded and
+    /// takes effect on [`Instance::handle_resume`].
     pub fn handle_health(&mut self, now: Instant, can_serve: bool) {
         if self.phase == Phase::Exited || can_serve == self.can_serve {
             return;
@@ -418,8 +525,16 @@ impl Instance {
     /// Planned shutdown. As Master: start the handover (keep the VIPs, advertise
     /// priority 1 until a new holder is heard, at most `handover_timeout`, then resign
     /// with priority 0); with `handover_timeout` 0, resign at once. Otherwise no VIPs
-    /// are held: [`Action::Exit`] at once. Repeated calls do nothing.
+    /// are held: [`Action::Exit`] at once. Repeated calls do nothing. During a
+    /// maintenance handover, that handover becomes the shutdown's (same deadline).
     pub fn handle_shutdown(&mut self, now: Instant) {
+        if self.phase == Phase::MaintenanceHandover {
+            // Already advertising priority 1 with the Handover timer running: only
+            // what happens at the end changes (exit instead of Backup, resign on
+            // timeout instead of staying).
+            self.phase = Phase::HandingOver;
+            return;
+        }
         if self.phase != Phase::Running {
             return;
         }
@@ -442,7 +557,69 @@ impl Instance {
         }
     }
 
+    /// Operator maintenance (`apivip handover`): the priority becomes 1 everywhere
+    /// until [`Instance::handle_resume`]. As Master: keep the VIPs, advertise
+    /// priority 1 at once and wait for a preempting Backup to take over and be heard,
+    /// then remove the VIPs and become Backup ([`Reason::Maintenance`]); if nobody
+    /// takes over within `handover_timeout` (or it is 0), stay Master at priority 1
+    /// ([`Instance::maintenance_timed_out`]). As Backup (or before startup): only the
+    /// priority drops. Refused while a handover runs, when already in maintenance
+    /// and after exit; a refused control changes nothing.
+    pub fn handle_maintenance(&mut self, now: Instant) -> Result<(), ControlRefused> {
+        self.control_allowed()?;
+        if self.maintenance {
+            return Err(ControlRefused::AlreadyInMaintenance);
+        }
+        let before = self.advertised_priority();
+        self.maintenance = true;
+        self.maintenance_timed_out = false;
+        if self.state != State::Master {
+            return Ok(());
+        }
+        if self.config.handover_timeout.is_zero() {
+            // No wait (never resign): stay Master at priority 1, as after a timeout.
+            self.maintenance_timed_out = true;
+            if self.advertised_priority() != before {
+                self.send_advert(now);
+            }
+        } else {
+            self.phase = Phase::MaintenanceHandover;
+            self.timers
+                .set(Timer::Handover, now + self.config.handover_timeout);
+            self.send_advert(now);
+        }
+        Ok(())
+    }
+
+    /// Ends maintenance (`apivip resume`): the effective priority comes back (base,
+    /// or base - `health_weight` while unable to serve). As Master a changed priority
+    /// is advertised at once; as Backup with preemption, the node takes the VIPs back
+    /// by the ordinary rules. Refused while a handover runs, when not in maintenance
+    /// and after exit; a refused control changes nothing.
+    pub fn handle_resume(&mut self, now: Instant) -> Result<(), ControlRefused> {
+        self.control_allowed()?;
+        if !self.maintenance {
+            return Err(ControlRefused::NotInMaintenance);
+        }
+        let before = self.advertised_priority();
+        self.maintenance = false;
+        self.maintenance_timed_out = false;
+        if self.state == State::Master && self.advertised_priority() != before {
+            self.send_advert(now);
+        }
+        Ok(())
+    }
+
     // --- internals ---
+
+    /// The refusals common to every operator control.
+    fn control_allowed(&self) -> Result<(), ControlRefused> {
+        match self.phase {
+            Phase::Running => Ok(()),
+            Phase::HandingOver | Phase::MaintenanceHandover => Err(ControlRefused::HandoverRunning),
+            Phase::Exited => Err(ControlRefused::Exited),
+        }
+    }
 
     /// Receive checks (RFC 9568 §7.1, RFC 3768 §7.1), in the order the module doc lists.
     fn check(&self, received: Received) -> Result<Repr, DropReason> {
@@ -579,14 +756,25 @@ impl Instance {
         let local = self.advertised_priority();
         if priority > local || (priority == local && src > self.config.primary_ip) {
             self.learn_interval(repr);
-            if self.phase == Phase::HandingOver {
-                // The new holder is heard: release the VIPs and finish.
-                self.change_state(now, State::Initialize, Reason::HandoverDone);
-                self.master_ip = Some(src);
-                self.exit();
-            } else {
-                self.change_state(now, State::Backup, Reason::HigherPriority);
-                self.master_ip = Some(src);
+            match self.phase {
+                Phase::HandingOver => {
+                    // The new holder is heard: release the VIPs and finish.
+                    self.change_state(now, State::Initialize, Reason::HandoverDone);
+                    self.master_ip = Some(src);
+                    self.exit();
+                }
+                Phase::MaintenanceHandover => {
+                    // The new holder is heard: release the VIPs, stay in the
+                    // election at priority 1.
+                    self.phase = Phase::Running;
+                    self.timers.stop(Timer::Handover);
+                    self.change_state(now, State::Backup, Reason::Maintenance);
+                    self.master_ip = Some(src);
+                }
+                Phase::Running | Phase::Exited => {
+                    self.change_state(now, State::Backup, Reason::HigherPriority);
+                    self.master_ip = Some(src);
+                }
             }
         }
         // "else: Discard the ADVERTISEMENT."
@@ -632,6 +820,7 @@ impl Instance {
         match from {
             State::Master => {
                 self.timers.stop(Timer::Adver);
+                self.maintenance_timed_out = false;
                 self.actions.push_back(Action::RemoveVips);
             }
             State::Backup => self.timers.stop(Timer::MasterDown),

@@ -1,12 +1,14 @@
-//! Why received adverts are dropped, and the counters (RFC 6527 statistics, named
-//! after them where one exists).
+//! Why received adverts are dropped, the counters (RFC 6527 statistics, named after
+//! them where one exists), and the table of peers heard: what the admin API shows
+//! about the receive path.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::vrrp::packet::{DecodeError, Family, Version};
-use crate::vrrp::units::{Secs, Vrid};
+use crate::vrrp::units::{Priority, Secs, Vrid};
 
 /// Why a received advert was dropped. A dropped advert only bumps a counter: it
 /// changes no timer and no state (keepalived 2.2.7 restarts its advert timer on
@@ -86,6 +88,11 @@ pub struct Stats {
     pub priority_zero_sent: u64,
     /// Transitions to Master (`vrrpv3StatisticsMasterTransitions`).
     pub master_transitions: u64,
+    /// Adverts from another node claiming master (priority > 0), accepted by the
+    /// receive checks, received while this node is Master. A preemption or a
+    /// handover adds one or two; a lasting split brain (e.g. a one-way link) adds one
+    /// per advert interval. Not a drop: not part of [`Stats::dropped`].
+    pub master_conflicts: u64,
     /// Bad checksum (`vrrpv3RouterChecksumErrors`).
     pub checksum_errors: u64,
     /// Version not 2 or 3, or not ours (`vrrpv3RouterVersionErrors`).
@@ -156,5 +163,66 @@ impl Stats {
             + self.auth_errors
             + self.non_peer
             + self.own_adverts
+    }
+}
+
+/// How many peers [`PeerTable`] keeps: more than a control plane has nodes.
+pub(super) const MAX_PEERS: usize = 16;
+
+/// One node heard on the link, for the admin API (`apivip status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Its primary address (the source of its adverts).
+    pub addr: IpAddr,
+    /// The priority of its last advert (0: it resigned).
+    pub priority: Priority,
+    /// When its last advert arrived (the `now` of that input).
+    pub last_heard: Instant,
+    /// How many of its adverts passed the receive checks.
+    pub adverts: u64,
+}
+
+/// The senders of accepted adverts, at most [`MAX_PEERS`]; when full, a new sender
+/// replaces the one heard longest ago.
+#[derive(Debug, Clone)]
+pub(super) struct PeerTable {
+    // Updated per advert (100 a second at a 10 ms interval): the capacity is
+    // reserved once, at the first insert, so the hot path never allocates; a linear
+    // scan over 16 entries is cheaper than hashing.
+    peers: Vec<Peer>,
+}
+
+impl PeerTable {
+    pub(super) const fn new() -> PeerTable {
+        PeerTable { peers: Vec::new() }
+    }
+
+    /// Records one advert from `addr` with `priority`, received at `now`.
+    pub(super) fn record(&mut self, addr: IpAddr, priority: Priority, now: Instant) {
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
+            peer.priority = priority;
+            peer.last_heard = now;
+            peer.adverts += 1;
+            return;
+        }
+        let peer = Peer {
+            addr,
+            priority,
+            last_heard: now,
+            adverts: 1,
+        };
+        if self.peers.len() < MAX_PEERS {
+            if self.peers.capacity() == 0 {
+                self.peers.reserve_exact(MAX_PEERS);
+            }
+            self.peers.push(peer);
+        } else if let Some(oldest) = self.peers.iter_mut().min_by_key(|p| p.last_heard) {
+            *oldest = peer;
+        }
+    }
+
+    /// Every peer, in the order first heard (an evicted entry's slot is reused).
+    pub(super) fn as_slice(&self) -> &[Peer] {
+        &self.peers
     }
 }

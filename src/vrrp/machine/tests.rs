@@ -898,6 +898,635 @@ fn shutdown_without_vips_exits_at_once() {
     assert_eq!(drain(&mut instance), [Action::Exit]);
 }
 
+// === maintenance (operator handover / resume) ===
+
+/// Master_Down_Interval at priority 1 and a 1s interval: 3s + 255 x 1s / 256.
+const MAINTENANCE_DOWN: Duration = Duration::from_nanos(3_996_093_750);
+
+/// A control refused: the error, no action, and nothing inspectable changed.
+fn check_refused(
+    instance: &mut Instance,
+    now: Instant,
+    control: fn(&mut Instance, Instant) -> Result<(), ControlRefused>,
+    want: ControlRefused,
+) {
+    let snapshot = |i: &Instance| {
+        (
+            i.state(),
+            i.poll_timeout(),
+            i.in_maintenance(),
+            i.maintenance_timed_out(),
+            i.is_handing_over(),
+            i.has_exited(),
+            i.advertised_priority(),
+            i.effective_priority(),
+            *i.stats(),
+            i.last_change().copied(),
+        )
+    };
+    let before = snapshot(instance);
+    assert_eq!(control(instance, now), Err(want));
+    assert_eq!(drain(instance), [], "{want:?}");
+    assert_eq!(snapshot(instance), before, "{want:?}");
+    let message = want.to_string();
+    assert!(
+        !message.is_empty() && !message.contains('\n'),
+        "{message:?}"
+    );
+}
+
+/// As Master: keep the VIPs and advertise priority 1 at once; the taker's advert
+/// releases them and the node becomes Backup (reason `maintenance`), still in the
+/// election at priority 1, with the handover timer stopped.
+#[test]
+fn maintenance_as_master_hands_over_and_stays_backup() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    assert!(!instance.in_maintenance());
+    let t = at + ms(250);
+    assert_eq!(instance.handle_maintenance(t), Ok(()));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    assert!(instance.in_maintenance());
+    assert!(instance.is_handing_over());
+    assert!(!instance.maintenance_timed_out());
+    assert_eq!(instance.state(), State::Master);
+    assert_eq!(instance.effective_priority(), Priority::new(1));
+    assert_eq!(instance.advertised_priority(), Priority::new(1));
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    instance.handle_timeout(t + ms(1000));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    // A lower priority than ours cannot be: 0 is answered as usual, with priority 1.
+    instance
+        .handle_advert(t + ms(1500), v3_advert(ip(20), 0, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(1)]);
+    // The taker (priority 90) preempted and is heard: release, Backup.
+    let heard = t + ms(3700);
+    instance
+        .handle_advert(heard, v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::Maintenance),
+        ]
+    );
+    assert_eq!(Reason::Maintenance.as_str(), "maintenance");
+    assert_eq!(instance.state(), State::Backup);
+    assert!(instance.in_maintenance());
+    assert!(!instance.is_handing_over());
+    assert!(!instance.maintenance_timed_out());
+    assert!(!instance.has_exited());
+    assert_eq!(instance.master_ip(), Some(ip(20)));
+    assert_eq!(instance.poll_timeout(), Some(heard + MAINTENANCE_DOWN));
+    let change = instance.last_change().unwrap();
+    assert_eq!((change.at, change.reason), (heard, Reason::Maintenance));
+    assert_eq!(instance.stats().priority_zero_sent, 0);
+    assert_eq!(instance.stats().adverts_sent, 4);
+    assert_eq!(instance.stats().master_conflicts, 1);
+    // The taker is followed as Master at priority 1 (90 > 1), past the handover
+    // deadline (t + 10s): that timer is gone.
+    for n in 1..=8 {
+        let t = heard + ms(1000) * n;
+        instance
+            .handle_advert(t, v3_advert(ip(20), 90, 100))
+            .unwrap();
+        assert_eq!(drain(&mut instance), []);
+        assert_eq!(instance.poll_timeout(), Some(t + MAINTENANCE_DOWN));
+    }
+}
+
+/// Nobody takes over within handover_timeout: stay Master at priority 1 (never
+/// release the VIPs to nobody), still in maintenance, timeout noted; resume then
+/// advertises the base priority at once.
+#[test]
+fn maintenance_timeout_stays_master() {
+    let mut config = v3_config(100, 100);
+    config.handover_timeout = ms(4500);
+    let (mut instance, at) = master(config);
+    assert_eq!(instance.handle_maintenance(at), Ok(()));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    for n in 1..=4 {
+        assert_eq!(instance.poll_timeout(), Some(at + ms(1000) * n));
+        instance.handle_timeout(at + ms(1000) * n);
+        assert_eq!(drain(&mut instance), [send(1)]);
+    }
+    assert_eq!(instance.poll_timeout(), Some(at + ms(4500)));
+    instance.handle_timeout(at + ms(4500));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Master);
+    assert!(instance.in_maintenance());
+    assert!(instance.maintenance_timed_out());
+    assert!(!instance.is_handing_over());
+    assert_eq!(instance.advertised_priority(), Priority::new(1));
+    assert_eq!(instance.stats().priority_zero_sent, 0);
+    // It keeps advertising priority 1.
+    assert_eq!(instance.poll_timeout(), Some(at + ms(5000)));
+    instance.handle_timeout(at + ms(5000));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    check_refused(
+        &mut instance,
+        at + ms(5100),
+        Instance::handle_maintenance,
+        ControlRefused::AlreadyInMaintenance,
+    );
+    // Resume: priority 100 advertised at once, Adver_Timer reset.
+    let resumed = at + ms(5200);
+    assert_eq!(instance.handle_resume(resumed), Ok(()));
+    assert_eq!(drain(&mut instance), [send(100)]);
+    assert!(!instance.in_maintenance());
+    assert!(!instance.maintenance_timed_out());
+    assert_eq!(instance.effective_priority(), Priority::new(100));
+    assert_eq!(instance.poll_timeout(), Some(resumed + ms(1000)));
+}
+
+/// handover_timeout 0: no wait and no resignation: Master at priority 1 at once; a
+/// node that preempts later takes the VIPs by the ordinary rule.
+#[test]
+fn maintenance_with_zero_timeout_stays_master() {
+    let mut config = v3_config(100, 100);
+    config.handover_timeout = Duration::ZERO;
+    let (mut instance, at) = master(config);
+    let t = at + ms(5);
+    assert_eq!(instance.handle_maintenance(t), Ok(()));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    assert_eq!(instance.state(), State::Master);
+    assert!(!instance.is_handing_over());
+    assert!(instance.maintenance_timed_out());
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    instance.handle_timeout(t + ms(1000));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    let heard = t + ms(3800);
+    instance
+        .handle_advert(heard, v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority),
+        ]
+    );
+    assert!(instance.in_maintenance());
+    assert!(!instance.maintenance_timed_out());
+    assert_eq!(instance.poll_timeout(), Some(heard + MAINTENANCE_DOWN));
+}
+
+/// As Backup (or before startup) only the priority drops: no action, the running
+/// timer is kept, and the skew, the Master_Down_Interval and what is preempted
+/// follow priority 1.
+#[test]
+fn maintenance_as_backup_lowers_priority_only() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    assert_eq!(instance.handle_maintenance(t0 + ms(10)), Ok(()));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Backup);
+    assert!(!instance.is_handing_over());
+    assert!(!instance.maintenance_timed_out());
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_609_375)));
+    assert_eq!(instance.effective_priority(), Priority::new(1));
+    assert_eq!(instance.advertised_priority(), Priority::new(1));
+    assert_eq!(instance.skew_time(), Duration::from_nanos(996_093_750));
+    assert_eq!(instance.master_down_interval(), MAINTENANCE_DOWN);
+    // A master at 50 is now higher: accepted, not preempted.
+    let t1 = t0 + ms(100);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 50, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.master_ip(), Some(ip(20)));
+    assert_eq!(instance.poll_timeout(), Some(t1 + MAINTENANCE_DOWN));
+    // Another node in maintenance (priority 1) with a lower address is accepted too.
+    instance
+        .handle_advert(t1 + ms(100), v3_advert(ip(5), 1, 100))
+        .unwrap();
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t1 + ms(100) + MAINTENANCE_DOWN)
+    );
+
+    // Before startup: even the owner starts as a Backup at priority 1.
+    let mut instance = Instance::try_new(v3_config(255, 100)).unwrap();
+    assert_eq!(instance.handle_maintenance(t0), Ok(()));
+    assert_eq!(drain(&mut instance), []);
+    instance.handle_startup(t0);
+    assert_eq!(
+        drain(&mut instance),
+        [changed(State::Initialize, State::Backup, Reason::Startup)]
+    );
+    assert_eq!(instance.poll_timeout(), Some(t0 + MAINTENANCE_DOWN));
+}
+
+/// Resume as Backup: the priority comes back, the timer is kept, the lower-priority
+/// master's adverts are discarded from then on and the Master_Down_Timer (armed by
+/// the last advert accepted in maintenance, with the priority-1 skew) preempts it.
+#[test]
+fn resume_as_backup_preempts_back_by_the_normal_timer() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    assert_eq!(instance.handle_maintenance(t0), Ok(()));
+    for n in 1..=3 {
+        let t = t0 + ms(1000) * n;
+        instance
+            .handle_advert(t, v3_advert(ip(20), 50, 100))
+            .unwrap();
+        assert_eq!(instance.poll_timeout(), Some(t + MAINTENANCE_DOWN));
+    }
+    let deadline = t0 + ms(3000) + MAINTENANCE_DOWN;
+    assert_eq!(instance.handle_resume(t0 + ms(3500)), Ok(()));
+    assert_eq!(drain(&mut instance), []);
+    assert!(!instance.in_maintenance());
+    assert_eq!(instance.effective_priority(), Priority::new(100));
+    assert_eq!(instance.skew_time(), us(609_375));
+    assert_eq!(instance.poll_timeout(), Some(deadline));
+    for n in 4..=6 {
+        instance
+            .handle_advert(t0 + ms(1000) * n, v3_advert(ip(20), 50, 100))
+            .unwrap();
+        assert_eq!(drain(&mut instance), []);
+        assert_eq!(instance.poll_timeout(), Some(deadline));
+    }
+    instance.handle_timeout(deadline);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::Preempt, 100)
+    );
+    check_refused(
+        &mut instance,
+        deadline,
+        Instance::handle_resume,
+        ControlRefused::NotInMaintenance,
+    );
+}
+
+/// Health in maintenance is recorded, and only resume brings it into the priority:
+/// base - health_weight while unable to serve, base otherwise.
+#[test]
+fn health_during_maintenance_waits_for_resume() {
+    let mut config = v3_config(100, 100);
+    config.health_weight = 60;
+    config.handover_timeout = Duration::ZERO;
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(config.clone()).unwrap();
+    instance.handle_health(t0, true);
+    instance.handle_startup(t0);
+    let at = t0 + us(3_609_375);
+    instance.handle_timeout(at);
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Master);
+
+    assert_eq!(instance.handle_maintenance(at + ms(10)), Ok(()));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    instance.handle_health(at + ms(20), false);
+    assert_eq!(drain(&mut instance), []);
+    assert!(!instance.can_serve());
+    assert_eq!(instance.advertised_priority(), Priority::new(1));
+    assert_eq!(instance.handle_resume(at + ms(30)), Ok(()));
+    assert_eq!(drain(&mut instance), [send(40)]);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1030)));
+
+    assert_eq!(instance.handle_maintenance(at + ms(40)), Ok(()));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    instance.handle_health(at + ms(50), true);
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.handle_resume(at + ms(60)), Ok(()));
+    assert_eq!(drain(&mut instance), [send(100)]);
+
+    // Base 100, weight 99, unable to serve: priority 1 with or without maintenance,
+    // so neither control advertises anything.
+    config.health_weight = 99;
+    let mut instance = Instance::try_new(config).unwrap();
+    instance.handle_startup(t0);
+    drain(&mut instance);
+    let at = instance.poll_timeout().unwrap();
+    instance.handle_timeout(at);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::MasterDown, 1)
+    );
+    assert_eq!(instance.handle_maintenance(at), Ok(()));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.handle_resume(at), Ok(()));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+}
+
+/// Every refusal, and that a refused control changes nothing.
+#[test]
+fn refused_controls_change_nothing() {
+    // Not in maintenance: resume is refused, in Initialize, Backup and Master.
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(v3_config(100, 100)).unwrap();
+    check_refused(
+        &mut instance,
+        t0,
+        Instance::handle_resume,
+        ControlRefused::NotInMaintenance,
+    );
+    let (mut instance, t0) = started(v3_config(100, 100));
+    check_refused(
+        &mut instance,
+        t0,
+        Instance::handle_resume,
+        ControlRefused::NotInMaintenance,
+    );
+    // Twice in maintenance, as Backup.
+    assert_eq!(instance.handle_maintenance(t0), Ok(()));
+    check_refused(
+        &mut instance,
+        t0 + ms(1),
+        Instance::handle_maintenance,
+        ControlRefused::AlreadyInMaintenance,
+    );
+    let (mut instance, at) = master(v3_config(100, 100));
+    check_refused(
+        &mut instance,
+        at,
+        Instance::handle_resume,
+        ControlRefused::NotInMaintenance,
+    );
+
+    // A maintenance handover under way: both controls.
+    assert_eq!(instance.handle_maintenance(at + ms(1)), Ok(()));
+    drain(&mut instance);
+    for control in [Instance::handle_maintenance, Instance::handle_resume] {
+        check_refused(
+            &mut instance,
+            at + ms(2),
+            control,
+            ControlRefused::HandoverRunning,
+        );
+    }
+
+    // A shutdown handover under way: both controls.
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance.handle_shutdown(at);
+    assert_eq!(drain(&mut instance), [send(1)]);
+    for control in [Instance::handle_maintenance, Instance::handle_resume] {
+        check_refused(
+            &mut instance,
+            at + ms(1),
+            control,
+            ControlRefused::HandoverRunning,
+        );
+    }
+
+    // After Exit: both controls.
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance.handle_shutdown(t0);
+    drain(&mut instance);
+    assert!(instance.has_exited());
+    for control in [Instance::handle_maintenance, Instance::handle_resume] {
+        check_refused(&mut instance, t0, control, ControlRefused::Exited);
+    }
+}
+
+/// Shutdown still works in maintenance: a Backup exits at once; a Master that stayed
+/// (timed out) runs the shutdown handover; a maintenance handover under way becomes
+/// the shutdown's, with its deadline, and resigns with priority 0 if nobody comes.
+#[test]
+fn shutdown_during_maintenance() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    assert_eq!(instance.handle_maintenance(t0), Ok(()));
+    instance.handle_shutdown(t0 + ms(1));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            changed(State::Backup, State::Initialize, Reason::Shutdown),
+            Action::Exit
+        ]
+    );
+
+    // Master at priority 1 after the maintenance handover timed out.
+    let mut config = v3_config(100, 100);
+    config.handover_timeout = ms(4000);
+    let (mut instance, at) = master(config.clone());
+    assert_eq!(instance.handle_maintenance(at), Ok(()));
+    instance.handle_timeout(at + ms(4000));
+    drain(&mut instance);
+    assert!(instance.maintenance_timed_out());
+    let t = at + ms(4200);
+    instance.handle_shutdown(t);
+    assert_eq!(drain(&mut instance), [send(1)]);
+    assert!(instance.is_handing_over());
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    instance
+        .handle_advert(t + ms(2000), v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Initialize, Reason::HandoverDone),
+            Action::Exit,
+        ]
+    );
+
+    // During the maintenance handover: nothing new is sent, the deadline stays.
+    let (mut instance, at) = master(config);
+    assert_eq!(instance.handle_maintenance(at), Ok(()));
+    assert_eq!(drain(&mut instance), [send(1)]);
+    instance.handle_shutdown(at + ms(1500));
+    assert_eq!(drain(&mut instance), []);
+    assert!(instance.is_handing_over());
+    for n in 1..=3 {
+        instance.handle_timeout(at + ms(1000) * n);
+        assert_eq!(drain(&mut instance), [send(1)]);
+    }
+    assert_eq!(instance.poll_timeout(), Some(at + ms(4000)));
+    instance.handle_timeout(at + ms(4000));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Initialize, Reason::HandoverTimedOut),
+            Action::Exit,
+        ]
+    );
+    assert!(instance.has_exited());
+}
+
+// === peers heard and split brain ===
+
+/// Every advert that passes the checks updates its sender (any state, priority 0
+/// too); dropped ones are not recorded.
+#[test]
+fn peers_table_records_accepted_adverts() {
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(v3_config(100, 100)).unwrap();
+    assert_eq!(instance.peers(), []);
+    // Initialize: recorded though nothing listens.
+    instance
+        .handle_advert(t0, v3_advert(ip(20), 150, 100))
+        .unwrap();
+    instance.handle_startup(t0);
+    instance
+        .handle_advert(t0 + ms(1000), v3_advert(ip(21), 0, 100))
+        .unwrap();
+    instance
+        .handle_advert(t0 + ms(2000), v3_advert(ip(20), 160, 100))
+        .unwrap();
+    let mut ttl64 = v3_advert(ip(22), 200, 100);
+    ttl64.ttl_or_hop_limit = 64;
+    assert!(instance.handle_advert(t0 + ms(2100), ttl64).is_err());
+    assert!(instance
+        .handle_advert(t0 + ms(2200), v3_advert(me(), 200, 100))
+        .is_err());
+    let peer = |addr, priority, last_heard, adverts| Peer {
+        addr,
+        priority: Priority::new(priority),
+        last_heard,
+        adverts,
+    };
+    assert_eq!(
+        instance.peers(),
+        [
+            peer(ip(20), 160, t0 + ms(2000), 2),
+            peer(ip(21), 0, t0 + ms(1000), 1),
+        ]
+    );
+    // Master: still recorded.
+    let at = instance.poll_timeout().unwrap();
+    instance.handle_timeout(at);
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Master);
+    instance
+        .handle_advert(at + ms(10), v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(instance.peers()[0], peer(ip(20), 90, at + ms(10), 3));
+}
+
+/// At most 16 peers; a new one replaces the one heard longest ago, and the table
+/// never reallocates after its first insert.
+#[test]
+fn peers_table_is_bounded_and_evicts_the_oldest() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance
+        .handle_advert(t0, v3_advert(ip(30), 50, 100))
+        .unwrap();
+    let storage = instance.peers().as_ptr();
+    for i in 1..16u8 {
+        instance
+            .handle_advert(t0 + ms(u64::from(i)), v3_advert(ip(30 + i), 50, 100))
+            .unwrap();
+    }
+    assert_eq!(instance.peers().len(), 16);
+    // ip(30) heard again: ip(31) is now the oldest.
+    instance
+        .handle_advert(t0 + ms(100), v3_advert(ip(30), 50, 100))
+        .unwrap();
+    instance
+        .handle_advert(t0 + ms(200), v3_advert(ip(60), 50, 100))
+        .unwrap();
+    instance
+        .handle_advert(t0 + ms(300), v3_advert(ip(61), 70, 100))
+        .unwrap();
+    let addrs: Vec<IpAddr> = instance.peers().iter().map(|p| p.addr).collect();
+    let want: Vec<IpAddr> = [30, 60, 61].into_iter().chain(33..=45).map(ip).collect();
+    assert_eq!(addrs, want);
+    assert_eq!(instance.peers()[0].adverts, 2);
+    assert_eq!(
+        instance.peers()[2],
+        Peer {
+            addr: ip(61),
+            priority: Priority::new(70),
+            last_heard: t0 + ms(300),
+            adverts: 1,
+        }
+    );
+    assert_eq!(instance.peers().as_ptr(), storage);
+}
+
+/// masters_heard: peers whose last advert had priority > 0 within 3 x
+/// Master_Adver_Interval (inclusive, learned interval), plus this node as Master.
+#[test]
+fn masters_heard_counts_recent_claims() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    assert_eq!(instance.masters_heard(t0), 0);
+    let t1 = t0 + ms(1000);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 150, 100))
+        .unwrap();
+    instance
+        .handle_advert(t1, v3_advert(ip(21), 0, 100))
+        .unwrap();
+    assert_eq!(instance.masters_heard(t1), 1);
+    assert_eq!(instance.masters_heard(t1 + ms(3000)), 1);
+    assert_eq!(
+        instance.masters_heard(t1 + ms(3000) + Duration::from_nanos(1)),
+        0
+    );
+    // A 0.5s interval learned from ip(22): the window is 1.5s for everyone.
+    let t2 = t1 + ms(500);
+    instance
+        .handle_advert(t2, v3_advert(ip(22), 120, 50))
+        .unwrap();
+    assert_eq!(instance.masters_heard(t2), 2);
+    assert_eq!(instance.masters_heard(t1 + ms(1500)), 2);
+    assert_eq!(instance.masters_heard(t2 + ms(1500)), 1);
+    assert_eq!(
+        instance.masters_heard(t2 + ms(1500) + Duration::from_nanos(1)),
+        0
+    );
+    // A master that resigned no longer counts.
+    instance
+        .handle_advert(t2 + ms(100), v3_advert(ip(22), 0, 50))
+        .unwrap();
+    assert_eq!(instance.masters_heard(t2 + ms(100)), 1);
+
+    // As Master: itself, plus a split-brain peer while it is heard.
+    let (mut instance, at) = master(v3_config(100, 100));
+    assert_eq!(instance.masters_heard(at), 1);
+    let t = at + ms(100);
+    instance
+        .handle_advert(t, v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(instance.masters_heard(t), 2);
+    assert_eq!(instance.masters_heard(t + ms(3000)), 2);
+    assert_eq!(
+        instance.masters_heard(t + ms(3000) + Duration::from_nanos(1)),
+        1
+    );
+}
+
+/// master_conflicts: accepted adverts with priority > 0 heard while Master; not in
+/// Backup, not priority 0, not dropped ones, and not part of `dropped()`.
+#[test]
+fn master_conflicts_counts_claims_heard_as_master() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance
+        .handle_advert(t0 + ms(100), v3_advert(ip(20), 150, 100))
+        .unwrap();
+    assert_eq!(instance.stats().master_conflicts, 0);
+
+    let (mut instance, at) = master(v3_config(100, 100));
+    for n in 1..=2u64 {
+        instance
+            .handle_advert(at + ms(100 * n), v3_advert(ip(20), 90, 100))
+            .unwrap();
+        assert_eq!(instance.stats().master_conflicts, n);
+    }
+    instance
+        .handle_advert(at + ms(300), v3_advert(ip(20), 0, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(100)]);
+    let mut ttl64 = v3_advert(ip(21), 200, 100);
+    ttl64.ttl_or_hop_limit = 64;
+    assert!(instance.handle_advert(at + ms(400), ttl64).is_err());
+    assert_eq!(instance.stats().master_conflicts, 2);
+    assert_eq!(instance.stats().dropped(), 1);
+    // The one that sends it to Backup counts; later ones do not.
+    instance
+        .handle_advert(at + ms(500), v3_advert(ip(21), 101, 100))
+        .unwrap();
+    assert_eq!(instance.state(), State::Backup);
+    instance
+        .handle_advert(at + ms(600), v3_advert(ip(21), 101, 100))
+        .unwrap();
+    assert_eq!(instance.stats().master_conflicts, 3);
+    assert_eq!(instance.stats().dropped(), 1);
+}
+
 // === configuration ===
 
 #[test]
@@ -1046,6 +1675,8 @@ enum Step {
     Repeat { after: u64, src: u8, ttl: u8 },
     /// Health flips.
     Health { after: u64, can_serve: bool },
+    /// Maintenance on (`handle_maintenance`) or off (`handle_resume`).
+    Maintenance { after: u64, on: bool },
 }
 
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -1057,7 +1688,8 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         3 => (after.clone(), src.clone(), prop_oneof![Just(0u8), 1u8..=255], prop_oneof![Just(1u16), Just(3), Just(100)], ttl.clone())
             .prop_map(|(after, src, priority, cs, ttl)| Step::Advert { after, src, priority, cs, ttl }),
         6 => (after.clone(), src, ttl).prop_map(|(after, src, ttl)| Step::Repeat { after, src, ttl }),
-        1 => (after, proptest::bool::ANY).prop_map(|(after, can_serve)| Step::Health { after, can_serve }),
+        1 => (after.clone(), proptest::bool::ANY).prop_map(|(after, can_serve)| Step::Health { after, can_serve }),
+        1 => (after, proptest::bool::ANY).prop_map(|(after, on)| Step::Maintenance { after, on }),
     ]
 }
 
@@ -1069,7 +1701,7 @@ proptest::proptest! {
     /// so nothing is owed before the deadline; (2) such a repeat never moves the
     /// Master_Down deadline earlier, whatever its sender or TTL, as long as the local
     /// priority has not changed since (it sets the skew: this test found that a health
-    /// change must clear the template).
+    /// change must clear the template; so must maintenance and resume).
     #[test]
     fn backup_adverts_act_on_nothing_but_the_deadline(
         priority in 1u8..=254,
@@ -1090,7 +1722,10 @@ proptest::proptest! {
         let mut template: Option<(u8, u16)> = None;
         for s in steps {
             let after = match s {
-                Step::Advert { after, .. } | Step::Repeat { after, .. } | Step::Health { after, .. } => after,
+                Step::Advert { after, .. }
+                | Step::Repeat { after, .. }
+                | Step::Health { after, .. }
+                | Step::Maintenance { after, .. } => after,
             };
             t += us(after);
             // Timers that ran out first, as the shell replays them.
@@ -1104,6 +1739,18 @@ proptest::proptest! {
                     drain(&mut instance);
                     // A new local priority changes the skew: the shell forgets the
                     // template (the next advert rings).
+                    template = None;
+                    continue;
+                }
+                Step::Maintenance { on, .. } => {
+                    // Refusals (a handover under way, already on, not on) are fine here.
+                    let _ = if on {
+                        instance.handle_maintenance(t)
+                    } else {
+                        instance.handle_resume(t)
+                    };
+                    drain(&mut instance);
+                    // The same as health: the local priority, so the skew, may change.
                     template = None;
                     continue;
                 }

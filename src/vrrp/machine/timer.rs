@@ -3,10 +3,12 @@
 use std::time::Instant;
 
 /// One timer of the machine. At most one of `MasterDown` (Backup) and `Adver`
-/// (Master) runs at a time; `Handover` runs beside `Adver` during a planned handover.
+/// (Master) runs at a time; `Handover` runs beside `Adver` during a planned handover
+/// (shutdown or maintenance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Timer {
-    /// The bound on a planned handover; when it fires, resign with priority 0.
+    /// The bound on a planned handover; when it fires, a shutdown handover resigns with
+    /// priority 0 and a maintenance handover stays Master at priority 1.
     Handover,
     /// Master_Down_Timer (RFC 9568 §6.2): a Backup takes over when it fires.
     MasterDown,
@@ -16,7 +18,8 @@ pub(super) enum Timer {
 
 impl Timer {
     /// Every timer, in the order expiries are handled at one instant: a handover that
-    /// timed out ends the instance before an advert would be sent.
+    /// timed out ends the instance (or the maintenance handover) before an advert
+    /// would be sent.
     pub(super) const ALL: [Timer; 3] = [Timer::Handover, Timer::MasterDown, Timer::Adver];
 
     const fn index(self) -> usize {
