@@ -15,6 +15,7 @@ fn candidates(n: usize) -> Vec<Candidate> {
         .map(|i| Candidate {
             // Every fifth backend down, loads spread.
             healthy: i % 5 != 4,
+            drained: false,
             active: (i * 7919) % 97,
         })
         .collect()
@@ -58,6 +59,7 @@ fn bench_rise_fall(c: &mut Criterion) {
     let ok = Outcome::Success;
     let refused = Outcome::Failure {
         cause: DownCause::Unreachable,
+        kind: apivip::health::state::FailureKind::Refused,
         reason: "connection refused".into(),
     };
     g.bench_function("steady up", |b| {

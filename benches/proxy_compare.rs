@@ -643,7 +643,8 @@ fn apivip_config(listen: u16, backend: SocketAddr, maxconn: usize) -> String {
     format!(
         "backends:\n  - name: b1\n    address: {backend}\n\
          apiserver:\n  listen: 127.0.0.1:{listen}\n  max_connections: {maxconn}\n\
-         \x20 check: {{kind: tcp, interval: 1s}}\n"
+         \x20 check: {{kind: tcp, interval: 1s}}\n\
+         admin: {{listen: '127.0.0.1:0'}}\n"
     )
 }
 
@@ -1280,7 +1281,22 @@ fn forward_future_size() -> Option<usize> {
             .ok()?;
         let (b, _) = l.accept().await.ok()?;
         let pool = apivip::proxy::splice::PipePool::new(1);
-        let f = apivip::proxy::forward::forward(&a, &b, apivip::proxy::Mode::Auto, &pool, None);
+        let (up, down) = (
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::atomic::AtomicU64::new(0),
+        );
+        let counters = apivip::proxy::forward::Counters {
+            upstream: &up,
+            downstream: &down,
+        };
+        let f = apivip::proxy::forward::forward(
+            &a,
+            &b,
+            apivip::proxy::Mode::Auto,
+            &pool,
+            None,
+            counters,
+        );
         Some(std::mem::size_of_val(&f))
     })
 }

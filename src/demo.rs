@@ -35,7 +35,7 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
         .map(|(i, a)| format!("  - name: master-{}\n    address: {a}\n", i + 1))
         .collect();
     let yaml = format!(
-        "# Written by `apivip demo`.\nbackends:\n{backends}apiserver:\n  listen: '{listen}'\n  not_ready_grace: 3s\n  check:\n    kind: https\n    path: /readyz\n    ca: ca.crt\n    interval: 500ms\n    timeout: 500ms\n    rise: 2\n    fall: 2\n"
+        "# Written by `apivip demo`.\nbackends:\n{backends}admin: {{listen: '127.0.0.1:0'}}\napiserver:\n  listen: '{listen}'\n  not_ready_grace: 3s\n  check:\n    kind: https\n    path: /readyz\n    ca: ca.crt\n    interval: 500ms\n    timeout: 500ms\n    rise: 2\n    fall: 2\n"
     );
     std::fs::write(&config_path, yaml).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = apivip::config::load(&config_path).map_err(|e| e.to_string())?;
@@ -43,7 +43,7 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
         .await
         .map_err(|e| e.to_string())?;
     let endpoint = sup
-        .listen_addrs("apiserver")
+        .listen_addrs(apivip::config::FrontendKind::Apiserver)
         .first()
         .copied()
         .ok_or("no listener")?;
@@ -63,8 +63,11 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
         "        curl --cacert {} https://{endpoint}/whoami",
         pki.ca_cert.display()
     );
+    if let Some(a) = sup.admin_addrs().first() {
+        println!("admin:  http://{a}/status  (apivip status --admin {a}; /metrics)");
+    }
     println!(
-        "type:   stop N | start N | notready N | ready N | drain N (graceful shutdown) | status"
+        "type:   stop N | start N | notready N | ready N | drain N (graceful shutdown) | status | metrics"
     );
     println!("Ctrl-C stops everything.");
     println!();
@@ -73,8 +76,13 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
     while let Some((word, target)) = console.next().await {
         match (word.as_deref(), target) {
             (Some("status"), _) => {
-                for b in &sup.health().current().frontends[0].backends {
-                    println!("  {} {} {} ({})", b.name, b.addr, b.status, b.reason);
+                print!("{}", apivip::admin::client::render(&sup.daemon().status().await));
+            }
+            (Some("metrics"), _) => {
+                let d = sup.daemon();
+                let text = apivip::admin::metrics::render(&d.status().await, &d.check_stats, false);
+                for line in key_series(&text) {
+                    println!("  {line}");
                 }
             }
             (Some("stop"), Some(n)) => {
@@ -112,7 +120,7 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
             }
             (None, _) => {}
             _ => println!(
-                "unknown command; try: stop 2, start 2, notready 1, ready 1, drain 3, status"
+                "unknown command; try: stop 2, start 2, notready 1, ready 1, drain 3, status, metrics"
             ),
         }
     }
@@ -211,7 +219,11 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
         "try:    ip netns exec {} curl -k https://{DEMO_VIP}:8443/whoami",
         client.ns
     );
-    println!("type:   status | stop N (SIGTERM: planned handover) | kill N (kill -9) | start N");
+    println!(
+        "        ip netns exec {} apivip status   (each master's admin endpoint is 127.0.0.1:9469 in its namespace)",
+        topo.master(0).ns
+    );
+    println!("type:   status [N] | metrics | handover N | resume N | stop N (SIGTERM: planned handover) | kill N (kill -9) | start N");
     println!("Ctrl-C stops everything and removes the namespaces.");
     println!();
 
@@ -219,6 +231,48 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
     let mut console = Console::new()?;
     while let Some((word, target)) = console.next().await {
         match (word.as_deref(), target) {
+            (Some("status"), Some(n)) => {
+                let out = topo.master(n - 1).exec(&[exe.as_os_str(), "status".as_ref()]);
+                match out {
+                    Ok(o) => print!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    ),
+                    Err(e) => println!("master-{n}: {e}"),
+                }
+            }
+            (Some("metrics"), _) => {
+                for (i, node) in nodes.iter().enumerate() {
+                    if !node.as_ref().is_some_and(|n| n.is_running()) {
+                        continue;
+                    }
+                    println!("master-{}:", i + 1);
+                    let text = topo
+                        .master(i)
+                        .run_in(|| http_get(([127, 0, 0, 1], 9469).into(), "/metrics"))
+                        .and_then(|r| r);
+                    match text {
+                        Ok(text) => {
+                            for line in key_series(&text) {
+                                println!("  {line}");
+                            }
+                        }
+                        Err(e) => println!("  cannot read its metrics: {e}"),
+                    }
+                }
+            }
+            (Some(cmd @ ("handover" | "resume")), Some(n)) => {
+                let out = topo.master(n - 1).exec(&[exe.as_os_str(), cmd.as_ref()]);
+                match out {
+                    Ok(o) => print!(
+                        "master-{n}: {}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    ),
+                    Err(e) => println!("master-{n}: {e}"),
+                }
+            }
             (Some("status"), _) => {
                 let holders = topo.holders_of(vip).unwrap_or_default();
                 for (i, node) in nodes.iter().enumerate() {
@@ -257,7 +311,9 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
                 }
             }
             (None, _) => {}
-            _ => println!("unknown command; try: status, stop 1, kill 1, start 1"),
+            _ => println!(
+                "unknown command; try: status, status 2, metrics, handover 1, resume 1, stop 1, kill 1, start 1"
+            ),
         }
     }
     println!("stopping");
@@ -265,6 +321,48 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
     drop(apiservers);
     drop(topo);
     Ok(())
+}
+
+/// The series worth a glance: current states (value 1), priorities, connections, and
+/// every non-zero failover or drop counter.
+fn key_series(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let value = l.rsplit(' ').next().unwrap_or("0");
+            let always = [
+                "apivip_vrrp_effective_priority",
+                "apivip_vrrp_masters_heard",
+                "apivip_vrrp_master_info",
+                "apivip_vrrp_vip_present",
+                "apivip_frontend_active_connections",
+                "apivip_backend_active_connections",
+            ];
+            let when_nonzero = [
+                "apivip_vrrp_state{",
+                "apivip_backend_state{",
+                "apivip_vrrp_transitions_total",
+                "apivip_vrrp_adverts_dropped_total",
+                "apivip_backend_transitions_total",
+            ];
+            always.iter().any(|p| l.starts_with(p))
+                || (value != "0" && when_nonzero.iter().any(|p| l.starts_with(p)))
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.0 GET (the admin endpoint inside a demo namespace).
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
 }
 
 /// The demo's directory: the one given, or a temporary one removed at the end (the

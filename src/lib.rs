@@ -28,7 +28,9 @@
 //! never read the clock: time is an argument.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
+pub mod events;
 pub mod health;
 pub mod proxy;
 pub mod supervisor;

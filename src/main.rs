@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use apivip::admin::client;
 use apivip::config::{self, Config, LogFormat};
 use apivip::health::checker;
+use apivip::health::probe::Prober;
 use apivip::supervisor;
 
 mod demo;
@@ -35,6 +37,46 @@ enum Command {
     },
     /// Print the version and the commit it was built from.
     Version,
+    /// Show the local daemon's state: VIP holder, priority, peers, backends, events.
+    ///
+    /// Exit codes: 0 running and ready; 3 not running (or its admin endpoint is off);
+    /// 4 running but unhealthy or not ready; 1 any other error.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print the /status JSON document instead.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Give the VIP away without a gap and stay a backup at priority 1 until `resume`
+    /// (maintenance of this master without stopping apivip).
+    Handover {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// End the maintenance started by `handover`: restore the priority.
+    Resume {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Stop sending new connections to a master; its connections close after
+    /// not_ready_grace.
+    Drain {
+        /// The backend's name (`backends[].name`).
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Send new connections to a drained master again.
+    Undrain {
+        /// The backend's name (`backends[].name`).
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// Run a local demo: three imitation apiservers on loopback and apivip in front.
     Demo {
         /// Loopback mode: address of the demo endpoint (port 0 picks a free one).
@@ -50,9 +92,79 @@ enum Command {
     },
 }
 
+/// Which daemon to talk to.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// Config file whose `admin.listen` to use (default: the standard one if it
+    /// exists, else 127.0.0.1:9469).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// The admin endpoint's address (overrides the config).
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+}
+
+impl AdminTarget {
+    /// The admin address: `--admin`, else the config's first `admin.listen`, else
+    /// the default.
+    fn resolve(&self) -> Result<std::net::SocketAddr, String> {
+        if let Some(a) = self.admin {
+            return Ok(a);
+        }
+        let default_path = PathBuf::from("/etc/apivip/apivip.yaml");
+        let path = match &self.config {
+            Some(p) => Some(p.clone()),
+            None => default_path.exists().then_some(default_path),
+        };
+        let listen = match path {
+            Some(p) => {
+                config::load(&p)
+                    .map_err(|e| e.lines().join("\n"))?
+                    .admin
+                    .listen
+            }
+            None => vec![config::DEFAULT_ADMIN_LISTEN
+                .parse()
+                .map_err(|e| format!("{e}"))?],
+        };
+        let Some(mut addr) = listen.first().copied() else {
+            return Err("the admin endpoint is off in this config (admin.listen: [])".to_owned());
+        };
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Ok(addr)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status {
+            target,
+            json,
+            watch,
+        } => admin_cli(&target, |addr| status(addr, json, watch)),
+        Command::Handover { target } => admin_cli(&target, |addr| control(addr, "handover", None)),
+        Command::Resume { target } => admin_cli(&target, |addr| control(addr, "resume", None)),
+        Command::Drain { name, target } => admin_cli(&target, |addr| {
+            control(
+                addr,
+                "drain",
+                Some(serde_json::json!({ "backend": name }).to_string()),
+            )
+        }),
+        Command::Undrain { name, target } => admin_cli(&target, |addr| {
+            control(
+                addr,
+                "undrain",
+                Some(serde_json::json!({ "backend": name }).to_string()),
+            )
+        }),
         Command::Version => {
             println!(
                 "apivip {} (commit {})",
@@ -96,22 +208,145 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs an admin-endpoint command on a small runtime.
+fn admin_cli<F, Fut>(target: &AdminTarget, f: F) -> ExitCode
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
+    let addr = match target.resolve() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("apivip: {e}");
+            return ExitCode::from(client::EXIT_NOT_RUNNING);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("apivip: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ExitCode::from(rt.block_on(f(addr)))
+}
+
+/// Prints an admin request's failure; returns the exit code.
+fn client_failure(e: &client::ClientError) -> u8 {
+    eprintln!("apivip: {e}");
+    match e {
+        client::ClientError::NotRunning { .. } => client::EXIT_NOT_RUNNING,
+        _ => 1,
+    }
+}
+
+async fn status(addr: std::net::SocketAddr, json: bool, watch: bool) -> u8 {
+    loop {
+        let got = client::request(
+            addr,
+            http::Method::GET,
+            "/status",
+            None,
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+        let code = match got {
+            Err(e) => client_failure(&e),
+            Ok((200, body)) => {
+                match serde_json::from_str::<apivip::admin::status::StatusDoc>(&body) {
+                    Ok(doc) => {
+                        let healthy = client::request(
+                            addr,
+                            http::Method::GET,
+                            "/healthz",
+                            None,
+                            std::time::Duration::from_secs(5),
+                        )
+                        .await
+                        .is_ok_and(|(c, _)| c == 200);
+                        if watch {
+                            // Clear the screen and home the cursor: refresh in place.
+                            print!("\x1b[2J\x1b[H");
+                        }
+                        if json {
+                            println!("{}", body.trim_end());
+                        } else {
+                            print!("{}", client::render(&doc));
+                            if !healthy {
+                                println!("\nUNHEALTHY: /healthz fails (the election thread or the runtime is stalled)");
+                            }
+                        }
+                        if doc.ready && healthy {
+                            0
+                        } else {
+                            client::EXIT_UNHEALTHY
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("apivip: {addr}/status is not a status document this version reads: {e}");
+                        1
+                    }
+                }
+            }
+            Ok((code, body)) => {
+                eprintln!("apivip: {addr}/status answered {code}: {}", body.trim_end());
+                client::EXIT_UNHEALTHY
+            }
+        };
+        if !watch {
+            return code;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return code,
+        }
+    }
+}
+
+async fn control(addr: std::net::SocketAddr, what: &str, body: Option<String>) -> u8 {
+    let got = client::request(
+        addr,
+        http::Method::POST,
+        &format!("/control/{what}"),
+        body,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    match got {
+        Err(e) => client_failure(&e),
+        Ok((200, body)) => {
+            println!("{}", body.trim_end());
+            0
+        }
+        Ok((code, body)) => {
+            eprintln!("apivip {what}: refused ({code}): {}", body.trim_end());
+            1
+        }
+    }
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
 }
 
-fn load(path: &std::path::Path) -> Result<Config, Vec<String>> {
+/// Loads and validates the config and builds the probers (once: `run` hands them to
+/// the supervisor). Building them reads every certificate and key, so bad PEM is
+/// caught here.
+fn load(path: &std::path::Path) -> Result<(Config, Vec<Prober>), Vec<String>> {
     let config = config::load(path).map_err(|e| e.lines())?;
-    // Building the probers reads every certificate and key, so bad PEM is caught here.
-    checker::build_probers(&config).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-    Ok(config)
+    let probers =
+        checker::build_probers(&config).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    Ok((config, probers))
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match load(path) {
-        Ok(c) => {
+        Ok((c, _)) => {
             let summary: Vec<String> = c
                 .frontends
                 .iter()
@@ -119,7 +354,7 @@ fn check(path: &std::path::Path) -> ExitCode {
                     let listen: Vec<String> = f.listen.iter().map(|a| a.to_string()).collect();
                     format!(
                         "{} on {} -> {} backends",
-                        f.name,
+                        f.kind,
                         listen.join(","),
                         f.backends.len()
                     )
@@ -141,6 +376,12 @@ fn check(path: &std::path::Path) -> ExitCode {
                 ));
             }
             println!("{}: ok ({})", path.display(), summary.join("; "));
+            for a in c.admin.exposed() {
+                eprintln!(
+                    "{}: warning: admin.listen: \"{a}\": not a loopback address: metrics and status are readable from the network (controls are still refused from it)",
+                    path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(lines) => {
@@ -153,7 +394,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let config = match load(path) {
+    let (config, probers) = match load(path) {
         Ok(c) => c,
         Err(lines) => {
             for l in lines {
@@ -172,7 +413,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(supervisor::run(config));
+    let result = rt.block_on(supervisor::run(config, probers));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(report) => {

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, FrontendKind};
 use crate::health::{self, checker, HealthSnapshot, HealthView};
 use crate::proxy::{self, FrontendProxy, Mode};
 
@@ -44,7 +44,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Supervisor {
     frontends: Vec<Arc<FrontendProxy>>,
-    listen: HashMap<String, Vec<SocketAddr>>,
+    listen: HashMap<FrontendKind, Vec<SocketAddr>>,
     health: HealthView,
     /// Ends the accept loops.
     stop_accepting: CancellationToken,
@@ -62,6 +62,10 @@ pub struct Supervisor {
     /// The accept loops, waited for before draining so that the count is final.
     acceptors: TaskTracker,
     tasks: TaskTracker,
+    /// What the admin endpoint reads and steers.
+    daemon: Arc<crate::admin::Daemon>,
+    /// Where the admin endpoint listens (real ports).
+    admin: Vec<SocketAddr>,
 }
 
 /// What a shutdown did.
@@ -81,16 +85,25 @@ impl Supervisor {
 
     /// Like [`Supervisor::start`] with a chosen forwarding mode (benchmarks).
     pub async fn start_with_mode(config: &Config, mode: Mode) -> Result<Supervisor, StartError> {
-        let probers = checker::build_probers(config)?;
+        Self::start_with(config, checker::build_probers(config)?, mode).await
+    }
+
+    /// Starts with probers already built by [`checker::build_probers`] (the daemon
+    /// builds them once, when it validates the config).
+    pub async fn start_with(
+        config: &Config,
+        probers: Vec<health::probe::Prober>,
+        mode: Mode,
+    ) -> Result<Supervisor, StartError> {
         let mut bound = Vec::new();
         let mut listen = HashMap::new();
         for (fi, f) in config.frontends.iter().enumerate() {
             let mut addrs = Vec::new();
             for (i, addr) in f.listen.iter().enumerate() {
                 let key = if f.listen.len() == 1 {
-                    format!("{}.listen", f.name)
+                    format!("{}.listen", f.kind)
                 } else {
-                    format!("{}.listen[{i}]", f.name)
+                    format!("{}.listen[{i}]", f.kind)
                 };
                 let l = proxy::bind(*addr).map_err(|source| StartError::Bind {
                     key,
@@ -101,7 +114,21 @@ impl Supervisor {
                 addrs.push(local);
                 bound.push((fi, l));
             }
-            listen.insert(f.name.clone(), addrs);
+            listen.insert(f.kind, addrs);
+        }
+        let mut admin_listeners = Vec::new();
+        for (i, addr) in config.admin.listen.iter().enumerate() {
+            let key = if config.admin.listen.len() == 1 {
+                "admin.listen".to_owned()
+            } else {
+                format!("admin.listen[{i}]")
+            };
+            let l = crate::proxy::bind_plain(*addr).map_err(|source| StartError::Bind {
+                key,
+                addr: *addr,
+                source,
+            })?;
+            admin_listeners.push(l);
         }
         let (publisher, view) = health::channel(HealthSnapshot::initial(config));
         let tasks = TaskTracker::new();
@@ -110,7 +137,11 @@ impl Supervisor {
         let background = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
         let hard_stop = CancellationToken::new();
-        checker::spawn_checkers(config, probers, &publisher, &tasks, &background);
+        let observers = checker::Observers {
+            stats: health::stats::HealthStats::new(config),
+            history: crate::events::History::default(),
+        };
+        checker::spawn_checkers(config, probers, &publisher, &observers, &tasks, &background);
         let mut frontends = Vec::new();
         let mut permits = Vec::new();
         for f in &config.frontends {
@@ -125,7 +156,7 @@ impl Supervisor {
         }
         for (fi, listener) in bound {
             let fe = &frontends[fi];
-            tracing::info!(frontend = %fe.config().name,
+            tracing::info!(frontend = %fe.config().kind,
                 addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
             acceptors.spawn(proxy::serve(
                 Arc::clone(fe),
@@ -142,12 +173,13 @@ impl Supervisor {
                 let proxy_listening = config
                     .frontends
                     .iter()
-                    .any(|f| f.name == "apiserver" && !f.listen.is_empty());
+                    .any(|f| f.kind == FrontendKind::Apiserver && !f.listen.is_empty());
                 let (handle, task) = crate::vrrp::shell::spawn_dedicated(
                     v.clone(),
                     publisher.subscribe(),
                     proxy_listening,
                     hard_stop.clone(),
+                    observers.history.clone(),
                 )
                 .await?;
                 // The handover waits for a new holder, bounded by the machine's own
@@ -158,7 +190,47 @@ impl Supervisor {
                 Some((handle, task, bound))
             }
         };
+        let vips = match &config.vrrp {
+            Some(v) => match crate::vrrp::vip::Vips::new(&v.interface, None).await {
+                Ok(vips) => Some(vips),
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin: cannot read the interface's addresses; status shows VIP presence as unknown");
+                    None
+                }
+            },
+            None => None,
+        };
+        let daemon = Arc::new(crate::admin::Daemon::new(
+            Arc::new(config.clone()),
+            view.clone(),
+            publisher.clone(),
+            frontends.clone(),
+            listen.iter().map(|(k, a)| (*k, a.clone())).collect(),
+            observers.stats.clone(),
+            observers.history.clone(),
+            vrrp.as_ref().map(|(h, _, _)| h.clone()),
+            vips,
+        ));
+        let mut admin = Vec::new();
+        for l in admin_listeners {
+            let local = l.local_addr().ok();
+            if let Some(a) = local {
+                if !a.ip().is_loopback() {
+                    tracing::warn!(addr = %a, "admin endpoint listens on a non-loopback address: metrics and status are readable from the network (controls stay loopback-only)");
+                }
+                tracing::info!(addr = %a, "admin endpoint listening");
+                admin.push(a);
+            }
+            tasks.spawn(crate::admin::server::serve(
+                l,
+                Arc::clone(&daemon),
+                background.clone(),
+                tasks.clone(),
+            ));
+        }
         Ok(Supervisor {
+            daemon,
+            admin,
             vrrp,
             frontends,
             listen,
@@ -173,8 +245,18 @@ impl Supervisor {
     }
 
     /// The addresses a frontend listens on (with the real port when 0 was configured).
-    pub fn listen_addrs(&self, frontend: &str) -> Vec<SocketAddr> {
-        self.listen.get(frontend).cloned().unwrap_or_default()
+    pub fn listen_addrs(&self, frontend: FrontendKind) -> Vec<SocketAddr> {
+        self.listen.get(&frontend).cloned().unwrap_or_default()
+    }
+
+    /// Where the admin endpoint listens (real ports; empty when it is off).
+    pub fn admin_addrs(&self) -> &[SocketAddr] {
+        &self.admin
+    }
+
+    /// What the admin endpoint reads and steers (status, controls).
+    pub fn daemon(&self) -> Arc<crate::admin::Daemon> {
+        Arc::clone(&self.daemon)
     }
 
     /// The health view.
@@ -183,10 +265,10 @@ impl Supervisor {
     }
 
     /// A frontend's proxy state (counters, active connections).
-    pub fn frontend(&self, name: &str) -> Option<Arc<FrontendProxy>> {
+    pub fn frontend(&self, kind: FrontendKind) -> Option<Arc<FrontendProxy>> {
         self.frontends
             .iter()
-            .find(|f| f.config().name == name)
+            .find(|f| f.config().kind == kind)
             .cloned()
     }
 
@@ -260,9 +342,12 @@ impl Supervisor {
 ///
 /// The signal handlers are installed before anything starts, so a SIGTERM during
 /// start-up is a graceful stop too.
-pub async fn run(config: Config) -> Result<DrainReport, StartError> {
+pub async fn run(
+    config: Config,
+    probers: Vec<health::probe::Prober>,
+) -> Result<DrainReport, StartError> {
     let mut signals = StopSignals::install();
-    let sup = Supervisor::start(&config).await?;
+    let sup = Supervisor::start_with(&config, probers, Mode::Auto).await?;
     signals.next().await;
     Ok(sup
         .shutdown_or_force(config.shutdown.drain_timeout, signals.next())

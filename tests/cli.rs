@@ -164,7 +164,7 @@ fn run_serves_and_sigterm_drains_then_exits_zero() {
     std::fs::write(
         &path,
         format!(
-            "backends: [{{address: '{}'}}]\napiserver:\n  listen: 127.0.0.1:0\n  check: {{ca: ca.crt, interval: 200ms, timeout: 200ms}}\nshutdown: {{drain_timeout: 2s}}\nlog: {{format: json}}\n",
+            "backends: [{{address: '{}'}}]\nadmin: {{listen: '127.0.0.1:0'}}\napiserver:\n  listen: 127.0.0.1:0\n  check: {{ca: ca.crt, interval: 200ms, timeout: 200ms}}\nshutdown: {{drain_timeout: 2s}}\nlog: {{format: json}}\n",
             master.addr()
         ),
     )

@@ -17,6 +17,7 @@ fn config(etcd: &Etcd, ca: &Path, cert: &Path, key: &Path) -> Config {
     let yaml = format!(
         "backends: [{{name: etcd-0, address: 127.0.0.1, etcd_port: {port}}}]
 apiserver: {{listen: 127.0.0.1:0, check: {{kind: tcp}}}}
+admin: {{listen: []}}
 etcd:
   listen: 127.0.0.1:0
   check:
@@ -42,7 +43,11 @@ async fn wait_for(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let snap = view.current_and_mark_seen();
-        let b = snap.frontend("etcd").unwrap().backends[0].clone();
+        let b = snap
+            .frontend(apivip::config::FrontendKind::Etcd)
+            .unwrap()
+            .backends[0]
+            .clone();
         if pred(b.status) {
             return b;
         }
@@ -76,7 +81,7 @@ async fn etcd_check_needs_the_right_client_certificate() {
         b.reason,
         etcd.log()
     );
-    let endpoint = sup.listen_addrs("etcd")[0];
+    let endpoint = sup.listen_addrs(apivip::config::FrontendKind::Etcd)[0];
     let client =
         support::client_config(&pki.ca_cert, Some((&pki.client_cert, &pki.client_key))).unwrap();
     let (status, body) = support::https_get_with(endpoint, client, "/health")

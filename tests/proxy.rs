@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,189 +10,9 @@ use std::time::{Duration, Instant};
 use apivip::config::Config;
 use apivip::health::{DownCause, Status};
 use apivip::supervisor::Supervisor;
-use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver, Mode};
-use apivip::testkit::certs::TestPki;
-use http_body_util::BodyExt;
-use rustls::ClientConfig;
-use support::{client_config, https_get_with, https_request, wait_until};
-
-/// Generous deadline for conditions.
-const DEADLINE: Duration = Duration::from_secs(15);
-
-struct Cluster {
-    _dir: tempfile::TempDir,
-    pki: TestPki,
-    masters: Vec<ImitationApiserver>,
-    sup: Option<Supervisor>,
-    endpoint: SocketAddr,
-    client: Arc<ClientConfig>,
-}
-
-struct Opts {
-    masters: usize,
-    shutdown_delay: Duration,
-    /// Extra keys for the `apiserver:` section (indented by 2).
-    apiserver: &'static str,
-    /// The `check:` section (indented by 4).
-    check: &'static str,
-    /// Listen and backend IP.
-    ip: &'static str,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            masters: 3,
-            shutdown_delay: Duration::ZERO,
-            apiserver: "",
-            check: "    interval: 300ms\n    timeout: 300ms\n    rise: 1\n    fall: 2\n",
-            ip: "127.0.0.1",
-        }
-    }
-}
-
-impl Cluster {
-    async fn start(opts: Opts) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = TestPki::generate(dir.path(), &["127.0.0.1", "::1"]).unwrap();
-        let mut masters = Vec::new();
-        for i in 0..opts.masters {
-            let mut o = ApiserverOptions::new(format!("master-{i}"), pki.server_config());
-            o.listen = SocketAddr::new(opts.ip.parse().unwrap(), 0);
-            o.shutdown_delay = opts.shutdown_delay;
-            masters.push(ImitationApiserver::start(o).await.unwrap());
-        }
-        let backends: String = masters
-            .iter()
-            .map(|m| format!("  - name: {}\n    address: '{}'\n", m.name(), m.addr()))
-            .collect();
-        let listen = SocketAddr::new(opts.ip.parse().unwrap(), 0);
-        let yaml = format!(
-            "backends:\n{backends}apiserver:\n  listen: '{listen}'\n{}  check:\n    ca: ca.crt\n{}",
-            opts.apiserver, opts.check
-        );
-        let path = dir.path().join("apivip.yaml");
-        std::fs::write(&path, &yaml).unwrap();
-        let config = apivip::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let sup = Supervisor::start(&config).await.unwrap();
-        let endpoint = sup.listen_addrs("apiserver")[0];
-        let client = client_config(&pki.ca_cert, None).unwrap();
-        let c = Cluster {
-            _dir: dir,
-            pki,
-            masters,
-            sup: Some(sup),
-            endpoint,
-            client,
-        };
-        c.wait_status_all(Status::Up).await;
-        c
-    }
-
-    fn sup(&self) -> &Supervisor {
-        self.sup.as_ref().unwrap()
-    }
-
-    fn status(&self, i: usize) -> Status {
-        self.sup().health().current().frontends[0].backends[i].status
-    }
-
-    async fn wait_status(&self, i: usize, want: Status) {
-        let ok = wait_until(DEADLINE, || async { self.status(i) == want }).await;
-        assert!(
-            ok,
-            "master-{i} never became {want}; it is {}",
-            self.status(i)
-        );
-    }
-
-    async fn wait_status_all(&self, want: Status) {
-        for i in 0..self.masters.len() {
-            self.wait_status(i, want).await;
-        }
-    }
-
-    /// One request on a fresh connection through apivip: the answering master's name.
-    async fn whoami(&self) -> Result<String, String> {
-        let (status, body) = https_get_with(self.endpoint, self.client.clone(), "/whoami").await?;
-        if status != 200 {
-            return Err(format!("HTTP {status}: {body}"));
-        }
-        Ok(body)
-    }
-
-    fn stats(&self) -> Arc<apivip::proxy::FrontendProxy> {
-        self.sup().frontend("apiserver").unwrap()
-    }
-
-    fn index_of(&self, name: &str) -> usize {
-        self.masters.iter().position(|m| m.name() == name).unwrap()
-    }
-
-    /// Restarts master `i` on its old address.
-    async fn restart(&mut self, i: usize, delay: Duration) {
-        let mut o = ApiserverOptions::new(format!("master-{i}"), self.pki.server_config());
-        o.listen = self.masters[i].addr();
-        o.shutdown_delay = delay;
-        let deadline = Instant::now() + DEADLINE;
-        let mut started = false;
-        while !started && Instant::now() < deadline {
-            match ImitationApiserver::start(o.clone()).await {
-                Ok(m) => {
-                    self.masters[i] = m;
-                    started = true;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-        assert!(
-            started,
-            "cannot restart master-{i} on {}",
-            self.masters[i].addr()
-        );
-    }
-}
-
-/// An open `/watch` stream through apivip.
-struct Stream {
-    backend: String,
-    body: hyper::body::Incoming,
-}
-
-impl Stream {
-    async fn open(c: &Cluster) -> Stream {
-        let resp = https_request(c.endpoint, c.client.clone(), "/watch")
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let backend = resp.headers()["x-apivip-backend"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        Stream {
-            backend,
-            body: resp.into_body(),
-        }
-    }
-
-    /// The next chunk of data, `None` when the stream ended (EOF or error).
-    async fn next(&mut self) -> Option<bytes::Bytes> {
-        loop {
-            match tokio::time::timeout(DEADLINE, self.body.frame()).await {
-                Err(_) => panic!(
-                    "stream from {} neither sent nor closed for {DEADLINE:?}",
-                    self.backend
-                ),
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(f))) => {
-                    if let Ok(d) = f.into_data() {
-                        return Some(d);
-                    }
-                }
-            }
-        }
-    }
-}
+use apivip::testkit::apiserver::Mode;
+use support::cluster::{Cluster, Opts, Stream, DEADLINE};
+use support::{https_get_with, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_connections_are_spread_over_the_masters() {
@@ -508,11 +327,11 @@ async fn bulk_transfers_arrive_intact_both_ways_with_half_close() {
         }
     });
     let yaml = format!(
-        "backends: [{{address: '{backend_addr}'}}]\napiserver:\n  listen: 127.0.0.1:0\n  check: {{kind: tcp, interval: 1m}}\n"
+        "backends: [{{address: '{backend_addr}'}}]\nadmin: {{listen: []}}\napiserver:\n  listen: 127.0.0.1:0\n  check: {{kind: tcp, interval: 1m}}\n"
     );
     let config = Config::from_yaml(&yaml, std::path::Path::new("bulk.yaml")).unwrap();
     let sup = Supervisor::start(&config).await.unwrap();
-    let endpoint = sup.listen_addrs("apiserver")[0];
+    let endpoint = sup.listen_addrs(apivip::config::FrontendKind::Apiserver)[0];
     let mut client = tokio::net::TcpStream::connect(endpoint).await.unwrap();
     let mut buf = vec![0u8; 65_000];
     let mut sent = 0u64;

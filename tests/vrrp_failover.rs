@@ -486,6 +486,30 @@ fn forged_adverts_from_a_non_peer_change_nothing_and_are_counted() {
         );
     }
     assert_eq!(c.holders(), vec![1], "{}", c.logs());
+    // The same drops, counted by reason, through the admin endpoint.
+    for i in 0..3 {
+        let d = status_of(&c, i).vrrp.unwrap().counters.dropped;
+        for reason in ["ttl", "not_a_peer", "checksum", "length"] {
+            assert!(d[reason] > 0, "node {i}: no {reason} drops counted: {d:?}");
+        }
+        let m = metrics_of(&c, i);
+        for reason in ["ttl", "not_a_peer", "checksum", "length"] {
+            let n = metric(
+                &m,
+                "apivip_vrrp_adverts_dropped_total",
+                &[("reason", reason)],
+            );
+            assert!(n.is_some_and(|n| n > 0.0), "node {i}: {reason}: {n:?}\n{m}");
+        }
+        assert_eq!(
+            metric(
+                &m,
+                "apivip_vrrp_adverts_dropped_total",
+                &[("reason", "address_list")]
+            ),
+            Some(0.0)
+        );
+    }
     let changes_after: Vec<usize> = (0..3).map(changes).collect();
     assert_eq!(
         changes_before,
@@ -931,4 +955,334 @@ fn a_crashed_holder_is_replaced_and_its_stale_vip_removed_on_restart() {
         "no answer through the VIP after node 1 came back\n{}",
         c.logs()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The admin endpoint in the topology: every node runs it on 127.0.0.1:9469 in its own
+// namespace (the default), read with `apivip status --json` and curl from there.
+
+/// Node `i`'s status document, read with `apivip status --json` in its namespace.
+fn status_of(c: &Cluster, i: usize) -> apivip::admin::status::StatusDoc {
+    let out = c.topo.master(i).exec(&[BIN, "status", "--json"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "node {i}: apivip status --json: {e} (exit {:?}): {text}{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr),
+            c.logs()
+        )
+    })
+}
+
+/// Node `i`'s metrics (Prometheus text).
+fn metrics_of(c: &Cluster, i: usize) -> String {
+    let out = c
+        .topo
+        .master(i)
+        .exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9469/metrics",
+        ])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of `name` with all of `labels`, from Prometheus text.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+fn state_metric(c: &Cluster, i: usize, state: &str) -> Option<f64> {
+    metric(
+        &metrics_of(c, i),
+        "apivip_vrrp_state",
+        &[("vrid", &VRID.to_string()), ("state", state)],
+    )
+}
+
+/// `apivip handover` on the holder (maintenance): the VIP moves to the next priority
+/// without a failed connect; both nodes' status, metrics and histories show it; a
+/// second handover is refused; `apivip resume` restores the priority and preemption
+/// takes the VIP back, again without a failed connect.
+#[test]
+fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
+    let name = "handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history";
+    if !need(name, &["curl"]) {
+        return;
+    }
+    let c = Cluster::start(Shape::Proxy, |_, _| String::new());
+    assert_eq!(status_of(&c, 1).vrrp.unwrap().state, "master");
+    assert_eq!(state_metric(&c, 1, "master"), Some(1.0));
+    assert_eq!(state_metric(&c, 2, "backup"), Some(1.0));
+    let conn = ConnectLoop::start(&c.topo, 8443);
+    assert!(conn.wait_more(20), "no connects to the VIP\n{}", c.logs());
+
+    let out = c.topo.master(1).exec(&[BIN, "handover"]).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "apivip handover: {said}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    assert!(
+        said.starts_with("handover: done in") && said.contains("backup at priority 1"),
+        "{said}"
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, || c.holders() == vec![2]),
+        "node 2 (next priority) does not hold the VIP alone: {:?}\n{}",
+        c.holders(),
+        c.logs()
+    );
+    // Already in maintenance: a second handover is refused and changes nothing.
+    let again = c.topo.master(1).exec(&[BIN, "handover"]).unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("refused (409)"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        conn.wait_more(20),
+        "no connects after the handover\n{}",
+        c.logs()
+    );
+
+    let old = status_of(&c, 1);
+    let v = old.vrrp.as_ref().unwrap();
+    assert_eq!(v.state, "backup");
+    assert_eq!(v.reason.as_deref(), Some("maintenance"));
+    assert!(v.maintenance);
+    assert_eq!(v.effective_priority, 1);
+    assert_eq!(v.lowered_by.as_deref(), Some("maintenance"));
+    assert_eq!(v.vips[0].present, Some(false));
+    assert!(
+        old.events.iter().any(
+            |e| e.what == format!("vrid {VRID}: master -> backup") && e.reason == "maintenance"
+        ),
+        "{:#?}",
+        old.events
+    );
+    assert!(
+        old.events
+            .iter()
+            .any(|e| e.what == "handover" && e.reason.starts_with("asked by")),
+        "{:#?}",
+        old.events
+    );
+    let new = status_of(&c, 2);
+    let v2 = new.vrrp.as_ref().unwrap();
+    assert_eq!(v2.state, "master");
+    assert_eq!(v2.vips[0].present, Some(true));
+    assert!(
+        new.events
+            .iter()
+            .any(|e| e.what == format!("vrid {VRID}: backup -> master")),
+        "{:#?}",
+        new.events
+    );
+    assert!(
+        v2.peers
+            .iter()
+            .any(|p| p.address == c.topo.master(1).ipv4.to_string() && p.priority == 1),
+        "node 2 does not list node 1 at priority 1: {:#?}",
+        v2.peers
+    );
+    assert_eq!(state_metric(&c, 2, "master"), Some(1.0));
+    assert_eq!(state_metric(&c, 1, "backup"), Some(1.0));
+    let m1 = metrics_of(&c, 1);
+    assert_eq!(
+        metric(&m1, "apivip_vrrp_maintenance", &[]),
+        Some(1.0),
+        "{m1}"
+    );
+    assert_eq!(
+        metric(&m1, "apivip_vrrp_effective_priority", &[]),
+        Some(1.0),
+        "{m1}"
+    );
+    assert_eq!(
+        metric(
+            &m1,
+            "apivip_controls_total",
+            &[("control", "handover"), ("result", "refused")]
+        ),
+        Some(1.0)
+    );
+
+    let out = c.topo.master(1).exec(&[BIN, "resume"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, || c.holders() == vec![1]),
+        "preemption did not take the VIP back to node 1: {:?}\n{}",
+        c.holders(),
+        c.logs()
+    );
+    assert!(
+        conn.wait_more(20),
+        "no connects after the resume\n{}",
+        c.logs()
+    );
+    let report = conn.finish();
+    assert!(
+        report.gap_failures(2).is_empty(),
+        "failed connects: {:?} (ok {}, longest gap {:?})\n{}",
+        report.failures,
+        report.ok,
+        report.longest_gap,
+        c.logs()
+    );
+    let back = status_of(&c, 1);
+    let v = back.vrrp.unwrap();
+    assert_eq!(v.state, "master");
+    assert!(!v.maintenance);
+    assert_eq!(v.effective_priority, 150);
+    assert_eq!(v.reason.as_deref(), Some("preempt"));
+    assert!(back.events.iter().any(|e| e.what == "resume"));
+}
+
+/// Prometheus (Debian's) scrapes all three nodes from the client namespace while the
+/// holder crashes and comes back and an apiserver stops; then every query of the
+/// Grafana dashboard returns data.
+#[test]
+fn prometheus_scrapes_the_cluster_and_every_dashboard_query_returns_data() {
+    let name = "prometheus_scrapes_the_cluster_and_every_dashboard_query_returns_data";
+    if !need(name, &["curl", "prometheus"]) {
+        return;
+    }
+    let admin = |topo: &Topology, i: usize| {
+        format!(
+            "admin: {{listen: ['127.0.0.1:9469', '{}:9469']}}\n",
+            topo.master(i).ipv4
+        )
+    };
+    let mut c = Cluster::start(Shape::Proxy, admin);
+    let targets: Vec<String> = (0..3)
+        .map(|i| format!("'{}:9469'", c.topo.master(i).ipv4))
+        .collect();
+    let prom_dir = c.dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let prom_cfg = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: apivip\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let prom = c
+        .topo
+        .client()
+        .spawn(
+            "prometheus",
+            [
+                format!("--config.file={}", prom_cfg.display()),
+                format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
+                "--web.listen-address=127.0.0.1:9090".to_owned(),
+            ],
+            &prom_dir.join("prometheus.log"),
+        )
+        .unwrap();
+    let query = |q: &str| -> Result<usize, String> {
+        let out = c
+            .topo
+            .client()
+            .exec(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:9090/api/v1/query",
+                "--data-urlencode",
+                &format!("query={q}"),
+            ])
+            .map_err(|e| e.to_string())?;
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+        if body["status"] != "success" {
+            return Err(body.to_string());
+        }
+        Ok(body["data"]["result"].as_array().map_or(0, Vec::len))
+    };
+    assert!(
+        support::wait_until_blocking(Duration::from_secs(60), || query("up == 1").unwrap_or(0)
+            == 3),
+        "Prometheus does not scrape all three nodes: {:?}\n{}",
+        query("up"),
+        prom.log()
+    );
+    // A failover (crash of the holder, then it comes back and preempts) and a backend
+    // that goes down.
+    c.nodes[1].kill_hard();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || c.holders().contains(&2)),
+        "node 2 did not take over\n{}",
+        c.logs()
+    );
+    // Prometheus must have scraped node 2 as master before node 1 comes back.
+    let node2_master = format!(
+        "apivip_vrrp_state{{state=\"master\", instance=\"{}:9469\"}} == 1",
+        c.topo.master(2).ipv4
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, || query(&node2_master).unwrap_or(0) == 1),
+        "Prometheus never saw node 2 as master\n{}",
+        prom.log()
+    );
+    c.nodes[1] = start_node(
+        &c.topo,
+        c.dir.path(),
+        1,
+        150,
+        Shape::Proxy,
+        &admin(&c.topo, 1),
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, || c.holders() == vec![1]),
+        "node 1 did not take the VIP back\n{}",
+        c.logs()
+    );
+    c.apis[0].kill_hard();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let queries = support::dashboard::dashboard_queries(root);
+    assert!(queries.len() >= 10, "{queries:?}");
+    let mut empty = Vec::new();
+    let all = support::wait_until_blocking(Duration::from_secs(60), || {
+        empty = queries
+            .iter()
+            .filter(|(_, q)| query(q).map_or(true, |n| n == 0))
+            .map(|(title, q)| format!("{title}: {q} -> {:?}", query(q)))
+            .collect();
+        empty.is_empty()
+    });
+    assert!(
+        all,
+        "dashboard queries without data:\n{}\n{}",
+        empty.join("\n"),
+        prom.log()
+    );
+    // The failover is visible over time: node 2 was master, node 1 master again.
+    let masters = query("max_over_time(apivip_vrrp_state{state=\"master\"}[5m]) == 1").unwrap();
+    assert!(
+        masters >= 2,
+        "only {masters} node(s) seen as master over time"
+    );
+    drop(prom);
 }

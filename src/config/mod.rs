@@ -38,6 +38,33 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// Logging.
     pub log: Log,
+    /// The admin endpoint.
+    pub admin: Admin,
+}
+
+/// The default admin endpoint: loopback only, on a port no control-plane component or
+/// common exporter uses (kubelet 10248/10250, kube-proxy 10249/10256,
+/// kube-controller-manager 10257, kube-scheduler 10259, etcd 2379-2381,
+/// node_exporter 9100, Prometheus 9090, kube-vip 2112).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9469";
+
+/// `admin:`: the HTTP endpoint for metrics, status and controls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Addresses to listen on; empty turns the endpoint off.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Admin {
+    /// The listen addresses that are not loopback (`apivip check` warns about them:
+    /// controls are refused from them, but metrics and status are readable).
+    pub fn exposed(&self) -> Vec<SocketAddr> {
+        self.listen
+            .iter()
+            .copied()
+            .filter(|a| !a.ip().is_loopback())
+            .collect()
+    }
 }
 
 /// `vrrp:`: the election for the virtual IP.
@@ -63,15 +90,61 @@ pub enum Track {
     /// VIP + proxy: this node can serve while its proxy listens and at least one
     /// apiserver backend is healthy from here.
     Proxy,
-    /// VIP only: the readiness of this node's own apiserver (the named backend).
-    Backend(String),
+    /// VIP only: the readiness of this node's own apiserver (`track: backend:NAME`).
+    Backend(BackendId),
+}
+
+/// Which frontend: the one identity the health view, the proxy, metrics labels,
+/// status and the controls all use (never a name string or a position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontendKind {
+    /// kube-apiserver (`apiserver:`), always present.
+    Apiserver,
+    /// etcd (`etcd:`), optional.
+    Etcd,
+}
+
+impl FrontendKind {
+    /// Every kind, in config order.
+    pub const ALL: [FrontendKind; 2] = [FrontendKind::Apiserver, FrontendKind::Etcd];
+
+    /// The config key and metrics label: `apiserver` or `etcd`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FrontendKind::Apiserver => "apiserver",
+            FrontendKind::Etcd => "etcd",
+        }
+    }
+}
+
+impl std::fmt::Display for FrontendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One backend of one frontend: the frontend and the master's position in
+/// `backends:` (the same master has the same index in every frontend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId {
+    /// The frontend.
+    pub frontend: FrontendKind,
+    /// The master's index in `backends:`.
+    pub master: usize,
+}
+
+impl std::fmt::Display for BackendId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.frontend, self.master)
+    }
 }
 
 /// A listener and the backends it balances to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frontend {
-    /// `apiserver` or `etcd`; used in logs and metrics.
-    pub name: String,
+    /// Which frontend; its name in logs, metrics and status.
+    pub kind: FrontendKind,
     /// Addresses to listen on (IPv4 and/or IPv6).
     pub listen: Vec<SocketAddr>,
     /// Where connections go.
@@ -97,7 +170,10 @@ pub struct Frontend {
 /// One backend of a frontend.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Backend {
-    /// Its name in logs (the master's name, or its address).
+    /// Its identity.
+    pub id: BackendId,
+    /// Its name in logs, metrics, status and the controls (the master's name, or its
+    /// address).
     pub name: String,
     /// Where to connect.
     pub addr: SocketAddr,
@@ -265,6 +341,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 impl Config {
+    /// The frontend of this kind, if configured.
+    pub fn frontend(&self, kind: FrontendKind) -> Option<&Frontend> {
+        self.frontends.iter().find(|f| f.kind == kind)
+    }
+
+    /// The backend with this identity.
+    pub fn backend(&self, id: BackendId) -> Option<&Backend> {
+        self.frontend(id.frontend)?.backends.get(id.master)
+    }
+
+    /// Every backend of every frontend, in config order.
+    pub fn backends(&self) -> impl Iterator<Item = &Backend> {
+        self.frontends.iter().flat_map(|f| &f.backends)
+    }
+
     /// Parses and validates YAML text; `source` names the file in messages and is
     /// the base for relative certificate paths.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
@@ -366,7 +457,7 @@ impl Validator {
         let mut frontends = Vec::new();
         let apiserver = raw.apiserver.unwrap_or_default();
         frontends.push(self.frontend(
-            "apiserver",
+            FrontendKind::Apiserver,
             apiserver,
             &masters,
             FrontendDefaults {
@@ -378,7 +469,7 @@ impl Validator {
         ));
         if let Some(etcd) = raw.etcd {
             frontends.push(self.frontend(
-                "etcd",
+                FrontendKind::Etcd,
                 etcd,
                 &masters,
                 FrontendDefaults {
@@ -396,7 +487,7 @@ impl Validator {
                 // Port 0 (any free port) never collides.
                 if l.port() != 0 && !seen.insert(*l) {
                     self.issue(
-                        format!("{}.listen", f.name),
+                        format!("{}.listen", f.kind),
                         Some(l.to_string()),
                         "is already used by another frontend; expected a distinct address",
                     );
@@ -433,13 +524,55 @@ impl Validator {
             );
         }
         let vrrp = raw.vrrp.map(|v| self.vrrp(v, &frontends));
+        let admin = self.admin(raw.admin.unwrap_or_default(), &frontends);
         Config {
             source: source.to_owned(),
             frontends,
             vrrp,
             shutdown: Shutdown { drain_timeout },
             log: Log { format, level },
+            admin,
         }
+    }
+
+    fn admin(&mut self, raw: raw::RawAdmin, frontends: &[Frontend]) -> Admin {
+        let texts = match raw.listen {
+            Some(l) => l.into_vec(),
+            None => vec![DEFAULT_ADMIN_LISTEN.to_owned()],
+        };
+        let mut listen = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let path = if texts.len() == 1 {
+                "admin.listen".to_owned()
+            } else {
+                format!("admin.listen[{i}]")
+            };
+            match parse_host_port(text) {
+                Some((ip, Some(port))) => {
+                    let addr = SocketAddr::new(ip, port);
+                    let taken = frontends
+                        .iter()
+                        .any(|f| port != 0 && f.listen.contains(&addr));
+                    if listen.contains(&addr) {
+                        self.issue(path, Some(text.clone()), "is listed twice");
+                    } else if taken {
+                        self.issue(
+                            path,
+                            Some(text.clone()),
+                            "is already used by a frontend; expected a distinct address",
+                        );
+                    } else {
+                        listen.push(addr);
+                    }
+                }
+                _ => self.issue(
+                    path,
+                    Some(text.clone()),
+                    "is not a listen address; expected IP:port such as 127.0.0.1:9469, or [] to turn the admin endpoint off",
+                ),
+            }
+        }
+        Admin { listen }
     }
 
     fn vrrp(&mut self, raw: raw::RawVrrp, frontends: &[Frontend]) -> Vrrp {
@@ -680,30 +813,33 @@ impl Validator {
             .unwrap_or_default();
         let apiserver_listens = frontends
             .iter()
-            .any(|f| f.name == "apiserver" && !f.listen.is_empty());
+            .any(|f| f.kind == FrontendKind::Apiserver && !f.listen.is_empty());
         let track = match raw.track.as_deref() {
             None | Some("proxy") if apiserver_listens => Track::Proxy,
             None | Some("proxy") => {
                 self.issue("vrrp.track", raw.track.clone(), "the proxy does not listen (apiserver.listen is empty); expected track: backend:NAME naming this node's apiserver");
                 Track::Proxy
             }
-            Some(t) => match t.strip_prefix("backend:") {
-                Some(name)
-                    if frontends.iter().any(|f| {
-                        f.name == "apiserver" && f.backends.iter().any(|b| b.name == name)
-                    }) =>
-                {
-                    Track::Backend(name.to_owned())
+            Some(t) => {
+                let found = t.strip_prefix("backend:").and_then(|name| {
+                    frontends
+                        .iter()
+                        .filter(|f| f.kind == FrontendKind::Apiserver)
+                        .flat_map(|f| &f.backends)
+                        .find(|b| b.name == name)
+                });
+                match found {
+                    Some(b) => Track::Backend(b.id),
+                    None => {
+                        self.issue(
+                            "vrrp.track",
+                            Some(t.to_owned()),
+                            "expected proxy, or backend:NAME with NAME one of backends[].name",
+                        );
+                        Track::Proxy
+                    }
                 }
-                _ => {
-                    self.issue(
-                        "vrrp.track",
-                        Some(t.to_owned()),
-                        "expected proxy, or backend:NAME with NAME one of backends[].name",
-                    );
-                    Track::Proxy
-                }
-            },
+            }
         };
         // The election's own cross-checks (families, weight below priority, ...) once
         // every field parsed.
@@ -836,11 +972,12 @@ impl Validator {
 
     fn frontend(
         &mut self,
-        name: &str,
+        kind: FrontendKind,
         raw: RawFrontend,
         masters: &[BackendAddr],
         defaults: FrontendDefaults,
     ) -> Frontend {
+        let name = kind.as_str();
         let listen_texts = match (raw.listen, defaults.listen) {
             (Some(l), _) => l.into_vec(),
             (None, Some(d)) => vec![d.to_owned()],
@@ -876,7 +1013,7 @@ impl Validator {
                 ),
             }
         }
-        if listen_texts.is_empty() && name != "apiserver" {
+        if listen_texts.is_empty() && kind != FrontendKind::Apiserver {
             self.issue(
                 format!("{name}.listen"),
                 None,
@@ -892,12 +1029,16 @@ impl Validator {
         let backends: Vec<Backend> = masters
             .iter()
             .map(|m| {
-                let p = if name == "etcd" {
+                let p = if kind == FrontendKind::Etcd {
                     m.etcd_port.unwrap_or(port)
                 } else {
                     m.port.unwrap_or(port)
                 };
                 Backend {
+                    id: BackendId {
+                        frontend: kind,
+                        master: m.index,
+                    },
                     name: m.name.clone(),
                     addr: SocketAddr::new(m.ip, p),
                 }
@@ -908,8 +1049,8 @@ impl Validator {
             let b: &Backend = b;
             if !seen.insert(b.addr) && !self.duplicates.contains(&m.index) {
                 self.duplicates.insert(m.index);
-                let (key, value) = match (name, m.etcd_port) {
-                    ("etcd", Some(p)) => ("etcd_port", p.to_string()),
+                let (key, value) = match (kind, m.etcd_port) {
+                    (FrontendKind::Etcd, Some(p)) => ("etcd_port", p.to_string()),
                     _ => ("address", m.text.clone()),
                 };
                 self.issue(
@@ -971,7 +1112,7 @@ impl Validator {
             &defaults,
         );
         Frontend {
-            name: name.to_owned(),
+            kind,
             listen,
             backends,
             balance,

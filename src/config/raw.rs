@@ -28,6 +28,17 @@ pub(crate) struct RawConfig {
     /// Logging.
     #[serde(default)]
     pub(crate) log: Option<RawLog>,
+    /// The admin endpoint.
+    #[serde(default)]
+    pub(crate) admin: Option<RawAdmin>,
+}
+
+/// `admin:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// One address or a list; `[]` turns the endpoint off.
+    pub(crate) listen: Option<OneOrMany>,
 }
 
 /// One master.

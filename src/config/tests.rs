@@ -23,7 +23,7 @@ fn minimal_config_gets_safe_defaults() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.frontends.len(), 1, "etcd is off unless configured");
     let f = &c.frontends[0];
-    assert_eq!(f.name, "apiserver");
+    assert_eq!(f.kind, FrontendKind::Apiserver);
     assert_eq!(f.listen, vec!["0.0.0.0:8443".parse().unwrap()]);
     assert_eq!(
         f.backends.iter().map(|b| b.addr).collect::<Vec<_>>(),
@@ -271,7 +271,13 @@ vrrp:
     .unwrap();
     assert!(c.frontends[0].listen.is_empty());
     let v = c.vrrp.unwrap();
-    assert_eq!(v.track, Track::Backend("master-1".into()));
+    assert_eq!(
+        v.track,
+        Track::Backend(BackendId {
+            frontend: FrontendKind::Apiserver,
+            master: 0
+        })
+    );
     assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 32)]);
     assert_eq!(v.instance.peers, Some(vec!["198.18.0.12".parse().unwrap()]));
 }

@@ -7,9 +7,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::events::{EventKind, History};
 use crate::health::probe::{ProbeSetupError, Prober};
 use crate::health::state::{Outcome, RiseFall};
+use crate::health::stats::{CheckStats, HealthStats};
 use crate::health::{jittered, HealthPublisher};
 
 /// Builds every prober (so certificate errors surface before anything starts).
@@ -17,8 +21,17 @@ pub fn build_probers(config: &Config) -> Result<Vec<Prober>, ProbeSetupError> {
     config
         .frontends
         .iter()
-        .map(|f| Prober::new(&f.check, &format!("{}.check", f.name)))
+        .map(|f| Prober::new(&f.check, &format!("{}.check", f.kind)))
         .collect()
+}
+
+/// Where the checkers report besides the health view: counters and the history.
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    /// Per-backend check counters.
+    pub stats: HealthStats,
+    /// Transitions are recorded here.
+    pub history: History,
 }
 
 /// Starts one checker task per backend of every frontend on `tracker`.
@@ -26,16 +39,15 @@ pub fn spawn_checkers(
     config: &Config,
     probers: Vec<Prober>,
     publisher: &HealthPublisher,
+    observers: &Observers,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) {
-    for (fi, (frontend, prober)) in config.frontends.iter().zip(probers).enumerate() {
-        for (bi, backend) in frontend.backends.iter().enumerate() {
+    for (frontend, prober) in config.frontends.iter().zip(probers) {
+        for backend in &frontend.backends {
             let task = CheckTask {
-                frontend: frontend.name.clone(),
-                frontend_index: fi,
+                id: backend.id,
                 backend: backend.name.clone(),
-                backend_index: bi,
                 addr: backend.addr,
                 prober: prober.clone(),
                 interval: frontend.check.interval,
@@ -43,6 +55,8 @@ pub fn spawn_checkers(
                 jitter_percent: frontend.check.jitter_percent,
                 machine: RiseFall::new(frontend.check.rise, frontend.check.fall),
                 publisher: publisher.clone(),
+                stats: observers.stats.get(backend.id).cloned().unwrap_or_default(),
+                history: observers.history.clone(),
             };
             tracker.spawn(task.run(cancel.clone()));
         }
@@ -50,10 +64,8 @@ pub fn spawn_checkers(
 }
 
 struct CheckTask {
-    frontend: String,
-    frontend_index: usize,
+    id: crate::config::BackendId,
     backend: String,
-    backend_index: usize,
     addr: std::net::SocketAddr,
     prober: Prober,
     interval: Duration,
@@ -61,6 +73,8 @@ struct CheckTask {
     jitter_percent: u8,
     machine: RiseFall,
     publisher: HealthPublisher,
+    stats: Arc<CheckStats>,
+    history: History,
 }
 
 impl CheckTask {
@@ -71,6 +85,13 @@ impl CheckTask {
                 o = self.prober.probe(self.addr, self.timeout) => o,
                 _ = cancel.cancelled() => return,
             };
+            if !matches!(outcome, Outcome::Inconclusive { .. }) {
+                let failure = match &outcome {
+                    Outcome::Failure { kind, .. } => Some(*kind),
+                    _ => None,
+                };
+                self.stats.record_probe(started.elapsed(), failure);
+            }
             self.handle(&outcome);
             let wait = jittered(self.interval, self.jitter_percent, fastrand::f64());
             tokio::select! {
@@ -86,20 +107,32 @@ impl CheckTask {
             Outcome::Failure { reason, .. } | Outcome::Inconclusive { reason } => reason.as_str(),
         };
         if let Some(t) = self.machine.handle_outcome(outcome) {
+            let kind = match outcome {
+                Outcome::Failure { kind, .. } => Some(*kind),
+                _ => None,
+            };
+            self.stats.record_transition(t.to, kind);
+            self.history.push(
+                EventKind::Backend,
+                format!(
+                    "{}/{}: {} -> {}",
+                    self.id.frontend, self.backend, t.from, t.to
+                ),
+                reason,
+            );
             if t.to.is_up() {
-                tracing::info!(frontend = %self.frontend, backend = %self.backend, addr = %self.addr,
+                tracing::info!(frontend = %self.id.frontend, backend = %self.backend, addr = %self.addr,
                     from = %t.from, to = %t.to, "backend is up");
             } else {
-                tracing::warn!(frontend = %self.frontend, backend = %self.backend, addr = %self.addr,
+                tracing::warn!(frontend = %self.id.frontend, backend = %self.backend, addr = %self.addr,
                     from = %t.from, to = %t.to, reason, "backend is down");
             }
-            self.publisher
-                .publish(self.frontend_index, self.backend_index, t.to, reason);
+            self.publisher.publish(self.id, t.to, reason);
         } else if let Outcome::Inconclusive { reason } = outcome {
-            tracing::warn!(frontend = %self.frontend, backend = %self.backend, reason = %reason,
+            tracing::warn!(frontend = %self.id.frontend, backend = %self.backend, reason = %reason,
                 "probe could not run for a local reason; not counted against the backend");
         } else if let Outcome::Failure { reason, .. } = outcome {
-            tracing::debug!(frontend = %self.frontend, backend = %self.backend, reason = %reason, "probe failed");
+            tracing::debug!(frontend = %self.id.frontend, backend = %self.backend, reason = %reason, "probe failed");
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod checker;
 pub mod probe;
 pub mod state;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{BackendId, Config, FrontendKind};
 pub use state::{DownCause, Outcome, Status};
 
 /// Health of every backend of every frontend, at one moment.
@@ -29,8 +30,8 @@ pub struct HealthSnapshot {
 /// One frontend's backends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrontendHealth {
-    /// The frontend's name (`apiserver`, `etcd`).
-    pub name: String,
+    /// The frontend.
+    pub kind: FrontendKind,
     /// In config order (the same index as `Frontend::backends`).
     pub backends: Vec<BackendHealth>,
 }
@@ -38,6 +39,8 @@ pub struct FrontendHealth {
 /// One backend's health.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendHealth {
+    /// Its identity.
+    pub id: BackendId,
     /// The backend's name.
     pub name: String,
     /// Where it is probed.
@@ -48,6 +51,26 @@ pub struct BackendHealth {
     pub reason: String,
     /// When the status last changed (wall clock, for operators).
     pub since: Option<SystemTime>,
+    /// An operator drained it (`apivip drain`): no new connections, existing ones
+    /// closed after `not_ready_grace`, whatever its health says.
+    pub drained: bool,
+}
+
+impl BackendHealth {
+    /// Whether it may get new connections: healthy and not drained.
+    pub fn is_serving(&self) -> bool {
+        self.status.is_up() && !self.drained
+    }
+
+    /// The status the proxy acts on: a drained backend is treated as not ready
+    /// (no new connections; existing ones get the grace).
+    pub fn routing_status(&self) -> Status {
+        if self.drained {
+            Status::Down(DownCause::NotReady)
+        } else {
+            self.status
+        }
+    }
 }
 
 impl HealthSnapshot {
@@ -58,16 +81,18 @@ impl HealthSnapshot {
                 .frontends
                 .iter()
                 .map(|f| FrontendHealth {
-                    name: f.name.clone(),
+                    kind: f.kind,
                     backends: f
                         .backends
                         .iter()
                         .map(|b| BackendHealth {
+                            id: b.id,
                             name: b.name.clone(),
                             addr: b.addr,
                             status: Status::Unknown,
                             reason: "not probed yet".to_owned(),
                             since: None,
+                            drained: false,
                         })
                         .collect(),
                 })
@@ -75,9 +100,22 @@ impl HealthSnapshot {
         }
     }
 
-    /// The frontend named `name`.
-    pub fn frontend(&self, name: &str) -> Option<&FrontendHealth> {
-        self.frontends.iter().find(|f| f.name == name)
+    /// The frontend of this kind.
+    pub fn frontend(&self, kind: FrontendKind) -> Option<&FrontendHealth> {
+        self.frontends.iter().find(|f| f.kind == kind)
+    }
+
+    /// The backend with this identity.
+    pub fn backend(&self, id: BackendId) -> Option<&BackendHealth> {
+        self.frontend(id.frontend)?.backends.get(id.master)
+    }
+
+    fn backend_mut(&mut self, id: BackendId) -> Option<&mut BackendHealth> {
+        self.frontends
+            .iter_mut()
+            .find(|f| f.kind == id.frontend)?
+            .backends
+            .get_mut(id.master)
     }
 }
 
@@ -119,19 +157,32 @@ impl HealthView {
 
 impl HealthPublisher {
     /// Records a backend's new status and reason; readers are woken.
-    pub fn publish(&self, frontend: usize, backend: usize, status: Status, reason: &str) {
+    pub fn publish(&self, id: BackendId, status: Status, reason: &str) {
         self.tx.send_modify(|snap| {
-            let snap = Arc::make_mut(snap);
-            if let Some(b) = snap
-                .frontends
-                .get_mut(frontend)
-                .and_then(|f| f.backends.get_mut(backend))
-            {
+            if let Some(b) = Arc::make_mut(snap).backend_mut(id) {
                 b.status = status;
                 b.reason = reason.to_owned();
                 b.since = Some(SystemTime::now());
             }
         });
+    }
+
+    /// Drains (`true`) or undrains a backend; readers are woken only if it changed.
+    /// Returns whether it changed (`None`: no such backend).
+    pub fn set_drained(&self, id: BackendId, drained: bool) -> Option<bool> {
+        let mut changed = None;
+        self.tx.send_if_modified(|snap| {
+            let current = snap.backend(id).map(|b| b.drained);
+            changed = current.map(|c| c != drained);
+            if changed != Some(true) {
+                return false;
+            }
+            if let Some(b) = Arc::make_mut(snap).backend_mut(id) {
+                b.drained = drained;
+            }
+            true
+        });
+        changed
     }
 
     /// A reader of this publisher's view.

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{Check, CheckKind, HttpsCheck};
-use crate::health::state::{DownCause, Outcome};
+use crate::health::state::{DownCause, FailureKind, Outcome};
 
 /// The largest health response body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -89,10 +89,10 @@ impl Prober {
     pub async fn probe(&self, addr: SocketAddr, timeout: Duration) -> Outcome {
         match tokio::time::timeout(timeout, self.probe_unbounded(addr)).await {
             Ok(outcome) => outcome,
-            Err(_) => unreachable_because(format!(
-                "timed out after {}",
-                crate::units::format_duration(timeout)
-            )),
+            Err(_) => unreachable_because(
+                FailureKind::Timeout,
+                format!("timed out after {}", crate::units::format_duration(timeout)),
+            ),
         }
     }
 
@@ -104,7 +104,7 @@ impl Prober {
                     reason: format!("connect: {e}"),
                 }
             }
-            Err(e) => return unreachable_because(format!("connect: {e}")),
+            Err(e) => return unreachable_because(io_kind(&e), format!("connect: {e}")),
         };
         match self {
             Prober::Tcp => Outcome::Success,
@@ -122,17 +122,50 @@ fn is_local_error(e: &std::io::Error) -> bool {
     )
 }
 
-fn unreachable_because(reason: String) -> Outcome {
+fn unreachable_because(kind: FailureKind, reason: String) -> Outcome {
     Outcome::Failure {
         cause: DownCause::Unreachable,
+        kind,
         reason,
     }
 }
 
-fn not_ready_because(reason: String) -> Outcome {
+fn not_ready_because(kind: FailureKind, reason: String) -> Outcome {
     Outcome::Failure {
         cause: DownCause::NotReady,
+        kind,
         reason,
+    }
+}
+
+/// The kind of a failed connect or read.
+fn io_kind(e: &std::io::Error) -> FailureKind {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => FailureKind::Refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            FailureKind::Reset
+        }
+        K::TimedOut => FailureKind::Timeout,
+        _ => FailureKind::Other,
+    }
+}
+
+/// The kind of a failed HTTP exchange: a reset or refused connection underneath, or a
+/// protocol error.
+fn http_kind(e: &(dyn std::error::Error + 'static)) -> FailureKind {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io_kind(io);
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    if text.contains("connection closed") || text.contains("IncompleteMessage") {
+        FailureKind::Reset
+    } else {
+        FailureKind::Other
     }
 }
 
@@ -237,12 +270,18 @@ impl HttpsProber {
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
         let tls = match self.connector.connect(name, tcp).await {
             Ok(s) => s,
-            Err(e) => return unreachable_because(format!("TLS: {}", tls_cause(&e))),
+            Err(e) => {
+                let kind = match io_kind(&e) {
+                    FailureKind::Other => FailureKind::Tls,
+                    k => k,
+                };
+                return unreachable_because(kind, format!("TLS: {}", tls_cause(&e)));
+            }
         };
         let io = hyper_util::rt::TokioIo::new(tls);
         let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
             Ok(x) => x,
-            Err(e) => return unreachable_because(format!("HTTP: {}", chain(&e))),
+            Err(e) => return unreachable_because(http_kind(&e), format!("HTTP: {}", chain(&e))),
         };
         let conn_task = tokio::spawn(async move {
             let _ = conn.await;
@@ -254,7 +293,7 @@ impl HttpsProber {
             .body(Empty::<Bytes>::new());
         let request = match request {
             Ok(r) => r,
-            Err(e) => return unreachable_because(format!("bad request: {e}")),
+            Err(e) => return unreachable_because(FailureKind::Other, format!("bad request: {e}")),
         };
         let outcome = match sender.send_request(request).await {
             Ok(resp) => {
@@ -262,10 +301,13 @@ impl HttpsProber {
                 let body = Limited::new(resp.into_body(), MAX_BODY).collect().await;
                 match body {
                     Ok(b) => self.judge(status, &b.to_bytes()),
-                    Err(e) => unreachable_because(format!("HTTP {status}, body: {}", chain(&*e))),
+                    Err(e) => unreachable_because(
+                        http_kind(&*e),
+                        format!("HTTP {status}, body: {}", chain(&*e)),
+                    ),
                 }
             }
-            Err(e) => unreachable_because(format!("HTTP: {}", chain(&e))),
+            Err(e) => unreachable_because(http_kind(&e), format!("HTTP: {}", chain(&e))),
         };
         conn_task.abort();
         outcome
@@ -280,7 +322,10 @@ impl HttpsProber {
             } else {
                 format!(": {first}")
             };
-            return not_ready_because(format!("HTTP {}{detail}", status.as_u16()));
+            return not_ready_because(
+                FailureKind::HttpStatus,
+                format!("HTTP {}{detail}", status.as_u16()),
+            );
         }
         if self.etcd {
             return judge_etcd(body);
@@ -299,8 +344,14 @@ fn judge_etcd(body: &[u8]) -> Outcome {
     }
     match serde_json::from_slice::<EtcdHealth>(body) {
         Ok(h) if h.health == "true" => Outcome::Success,
-        Ok(h) => not_ready_because(format!("etcd health {:?} {}", h.health, h.reason)),
-        Err(e) => not_ready_because(format!("etcd /health is not the expected JSON: {e}")),
+        Ok(h) => not_ready_because(
+            FailureKind::EtcdUnhealthy,
+            format!("etcd health {:?} {}", h.health, h.reason),
+        ),
+        Err(e) => not_ready_because(
+            FailureKind::EtcdUnhealthy,
+            format!("etcd /health is not the expected JSON: {e}"),
+        ),
     }
 }
 
@@ -339,7 +390,7 @@ mod tests {
         );
         assert!(matches!(
             judge_etcd(br#"{"health":"false","reason":"NOSPACE"}"#),
-            Outcome::Failure { cause: DownCause::NotReady, ref reason } if reason.contains("NOSPACE")
+            Outcome::Failure { cause: DownCause::NotReady, kind: FailureKind::EtcdUnhealthy, ref reason } if reason.contains("NOSPACE")
         ));
         assert!(matches!(
             judge_etcd(b"ok"),

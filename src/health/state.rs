@@ -29,6 +29,8 @@ pub enum Outcome {
     Failure {
         /// Whether it stopped answering or answered "not ready".
         cause: DownCause,
+        /// What kind of failure, for metrics.
+        kind: FailureKind,
         /// A human-readable reason (`connection refused`, `HTTP 500`, ...).
         reason: String,
     },
@@ -38,6 +40,58 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+}
+
+/// The kind of a failed probe: a bounded set, for metrics labels (the free-text
+/// reason goes to logs and status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The probe did not finish within the check timeout.
+    Timeout,
+    /// The connect was refused.
+    Refused,
+    /// The connection was reset or closed early.
+    Reset,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The server answered with a non-2xx HTTP status (kube-apiserver not ready).
+    HttpStatus,
+    /// etcd answered that it is not healthy.
+    EtcdUnhealthy,
+    /// Anything else (unreachable network, HTTP protocol error, ...).
+    Other,
+}
+
+impl FailureKind {
+    /// Every kind, in label order.
+    pub const ALL: [FailureKind; 7] = [
+        FailureKind::Timeout,
+        FailureKind::Refused,
+        FailureKind::Reset,
+        FailureKind::Tls,
+        FailureKind::HttpStatus,
+        FailureKind::EtcdUnhealthy,
+        FailureKind::Other,
+    ];
+
+    /// The metrics label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Refused => "refused",
+            FailureKind::Reset => "reset",
+            FailureKind::Tls => "tls",
+            FailureKind::HttpStatus => "http_status",
+            FailureKind::EtcdUnhealthy => "etcd_unhealthy",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// Its position in [`FailureKind::ALL`] (for counter arrays).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Why a backend is down.
@@ -67,6 +121,19 @@ impl Status {
     /// Whether new connections may be balanced to it.
     pub fn is_up(self) -> bool {
         self == Status::Up
+    }
+}
+
+impl Status {
+    /// A short label for metrics and the status document: `unknown`, `up`,
+    /// `not_ready` or `unreachable`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Status::Unknown => "unknown",
+            Status::Up => "up",
+            Status::Down(DownCause::Unreachable) => "unreachable",
+            Status::Down(DownCause::NotReady) => "not_ready",
+        }
     }
 }
 
@@ -191,12 +258,14 @@ mod tests {
     fn refused() -> Outcome {
         Outcome::Failure {
             cause: DownCause::Unreachable,
+            kind: FailureKind::Refused,
             reason: "connection refused".into(),
         }
     }
     fn not_ready() -> Outcome {
         Outcome::Failure {
             cause: DownCause::NotReady,
+            kind: FailureKind::HttpStatus,
             reason: "HTTP 500".into(),
         }
     }

@@ -10,8 +10,10 @@ use crate::config::Balance;
 /// What the balancer knows about one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
-    /// Whether health checks say it is up.
+    /// Whether health checks say it is up (and it is not drained).
     pub healthy: bool,
+    /// An operator drained it: never chosen, not even as a fallback.
+    pub drained: bool,
     /// Its active proxied connections.
     pub active: usize,
 }
@@ -54,7 +56,7 @@ pub fn pick(
     let healthy = order
         .clone()
         .filter(untried)
-        .filter(|&i| candidates[i].healthy);
+        .filter(|&i| candidates[i].healthy && !candidates[i].drained);
     let chosen = match policy {
         Balance::RoundRobin => healthy.clone().next(),
         // `min_by_key` keeps the first minimum, so ties go to the cursor's order.
@@ -63,7 +65,11 @@ pub fn pick(
     if let Some(i) = chosen {
         return Some(Pick::Healthy(i));
     }
-    order.clone().find(untried).map(Pick::Fallback)
+    order
+        .clone()
+        .filter(|&i| !candidates[i].drained)
+        .find(untried)
+        .map(Pick::Fallback)
 }
 
 #[cfg(test)]
@@ -71,7 +77,11 @@ mod tests {
     use super::*;
 
     fn c(healthy: bool, active: usize) -> Candidate {
-        Candidate { healthy, active }
+        Candidate {
+            healthy,
+            drained: false,
+            active,
+        }
     }
 
     #[test]
@@ -136,6 +146,24 @@ mod tests {
             seq,
             [Pick::Healthy(2), Pick::Fallback(1), Pick::Fallback(0)]
         );
+    }
+
+    #[test]
+    fn a_drained_backend_is_never_picked_not_even_as_a_fallback() {
+        let drained = Candidate {
+            healthy: true,
+            drained: true,
+            active: 0,
+        };
+        let cands = [drained, c(true, 3), c(false, 0)];
+        let mut tried = [false; 3];
+        let mut seq = Vec::new();
+        while let Some(p) = pick(Balance::LeastConnections, 0, &cands, &tried) {
+            tried[p.index()] = true;
+            seq.push(p);
+        }
+        assert_eq!(seq, [Pick::Healthy(1), Pick::Fallback(2)]);
+        assert_eq!(pick(Balance::RoundRobin, 0, &[drained], &[false]), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -78,6 +79,16 @@ pub struct Moved {
     pub downstream: u64,
 }
 
+/// Where the bytes moved are added up while a connection lives (per backend, for
+/// metrics): one relaxed add per wakeup that moved data, not per read.
+#[derive(Debug, Clone, Copy)]
+pub struct Counters<'a> {
+    /// Client to backend.
+    pub upstream: &'a AtomicU64,
+    /// Backend to client.
+    pub downstream: &'a AtomicU64,
+}
+
 /// Forwards until both directions have ended, one side fails, or `idle` passes with
 /// no data in either direction.
 pub async fn forward(
@@ -86,15 +97,16 @@ pub async fn forward(
     mode: Mode,
     pipes: &PipePool,
     idle: Option<Duration>,
+    counters: Counters<'_>,
 ) -> io::Result<Moved> {
-    let activity = std::sync::atomic::AtomicU64::new(0);
+    let activity = AtomicU64::new(0);
     // The pumps are built inside the join: built as locals first, each would be stored
     // twice in this future (the local and the join's copy), which every idle connection
     // pays for (1,808 bytes instead of about 1,080).
     let both = async {
         tokio::try_join!(
-            pump(client, backend, mode, pipes, &activity),
-            pump(backend, client, mode, pipes, &activity)
+            pump(client, backend, mode, pipes, &activity, counters.upstream),
+            pump(backend, client, mode, pipes, &activity, counters.downstream)
         )
     };
     match idle {
@@ -109,7 +121,7 @@ pub async fn forward(
                 tokio::select! {
                     r = &mut both => return r.map(|(u, d)| Moved { upstream: u, downstream: d }),
                     _ = tokio::time::sleep(idle) => {
-                        let now = activity.load(std::sync::atomic::Ordering::Relaxed);
+                        let now = activity.load(Ordering::Relaxed);
                         if now == seen {
                             return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
                         }
@@ -127,13 +139,19 @@ async fn pump(
     dst: &TcpStream,
     mode: Mode,
     pipes: &PipePool,
-    activity: &std::sync::atomic::AtomicU64,
+    activity: &AtomicU64,
+    moved: &AtomicU64,
 ) -> io::Result<u64> {
     let mut total = 0u64;
     let mut bulk = false;
+    let mut counted = 0u64;
     loop {
+        if total != counted {
+            moved.fetch_add(total - counted, Ordering::Relaxed);
+            counted = total;
+        }
         src.readable().await?;
-        activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        activity.fetch_add(1, Ordering::Relaxed);
         if bulk && mode == Mode::Auto {
             // Boxed: the burst's state lives on the heap only while a burst runs, so
             // it does not enlarge every idle connection's task.
@@ -145,6 +163,7 @@ async fn pump(
                 }
                 splice::Burst::Eof(n) => {
                     total += n as u64;
+                    moved.fetch_add(total - counted, Ordering::Relaxed);
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
                     return Ok(total);
                 }
@@ -159,6 +178,7 @@ async fn pump(
         for _ in 0..READS_PER_WAKEUP {
             match read_once(src, buf) {
                 Read::Eof => {
+                    moved.fetch_add(total - counted, Ordering::Relaxed);
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
                     return Ok(total);
                 }

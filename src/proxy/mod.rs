@@ -51,13 +51,40 @@ pub struct Stats {
     pub active: AtomicUsize,
 }
 
+/// Counters of one backend (relaxed atomics: the metrics read them at scrape time).
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Connects that succeeded (connections proxied).
+    pub connections: AtomicU64,
+    /// Connects refused by the backend.
+    pub connect_refused: AtomicU64,
+    /// Connects that timed out (`connect_timeout`).
+    pub connect_timeout: AtomicU64,
+    /// Connects that failed otherwise (reset, unreachable, ...).
+    pub connect_other: AtomicU64,
+    /// Connects that succeeded just after the backend was declared unreachable, and
+    /// were dropped.
+    pub connect_went_down: AtomicU64,
+    /// Connects to this backend made after another backend failed for the same client.
+    pub retries: AtomicU64,
+    /// Connections closed because this backend went down (or its grace ran out).
+    pub closed_on_down: AtomicU64,
+    /// Bytes from clients to this backend.
+    pub bytes_sent: AtomicU64,
+    /// Bytes from this backend to clients.
+    pub bytes_received: AtomicU64,
+}
+
 /// One backend as the proxy sees it.
 #[derive(Debug)]
 struct Slot {
     name: String,
     addr: SocketAddr,
     healthy: AtomicBool,
+    /// Drained by an operator: not even a fallback.
+    drained: AtomicBool,
     active: AtomicUsize,
+    stats: BackendStats,
     /// Cancelled to close every connection made in this generation.
     generation: Mutex<CancellationToken>,
 }
@@ -99,7 +126,9 @@ impl FrontendProxy {
                 name: b.name.clone(),
                 addr: b.addr,
                 healthy: AtomicBool::new(false),
+                drained: AtomicBool::new(false),
                 active: AtomicUsize::new(0),
+                stats: BackendStats::default(),
                 generation: Mutex::new(CancellationToken::new()),
             })
             .collect();
@@ -126,6 +155,13 @@ impl FrontendProxy {
             .collect()
     }
 
+    /// A backend's counters and active connections, by its index in the frontend.
+    pub fn backend_stats(&self, i: usize) -> Option<(&BackendStats, usize)> {
+        self.slots
+            .get(i)
+            .map(|s| (&s.stats, s.active.load(Ordering::Relaxed)))
+    }
+
     /// Connects to a backend for one client: healthy ones first by policy, each tried
     /// at most once; then the others once each.
     ///
@@ -144,6 +180,7 @@ impl FrontendProxy {
                 .iter()
                 .map(|s| Candidate {
                     healthy: s.healthy.load(Ordering::Relaxed),
+                    drained: s.drained.load(Ordering::Relaxed),
                     active: s.active.load(Ordering::Relaxed),
                 })
                 .collect();
@@ -154,28 +191,40 @@ impl FrontendProxy {
                 self.stats.fallback_attempts.fetch_add(1, Ordering::Relaxed);
             }
             let slot = &self.slots[i];
+            if tried.iter().filter(|&&t| t).count() > 1 {
+                slot.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
             let generation = slot.generation();
             let lease = Lease::new(self, i);
             let attempt =
                 tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(slot.addr)).await;
             match attempt {
                 Ok(Ok(stream)) if !generation.is_cancelled() => {
+                    slot.stats.connections.fetch_add(1, Ordering::Relaxed);
                     return Some(Connected {
                         lease,
                         stream,
                         generation,
-                    })
+                    });
                 }
                 Ok(Ok(_)) => {
-                    tracing::debug!(frontend = %self.cfg.name, backend = %slot.name, "backend went down during the connect; trying the next backend");
+                    slot.stats.connect_went_down.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(frontend = %self.cfg.kind, backend = %slot.name, "backend went down during the connect; trying the next backend");
                 }
                 Ok(Err(e)) => {
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(frontend = %self.cfg.name, backend = %slot.name, error = %e, "connect failed; trying the next backend");
+                    let counter = if e.kind() == io::ErrorKind::ConnectionRefused {
+                        &slot.stats.connect_refused
+                    } else {
+                        &slot.stats.connect_other
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(frontend = %self.cfg.kind, backend = %slot.name, error = %e, "connect failed; trying the next backend");
                 }
                 Err(_) => {
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(frontend = %self.cfg.name, backend = %slot.name, "connect timed out; trying the next backend");
+                    slot.stats.connect_timeout.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(frontend = %self.cfg.kind, backend = %slot.name, "connect timed out; trying the next backend");
                 }
             }
         }
@@ -209,7 +258,7 @@ impl FrontendProxy {
         match to {
             Status::Up | Status::Unknown => {}
             Status::Down(DownCause::Unreachable) => {
-                tracing::info!(frontend = %self.cfg.name, backend = %slot.name, "closing connections to an unreachable backend");
+                tracing::info!(frontend = %self.cfg.kind, backend = %slot.name, "closing connections to an unreachable backend");
                 slot.rotate().cancel();
             }
             Status::Down(DownCause::NotReady) => {
@@ -217,7 +266,7 @@ impl FrontendProxy {
                     return;
                 }
                 let after = self.cfg.not_ready_grace;
-                tracing::info!(frontend = %self.cfg.name, backend = %slot.name,
+                tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
                     grace = %crate::units::format_duration(after),
                     "backend not ready: no new connections; closing existing ones after the grace");
                 let recovered = CancellationToken::new();
@@ -229,7 +278,7 @@ impl FrontendProxy {
                         _ = recovered.cancelled() => {}
                         _ = tokio::time::sleep(after) => {
                             let slot = &this.slots[i];
-                            tracing::info!(frontend = %this.cfg.name, backend = %slot.name, "grace over: closing connections to a not-ready backend");
+                            tracing::info!(frontend = %this.cfg.kind, backend = %slot.name, "grace over: closing connections to a not-ready backend");
                             slot.rotate().cancel();
                         }
                     }
@@ -277,11 +326,13 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
     let mut grace: Vec<Option<CancellationToken>> = vec![None; fe.slots.len()];
     let mut snap = view.current_and_mark_seen();
     loop {
-        if let Some(f) = snap.frontend(&fe.cfg.name) {
+        if let Some(f) = snap.frontend(fe.cfg.kind) {
             for (i, b) in f.backends.iter().enumerate().take(last.len()) {
-                if b.status != last[i] {
-                    fe.apply_status(i, last[i], b.status, &mut grace);
-                    last[i] = b.status;
+                fe.slots[i].drained.store(b.drained, Ordering::Relaxed);
+                let status = b.routing_status();
+                if status != last[i] {
+                    fe.apply_status(i, last[i], status, &mut grace);
+                    last[i] = status;
                 }
             }
         }
@@ -307,6 +358,20 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds a plain listener (SO_REUSEADDR, no IP_FREEBIND): the admin endpoint, which
+/// must fail at start when its address does not exist.
+pub fn bind_plain(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
     TcpListener::from_std(socket.into())
 }
 
@@ -338,7 +403,7 @@ pub async fn serve(
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(frontend = %fe.cfg.name, error = %e, "accept failed");
+                tracing::warn!(frontend = %fe.cfg.kind, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -346,7 +411,7 @@ pub async fn serve(
         fe.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             fe.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(frontend = %fe.cfg.name, %peer, limit = fe.cfg.max_connections, "connection limit reached; closing the client");
+            tracing::warn!(frontend = %fe.cfg.kind, %peer, limit = fe.cfg.max_connections, "connection limit reached; closing the client");
             drop(client);
             continue;
         };
@@ -373,7 +438,7 @@ async fn handle(fe: &FrontendProxy, client: TcpStream, hard_stop: CancellationTo
     }) = connected
     else {
         fe.stats.no_backend.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(frontend = %fe.cfg.name, "no backend accepted the connection; closing the client");
+        tracing::warn!(frontend = %fe.cfg.kind, "no backend accepted the connection; closing the client");
         // Reset, so the client sees the failure at once rather than an EOF later.
         let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
         return;
@@ -382,13 +447,17 @@ async fn handle(fe: &FrontendProxy, client: TcpStream, hard_stop: CancellationTo
     tune(&client);
     tune(&backend);
     tokio::select! {
-        r = forward::forward(&client, &backend, fe.mode, &fe.pipes, fe.cfg.idle_timeout) => {
+        r = forward::forward(&client, &backend, fe.mode, &fe.pipes, fe.cfg.idle_timeout, forward::Counters {
+            upstream: &slot.stats.bytes_sent,
+            downstream: &slot.stats.bytes_received,
+        }) => {
             if let Err(e) = r {
-                tracing::trace!(frontend = %fe.cfg.name, backend = %slot.name, error = %e, "connection ended with an error");
+                tracing::trace!(frontend = %fe.cfg.kind, backend = %slot.name, error = %e, "connection ended with an error");
             }
         }
         _ = generation.cancelled() => {
             fe.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
+            slot.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
         }
         _ = hard_stop.cancelled() => {}
     }

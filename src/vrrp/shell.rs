@@ -46,9 +46,12 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Track, Vrrp};
+use crate::events::{EventKind, History};
 use crate::health::{HealthSnapshot, HealthView};
 use crate::vrrp::announce::Announcer;
-use crate::vrrp::machine::{Action, Instance, Received, State, VersionConfig};
+use crate::vrrp::machine::{
+    Action, ControlRefused, Instance, Reason, Received, State, Stats, VersionConfig,
+};
 use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
 use crate::vrrp::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::units::Priority;
@@ -90,17 +93,67 @@ pub struct VrrpStatus {
     pub master: Option<IpAddr>,
 }
 
+/// Everything the admin side shows about the election, read by the election thread
+/// itself when asked (so reading it is also proof that the thread is alive).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VrrpReport {
+    /// The current state.
+    pub state: State,
+    /// When it was entered, and why (`None` before the first change).
+    pub since: Option<(SystemTime, Reason)>,
+    /// The configured priority.
+    pub priority: u8,
+    /// The priority used and advertised now.
+    pub effective_priority: u8,
+    /// What lowers the priority now, if anything: `handover`, `maintenance` or
+    /// `cannot_serve`.
+    pub lowered_by: Option<&'static str>,
+    /// Whether this node can serve (its track).
+    pub can_serve: bool,
+    /// `apivip handover` is in force (until `apivip resume`).
+    pub maintenance: bool,
+    /// A handover (shutdown or maintenance) is waiting for a new holder.
+    pub handing_over: bool,
+    /// The master as this node knows it.
+    pub master: Option<IpAddr>,
+    /// Other routers heard: address, priority, when last heard, adverts heard.
+    pub peers: Vec<PeerReport>,
+    /// Routers claiming master in the last three advert intervals, this one included.
+    pub masters_heard: usize,
+    /// Master_Adver_Interval.
+    pub advert_interval: Duration,
+    /// Master_Down_Interval for this node's priority now.
+    pub master_down_interval: Duration,
+    /// The machine's counters.
+    pub stats: Stats,
+    /// State changes so far: (entered, reason, count).
+    pub transitions: Vec<(State, Reason, u64)>,
+}
+
+/// One router heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    /// Its address (the source of its adverts).
+    pub addr: IpAddr,
+    /// The priority it advertised last.
+    pub priority: u8,
+    /// When it was heard last.
+    pub last_heard: SystemTime,
+    /// Adverts heard from it.
+    pub adverts: u64,
+}
+
 /// Whether this node can serve, per the configured track.
+/// A drained backend does not count: an operator took it out.
 pub fn can_serve(track: &Track, snap: &HealthSnapshot, proxy_listening: bool) -> bool {
-    let Some(api) = snap.frontend("apiserver") else {
-        return false;
-    };
     match track {
-        Track::Proxy => proxy_listening && api.backends.iter().any(|b| b.status.is_up()),
-        Track::Backend(name) => api
-            .backends
-            .iter()
-            .any(|b| &b.name == name && b.status.is_up()),
+        Track::Proxy => {
+            proxy_listening
+                && snap
+                    .frontend(crate::config::FrontendKind::Apiserver)
+                    .is_some_and(|api| api.backends.iter().any(|b| b.is_serving()))
+        }
+        Track::Backend(id) => snap.backend(*id).is_some_and(|b| b.is_serving()),
     }
 }
 
@@ -111,6 +164,42 @@ pub struct VrrpHandle {
     pub handover: CancellationToken,
     /// Latest status.
     pub status: Arc<ArcSwap<VrrpStatus>>,
+    /// Requests to the election thread (reports, maintenance); set once it runs.
+    control: Option<Arc<ControlTx>>,
+}
+
+impl VrrpHandle {
+    /// Asks the election thread for a report; `None` if it does not answer within
+    /// `bound` (stalled) or has ended.
+    pub async fn report(&self, bound: Duration) -> Option<VrrpReport> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.control.as_ref()?.send(Control::Report(tx));
+        tokio::time::timeout(bound, rx).await.ok()?.ok()
+    }
+
+    /// `apivip handover`: starts giving the VIP away (see
+    /// [`Instance::handle_maintenance`]); `Err(None)` if the thread did not answer.
+    pub async fn maintenance(&self, bound: Duration) -> Result<(), Option<ControlRefused>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.control
+            .as_ref()
+            .ok_or(None)?
+            .send(Control::Maintenance(tx));
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(r)) => r.map_err(Some),
+            _ => Err(None),
+        }
+    }
+
+    /// `apivip resume`: leaves maintenance; `Err(None)` if the thread did not answer.
+    pub async fn resume(&self, bound: Duration) -> Result<(), Option<ControlRefused>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.control.as_ref().ok_or(None)?.send(Control::Resume(tx));
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(r)) => r.map_err(Some),
+            _ => Err(None),
+        }
+    }
 }
 
 /// Prepares everything that can fail (socket, netlink, stale VIPs) before the election
@@ -203,11 +292,13 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         handover: CancellationToken::new(),
         announce_left: 0,
         next_announce: None,
+        history: History::default(),
+        transitions: Vec::new(),
     })
 }
 
 /// What the rest of the daemon tells the election thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Control {
     /// This node's ability to serve changed.
     Serve(bool),
@@ -215,6 +306,12 @@ enum Control {
     Handover,
     /// Stop now, removing the VIPs.
     Abort,
+    /// The admin side asks for a report (also the liveness probe of this thread).
+    Report(tokio::sync::oneshot::Sender<VrrpReport>),
+    /// `apivip handover`: give the VIP away, stay a Backup at priority 1.
+    Maintenance(tokio::sync::oneshot::Sender<Result<(), ControlRefused>>),
+    /// `apivip resume`: leave maintenance.
+    Resume(tokio::sync::oneshot::Sender<Result<(), ControlRefused>>),
 }
 
 /// The sending half of the control channel: a queue plus one byte on a socket pair, so
@@ -222,6 +319,12 @@ enum Control {
 struct ControlTx {
     queue: std::sync::mpsc::Sender<Control>,
     wake: UnixStream,
+}
+
+impl std::fmt::Debug for ControlTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlTx").finish_non_exhaustive()
+    }
 }
 
 impl ControlTx {
@@ -284,6 +387,7 @@ pub async fn spawn_dedicated(
     mut health: HealthView,
     proxy_listening: bool,
     abort: CancellationToken,
+    history: History,
 ) -> Result<(VrrpHandle, tokio::sync::oneshot::Receiver<()>), VrrpError> {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -293,6 +397,7 @@ pub async fn spawn_dedicated(
         source,
     };
     let (ctl_tx, ctl_rx) = control_channel().map_err(thread_error)?;
+    let ctl_tx = Arc::new(ctl_tx);
     let track = cfg.track.clone();
     let serve = can_serve(&track, &health.current_and_mark_seen(), proxy_listening);
     // Cancelled when the thread ends, whatever the reason: stops the forwarder below.
@@ -319,7 +424,8 @@ pub async fn spawn_dedicated(
                 Err(e) => {
                     let _ = started_tx.send(Err(e));
                 }
-                Ok(shell) => {
+                Ok(mut shell) => {
+                    shell.history = history;
                     let _ = started_tx.send(Ok(shell.handle()));
                     shell.run(&rt, serve, &ctl_rx);
                 }
@@ -329,9 +435,10 @@ pub async fn spawn_dedicated(
     if let Err(source) = spawned {
         return Err(thread_error(source));
     }
-    let handle = started_rx
+    let mut handle = started_rx
         .await
         .map_err(|_| thread_error(std::io::Error::other("the VRRP thread ended during start")))??;
+    handle.control = Some(Arc::clone(&ctl_tx));
     let handover = handle.handover.clone();
     tokio::spawn(async move {
         let mut last = serve;
@@ -408,6 +515,10 @@ pub(crate) struct Shell {
     /// Gratuitous ARP / NA repetitions still to send, and when the next one is due.
     announce_left: u32,
     next_announce: Option<Instant>,
+    /// State changes are recorded here for `apivip status`.
+    history: History,
+    /// State changes so far: (entered, reason, count); a handful of entries.
+    transitions: Vec<(State, Reason, u64)>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -541,6 +652,7 @@ impl Shell {
         VrrpHandle {
             handover: self.handover.clone(),
             status: self.status.clone(),
+            control: None,
         }
     }
 
@@ -633,6 +745,33 @@ impl Shell {
                                 tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                             }
                             return;
+                        }
+                        Control::Report(reply) => {
+                            let _ = reply.send(self.report(now));
+                        }
+                        Control::Maintenance(reply) => {
+                            let r = self.instance.handle_maintenance(now);
+                            match &r {
+                                Ok(()) => tracing::info!(
+                                    state = %self.instance.state(),
+                                    "vrrp: maintenance: giving the VIP away, priority 1 until resume"
+                                ),
+                                Err(e) => tracing::info!(reason = %e, "vrrp: maintenance refused"),
+                            }
+                            self.repeat = None;
+                            let _ = reply.send(r);
+                        }
+                        Control::Resume(reply) => {
+                            let r = self.instance.handle_resume(now);
+                            match &r {
+                                Ok(()) => tracing::info!(
+                                    priority = self.instance.effective_priority().get(),
+                                    "vrrp: maintenance over: priority restored"
+                                ),
+                                Err(e) => tracing::info!(reason = %e, "vrrp: resume refused"),
+                            }
+                            self.repeat = None;
+                            let _ = reply.send(r);
                         }
                     }
                 }
@@ -804,6 +943,19 @@ impl Shell {
                 }
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");
+                    self.history.push(
+                        EventKind::Vrrp,
+                        format!("vrid {}: {from} -> {to}", self.cfg.instance.vrid),
+                        reason.as_str(),
+                    );
+                    match self
+                        .transitions
+                        .iter_mut()
+                        .find(|(s, r, _)| *s == to && *r == reason)
+                    {
+                        Some(t) => t.2 += 1,
+                        None => self.transitions.push((to, reason, 1)),
+                    }
                     if to != State::Master {
                         self.announce_left = 0;
                         self.next_announce = None;
@@ -830,6 +982,51 @@ impl Shell {
         if self.published != now {
             self.status.store(Arc::new(now.clone()));
             self.published = now;
+        }
+    }
+
+    /// The report for the admin side, at `now` (instants become wall-clock times).
+    fn report(&self, now: Instant) -> VrrpReport {
+        let wall = SystemTime::now();
+        let at = |i: Instant| {
+            wall.checked_sub(now.saturating_duration_since(i))
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        let m = &self.instance;
+        let lowered_by = if m.is_handing_over() {
+            Some("handover")
+        } else if m.in_maintenance() {
+            Some("maintenance")
+        } else if !m.can_serve() && m.effective_priority() < m.config().base_priority {
+            Some("cannot_serve")
+        } else {
+            None
+        };
+        VrrpReport {
+            state: m.state(),
+            since: m.last_change().map(|c| (at(c.at), c.reason)),
+            priority: m.config().base_priority.get(),
+            effective_priority: m.advertised_priority().get(),
+            lowered_by,
+            can_serve: m.can_serve(),
+            maintenance: m.in_maintenance(),
+            handing_over: m.is_handing_over(),
+            master: m.master_ip(),
+            peers: m
+                .peers()
+                .iter()
+                .map(|p| PeerReport {
+                    addr: p.addr,
+                    priority: p.priority.get(),
+                    last_heard: at(p.last_heard),
+                    adverts: p.adverts,
+                })
+                .collect(),
+            masters_heard: m.masters_heard(now),
+            advert_interval: m.master_adver_interval(),
+            master_down_interval: m.master_down_interval(),
+            stats: *m.stats(),
+            transitions: self.transitions.clone(),
         }
     }
 

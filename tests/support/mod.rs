@@ -8,6 +8,7 @@
 //!   [`wait_until`] for deadline-bounded polling.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod dashboard;
 pub mod etcd;
 /// The topology helper lives in the library (`apivip demo` uses it too).

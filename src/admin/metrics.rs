@@ -1,0 +1,428 @@
+//! `/metrics`: the status document and the checkers' histograms as Prometheus metrics.
+//!
+//! Everything is rendered at scrape time from values the daemon keeps anyway (atomic
+//! counters, the health view, the election's report), so metrics add nothing to the
+//! proxy's or the election's hot path. Names, units and labels follow the Prometheus
+//! conventions; README's metrics table lists them all.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::admin::status::StatusDoc;
+use crate::config::BackendId;
+use crate::health::stats::{DurationHistogram, HealthStats};
+
+/// The Prometheus text format's content type.
+pub const TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// The OpenMetrics text format's content type.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Renders the metrics; `openmetrics` picks the OpenMetrics text format (what a
+/// Prometheus server asks for), else the Prometheus text format 0.0.4 (curl,
+/// `promtool check metrics`).
+pub fn render(doc: &StatusDoc, histograms: &HealthStats, openmetrics: bool) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot {
+        doc: doc.clone(),
+        histograms: doc_histograms(doc, histograms),
+    }));
+    let mut out = String::new();
+    let result = if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+    };
+    if result.is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// The histograms of every backend in the document, with its labels.
+fn doc_histograms(
+    doc: &StatusDoc,
+    stats: &HealthStats,
+) -> Vec<([(String, String); 2], DurationHistogram)> {
+    let mut out = Vec::new();
+    for f in &doc.frontends {
+        let Some(kind) = crate::config::FrontendKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == f.name)
+        else {
+            continue;
+        };
+        for (i, b) in f.backends.iter().enumerate() {
+            let id = BackendId {
+                frontend: kind,
+                master: i,
+            };
+            if let Some(s) = stats.get(id) {
+                out.push((
+                    [
+                        ("frontend".to_owned(), f.name.clone()),
+                        ("backend".to_owned(), b.name.clone()),
+                    ],
+                    s.durations(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    doc: StatusDoc,
+    histograms: Vec<([(String, String); 2], DurationHistogram)>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes one family: a descriptor and its samples.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> fmt::Result {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut family = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: i64) -> ConstGauge<i64> {
+    ConstGauge::new(v)
+}
+
+fn l(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let d = &self.doc;
+        let e = &mut enc;
+        family(
+            e,
+            "apivip_build_info",
+            "apivip's version and the commit it was built from (always 1).",
+            MetricType::Gauge,
+            [(
+                l(&[("version", &d.daemon.version), ("commit", &d.daemon.commit)]),
+                gauge(1),
+            )],
+        )?;
+        family(
+            e,
+            "process_start_time_seconds",
+            "When the process started, in seconds since the Unix epoch.",
+            MetricType::Gauge,
+            [(Vec::new(), gauge((d.daemon.started_ms / 1000) as i64))],
+        )?;
+        family(
+            e,
+            "apivip_config_reloads",
+            "Config reloads by result.",
+            MetricType::Counter,
+            d.reloads
+                .iter()
+                .map(|(r, n)| (l(&[("result", r)]), counter(*n))),
+        )?;
+        family(
+            e,
+            "apivip_controls",
+            "Operator controls (handover, resume, drain, undrain) by result.",
+            MetricType::Counter,
+            d.controls.iter().filter_map(|(k, n)| {
+                let (c, r) = k.split_once('/')?;
+                Some((l(&[("control", c), ("result", r)]), counter(*n)))
+            }),
+        )?;
+        self.encode_backends(e)?;
+        self.encode_frontends(e)?;
+        self.encode_vrrp(e)
+    }
+}
+
+impl Snapshot {
+    fn encode_backends(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let backends: Vec<(&str, &crate::admin::status::BackendDoc)> = self
+            .doc
+            .frontends
+            .iter()
+            .flat_map(|f| f.backends.iter().map(move |b| (f.name.as_str(), b)))
+            .collect();
+        let base = |f: &str, b: &crate::admin::status::BackendDoc| {
+            l(&[("frontend", f), ("backend", &b.name)])
+        };
+        family(
+            e,
+            "apivip_backend_state",
+            "Backend state: 1 for the current one of unknown, up, not_ready, unreachable, draining.",
+            MetricType::Gauge,
+            backends.iter().flat_map(|(f, b)| {
+                ["unknown", "up", "not_ready", "unreachable", "draining"]
+                    .into_iter()
+                    .map(move |s| {
+                        let mut labels = base(f, b);
+                        labels.push(("state", s.to_owned()));
+                        (labels, gauge(i64::from(b.state == s)))
+                    })
+            }),
+        )?;
+        family(
+            e,
+            "apivip_backend_healthy",
+            "1 while health checks say the backend is up (drained or not).",
+            MetricType::Gauge,
+            backends
+                .iter()
+                .map(|(f, b)| (base(f, b), gauge(i64::from(b.health == "up")))),
+        )?;
+        family(
+            e,
+            "apivip_backend_transitions",
+            "Backend health transitions by target state and reason.",
+            MetricType::Counter,
+            backends.iter().flat_map(|(f, b)| {
+                b.counters.transitions.iter().filter_map(move |(k, n)| {
+                    let (to, reason) = k.split_once('/')?;
+                    let mut labels = base(f, b);
+                    labels.push(("to", to.to_owned()));
+                    labels.push(("reason", reason.to_owned()));
+                    Some((labels, counter(*n)))
+                })
+            }),
+        )?;
+        family(
+            e,
+            "apivip_backend_check_failures",
+            "Failed health checks by reason.",
+            MetricType::Counter,
+            backends.iter().flat_map(|(f, b)| {
+                b.counters.check_failures.iter().map(move |(reason, n)| {
+                    let mut labels = base(f, b);
+                    labels.push(("reason", reason.clone()));
+                    (labels, counter(*n))
+                })
+            }),
+        )?;
+        if !self.histograms.is_empty() {
+            let mut fam = e.encode_descriptor(
+                "apivip_backend_check_duration_seconds",
+                "How long health checks took, in seconds.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (labels, h) in &self.histograms {
+                fam.encode_family(labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        h.sum, h.count, &h.buckets, None,
+                    )?;
+            }
+        }
+        let per = |name: &str,
+                   help: &str,
+                   kind: MetricType,
+                   get: fn(&crate::admin::status::BackendDoc) -> u64| {
+            (name.to_owned(), help.to_owned(), kind, get)
+        };
+        for (name, help, kind, get) in [
+            per("apivip_backend_active_connections", "Connections proxied to the backend now.", MetricType::Gauge, |b| b.active_connections as u64),
+            per("apivip_backend_connections", "Connections proxied to the backend (successful connects).", MetricType::Counter, |b| b.counters.connections),
+            per("apivip_backend_connect_retries", "Connects to the backend after another backend failed for the same client.", MetricType::Counter, |b| b.counters.connect_retries),
+            per("apivip_backend_closed_on_down", "Connections closed because the backend went down or stayed not ready past the grace.", MetricType::Counter, |b| b.counters.closed_on_down),
+            per("apivip_backend_sent_bytes", "Bytes from clients to the backend.", MetricType::Counter, |b| b.counters.sent_bytes),
+            per("apivip_backend_received_bytes", "Bytes from the backend to clients.", MetricType::Counter, |b| b.counters.received_bytes),
+        ] {
+            match kind {
+                MetricType::Gauge => family(
+                    e,
+                    &name,
+                    &help,
+                    kind,
+                    backends
+                        .iter()
+                        .map(|(f, b)| (base(f, b), gauge(get(b) as i64))),
+                )?,
+                _ => family(
+                    e,
+                    &name,
+                    &help,
+                    kind,
+                    backends.iter().map(|(f, b)| (base(f, b), counter(get(b)))),
+                )?,
+            }
+        }
+        family(
+            e,
+            "apivip_backend_connect_failures",
+            "Failed connects to the backend by reason (refused, timeout, other, went_down).",
+            MetricType::Counter,
+            backends.iter().flat_map(|(f, b)| {
+                b.counters.connect_failures.iter().map(move |(reason, n)| {
+                    let mut labels = base(f, b);
+                    labels.push(("reason", reason.clone()));
+                    (labels, counter(*n))
+                })
+            }),
+        )
+    }
+
+    fn encode_frontends(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let fs = &self.doc.frontends;
+        let fl = |f: &crate::admin::status::FrontendDoc| l(&[("frontend", &f.name)]);
+        family(
+            e,
+            "apivip_frontend_active_connections",
+            "Client connections proxied now.",
+            MetricType::Gauge,
+            fs.iter()
+                .map(|f| (fl(f), gauge(f.active_connections as i64))),
+        )?;
+        family(
+            e,
+            "apivip_frontend_max_connections",
+            "The frontend's connection limit (max_connections).",
+            MetricType::Gauge,
+            fs.iter().map(|f| (fl(f), gauge(f.max_connections as i64))),
+        )?;
+        for (name, help, get) in [
+            (
+                "apivip_frontend_connections",
+                "Client connections accepted.",
+                (|f| f.connections_total) as fn(&crate::admin::status::FrontendDoc) -> u64,
+            ),
+            (
+                "apivip_frontend_rejected_connections",
+                "Clients closed at once because max_connections was reached.",
+                |f| f.rejected_total,
+            ),
+            (
+                "apivip_frontend_no_backend",
+                "Clients closed because no backend accepted the connection.",
+                |f| f.no_backend_total,
+            ),
+            (
+                "apivip_frontend_fallback_connects",
+                "Connects tried on a not-healthy backend because no healthy one was left.",
+                |f| f.fallback_connects_total,
+            ),
+        ] {
+            family(
+                e,
+                name,
+                help,
+                MetricType::Counter,
+                fs.iter().map(|f| (fl(f), counter(get(f)))),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn encode_vrrp(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let Some(v) = &self.doc.vrrp else {
+            return Ok(());
+        };
+        let vrid = v.vrid.to_string();
+        let vl = || l(&[("vrid", &vrid)]);
+        family(
+            e,
+            "apivip_vrrp_state",
+            "VRRP state: 1 for the current one of initialize, backup, master.",
+            MetricType::Gauge,
+            ["initialize", "backup", "master"].into_iter().map(|s| {
+                let mut labels = vl();
+                labels.push(("state", s.to_owned()));
+                (labels, gauge(i64::from(v.state == s)))
+            }),
+        )?;
+        let c = &v.counters;
+        let now_ms = self.doc.daemon.now_ms;
+        let age = v.since_ms.map_or(0, |s| now_ms.saturating_sub(s)) as f64 / 1000.0;
+        for (name, help, value) in [
+            ("apivip_vrrp_priority", "The configured VRRP priority.", i64::from(v.priority)),
+            ("apivip_vrrp_effective_priority", "The priority used and advertised now (lowered while unable to serve, during a handover and in maintenance).", i64::from(v.effective_priority)),
+            ("apivip_vrrp_maintenance", "1 while `apivip handover` maintenance is in force (until `apivip resume`).", i64::from(v.maintenance)),
+            ("apivip_vrrp_masters_heard", "Routers claiming master in the last three advert intervals, this one included: above 1 means two VIP holders.", v.masters_heard as i64),
+        ] {
+            family(e, name, help, MetricType::Gauge, [(vl(), gauge(value))])?;
+        }
+        family(
+            e,
+            "apivip_vrrp_state_duration_seconds",
+            "Seconds since the last VRRP state change.",
+            MetricType::Gauge,
+            [(vl(), ConstGauge::new(age))],
+        )?;
+        if let Some(m) = &v.master {
+            family(
+                e,
+                "apivip_vrrp_master_info",
+                "The current master's address as this node knows it (always 1).",
+                MetricType::Gauge,
+                [(l(&[("vrid", &vrid), ("master", m)]), gauge(1))],
+            )?;
+        }
+        family(
+            e,
+            "apivip_vrrp_vip_present",
+            "1 while the VIP is on this node's interface (read from netlink).",
+            MetricType::Gauge,
+            v.vips.iter().filter_map(|x| {
+                Some((
+                    l(&[("vrid", &vrid), ("vip", &x.address)]),
+                    gauge(i64::from(x.present?)),
+                ))
+            }),
+        )?;
+        for (name, help, value) in [
+            ("apivip_vrrp_adverts_sent", "VRRP adverts sent.", c.adverts_sent),
+            ("apivip_vrrp_adverts_received", "Valid VRRP adverts received.", c.adverts_received),
+            ("apivip_vrrp_priority_zero_sent", "Priority-0 (resign) adverts sent.", c.priority_zero_sent),
+            ("apivip_vrrp_priority_zero_received", "Priority-0 (resign) adverts received.", c.priority_zero_received),
+            ("apivip_vrrp_master_conflicts", "Adverts from another router claiming master while this node was master (split-brain signal; a preemption or handover adds one or two).", c.master_conflicts),
+        ] {
+            family(e, name, help, MetricType::Counter, [(vl(), counter(value))])?;
+        }
+        family(
+            e,
+            "apivip_vrrp_adverts_dropped",
+            "Received VRRP adverts dropped, by reason.",
+            MetricType::Counter,
+            c.dropped
+                .iter()
+                .map(|(reason, n)| (l(&[("vrid", &vrid), ("reason", reason)]), counter(*n))),
+        )?;
+        family(
+            e,
+            "apivip_vrrp_transitions",
+            "VRRP state changes by the state entered and the reason.",
+            MetricType::Counter,
+            c.transitions.iter().filter_map(|(k, n)| {
+                let (to, reason) = k.split_once('/')?;
+                Some((
+                    l(&[("vrid", &vrid), ("to", to), ("reason", reason)]),
+                    counter(*n),
+                ))
+            }),
+        )
+    }
+}

@@ -1,0 +1,587 @@
+//! The admin endpoint: metrics, liveness, readiness, status and operator controls.
+//!
+//! ```text
+//!  GET  /metrics   Prometheus text 0.0.4, or OpenMetrics when the scraper asks for it
+//!  GET  /healthz   200 while the runtime and the election thread answer within 1 s
+//!  GET  /readyz    200 once the config is loaded, the listeners are bound and VRRP runs
+//!  GET  /status    the status document (JSON, versioned: see [`status`])
+//!  POST /control/handover | /control/resume            (loopback clients only)
+//!  POST /control/drain    | /control/undrain   body: {"backend": "NAME"}
+//! ```
+//!
+//! Everything it shows is read at request time from what the daemon already keeps:
+//! the health view, the proxy's atomic counters, the checkers' counters, the bounded
+//! history and a report the election thread makes when asked. Nothing here is on the
+//! proxy's or the election's hot path. The server has its own connection limit and
+//! timeouts, and reports from the election thread are shared between requests for
+//! [`REPORT_REUSE`], so a flood of requests wakes that thread at most a few times a
+//! second and never delays the election or the proxy.
+
+pub mod client;
+pub mod metrics;
+pub mod server;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{BackendId, Config, FrontendKind};
+use crate::events::{unix_ms, EventKind, History};
+use crate::health::state::FailureKind;
+use crate::health::stats::{reason_label, HealthStats, TRANSITION_TARGETS};
+use crate::health::{HealthPublisher, HealthView};
+use crate::proxy::FrontendProxy;
+use crate::vrrp::shell::{VrrpHandle, VrrpReport};
+use crate::vrrp::vip::{VipConfig, Vips};
+use status::{
+    BackendCounters, BackendDoc, DaemonInfo, FrontendDoc, PeerDoc, StatusDoc, VipDoc, VrrpCounters,
+    VrrpDoc,
+};
+
+/// How long a report of the election thread is shared between requests.
+pub const REPORT_REUSE: Duration = Duration::from_millis(250);
+
+/// How long the election thread may take to answer before `/healthz` says it stalled.
+pub const ELECTION_BOUND: Duration = Duration::from_secs(1);
+
+/// The controls an operator can use, as metrics labels.
+pub const CONTROLS: [&str; 4] = ["handover", "resume", "drain", "undrain"];
+
+/// What the admin endpoint reads and steers: built once by the supervisor.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The running config.
+    pub config: Arc<Config>,
+    /// Health (read) and drains (write).
+    pub health: HealthView,
+    /// To drain and undrain.
+    pub publisher: HealthPublisher,
+    /// The proxy's frontends.
+    pub frontends: Vec<Arc<FrontendProxy>>,
+    /// Where each frontend listens (real ports).
+    pub listen: Vec<(FrontendKind, Vec<SocketAddr>)>,
+    /// The checkers' counters.
+    pub check_stats: HealthStats,
+    /// Events.
+    pub history: History,
+    /// The election, when configured.
+    pub vrrp: Option<VrrpHandle>,
+    /// Reads which VIPs are on the interface (netlink), when VRRP is configured.
+    pub vips: Option<Vips>,
+    /// When the process started.
+    pub started: SystemTime,
+    /// Controls by (control, refused).
+    controls: [[AtomicU64; 2]; CONTROLS.len()],
+    /// Config reloads: success, failure.
+    pub reloads: [AtomicU64; 2],
+    /// The last election report and when it was read (see [`REPORT_REUSE`]).
+    report: tokio::sync::Mutex<Option<(Instant, Option<VrrpReport>)>>,
+    /// A control that changes the election is running (one at a time).
+    control_running: Mutex<bool>,
+}
+
+impl Daemon {
+    /// The daemon's state for the admin endpoint.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        health: HealthView,
+        publisher: HealthPublisher,
+        frontends: Vec<Arc<FrontendProxy>>,
+        listen: Vec<(FrontendKind, Vec<SocketAddr>)>,
+        check_stats: HealthStats,
+        history: History,
+        vrrp: Option<VrrpHandle>,
+        vips: Option<Vips>,
+    ) -> Self {
+        Daemon {
+            config,
+            health,
+            publisher,
+            frontends,
+            listen,
+            check_stats,
+            history,
+            vrrp,
+            vips,
+            started: process_start(),
+            controls: Default::default(),
+            reloads: Default::default(),
+            report: tokio::sync::Mutex::new(None),
+            control_running: Mutex::new(false),
+        }
+    }
+
+    /// The election's report: a fresh one, or one read less than [`REPORT_REUSE`]
+    /// ago; `None` when there is no election or its thread did not answer within
+    /// [`ELECTION_BOUND`].
+    pub async fn vrrp_report(&self) -> Option<VrrpReport> {
+        let handle = self.vrrp.as_ref()?;
+        let mut cached = self.report.lock().await;
+        if let Some((at, report)) = &*cached {
+            if at.elapsed() < REPORT_REUSE {
+                return report.clone();
+            }
+        }
+        let report = handle.report(ELECTION_BOUND).await;
+        *cached = Some((Instant::now(), report.clone()));
+        report
+    }
+
+    /// Why the daemon is not ready (empty: ready): listeners bound and the election
+    /// running.
+    pub async fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        for f in &self.config.frontends {
+            let bound = self
+                .listen
+                .iter()
+                .find(|(k, _)| *k == f.kind)
+                .map_or(0, |(_, a)| a.len());
+            if bound < f.listen.len() {
+                why.push(format!("{}: not every listener is bound", f.kind));
+            }
+        }
+        if self.vrrp.is_some() {
+            match self.vrrp_report().await {
+                None => why.push("vrrp: the election thread does not answer".to_owned()),
+                Some(r) if r.state == crate::vrrp::machine::State::Initialize => {
+                    why.push("vrrp: not running (initialize)".to_owned())
+                }
+                Some(_) => {}
+            }
+        }
+        why
+    }
+
+    /// Counts a control.
+    pub fn count_control(&self, control: &str, ok: bool) {
+        if let Some(i) = CONTROLS.iter().position(|c| *c == control) {
+            self.controls[i][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks an election control as running; `false` if one already is.
+    fn begin_control(&self) -> bool {
+        let mut running = self
+            .control_running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        !std::mem::replace(&mut *running, true)
+    }
+
+    fn end_control(&self) {
+        *self
+            .control_running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
+    /// Every backend of the master named `name` (one per frontend).
+    pub fn backends_named(&self, name: &str) -> Vec<BackendId> {
+        self.config
+            .backends()
+            .filter(|b| b.name == name)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    /// The status document, read now.
+    pub async fn status(&self) -> StatusDoc {
+        let report = self.vrrp_report().await;
+        let vrrp = match &self.config.vrrp {
+            None => None,
+            Some(v) => Some(self.vrrp_doc(v, report.as_ref()).await),
+        };
+        let not_ready = self.not_ready().await;
+        let snap = self.health.current();
+        let mut frontends = Vec::new();
+        for fe in &self.frontends {
+            let cfg = fe.config();
+            let listen = self
+                .listen
+                .iter()
+                .find(|(k, _)| *k == cfg.kind)
+                .map(|(_, a)| a.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            let fh = snap.frontend(cfg.kind);
+            let mut backends = Vec::new();
+            for (i, b) in cfg.backends.iter().enumerate() {
+                let h = fh.and_then(|f| f.backends.get(i));
+                let (stats, active) = match fe.backend_stats(i) {
+                    Some((s, a)) => (Some(s), a),
+                    None => (None, 0),
+                };
+                let mut counters = BackendCounters::default();
+                if let Some(s) = stats {
+                    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                    counters.connections = load(&s.connections);
+                    for (reason, a) in [
+                        ("refused", &s.connect_refused),
+                        ("timeout", &s.connect_timeout),
+                        ("other", &s.connect_other),
+                        ("went_down", &s.connect_went_down),
+                    ] {
+                        counters.connect_failures.insert(reason.to_owned(), load(a));
+                    }
+                    counters.connect_retries = load(&s.retries);
+                    counters.closed_on_down = load(&s.closed_on_down);
+                    counters.sent_bytes = load(&s.bytes_sent);
+                    counters.received_bytes = load(&s.bytes_received);
+                }
+                if let Some(cs) = self.check_stats.get(b.id) {
+                    for k in FailureKind::ALL {
+                        counters
+                            .check_failures
+                            .insert(k.as_str().to_owned(), cs.failures(k));
+                    }
+                    for (t, to) in TRANSITION_TARGETS.iter().enumerate() {
+                        for reason in std::iter::once(None).chain(FailureKind::ALL.map(Some)) {
+                            let n = cs.transitions(t, reason);
+                            if n > 0 {
+                                counters
+                                    .transitions
+                                    .insert(format!("{to}/{}", reason_label(reason)), n);
+                            }
+                        }
+                    }
+                }
+                let health = h.map_or("unknown", |h| h.status.label());
+                let drained = h.is_some_and(|h| h.drained);
+                backends.push(BackendDoc {
+                    name: b.name.clone(),
+                    address: b.addr.to_string(),
+                    health: health.to_owned(),
+                    state: if drained { "draining" } else { health }.to_owned(),
+                    drained,
+                    since_ms: h.and_then(|h| h.since).map(unix_ms),
+                    reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
+                    active_connections: active,
+                    counters,
+                });
+            }
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            frontends.push(FrontendDoc {
+                name: cfg.kind.as_str().to_owned(),
+                listen,
+                active_connections: fe.stats.active.load(Ordering::Relaxed),
+                max_connections: cfg.max_connections,
+                connections_total: load(&fe.stats.accepted),
+                rejected_total: load(&fe.stats.rejected_limit),
+                no_backend_total: load(&fe.stats.no_backend),
+                fallback_connects_total: load(&fe.stats.fallback_attempts),
+                backends,
+            });
+        }
+        let mut controls = BTreeMap::new();
+        for (i, c) in CONTROLS.iter().enumerate() {
+            for (j, result) in ["ok", "refused"].iter().enumerate() {
+                controls.insert(
+                    format!("{c}/{result}"),
+                    self.controls[i][j].load(Ordering::Relaxed),
+                );
+            }
+        }
+        let reloads = [("success", 0), ("failure", 1)]
+            .into_iter()
+            .map(|(k, i)| (k.to_owned(), self.reloads[i].load(Ordering::Relaxed)))
+            .collect();
+        StatusDoc {
+            version: status::VERSION,
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                commit: env!("APIVIP_COMMIT").to_owned(),
+                config: self.config.source.display().to_string(),
+                started_ms: unix_ms(self.started),
+                now_ms: unix_ms(SystemTime::now()),
+            },
+            ready: not_ready.is_empty(),
+            not_ready,
+            vrrp,
+            frontends,
+            events: self.history.latest(20),
+            controls,
+            reloads,
+        }
+    }
+
+    async fn vrrp_doc(&self, v: &crate::config::Vrrp, report: Option<&VrrpReport>) -> VrrpDoc {
+        let vip_cfg: Vec<VipConfig> = v
+            .vips
+            .iter()
+            .map(|&(addr, prefix_len)| VipConfig { addr, prefix_len })
+            .collect();
+        let present = match &self.vips {
+            Some(vips) => vips.present(&vip_cfg).await.ok(),
+            None => None,
+        };
+        let vips = v
+            .vips
+            .iter()
+            .map(|(a, p)| VipDoc {
+                address: format!("{a}/{p}"),
+                present: present.as_ref().map(|list| list.contains(a)),
+            })
+            .collect();
+        let now = SystemTime::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut doc = VrrpDoc {
+            vrid: v.instance.vrid.get(),
+            interface: v.interface.clone(),
+            state: "unknown".to_owned(),
+            since_ms: None,
+            reason: None,
+            priority: v.instance.base_priority.get(),
+            effective_priority: 0,
+            lowered_by: None,
+            can_serve: false,
+            maintenance: false,
+            handing_over: false,
+            master: None,
+            vips,
+            peers: Vec::new(),
+            masters_heard: 0,
+            advert_interval_ms: ms(v.instance.version.interval()),
+            master_down_interval_ms: 0,
+            counters: VrrpCounters::default(),
+        };
+        let Some(r) = report else {
+            return doc;
+        };
+        doc.state = r.state.to_string();
+        doc.since_ms = r.since.map(|(t, _)| unix_ms(t));
+        doc.reason = r.since.map(|(_, why)| why.as_str().to_owned());
+        doc.effective_priority = r.effective_priority;
+        doc.lowered_by = r.lowered_by.map(str::to_owned);
+        doc.can_serve = r.can_serve;
+        doc.maintenance = r.maintenance;
+        doc.handing_over = r.handing_over;
+        doc.master = r.master.map(|m| m.to_string());
+        doc.peers = r
+            .peers
+            .iter()
+            .map(|p| PeerDoc {
+                address: p.addr.to_string(),
+                priority: p.priority,
+                last_heard_ms_ago: ms(now.duration_since(p.last_heard).unwrap_or_default()),
+                adverts: p.adverts,
+            })
+            .collect();
+        doc.masters_heard = r.masters_heard;
+        doc.advert_interval_ms = ms(r.advert_interval);
+        doc.master_down_interval_ms = ms(r.master_down_interval);
+        let s = &r.stats;
+        doc.counters = VrrpCounters {
+            adverts_sent: s.adverts_sent,
+            adverts_received: s.adverts_received,
+            dropped: drop_counts(s),
+            priority_zero_sent: s.priority_zero_sent,
+            priority_zero_received: s.priority_zero_received,
+            master_conflicts: s.master_conflicts,
+            transitions: r
+                .transitions
+                .iter()
+                .map(|(to, why, n)| (format!("{to}/{}", why.as_str()), *n))
+                .collect(),
+        };
+        doc
+    }
+
+    /// `apivip handover`: gives the VIP away and stays a Backup at priority 1. Waits
+    /// until another node holds the VIP (or the handover timed out) and says what
+    /// happened.
+    pub async fn handover(&self, who: &str) -> Result<String, (u16, String)> {
+        let (handle, v) = match (&self.vrrp, &self.config.vrrp) {
+            (Some(h), Some(v)) => (h, v),
+            _ => {
+                return Err((
+                    409,
+                    "no vrrp section in the config: there is no VIP to hand over".to_owned(),
+                ))
+            }
+        };
+        if !self.begin_control() {
+            return Err((409, "another handover or resume is running".to_owned()));
+        }
+        let result = async {
+            let started = Instant::now();
+            handle
+                .maintenance(ELECTION_BOUND)
+                .await
+                .map_err(|e| refused(e, "handover"))?;
+            self.history.push(EventKind::Control, "handover", format!("asked by {who}"));
+            tracing::info!(who, "control: handover (maintenance until resume)");
+            // Wait for the outcome: bounded by the handover timeout and a few adverts.
+            let bound = v.instance.handover_timeout + v.instance.version.interval() * 4
+                + Duration::from_secs(1);
+            loop {
+                *self.report.lock().await = None;
+                let r = self.vrrp_report().await;
+                let done = r.as_ref().is_none_or(|r| !r.handing_over);
+                if done || started.elapsed() > bound {
+                    let took = started.elapsed();
+                    return Ok(match r {
+                        Some(r) if r.state == crate::vrrp::machine::State::Master => format!(
+                            "handover: no other node took the VIP within {}; this node keeps it (priority 1, maintenance) until `apivip resume`",
+                            crate::units::format_duration(took)
+                        ),
+                        Some(r) => format!(
+                            "handover: done in {}; this node is {} at priority {} until `apivip resume`{}",
+                            crate::units::format_duration(took),
+                            r.state,
+                            r.effective_priority,
+                            r.master.map(|m| format!("; master is {m}")).unwrap_or_default()
+                        ),
+                        None => "handover: started; the election thread did not report".to_owned(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        .await;
+        self.end_control();
+        result
+    }
+
+    /// `apivip resume`: leaves maintenance.
+    pub async fn resume(&self, who: &str) -> Result<String, (u16, String)> {
+        let Some(handle) = &self.vrrp else {
+            return Err((
+                409,
+                "no vrrp section in the config: nothing to resume".to_owned(),
+            ));
+        };
+        if !self.begin_control() {
+            return Err((
+                409,
+                "a handover is running; resume when it has finished".to_owned(),
+            ));
+        }
+        let r = handle.resume(ELECTION_BOUND).await;
+        self.end_control();
+        r.map_err(|e| refused(e, "resume"))?;
+        *self.report.lock().await = None;
+        self.history
+            .push(EventKind::Control, "resume", format!("asked by {who}"));
+        tracing::info!(who, "control: resume");
+        let p = self.vrrp_report().await.map(|r| r.effective_priority);
+        Ok(format!(
+            "resume: maintenance over; priority {}{}",
+            p.map_or_else(|| "restored".to_owned(), |p| p.to_string()),
+            if self
+                .config
+                .vrrp
+                .as_ref()
+                .is_some_and(|v| v.instance.preempt)
+            {
+                "; preemption takes the VIP back if this node has the highest priority"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// `apivip drain NAME` / `apivip undrain NAME`.
+    pub fn drain(&self, name: &str, drained: bool, who: &str) -> Result<String, (u16, String)> {
+        let ids = self.backends_named(name);
+        let verb = if drained { "drain" } else { "undrain" };
+        if ids.is_empty() {
+            let names: Vec<&str> = self
+                .config
+                .frontend(FrontendKind::Apiserver)
+                .map(|f| f.backends.iter().map(|b| b.name.as_str()).collect())
+                .unwrap_or_default();
+            return Err((
+                404,
+                format!("no backend named {name:?}; backends: {}", names.join(", ")),
+            ));
+        }
+        let mut changed = false;
+        for id in &ids {
+            changed |= self.publisher.set_drained(*id, drained) == Some(true);
+        }
+        if !changed {
+            return Ok(format!(
+                "{verb} {name}: already {}",
+                if drained { "drained" } else { "not drained" }
+            ));
+        }
+        self.history.push(
+            EventKind::Control,
+            format!("{verb} {name}"),
+            format!("asked by {who}"),
+        );
+        tracing::info!(who, backend = name, "control: {verb}");
+        let active: usize = ids
+            .iter()
+            .filter_map(|id| {
+                let fe = self
+                    .frontends
+                    .iter()
+                    .find(|f| f.config().kind == id.frontend)?;
+                fe.backend_stats(id.master).map(|(_, a)| a)
+            })
+            .sum();
+        Ok(if drained {
+            let grace = self
+                .config
+                .frontend(FrontendKind::Apiserver)
+                .map(|f| f.not_ready_grace)
+                .unwrap_or_default();
+            format!(
+                "drain {name}: no new connections; its {active} open connection(s) close after the {} grace",
+                crate::units::format_duration(grace)
+            )
+        } else {
+            format!("undrain {name}: gets new connections again while healthy")
+        })
+    }
+}
+
+fn refused(e: Option<crate::vrrp::machine::ControlRefused>, what: &str) -> (u16, String) {
+    match e {
+        Some(e) => (409, format!("{what} refused: {e}")),
+        None => (503, format!("{what}: the election thread did not answer")),
+    }
+}
+
+/// Dropped adverts by reason label.
+pub fn drop_counts(s: &crate::vrrp::machine::Stats) -> BTreeMap<String, u64> {
+    [
+        ("checksum", s.checksum_errors),
+        ("version", s.version_errors),
+        ("vrid", s.vrid_errors),
+        ("ttl", s.ttl_errors),
+        ("invalid_type", s.invalid_type),
+        ("length", s.length_errors),
+        ("family", s.family_errors),
+        ("address_list", s.address_list_errors),
+        ("interval", s.interval_errors),
+        ("auth", s.auth_errors),
+        ("not_a_peer", s.non_peer),
+        ("own_advert", s.own_adverts),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// When this process started (from /proc; now if unreadable).
+fn process_start() -> SystemTime {
+    fn read() -> Option<SystemTime> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Field 22 (starttime, clock ticks after boot), counted after the command,
+        // which is in parentheses and may contain spaces.
+        let after = stat.rsplit_once(')')?.1;
+        let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+        let up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+        let age = up - ticks as f64 / hz as f64;
+        SystemTime::now().checked_sub(Duration::from_secs_f64(age.max(0.0)))
+    }
+    read().unwrap_or_else(SystemTime::now)
+}

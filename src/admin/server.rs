@@ -1,0 +1,267 @@
+//! The admin HTTP server (HTTP/1.1, hyper): routing, limits and who may steer.
+//!
+//! Limits of its own, so that a flood of admin requests never reaches the proxy or the
+//! election: at most [`MAX_CONNECTIONS`] connections (more are closed at once), request
+//! headers within [`HEADER_TIMEOUT`], a whole connection within [`CONNECTION_TIMEOUT`],
+//! request bodies of at most [`MAX_BODY`] bytes. Controls (`POST /control/...`) are
+//! accepted from loopback clients only, and each is logged with who asked.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{metrics, Daemon};
+
+/// Admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time to send the request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a connection may stay open (a handover waits a few seconds at most).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request body.
+pub const MAX_BODY: usize = 4096;
+
+/// Serves `listener` until `cancel`.
+pub async fn serve(
+    listener: TcpListener,
+    daemon: Arc<Daemon>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => return,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::debug!(%peer, "admin: connection limit reached; closing");
+            continue;
+        };
+        let daemon = Arc::clone(&daemon);
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let service = hyper::service::service_fn(move |req| {
+                let daemon = Arc::clone(&daemon);
+                async move { Ok::<_, Infallible>(handle(&daemon, peer, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, service);
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
+                _ = cancel.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut body = body.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn method_not_allowed(allow: &str) -> Response<Full<Bytes>> {
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allow}"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(allow) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+/// Who asked, for the log: the peer address and the user the CLI says it runs as.
+fn who(peer: SocketAddr, req: &Request<Incoming>) -> String {
+    let user = req
+        .headers()
+        .get("x-apivip-user")
+        .and_then(|v| v.to_str().ok())
+        .map(|u| {
+            u.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        });
+    match user {
+        Some(u) => format!("{u} from {peer}"),
+        None => peer.to_string(),
+    }
+}
+
+/// The body of a drain/undrain: `{"backend": "NAME"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendBody {
+    backend: String,
+}
+
+async fn handle(
+    daemon: &Daemon,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match path.as_str() {
+        "/metrics" | "/healthz" | "/readyz" | "/status" => {
+            if method != Method::GET && method != Method::HEAD {
+                return method_not_allowed("GET");
+            }
+            match path.as_str() {
+                "/metrics" => {
+                    let openmetrics = req
+                        .headers()
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|a| a.contains("application/openmetrics-text"));
+                    let doc = daemon.status().await;
+                    let body = metrics::render(&doc, &daemon.check_stats, openmetrics);
+                    Response::builder()
+                        .header(
+                            header::CONTENT_TYPE,
+                            if openmetrics {
+                                metrics::OPENMETRICS
+                            } else {
+                                metrics::TEXT
+                            },
+                        )
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap_or_default()
+                }
+                "/healthz" => healthz(daemon).await,
+                "/readyz" => {
+                    let why = daemon.not_ready().await;
+                    if why.is_empty() {
+                        text(StatusCode::OK, "ok")
+                    } else {
+                        text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", why.join("; ")))
+                    }
+                }
+                _ => {
+                    let doc = daemon.status().await;
+                    match serde_json::to_vec_pretty(&doc) {
+                        Ok(body) => Response::builder()
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Full::new(Bytes::from(body)))
+                            .unwrap_or_default(),
+                        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    }
+                }
+            }
+        }
+        "/control/handover" | "/control/resume" | "/control/drain" | "/control/undrain" => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            let control = path.trim_start_matches("/control/").to_owned();
+            if !peer.ip().is_loopback() {
+                tracing::warn!(%peer, control, "admin: control refused: not from loopback");
+                daemon.count_control(&control, false);
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "controls are accepted from loopback only; run apivip on this node",
+                );
+            }
+            let who = who(peer, &req);
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    daemon.count_control(&control, false);
+                    return text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body over {MAX_BODY} bytes"),
+                    );
+                }
+            };
+            let result = control_request(daemon, &control, &body, &who).await;
+            daemon.count_control(&control, result.is_ok());
+            match result {
+                Ok(msg) => text(StatusCode::OK, msg),
+                Err((code, msg)) => {
+                    tracing::info!(who, control, reason = %msg, "admin: control refused");
+                    text(
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                        msg,
+                    )
+                }
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint {path:?}; try /metrics, /healthz, /readyz, /status or POST /control/{{handover,resume,drain,undrain}}"
+            ),
+        ),
+    }
+}
+
+async fn control_request(
+    daemon: &Daemon,
+    control: &str,
+    body: &[u8],
+    who: &str,
+) -> Result<String, (u16, String)> {
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    match control {
+        "handover" | "resume" if !empty => Err((400, format!("{control} takes no request body"))),
+        "handover" => daemon.handover(who).await,
+        "resume" => daemon.resume(who).await,
+        _ => {
+            let parsed: BackendBody = serde_json::from_slice(body).map_err(|e| {
+                (
+                    400,
+                    format!(r#"expected a body like {{"backend": "NAME"}}: {e}"#),
+                )
+            })?;
+            daemon.drain(&parsed.backend, control == "drain", who)
+        }
+    }
+}
+
+/// Liveness: the runtime runs a task, and the election thread answers, within the
+/// bound.
+async fn healthz(daemon: &Daemon) -> Response<Full<Bytes>> {
+    let runtime = tokio::time::timeout(crate::admin::ELECTION_BOUND, tokio::spawn(async {})).await;
+    if !matches!(runtime, Ok(Ok(()))) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy: the runtime did not run a task within 1s",
+        );
+    }
+    if daemon.vrrp.is_some() && daemon.vrrp_report().await.is_none() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy: the election thread did not answer within 1s",
+        );
+    }
+    text(StatusCode::OK, "ok")
+}

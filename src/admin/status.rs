@@ -1,0 +1,203 @@
+//! The `/status` document (version 1): what `apivip status` prints, and the source the
+//! metrics are rendered from, so the two never disagree.
+//!
+//! The shape is versioned: fields are only ever added within a version; a removal or a
+//! change of meaning bumps [`VERSION`]. Times are milliseconds since the Unix epoch
+//! (`*_ms`) or durations in milliseconds (`*_ms_ago`, `*_interval_ms`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::Event;
+
+/// The version of this document's shape.
+pub const VERSION: u32 = 1;
+
+/// The whole document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The daemon itself.
+    pub daemon: DaemonInfo,
+    /// Whether `/readyz` says ready, and what is missing if not.
+    pub ready: bool,
+    /// Why not ready (empty when ready).
+    pub not_ready: Vec<String>,
+    /// The election, when configured.
+    pub vrrp: Option<VrrpDoc>,
+    /// The frontends in config order.
+    pub frontends: Vec<FrontendDoc>,
+    /// The newest events, oldest first (at most 20).
+    pub events: Vec<Event>,
+    /// Operator controls so far: `control/result` -> count.
+    pub controls: BTreeMap<String, u64>,
+    /// Config reloads so far: `success`/`failure` -> count.
+    pub reloads: BTreeMap<String, u64>,
+}
+
+/// The daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Package version.
+    pub version: String,
+    /// The commit it was built from.
+    pub commit: String,
+    /// The config file.
+    pub config: String,
+    /// When the process started.
+    pub started_ms: u64,
+    /// When this document was made.
+    pub now_ms: u64,
+}
+
+/// The VRRP instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VrrpDoc {
+    /// The virtual router id.
+    pub vrid: u8,
+    /// The interface.
+    pub interface: String,
+    /// `initialize`, `backup` or `master`; `unknown` when the election thread did not
+    /// answer.
+    pub state: String,
+    /// When that state was entered.
+    pub since_ms: Option<u64>,
+    /// Why (`master_down`, `preempt`, `maintenance`, ...).
+    pub reason: Option<String>,
+    /// The configured priority.
+    pub priority: u8,
+    /// The priority used now.
+    pub effective_priority: u8,
+    /// What lowered it: `handover`, `maintenance` or `cannot_serve`.
+    pub lowered_by: Option<String>,
+    /// Whether this node can serve (its track).
+    pub can_serve: bool,
+    /// `apivip handover` in force, until `apivip resume`.
+    pub maintenance: bool,
+    /// A handover is waiting for a new holder.
+    pub handing_over: bool,
+    /// The master as this node knows it.
+    pub master: Option<String>,
+    /// The VIPs, and whether each is on the interface now (netlink).
+    pub vips: Vec<VipDoc>,
+    /// Other routers heard.
+    pub peers: Vec<PeerDoc>,
+    /// Routers claiming master in the last three advert intervals, this one included.
+    pub masters_heard: usize,
+    /// Master_Adver_Interval.
+    pub advert_interval_ms: u64,
+    /// Master_Down_Interval now.
+    pub master_down_interval_ms: u64,
+    /// Counters.
+    pub counters: VrrpCounters,
+}
+
+/// One VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipDoc {
+    /// `198.18.0.5/24`.
+    pub address: String,
+    /// On the interface now; `None` if netlink could not be read.
+    pub present: Option<bool>,
+}
+
+/// One router heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerDoc {
+    /// Its address.
+    pub address: String,
+    /// Its last advertised priority.
+    pub priority: u8,
+    /// How long ago it was heard.
+    pub last_heard_ms_ago: u64,
+    /// Adverts heard from it.
+    pub adverts: u64,
+}
+
+/// The election's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpCounters {
+    /// Adverts sent.
+    pub adverts_sent: u64,
+    /// Valid adverts received.
+    pub adverts_received: u64,
+    /// Dropped adverts by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Priority-0 adverts sent.
+    pub priority_zero_sent: u64,
+    /// Priority-0 adverts received.
+    pub priority_zero_received: u64,
+    /// Adverts from another master while this node was master.
+    pub master_conflicts: u64,
+    /// State changes: `to/reason` -> count.
+    pub transitions: BTreeMap<String, u64>,
+}
+
+/// One frontend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontendDoc {
+    /// `apiserver` or `etcd`.
+    pub name: String,
+    /// Where it listens.
+    pub listen: Vec<String>,
+    /// Connections proxied now.
+    pub active_connections: usize,
+    /// The limit.
+    pub max_connections: usize,
+    /// Clients accepted.
+    pub connections_total: u64,
+    /// Clients closed at the limit.
+    pub rejected_total: u64,
+    /// Clients closed because no backend accepted.
+    pub no_backend_total: u64,
+    /// Connects tried on a not-healthy backend because none was healthy.
+    pub fallback_connects_total: u64,
+    /// Its backends in config order.
+    pub backends: Vec<BackendDoc>,
+}
+
+/// One backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendDoc {
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub address: String,
+    /// `unknown`, `up`, `not_ready` or `unreachable` (health checks).
+    pub health: String,
+    /// `draining` when drained, else the health.
+    pub state: String,
+    /// Drained by an operator.
+    pub drained: bool,
+    /// When the health last changed.
+    pub since_ms: Option<u64>,
+    /// The last check's reason.
+    pub reason: String,
+    /// Connections proxied now.
+    pub active_connections: usize,
+    /// Counters.
+    pub counters: BackendCounters,
+}
+
+/// One backend's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendCounters {
+    /// Successful connects.
+    pub connections: u64,
+    /// Failed connects by reason.
+    pub connect_failures: BTreeMap<String, u64>,
+    /// Connects after another backend failed for the same client.
+    pub connect_retries: u64,
+    /// Connections closed because it went down.
+    pub closed_on_down: u64,
+    /// Client to backend bytes.
+    pub sent_bytes: u64,
+    /// Backend to client bytes.
+    pub received_bytes: u64,
+    /// Failed checks by reason.
+    pub check_failures: BTreeMap<String, u64>,
+    /// Health transitions: `to/reason` -> count.
+    pub transitions: BTreeMap<String, u64>,
+}

@@ -1,0 +1,196 @@
+//! A loopback cluster: imitation apiservers behind a real apivip (in-process
+//! `Supervisor`, the same code `apivip run` runs), shared by the proxy and admin tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apivip::health::Status;
+use apivip::supervisor::Supervisor;
+use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver};
+use apivip::testkit::certs::TestPki;
+use http_body_util::BodyExt;
+use rustls::ClientConfig;
+
+use super::{client_config, https_get_with, https_request, wait_until};
+
+/// Generous deadline for conditions.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct Cluster {
+    pub _dir: tempfile::TempDir,
+    pub pki: TestPki,
+    pub masters: Vec<ImitationApiserver>,
+    pub sup: Option<Supervisor>,
+    pub endpoint: SocketAddr,
+    pub client: Arc<ClientConfig>,
+}
+
+pub struct Opts {
+    pub masters: usize,
+    pub shutdown_delay: Duration,
+    /// Extra keys for the `apiserver:` section (indented by 2).
+    pub apiserver: &'static str,
+    /// The `check:` section (indented by 4).
+    pub check: &'static str,
+    /// Listen and backend IP.
+    pub ip: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            masters: 3,
+            shutdown_delay: Duration::ZERO,
+            apiserver: "",
+            check: "    interval: 300ms\n    timeout: 300ms\n    rise: 1\n    fall: 2\n",
+            ip: "127.0.0.1",
+        }
+    }
+}
+
+impl Cluster {
+    pub async fn start(opts: Opts) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(dir.path(), &["127.0.0.1", "::1"]).unwrap();
+        let mut masters = Vec::new();
+        for i in 0..opts.masters {
+            let mut o = ApiserverOptions::new(format!("master-{i}"), pki.server_config());
+            o.listen = SocketAddr::new(opts.ip.parse().unwrap(), 0);
+            o.shutdown_delay = opts.shutdown_delay;
+            masters.push(ImitationApiserver::start(o).await.unwrap());
+        }
+        let backends: String = masters
+            .iter()
+            .map(|m| format!("  - name: {}\n    address: '{}'\n", m.name(), m.addr()))
+            .collect();
+        let listen = SocketAddr::new(opts.ip.parse().unwrap(), 0);
+        let yaml = format!(
+            "backends:\n{backends}admin: {{listen: '127.0.0.1:0'}}\napiserver:\n  listen: '{listen}'\n{}  check:\n    ca: ca.crt\n{}",
+            opts.apiserver, opts.check
+        );
+        let path = dir.path().join("apivip.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let config = apivip::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let sup = Supervisor::start(&config).await.unwrap();
+        let endpoint = sup.listen_addrs(apivip::config::FrontendKind::Apiserver)[0];
+        let client = client_config(&pki.ca_cert, None).unwrap();
+        let c = Cluster {
+            _dir: dir,
+            pki,
+            masters,
+            sup: Some(sup),
+            endpoint,
+            client,
+        };
+        c.wait_status_all(Status::Up).await;
+        c
+    }
+
+    pub fn sup(&self) -> &Supervisor {
+        self.sup.as_ref().unwrap()
+    }
+
+    pub fn status(&self, i: usize) -> Status {
+        self.sup().health().current().frontends[0].backends[i].status
+    }
+
+    pub async fn wait_status(&self, i: usize, want: Status) {
+        let ok = wait_until(DEADLINE, || async { self.status(i) == want }).await;
+        assert!(
+            ok,
+            "master-{i} never became {want}; it is {}",
+            self.status(i)
+        );
+    }
+
+    pub async fn wait_status_all(&self, want: Status) {
+        for i in 0..self.masters.len() {
+            self.wait_status(i, want).await;
+        }
+    }
+
+    /// One request on a fresh connection through apivip: the answering master's name.
+    pub async fn whoami(&self) -> Result<String, String> {
+        let (status, body) = https_get_with(self.endpoint, self.client.clone(), "/whoami").await?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        Ok(body)
+    }
+
+    pub fn stats(&self) -> Arc<apivip::proxy::FrontendProxy> {
+        self.sup()
+            .frontend(apivip::config::FrontendKind::Apiserver)
+            .unwrap()
+    }
+
+    pub fn index_of(&self, name: &str) -> usize {
+        self.masters.iter().position(|m| m.name() == name).unwrap()
+    }
+
+    /// Restarts master `i` on its old address.
+    pub async fn restart(&mut self, i: usize, delay: Duration) {
+        let mut o = ApiserverOptions::new(format!("master-{i}"), self.pki.server_config());
+        o.listen = self.masters[i].addr();
+        o.shutdown_delay = delay;
+        let deadline = Instant::now() + DEADLINE;
+        let mut started = false;
+        while !started && Instant::now() < deadline {
+            match ImitationApiserver::start(o.clone()).await {
+                Ok(m) => {
+                    self.masters[i] = m;
+                    started = true;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert!(
+            started,
+            "cannot restart master-{i} on {}",
+            self.masters[i].addr()
+        );
+    }
+}
+
+/// An open `/watch` stream through apivip.
+pub struct Stream {
+    pub backend: String,
+    pub body: hyper::body::Incoming,
+}
+
+impl Stream {
+    pub async fn open(c: &Cluster) -> Stream {
+        let resp = https_request(c.endpoint, c.client.clone(), "/watch")
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let backend = resp.headers()["x-apivip-backend"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Stream {
+            backend,
+            body: resp.into_body(),
+        }
+    }
+
+    /// The next chunk of data, `None` when the stream ended (EOF or error).
+    pub async fn next(&mut self) -> Option<bytes::Bytes> {
+        loop {
+            match tokio::time::timeout(DEADLINE, self.body.frame()).await {
+                Err(_) => panic!(
+                    "stream from {} neither sent nor closed for {DEADLINE:?}",
+                    self.backend
+                ),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        return Some(d);
+                    }
+                }
+            }
+        }
+    }
+}
