@@ -296,3 +296,34 @@ fn the_demo_serves_through_a_stopped_master_and_stops_on_ctrl_c() {
         "the endpoint still accepts after the demo stopped"
     );
 }
+
+#[test]
+fn check_warns_when_the_admin_endpoint_is_not_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exposed.yaml");
+    std::fs::write(
+        &path,
+        "backends: [{address: 198.18.0.11}]\napiserver: {check: {kind: tcp}}\nadmin: {listen: ['127.0.0.1:9469', '0.0.0.0:9470']}\n",
+    )
+    .unwrap();
+    let out = apivip(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("warning: admin.listen: \"0.0.0.0:9470\": not a loopback address"),
+        "{err}"
+    );
+    assert!(!err.contains("127.0.0.1:9469"), "{err}");
+    std::fs::write(
+        &path,
+        "backends: [{address: 198.18.0.11}]\napiserver: {check: {kind: tcp}}\n",
+    )
+    .unwrap();
+    let out = apivip(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

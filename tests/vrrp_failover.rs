@@ -1023,12 +1023,53 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     }
     let c = Cluster::start(Shape::Proxy, |_, _| String::new());
     assert_eq!(status_of(&c, 1).vrrp.unwrap().state, "master");
+    // Running, healthy and ready: `apivip status` exits 0 and shows the screen.
+    let screen = c.topo.master(1).exec(&[BIN, "status"]).unwrap();
+    let text = String::from_utf8_lossy(&screen.stdout);
+    assert_eq!(
+        screen.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&screen.stderr)
+    );
+    assert!(
+        text.contains(&format!("VRRP vrid {VRID} on ")) && text.contains(": MASTER since"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("VIP {VIP}/24: present on this node")),
+        "{text}"
+    );
+    // The real output with VRRP metrics passes promtool.
+    if let Some(promtool) = support::require_bin(name, "promtool") {
+        let m = metrics_of(&c, 1);
+        let path = c.dir.path().join("metrics.txt");
+        std::fs::write(&path, &m).unwrap();
+        let out = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&path).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{m}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            m.contains("apivip_vrrp_adverts_sent_total{vrid=\"51\"}"),
+            "{m}"
+        );
+    }
     assert_eq!(state_metric(&c, 1, "master"), Some(1.0));
     assert_eq!(state_metric(&c, 2, "backup"), Some(1.0));
     let conn = ConnectLoop::start(&c.topo, 8443);
+    let t0 = std::time::Instant::now();
     assert!(conn.wait_more(20), "no connects to the VIP\n{}", c.logs());
 
+    let handover_at = t0.elapsed();
     let out = c.topo.master(1).exec(&[BIN, "handover"]).unwrap();
+    let handover_done = t0.elapsed();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -1122,6 +1163,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
         Some(1.0)
     );
 
+    let resume_at = t0.elapsed();
     let out = c.topo.master(1).exec(&[BIN, "resume"]).unwrap();
     assert!(
         out.status.success(),
@@ -1142,7 +1184,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     let report = conn.finish();
     assert!(
         report.gap_failures(2).is_empty(),
-        "failed connects: {:?} (ok {}, longest gap {:?})\n{}",
+        "failed connects: {:?} (ok {}, longest gap {:?}); handover at {handover_at:?}..{handover_done:?}, resume at {resume_at:?}\n{}",
         report.failures,
         report.ok,
         report.longest_gap,

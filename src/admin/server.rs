@@ -265,3 +265,65 @@ async fn healthz(daemon: &Daemon) -> Response<Full<Bytes>> {
     }
     text(StatusCode::OK, "ok")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::stats::HealthStats;
+
+    fn daemon(vrrp: Option<crate::vrrp::shell::VrrpHandle>) -> Daemon {
+        let config = crate::config::Config::from_yaml(
+            "backends: [{address: 198.18.0.11}]\napiserver: {listen: [], check: {kind: tcp}}\n",
+            std::path::Path::new("t.yaml"),
+        )
+        .unwrap();
+        let (publisher, view) =
+            crate::health::channel(crate::health::HealthSnapshot::initial(&config));
+        Daemon::new(
+            Arc::new(config.clone()),
+            view,
+            publisher,
+            Vec::new(),
+            Vec::new(),
+            HealthStats::new(&config),
+            crate::events::History::default(),
+            vrrp,
+            None,
+        )
+    }
+
+    async fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {
+        let code = r.status();
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_stalled_election_thread_turns_healthz_503() {
+        let (handle, _held) = crate::vrrp::shell::VrrpHandle::stalled();
+        let d = daemon(Some(handle));
+        let started = std::time::Instant::now();
+        let (code, text) = body(healthz(&d).await).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            text,
+            "unhealthy: the election thread did not answer within 1s\n"
+        );
+        assert!(started.elapsed() >= crate::admin::ELECTION_BOUND);
+        // Not ready either, and the status says the state is unknown.
+        assert_eq!(
+            d.not_ready().await,
+            vec!["vrrp: the election thread does not answer".to_owned()]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_election_healthz_needs_only_the_runtime() {
+        let d = daemon(None);
+        assert_eq!(
+            body(healthz(&d).await).await,
+            (StatusCode::OK, "ok\n".to_owned())
+        );
+        assert!(d.not_ready().await.is_empty());
+    }
+}

@@ -332,3 +332,43 @@ fn vrrp_errors_are_named() {
         assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:#?}");
     }
 }
+
+#[test]
+fn admin_endpoint_defaults_to_loopback_and_can_be_turned_off() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        c.admin.listen,
+        vec![DEFAULT_ADMIN_LISTEN.parse::<SocketAddr>().unwrap()]
+    );
+    assert!(c.admin.exposed().is_empty());
+    let off = parse(&format!("{MINIMAL}admin: {{listen: []}}\n")).unwrap();
+    assert!(off.admin.listen.is_empty());
+    let both = parse(&format!(
+        "{MINIMAL}admin: {{listen: ['[::1]:9469', '198.18.0.11:9469']}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        both.admin.exposed(),
+        vec!["198.18.0.11:9469".parse::<SocketAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn admin_listen_errors_name_the_key_and_value() {
+    let lines = issues(&format!(
+        "{MINIMAL}admin: {{listen: [nowhere, '127.0.0.1:9469', '127.0.0.1:9469', '0.0.0.0:8443']}}\n"
+    ));
+    assert_eq!(
+        lines,
+        vec![
+            "test.yaml: admin.listen[0]: \"nowhere\": is not a listen address; expected IP:port such as 127.0.0.1:9469, or [] to turn the admin endpoint off",
+            "test.yaml: admin.listen[2]: \"127.0.0.1:9469\": is listed twice",
+            "test.yaml: admin.listen[3]: \"0.0.0.0:8443\": is already used by a frontend; expected a distinct address",
+        ]
+    );
+    let lines = issues(&format!("{MINIMAL}admin: {{listn: []}}\n"));
+    assert!(
+        lines[0].contains("admin.listn") || lines[0].contains("unknown field `listn`"),
+        "{lines:?}"
+    );
+}

@@ -143,6 +143,25 @@ pub struct PeerReport {
     pub adverts: u64,
 }
 
+#[cfg(test)]
+impl VrrpHandle {
+    /// A handle whose election thread never answers (it is stalled): the receiving
+    /// end is returned and never read.
+    pub(crate) fn stalled() -> (VrrpHandle, impl Sized) {
+        let (tx, rx) = control_channel().expect("socket pair");
+        let handle = VrrpHandle {
+            handover: CancellationToken::new(),
+            status: Arc::new(ArcSwap::from_pointee(VrrpStatus {
+                state: State::Backup,
+                priority: 100,
+                master: None,
+            })),
+            control: Some(Arc::new(tx)),
+        };
+        (handle, rx)
+    }
+}
+
 /// Whether this node can serve, per the configured track.
 /// A drained backend does not count: an operator took it out.
 pub fn can_serve(track: &Track, snap: &HealthSnapshot, proxy_listening: bool) -> bool {
@@ -599,6 +618,11 @@ fn kernel_timeout(remaining: Duration) -> Duration {
     }
 }
 
+/// The delay of the first repeated announcement after becoming master (see
+/// `Action::Announce` in [`Shell::drain_actions`]): longer than the old holder takes to
+/// hear our advert on a LAN, far shorter than a client's connect timeout.
+const EARLY_REPEAT: Duration = Duration::from_millis(10);
+
 /// At most this many datagrams per batch (see [`Shell::receive_all`]).
 const BATCH: usize = 64;
 
@@ -938,8 +962,14 @@ impl Shell {
                 Action::Announce => {
                     self.announce();
                     self.announce_left = self.cfg.announce_count.saturating_sub(1);
-                    self.next_announce =
-                        (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
+                    // The first repeat comes early: the router we took over from may
+                    // have sent one of its own repeats just before it heard our advert
+                    // (its repeats line up with its adverts, and a takeover comes just
+                    // before one of those), leaving clients on it after it dropped the
+                    // VIP. Seen in the handover/resume topology test as one timed-out
+                    // connect until our next repeat, 200 ms later.
+                    self.next_announce = (self.announce_left > 0)
+                        .then(|| now + self.cfg.announce_interval.min(EARLY_REPEAT));
                 }
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");

@@ -105,6 +105,14 @@
 //!   Master_Down_Interval after the first lower-priority advert, and a crash of the
 //!   lower-priority router is still detected after Master_Down_Interval: no separate
 //!   timer is needed. Hearing a higher or equal priority resets the delay.
+//! - **A Master re-asserts itself on hearing a lower priority** (keepalived's
+//!   `vrrp_state_master_rx`): instead of only discarding the advert, it announces the
+//!   VIPs again and sends an advert, at most once per Master_Down_Interval. A router
+//!   that just lost the VIP may have sent one last gratuitous ARP before it heard the
+//!   new holder (its repetitions run every `announce_interval`, and after a recent
+//!   takeover they line up with the adverts); without this, clients would keep its MAC
+//!   until the new holder's next repetition. After a healed partition it pulls clients
+//!   back at once.
 //! - **Address list mismatch drops the advert** (the RFC's optional check, with its
 //!   mandatory drop unless the sender is the owner), as keepalived does.
 //! - **Our own adverts** (source = `primary_ip`, e.g. multicast loopback) are dropped
@@ -208,6 +216,9 @@ pub struct Instance {
     down_cause: Reason,
     /// Preempt delay: until when a lower-priority Active Router is still accepted.
     preempt_hold_until: Option<Instant>,
+    /// A Master re-asserts itself (advert + announcement) on hearing a lower priority
+    /// at most once until then.
+    reassert_after: Option<Instant>,
     /// The source of the last accepted advert from the Active Router (or our own
     /// address while Master).
     master_ip: Option<IpAddr>,
@@ -255,6 +266,7 @@ impl Instance {
             maintenance_timed_out: false,
             down_cause: Reason::MasterDown,
             preempt_hold_until: None,
+            reassert_after: None,
             master_ip: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
@@ -777,7 +789,18 @@ impl Instance {
                 }
             }
         }
-        // "else: Discard the ADVERTISEMENT."
+        // "else: Discard the ADVERTISEMENT." Deviation (keepalived's
+        // `vrrp_state_master_rx`): re-send the advert and announce the VIPs, at most
+        // once per Master_Down_Interval. The sender still thinks it is master: its
+        // last gratuitous ARP, sent just before it heard us, may have pulled clients
+        // back to it, and it is about to drop the VIP.
+        else if self.phase == Phase::Running
+            && self.reassert_after.is_none_or(|after| now >= after)
+        {
+            self.reassert_after = Some(now + self.master_down_interval());
+            self.actions.push_back(Action::Announce);
+            self.send_advert(now);
+        }
     }
 
     /// Sends an advert with the current advertised priority and restarts the
@@ -836,6 +859,7 @@ impl Instance {
         self.actions
             .push_back(Action::StateChanged { from, to, reason });
         self.preempt_hold_until = None;
+        self.reassert_after = None;
         match to {
             State::Master => {
                 // RFC 9568 §6.4.1 / §6.4.2: send an ADVERTISEMENT, announce the

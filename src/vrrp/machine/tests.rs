@@ -427,7 +427,8 @@ fn master_yields_to_higher_priority() {
     assert_eq!(instance.master_ip(), Some(ip(20)));
 }
 
-/// Equal priority: the higher primary address wins; the lower one is discarded.
+/// Equal priority: the higher primary address wins; the lower one is discarded (and
+/// this Master re-asserts itself, see `master_reasserts_on_a_lower_priority`).
 #[test]
 fn master_tie_break_on_primary_address() {
     let (mut instance, at) = master(v3_config(100, 100));
@@ -435,9 +436,9 @@ fn master_tie_break_on_primary_address() {
     instance
         .handle_advert(t, v3_advert(ip(9), 100, 100))
         .unwrap();
-    assert_eq!(drain(&mut instance), []);
+    assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
     assert_eq!(instance.state(), State::Master);
-    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
 
     instance
         .handle_advert(t, v3_advert(ip(11), 100, 100))
@@ -451,15 +452,30 @@ fn master_tie_break_on_primary_address() {
     );
 }
 
-/// A lower priority is discarded: no advert, no timer change.
+/// A lower priority does not move a Master; it re-asserts itself (announce, advert,
+/// Adver_Timer restarted) at most once per Master_Down_Interval. (While handing over
+/// it advertises 1, so no non-zero priority is lower.)
 #[test]
-fn master_discards_lower_priority() {
+fn master_reasserts_on_a_lower_priority() {
     let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(10);
     instance
-        .handle_advert(at + ms(10), v3_advert(ip(20), 99, 100))
+        .handle_advert(t, v3_advert(ip(20), 99, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
+    assert_eq!(instance.state(), State::Master);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    // Master_Down_Interval at 1 s adverts and priority 100: 3 s + 609.375 ms.
+    let mdi = instance.master_down_interval();
+    assert_eq!(mdi, us(3_609_375));
+    instance
+        .handle_advert(t + mdi - us(1), v3_advert(ip(20), 99, 100))
         .unwrap();
     assert_eq!(drain(&mut instance), []);
-    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+    instance
+        .handle_advert(t + mdi, v3_advert(ip(20), 99, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
 }
 
 /// §6.4.1: the owner (255) becomes Master at startup without waiting.
@@ -1509,7 +1525,12 @@ fn master_conflicts_counts_claims_heard_as_master() {
     instance
         .handle_advert(at + ms(300), v3_advert(ip(20), 0, 100))
         .unwrap();
-    assert_eq!(drain(&mut instance), [send(100)]);
+    // The first lower claim made it re-assert itself; the priority-0 advert is
+    // answered with an advert.
+    assert_eq!(
+        drain(&mut instance),
+        [Action::Announce, send(100), send(100)]
+    );
     let mut ttl64 = v3_advert(ip(21), 200, 100);
     ttl64.ttl_or_hop_limit = 64;
     assert!(instance.handle_advert(at + ms(400), ttl64).is_err());
