@@ -231,17 +231,6 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
     let mut console = Console::new()?;
     while let Some((word, target)) = console.next().await {
         match (word.as_deref(), target) {
-            (Some("status"), Some(n)) => {
-                let out = topo.master(n - 1).exec(&[exe.as_os_str(), "status".as_ref()]);
-                match out {
-                    Ok(o) => print!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    ),
-                    Err(e) => println!("master-{n}: {e}"),
-                }
-            }
             (Some("metrics"), _) => {
                 for (i, node) in nodes.iter().enumerate() {
                     if !node.as_ref().is_some_and(|n| n.is_running()) {
@@ -262,7 +251,8 @@ pub(crate) async fn run_vip(dir: Option<PathBuf>) -> Result<(), String> {
                     }
                 }
             }
-            (Some(cmd @ ("handover" | "resume")), Some(n)) => {
+            (Some(cmd @ ("status" | "handover" | "resume")), Some(n)) => {
+                // That master's own `apivip CMD`, in its namespace.
                 let out = topo.master(n - 1).exec(&[exe.as_os_str(), cmd.as_ref()]);
                 match out {
                     Ok(o) => print!(

@@ -377,7 +377,11 @@ impl Daemon {
         doc.counters = VrrpCounters {
             adverts_sent: s.adverts_sent,
             adverts_received: s.adverts_received,
-            dropped: drop_counts(s),
+            dropped: s
+                .drops_by_reason()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             priority_zero_sent: s.priority_zero_sent,
             priority_zero_received: s.priority_zero_received,
             master_conflicts: s.master_conflicts,
@@ -546,27 +550,6 @@ fn refused(e: Option<crate::vrrp::machine::ControlRefused>, what: &str) -> (u16,
         Some(e) => (409, format!("{what} refused: {e}")),
         None => (503, format!("{what}: the election thread did not answer")),
     }
-}
-
-/// Dropped adverts by reason label.
-pub fn drop_counts(s: &crate::vrrp::machine::Stats) -> BTreeMap<String, u64> {
-    [
-        ("checksum", s.checksum_errors),
-        ("version", s.version_errors),
-        ("vrid", s.vrid_errors),
-        ("ttl", s.ttl_errors),
-        ("invalid_type", s.invalid_type),
-        ("length", s.length_errors),
-        ("family", s.family_errors),
-        ("address_list", s.address_list_errors),
-        ("interval", s.interval_errors),
-        ("auth", s.auth_errors),
-        ("not_a_peer", s.non_peer),
-        ("own_advert", s.own_adverts),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
 }
 
 /// When this process started (from /proc; now if unreadable).

@@ -535,32 +535,30 @@ impl Validator {
         }
     }
 
-    fn admin(&mut self, raw: raw::RawAdmin, frontends: &[Frontend]) -> Admin {
-        let texts = match raw.listen {
-            Some(l) => l.into_vec(),
-            None => vec![DEFAULT_ADMIN_LISTEN.to_owned()],
-        };
+    /// Parses a list of listen addresses at `key` (`key[i]` when there are several):
+    /// each must be IP:port (`expected` says so), listed once, and not refused by
+    /// `taken` (which says why).
+    fn listen_list(
+        &mut self,
+        key: &str,
+        texts: &[String],
+        expected: &str,
+        taken: impl Fn(SocketAddr) -> Option<&'static str>,
+    ) -> Vec<SocketAddr> {
         let mut listen = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             let path = if texts.len() == 1 {
-                "admin.listen".to_owned()
+                key.to_owned()
             } else {
-                format!("admin.listen[{i}]")
+                format!("{key}[{i}]")
             };
             match parse_host_port(text) {
                 Some((ip, Some(port))) => {
                     let addr = SocketAddr::new(ip, port);
-                    let taken = frontends
-                        .iter()
-                        .any(|f| port != 0 && f.listen.contains(&addr));
                     if listen.contains(&addr) {
                         self.issue(path, Some(text.clone()), "is listed twice");
-                    } else if taken {
-                        self.issue(
-                            path,
-                            Some(text.clone()),
-                            "is already used by a frontend; expected a distinct address",
-                        );
+                    } else if let Some(why) = taken(addr) {
+                        self.issue(path, Some(text.clone()), why);
                     } else {
                         listen.push(addr);
                     }
@@ -568,10 +566,29 @@ impl Validator {
                 _ => self.issue(
                     path,
                     Some(text.clone()),
-                    "is not a listen address; expected IP:port such as 127.0.0.1:9469, or [] to turn the admin endpoint off",
+                    format!("is not a listen address; expected {expected}"),
                 ),
             }
         }
+        listen
+    }
+
+    fn admin(&mut self, raw: raw::RawAdmin, frontends: &[Frontend]) -> Admin {
+        let texts = match raw.listen {
+            Some(l) => l.into_vec(),
+            None => vec![DEFAULT_ADMIN_LISTEN.to_owned()],
+        };
+        let listen = self.listen_list(
+            "admin.listen",
+            &texts,
+            "IP:port such as 127.0.0.1:9469, or [] to turn the admin endpoint off",
+            |addr| {
+                frontends
+                    .iter()
+                    .any(|f| addr.port() != 0 && f.listen.contains(&addr))
+                    .then_some("is already used by a frontend; expected a distinct address")
+            },
+        );
         Admin { listen }
     }
 
@@ -990,29 +1007,12 @@ impl Validator {
                 Vec::new()
             }
         };
-        let mut listen = Vec::new();
-        for (i, text) in listen_texts.iter().enumerate() {
-            let path = if listen_texts.len() == 1 {
-                format!("{name}.listen")
-            } else {
-                format!("{name}.listen[{i}]")
-            };
-            match parse_host_port(text) {
-                Some((ip, Some(port))) => {
-                    let addr = SocketAddr::new(ip, port);
-                    if listen.contains(&addr) {
-                        self.issue(path, Some(text.clone()), "is listed twice");
-                    } else {
-                        listen.push(addr);
-                    }
-                }
-                _ => self.issue(
-                    path,
-                    Some(text.clone()),
-                    "is not a listen address; expected IP:port such as 0.0.0.0:8443 or [::]:8443",
-                ),
-            }
-        }
+        let listen = self.listen_list(
+            &format!("{name}.listen"),
+            &listen_texts,
+            "IP:port such as 0.0.0.0:8443 or [::]:8443",
+            |_| None,
+        );
         if listen_texts.is_empty() && kind != FrontendKind::Apiserver {
             self.issue(
                 format!("{name}.listen"),

@@ -347,31 +347,29 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
 /// for a VIP), with SO_REUSEADDR; IPv6 listeners are IPv6-only so `0.0.0.0` and `[::]`
 /// can both be listed.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_with(addr, true, 4096)
+}
+
+/// Binds a plain listener (SO_REUSEADDR, IPv6-only, no IP_FREEBIND): the admin
+/// endpoint, which must fail at start when its address does not exist.
+pub fn bind_plain(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_with(addr, false, 128)
+}
+
+fn bind_with(addr: SocketAddr, freebind: bool, backlog: i32) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
-        socket.set_freebind_v6(true)?;
-    } else {
+        if freebind {
+            socket.set_freebind_v6(true)?;
+        }
+    } else if freebind {
         socket.set_freebind_v4(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
-}
-
-/// Binds a plain listener (SO_REUSEADDR, no IP_FREEBIND): the admin endpoint, which
-/// must fail at start when its address does not exist.
-pub fn bind_plain(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
+    socket.listen(backlog)?;
     TcpListener::from_std(socket.into())
 }
 

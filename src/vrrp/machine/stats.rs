@@ -149,20 +149,27 @@ impl Stats {
         *counter += 1;
     }
 
+    /// Dropped adverts by reason, with the metrics label of each reason.
+    pub fn drops_by_reason(&self) -> [(&'static str, u64); 12] {
+        [
+            ("checksum", self.checksum_errors),
+            ("version", self.version_errors),
+            ("vrid", self.vrid_errors),
+            ("ttl", self.ttl_errors),
+            ("invalid_type", self.invalid_type),
+            ("length", self.length_errors),
+            ("family", self.family_errors),
+            ("address_list", self.address_list_errors),
+            ("interval", self.interval_errors),
+            ("auth", self.auth_errors),
+            ("not_a_peer", self.non_peer),
+            ("own_advert", self.own_adverts),
+        ]
+    }
+
     /// Every dropped advert, whatever the reason.
     pub fn dropped(&self) -> u64 {
-        self.checksum_errors
-            + self.version_errors
-            + self.vrid_errors
-            + self.ttl_errors
-            + self.invalid_type
-            + self.length_errors
-            + self.family_errors
-            + self.address_list_errors
-            + self.interval_errors
-            + self.auth_errors
-            + self.non_peer
-            + self.own_adverts
+        self.drops_by_reason().iter().map(|(_, n)| n).sum()
     }
 }
 
