@@ -76,11 +76,11 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
     while let Some((word, target)) = console.next().await {
         match (word.as_deref(), target) {
             (Some("status"), _) => {
-                print!("{}", apivip::admin::client::render(&sup.daemon().status().await));
+                print!("{}", apivip::admin::client::render(&*sup.daemon().status().await));
             }
             (Some("metrics"), _) => {
                 let d = sup.daemon();
-                let text = apivip::admin::metrics::render(&d.status().await, &d.check_stats, false);
+                let text = apivip::admin::metrics::render(&*d.status().await, &d.check_stats, false);
                 for line in key_series(&text) {
                     println!("  {line}");
                 }

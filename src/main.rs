@@ -105,9 +105,10 @@ struct AdminTarget {
 }
 
 impl AdminTarget {
-    /// The admin address: `--admin`, else the config's first `admin.listen`, else
-    /// the default.
-    fn resolve(&self) -> Result<std::net::SocketAddr, String> {
+    /// The admin address: `--admin`, else the config's `admin.listen` (a loopback
+    /// entry first: controls are refused from elsewhere), else the default. An error
+    /// carries the exit code: 3 when the endpoint is off, 1 for an unreadable config.
+    fn resolve(&self) -> Result<std::net::SocketAddr, (u8, String)> {
         if let Some(a) = self.admin {
             return Ok(a);
         }
@@ -119,16 +120,22 @@ impl AdminTarget {
         let listen = match path {
             Some(p) => {
                 config::load(&p)
-                    .map_err(|e| e.lines().join("\n"))?
+                    .map_err(|e| (1, e.lines().join("\n")))?
                     .admin
                     .listen
             }
-            None => vec![config::DEFAULT_ADMIN_LISTEN
-                .parse()
-                .map_err(|e| format!("{e}"))?],
+            None => config::DEFAULT_ADMIN_LISTEN.parse().into_iter().collect(),
         };
-        let Some(mut addr) = listen.first().copied() else {
-            return Err("the admin endpoint is off in this config (admin.listen: [])".to_owned());
+        let chosen = listen
+            .iter()
+            .find(|a| a.ip().is_loopback())
+            .or_else(|| listen.first())
+            .copied();
+        let Some(mut addr) = chosen else {
+            return Err((
+                client::EXIT_NOT_RUNNING,
+                "the admin endpoint is off in this config (admin.listen: [])".to_owned(),
+            ));
         };
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
@@ -216,9 +223,9 @@ where
 {
     let addr = match target.resolve() {
         Ok(a) => a,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("apivip: {e}");
-            return ExitCode::from(client::EXIT_NOT_RUNNING);
+            return ExitCode::from(code);
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

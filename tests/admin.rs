@@ -167,6 +167,7 @@ async fn drain_stops_new_connections_and_closes_existing_ones_after_the_grace() 
         .iter()
         .position(|s| s.backend == "master-0")
         .expect("a stream on master-0");
+    let drained_at = std::time::Instant::now();
     let (code, out, err) = cli(&["drain", "master-0", "--admin", &addr]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -201,6 +202,12 @@ async fn drain_stops_new_connections_and_closes_existing_ones_after_the_grace() 
     assert!(
         ended.is_ok(),
         "the drained master's stream was never closed"
+    );
+    // Not before the grace (1 s; the timer starts after the drain was asked for).
+    assert!(
+        drained_at.elapsed() >= Duration::from_secs(1),
+        "closed {:?} after the drain, before the grace",
+        drained_at.elapsed()
     );
     for other in &mut streams {
         assert!(other.next().await.is_some(), "{} was closed", other.backend);

@@ -1068,18 +1068,49 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     assert!(conn.wait_more(20), "no connects to the VIP\n{}", c.logs());
 
     let handover_at = t0.elapsed();
-    let out = c.topo.master(1).exec(&[BIN, "handover"]).unwrap();
+    // Two operators at once: one handover runs, the other is refused (409) while it
+    // runs (or, if it comes after, because the node is already in maintenance).
+    let spawn = || {
+        c.topo
+            .master(1)
+            .command(BIN)
+            .arg("handover")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
     let handover_done = t0.elapsed();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "apivip handover: {said}{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+    let ok: Vec<String> = outs
+        .iter()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .collect();
+    let refused: Vec<String> = outs
+        .iter()
+        .filter(|o| o.status.code() == Some(1))
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert_eq!(
+        (ok.len(), refused.len()),
+        (1, 1),
+        "{ok:?} {refused:?}\n{}",
         c.logs()
     );
+    let said = &ok[0];
     assert!(
         said.starts_with("handover: done in") && said.contains("backup at priority 1"),
         "{said}"
+    );
+    assert!(
+        refused[0].contains("apivip handover: refused (409)"),
+        "{}",
+        refused[0]
     );
     assert!(
         support::wait_until_blocking(DEADLINE, || c.holders() == vec![2]),
@@ -1160,7 +1191,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
             "apivip_controls_total",
             &[("control", "handover"), ("result", "refused")]
         ),
-        Some(1.0)
+        Some(2.0)
     );
 
     let resume_at = t0.elapsed();
@@ -1302,6 +1333,29 @@ fn prometheus_scrapes_the_cluster_and_every_dashboard_query_returns_data() {
         c.logs()
     );
     c.apis[0].kill_hard();
+    // Controls are refused from the network, even where metrics are readable.
+    let out = c
+        .topo
+        .client()
+        .exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "--data",
+            "{\"backend\": \"master-0\"}",
+            &format!("http://{}:9469/control/drain", c.topo.master(0).ipv4),
+        ])
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        body,
+        "controls are accepted from loopback only; run apivip on this node\n403"
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let queries = support::dashboard::dashboard_queries(root);
     assert!(queries.len() >= 10, "{queries:?}");
@@ -1320,6 +1374,25 @@ fn prometheus_scrapes_the_cluster_and_every_dashboard_query_returns_data() {
         empty.join("\n"),
         prom.log()
     );
+    // Values that only the events above produce: takeovers counted, the stopped
+    // apiserver unreachable from every node, no drain (the refused control).
+    for (q, want) in [
+        (
+            "sum(increase(apivip_vrrp_transitions_total{to=\"master\"}[5m])) > 1",
+            1,
+        ),
+        (
+            "apivip_backend_state{backend=\"master-0\", state=\"unreachable\"} == 1",
+            3,
+        ),
+        ("apivip_backend_state{state=\"draining\"} == 1", 0),
+    ] {
+        assert!(
+            support::wait_until_blocking(DEADLINE, || query(q) == Ok(want)),
+            "{q}: {:?}, want {want} series",
+            query(q)
+        );
+    }
     // The failover is visible over time: node 2 was master, node 1 master again.
     let masters = query("max_over_time(apivip_vrrp_state{state=\"master\"}[5m]) == 1").unwrap();
     assert!(

@@ -15,7 +15,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::admin::status::StatusDoc;
-use crate::config::BackendId;
 use crate::health::stats::{DurationHistogram, HealthStats};
 
 /// The Prometheus text format's content type.
@@ -30,7 +29,7 @@ pub fn render(doc: &StatusDoc, histograms: &HealthStats, openmetrics: bool) -> S
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot {
         doc: doc.clone(),
-        histograms: doc_histograms(doc, histograms),
+        histograms: doc_histograms(histograms),
     }));
     let mut out = String::new();
     let result = if openmetrics {
@@ -44,36 +43,20 @@ pub fn render(doc: &StatusDoc, histograms: &HealthStats, openmetrics: bool) -> S
     out
 }
 
-/// The histograms of every backend in the document, with its labels.
-fn doc_histograms(
-    doc: &StatusDoc,
-    stats: &HealthStats,
-) -> Vec<([(String, String); 2], DurationHistogram)> {
-    let mut out = Vec::new();
-    for f in &doc.frontends {
-        let Some(kind) = crate::config::FrontendKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == f.name)
-        else {
-            continue;
-        };
-        for (i, b) in f.backends.iter().enumerate() {
-            let id = BackendId {
-                frontend: kind,
-                master: i,
-            };
-            if let Some(s) = stats.get(id) {
-                out.push((
-                    [
-                        ("frontend".to_owned(), f.name.clone()),
-                        ("backend".to_owned(), b.name.clone()),
-                    ],
-                    s.durations(),
-                ));
-            }
-        }
-    }
-    out
+/// The check duration histogram of every backend, with its labels.
+fn doc_histograms(stats: &HealthStats) -> Vec<([(String, String); 2], DurationHistogram)> {
+    stats
+        .iter()
+        .map(|(id, name, s)| {
+            (
+                [
+                    ("frontend".to_owned(), id.frontend.as_str().to_owned()),
+                    ("backend".to_owned(), name.to_owned()),
+                ],
+                s.durations(),
+            )
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -354,11 +337,34 @@ impl Snapshot {
                 (labels, gauge(i64::from(v.state == s)))
             }),
         )?;
+        family(
+            e,
+            "apivip_vrrp_priority",
+            "The configured VRRP priority.",
+            MetricType::Gauge,
+            [(vl(), gauge(i64::from(v.priority)))],
+        )?;
+        family(
+            e,
+            "apivip_vrrp_vip_present",
+            "1 while the VIP is on this node's interface (read from netlink).",
+            MetricType::Gauge,
+            v.vips.iter().filter_map(|x| {
+                Some((
+                    l(&[("vrid", &vrid), ("vip", &x.address)]),
+                    gauge(i64::from(x.present?)),
+                ))
+            }),
+        )?;
+        // The election thread did not answer: no counters rather than zeros, which
+        // Prometheus would take for a counter reset.
+        if v.state == "unknown" {
+            return Ok(());
+        }
         let c = &v.counters;
         let now_ms = self.doc.daemon.now_ms;
         let age = v.since_ms.map_or(0, |s| now_ms.saturating_sub(s)) as f64 / 1000.0;
         for (name, help, value) in [
-            ("apivip_vrrp_priority", "The configured VRRP priority.", i64::from(v.priority)),
             ("apivip_vrrp_effective_priority", "The priority used and advertised now (lowered while unable to serve, during a handover and in maintenance).", i64::from(v.effective_priority)),
             ("apivip_vrrp_maintenance", "1 while `apivip handover` maintenance is in force (until `apivip resume`).", i64::from(v.maintenance)),
             ("apivip_vrrp_masters_heard", "Routers claiming master in the last three advert intervals, this one included: above 1 means two VIP holders.", v.masters_heard as i64),
@@ -381,18 +387,6 @@ impl Snapshot {
                 [(l(&[("vrid", &vrid), ("master", m)]), gauge(1))],
             )?;
         }
-        family(
-            e,
-            "apivip_vrrp_vip_present",
-            "1 while the VIP is on this node's interface (read from netlink).",
-            MetricType::Gauge,
-            v.vips.iter().filter_map(|x| {
-                Some((
-                    l(&[("vrid", &vrid), ("vip", &x.address)]),
-                    gauge(i64::from(x.present?)),
-                ))
-            }),
-        )?;
         for (name, help, value) in [
             ("apivip_vrrp_adverts_sent", "VRRP adverts sent.", c.adverts_sent),
             ("apivip_vrrp_adverts_received", "Valid VRRP adverts received.", c.adverts_received),

@@ -47,6 +47,27 @@ pub const REPORT_REUSE: Duration = Duration::from_millis(250);
 /// How long the election thread may take to answer before `/healthz` says it stalled.
 pub const ELECTION_BOUND: Duration = Duration::from_secs(1);
 
+/// The longest a handover request waits for its outcome (below the admin connection
+/// timeout and the CLI's); past it, the answer says the handover is still running.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(45);
+
+/// The VRRP state changes a node can go through, exported at 0 before they happen.
+const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Reason); 10] = {
+    use crate::vrrp::machine::{Reason as R, State as S};
+    [
+        (S::Backup, R::Startup),
+        (S::Master, R::OwnerStartup),
+        (S::Master, R::MasterDown),
+        (S::Master, R::MasterResigned),
+        (S::Master, R::Preempt),
+        (S::Backup, R::HigherPriority),
+        (S::Backup, R::Maintenance),
+        (S::Initialize, R::Shutdown),
+        (S::Initialize, R::HandoverDone),
+        (S::Initialize, R::HandoverTimedOut),
+    ]
+};
+
 /// The controls an operator can use, as metrics labels.
 pub const CONTROLS: [&str; 4] = ["handover", "resume", "drain", "undrain"];
 
@@ -79,6 +100,8 @@ pub struct Daemon {
     pub reloads: [AtomicU64; 2],
     /// The last election report and when it was read (see [`REPORT_REUSE`]).
     report: tokio::sync::Mutex<Option<(Instant, Option<VrrpReport>)>>,
+    /// The last status document and when it was built (see [`Daemon::status`]).
+    doc: tokio::sync::Mutex<Option<(Instant, Arc<StatusDoc>)>>,
     /// A control that changes the election is running (one at a time).
     control_running: Mutex<bool>,
 }
@@ -111,6 +134,7 @@ impl Daemon {
             controls: Default::default(),
             reloads: Default::default(),
             report: tokio::sync::Mutex::new(None),
+            doc: tokio::sync::Mutex::new(None),
             control_running: Mutex::new(false),
         }
     }
@@ -134,6 +158,11 @@ impl Daemon {
     /// Why the daemon is not ready (empty: ready): listeners bound and the election
     /// running.
     pub async fn not_ready(&self) -> Vec<String> {
+        let report = self.vrrp_report().await;
+        self.not_ready_with(report.as_ref())
+    }
+
+    fn not_ready_with(&self, report: Option<&VrrpReport>) -> Vec<String> {
         let mut why = Vec::new();
         for f in &self.config.frontends {
             let bound = self
@@ -146,7 +175,7 @@ impl Daemon {
             }
         }
         if self.vrrp.is_some() {
-            match self.vrrp_report().await {
+            match report {
                 None => why.push("vrrp: the election thread does not answer".to_owned()),
                 Some(r) if r.state == crate::vrrp::machine::State::Initialize => {
                     why.push("vrrp: not running (initialize)".to_owned())
@@ -164,20 +193,18 @@ impl Daemon {
         }
     }
 
-    /// Marks an election control as running; `false` if one already is.
-    fn begin_control(&self) -> bool {
+    /// Marks an election control as running until the guard is dropped (also when the
+    /// request is abandoned: the client went away); `None` if one already runs.
+    fn begin_control(&self) -> Option<ControlGuard<'_>> {
         let mut running = self
             .control_running
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        !std::mem::replace(&mut *running, true)
-    }
-
-    fn end_control(&self) {
-        *self
-            .control_running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = false;
+        if *running {
+            return None;
+        }
+        *running = true;
+        Some(ControlGuard(self))
     }
 
     /// Every backend of the master named `name` (one per frontend).
@@ -189,14 +216,34 @@ impl Daemon {
             .collect()
     }
 
-    /// The status document, read now.
-    pub async fn status(&self) -> StatusDoc {
+    /// The status document: one built less than [`REPORT_REUSE`] ago, or a new one.
+    /// Sharing it bounds what a flood of `/status` and `/metrics` requests costs (a
+    /// netlink dump and a walk over every counter per build); controls invalidate it.
+    pub async fn status(&self) -> Arc<StatusDoc> {
+        let mut cached = self.doc.lock().await;
+        if let Some((at, doc)) = &*cached {
+            if at.elapsed() < REPORT_REUSE {
+                return Arc::clone(doc);
+            }
+        }
+        let doc = Arc::new(self.build_status().await);
+        *cached = Some((Instant::now(), Arc::clone(&doc)));
+        doc
+    }
+
+    /// Forgets the shared status document (after a control changed something).
+    pub async fn invalidate(&self) {
+        *self.doc.lock().await = None;
+        *self.report.lock().await = None;
+    }
+
+    async fn build_status(&self) -> StatusDoc {
         let report = self.vrrp_report().await;
         let vrrp = match &self.config.vrrp {
             None => None,
             Some(v) => Some(self.vrrp_doc(v, report.as_ref()).await),
         };
-        let not_ready = self.not_ready().await;
+        let not_ready = self.not_ready_with(report.as_ref());
         let snap = self.health.current();
         let mut frontends = Vec::new();
         for fe in &self.frontends {
@@ -240,12 +287,12 @@ impl Daemon {
                     }
                     for (t, to) in TRANSITION_TARGETS.iter().enumerate() {
                         for reason in std::iter::once(None).chain(FailureKind::ALL.map(Some)) {
-                            let n = cs.transitions(t, reason);
-                            if n > 0 {
-                                counters
-                                    .transitions
-                                    .insert(format!("{to}/{}", reason_label(reason)), n);
-                            }
+                            // Every pair, zeros included: a counter that appears only
+                            // with its first event hides that event from increase().
+                            counters.transitions.insert(
+                                format!("{to}/{}", reason_label(reason)),
+                                cs.transitions(t, reason),
+                            );
                         }
                     }
                 }
@@ -315,7 +362,10 @@ impl Daemon {
             .map(|&(addr, prefix_len)| VipConfig { addr, prefix_len })
             .collect();
         let present = match &self.vips {
-            Some(vips) => vips.present(&vip_cfg).await.ok(),
+            Some(vips) => tokio::time::timeout(Duration::from_secs(1), vips.present(&vip_cfg))
+                .await
+                .ok()
+                .and_then(Result::ok),
             None => None,
         };
         let vips = v
@@ -385,10 +435,16 @@ impl Daemon {
             priority_zero_sent: s.priority_zero_sent,
             priority_zero_received: s.priority_zero_received,
             master_conflicts: s.master_conflicts,
-            transitions: r
-                .transitions
+            // The transitions that can happen, at 0 until they do (see above), and any
+            // other that did.
+            transitions: VRRP_TRANSITIONS
                 .iter()
-                .map(|(to, why, n)| (format!("{to}/{}", why.as_str()), *n))
+                .map(|(to, why)| (format!("{to}/{}", why.as_str()), 0))
+                .chain(
+                    r.transitions
+                        .iter()
+                        .map(|(to, why, n)| (format!("{to}/{}", why.as_str()), *n)),
+                )
                 .collect(),
         };
         doc
@@ -407,47 +463,46 @@ impl Daemon {
                 ))
             }
         };
-        if !self.begin_control() {
+        let Some(_running) = self.begin_control() else {
             return Err((409, "another handover or resume is running".to_owned()));
+        };
+        let started = Instant::now();
+        handle
+            .maintenance(ELECTION_BOUND)
+            .await
+            .map_err(|e| refused(e, "handover"))?;
+        self.history
+            .push(EventKind::Control, "handover", format!("asked by {who}"));
+        tracing::info!(who, "control: handover (maintenance until resume)");
+        // Wait for the outcome, watching the state the election thread publishes on
+        // every change (no wakeup of that thread): bounded by the handover timeout and
+        // a few adverts, and by the admin connection's own timeout.
+        let bound = (v.instance.handover_timeout
+            + v.instance.version.interval() * 4
+            + Duration::from_secs(1))
+        .min(HANDOVER_WAIT);
+        while handle.status.load().state == crate::vrrp::machine::State::Master
+            && started.elapsed() < bound
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let result = async {
-            let started = Instant::now();
-            handle
-                .maintenance(ELECTION_BOUND)
-                .await
-                .map_err(|e| refused(e, "handover"))?;
-            self.history.push(EventKind::Control, "handover", format!("asked by {who}"));
-            tracing::info!(who, "control: handover (maintenance until resume)");
-            // Wait for the outcome: bounded by the handover timeout and a few adverts.
-            let bound = v.instance.handover_timeout + v.instance.version.interval() * 4
-                + Duration::from_secs(1);
-            loop {
-                *self.report.lock().await = None;
-                let r = self.vrrp_report().await;
-                let done = r.as_ref().is_none_or(|r| !r.handing_over);
-                if done || started.elapsed() > bound {
-                    let took = started.elapsed();
-                    return Ok(match r {
-                        Some(r) if r.state == crate::vrrp::machine::State::Master => format!(
-                            "handover: no other node took the VIP within {}; this node keeps it (priority 1, maintenance) until `apivip resume`",
-                            crate::units::format_duration(took)
-                        ),
-                        Some(r) => format!(
-                            "handover: done in {}; this node is {} at priority {} until `apivip resume`{}",
-                            crate::units::format_duration(took),
-                            r.state,
-                            r.effective_priority,
-                            r.master.map(|m| format!("; master is {m}")).unwrap_or_default()
-                        ),
-                        None => "handover: started; the election thread did not report".to_owned(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        .await;
-        self.end_control();
-        result
+        let took = crate::units::format_duration(started.elapsed());
+        self.invalidate().await;
+        Ok(match self.vrrp_report().await {
+            Some(r) if r.handing_over => format!(
+                "handover: still waiting for another node after {took}; `apivip status` shows when it is done"
+            ),
+            Some(r) if r.state == crate::vrrp::machine::State::Master => format!(
+                "handover: no other node took the VIP within {took}; this node keeps it (priority 1, maintenance) until `apivip resume`"
+            ),
+            Some(r) => format!(
+                "handover: done in {took}; this node is {} at priority {} until `apivip resume`{}",
+                r.state,
+                r.effective_priority,
+                r.master.map(|m| format!("; master is {m}")).unwrap_or_default()
+            ),
+            None => "handover: started; the election thread did not report".to_owned(),
+        })
     }
 
     /// `apivip resume`: leaves maintenance.
@@ -458,16 +513,16 @@ impl Daemon {
                 "no vrrp section in the config: nothing to resume".to_owned(),
             ));
         };
-        if !self.begin_control() {
+        let Some(running) = self.begin_control() else {
             return Err((
                 409,
                 "a handover is running; resume when it has finished".to_owned(),
             ));
-        }
+        };
         let r = handle.resume(ELECTION_BOUND).await;
-        self.end_control();
+        drop(running);
         r.map_err(|e| refused(e, "resume"))?;
-        *self.report.lock().await = None;
+        self.invalidate().await;
         self.history
             .push(EventKind::Control, "resume", format!("asked by {who}"));
         tracing::info!(who, "control: resume");
@@ -505,6 +560,15 @@ impl Daemon {
         }
         let mut changed = false;
         for id in &ids {
+            // The proxy stops choosing it before this answers; the health view then
+            // closes its connections after the grace (and shows it in status).
+            if let Some(fe) = self
+                .frontends
+                .iter()
+                .find(|f| f.config().kind == id.frontend)
+            {
+                fe.set_drained(id.master, drained);
+            }
             changed |= self.publisher.set_drained(*id, drained) == Some(true);
         }
         if !changed {
@@ -542,6 +606,19 @@ impl Daemon {
         } else {
             format!("undrain {name}: gets new connections again while healthy")
         })
+    }
+}
+
+/// Ends a running control when dropped.
+struct ControlGuard<'a>(&'a Daemon);
+
+impl Drop for ControlGuard<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .control_running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = false;
     }
 }
 

@@ -168,7 +168,7 @@ async fn handle(
                 }
                 _ => {
                     let doc = daemon.status().await;
-                    match serde_json::to_vec_pretty(&doc) {
+                    match serde_json::to_vec_pretty(&*doc) {
                         Ok(body) => Response::builder()
                             .header(header::CONTENT_TYPE, "application/json")
                             .body(Full::new(Bytes::from(body)))
@@ -186,6 +186,7 @@ async fn handle(
             if !peer.ip().is_loopback() {
                 tracing::warn!(%peer, control, "admin: control refused: not from loopback");
                 daemon.count_control(&control, false);
+                daemon.invalidate().await;
                 return text(
                     StatusCode::FORBIDDEN,
                     "controls are accepted from loopback only; run apivip on this node",
@@ -196,6 +197,7 @@ async fn handle(
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
                     daemon.count_control(&control, false);
+                    daemon.invalidate().await;
                     return text(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         format!("request body over {MAX_BODY} bytes"),
@@ -204,6 +206,7 @@ async fn handle(
             };
             let result = control_request(daemon, &control, &body, &who).await;
             daemon.count_control(&control, result.is_ok());
+            daemon.invalidate().await;
             match result {
                 Ok(msg) => text(StatusCode::OK, msg),
                 Err((code, msg)) => {

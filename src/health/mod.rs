@@ -62,13 +62,14 @@ impl BackendHealth {
         self.status.is_up() && !self.drained
     }
 
-    /// The status the proxy acts on: a drained backend is treated as not ready
-    /// (no new connections; existing ones get the grace).
+    /// The status the proxy acts on: a drained backend is treated as not ready (no
+    /// new connections; existing ones get the grace), unless it is unreachable anyway
+    /// (its connections close at once).
     pub fn routing_status(&self) -> Status {
-        if self.drained {
-            Status::Down(DownCause::NotReady)
-        } else {
-            self.status
+        match self.status {
+            Status::Down(DownCause::Unreachable) => self.status,
+            _ if self.drained => Status::Down(DownCause::NotReady),
+            other => other,
         }
     }
 }

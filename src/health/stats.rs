@@ -12,7 +12,7 @@ use crate::health::state::{DownCause, FailureKind, Status};
 /// The check counters of every backend, built once from the config.
 #[derive(Debug, Clone, Default)]
 pub struct HealthStats {
-    by_backend: Vec<(BackendId, Arc<CheckStats>)>,
+    by_backend: Vec<(BackendId, String, Arc<CheckStats>)>,
 }
 
 impl HealthStats {
@@ -21,7 +21,7 @@ impl HealthStats {
         HealthStats {
             by_backend: config
                 .backends()
-                .map(|b| (b.id, Arc::new(CheckStats::default())))
+                .map(|b| (b.id, b.name.clone(), Arc::new(CheckStats::default())))
                 .collect(),
         }
     }
@@ -30,8 +30,15 @@ impl HealthStats {
     pub fn get(&self, id: BackendId) -> Option<&Arc<CheckStats>> {
         self.by_backend
             .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, s)| s)
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, _, s)| s)
+    }
+
+    /// Every backend's identity, name and counters, in config order.
+    pub fn iter(&self) -> impl Iterator<Item = (BackendId, &str, &CheckStats)> {
+        self.by_backend
+            .iter()
+            .map(|(id, name, s)| (*id, name.as_str(), &**s))
     }
 }
 

@@ -142,14 +142,14 @@ async fn pump(
     activity: &AtomicU64,
     moved: &AtomicU64,
 ) -> io::Result<u64> {
-    let mut total = 0u64;
+    let mut total = Tally {
+        moved,
+        total: 0,
+        counted: 0,
+    };
     let mut bulk = false;
-    let mut counted = 0u64;
     loop {
-        if total != counted {
-            moved.fetch_add(total - counted, Ordering::Relaxed);
-            counted = total;
-        }
+        total.flush();
         src.readable().await?;
         activity.fetch_add(1, Ordering::Relaxed);
         if bulk && mode == Mode::Auto {
@@ -157,15 +157,14 @@ async fn pump(
             // it does not enlarge every idle connection's task.
             match Box::pin(splice::splice_burst(src, dst, pipes)).await? {
                 splice::Burst::Moved(n) => {
-                    total += n as u64;
+                    total.total += n as u64;
                     bulk = n >= BUF_SIZE;
                     continue;
                 }
                 splice::Burst::Eof(n) => {
-                    total += n as u64;
-                    moved.fetch_add(total - counted, Ordering::Relaxed);
+                    total.total += n as u64;
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                    return Ok(total);
+                    return Ok(total.total);
                 }
                 splice::Burst::Unsupported => bulk = false,
             }
@@ -178,13 +177,12 @@ async fn pump(
         for _ in 0..READS_PER_WAKEUP {
             match read_once(src, buf) {
                 Read::Eof => {
-                    moved.fetch_add(total - counted, Ordering::Relaxed);
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                    return Ok(total);
+                    return Ok(total.total);
                 }
                 Read::Data { n, drained } => {
                     write_all(dst, &buf[..n]).await?;
-                    total += n as u64;
+                    total.total += n as u64;
                     if drained {
                         break;
                     }
@@ -199,6 +197,31 @@ async fn pump(
                 Read::Failed(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Bytes moved by one direction, added to the backend's counter once per wakeup and
+/// whenever the direction ends, however it ends (EOF, error, or its connection closed
+/// because the backend went down).
+struct Tally<'a> {
+    moved: &'a AtomicU64,
+    total: u64,
+    counted: u64,
+}
+
+impl Tally<'_> {
+    fn flush(&mut self) {
+        if self.total != self.counted {
+            self.moved
+                .fetch_add(self.total - self.counted, Ordering::Relaxed);
+            self.counted = self.total;
+        }
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
