@@ -525,3 +525,73 @@ async fn status_cli_prints_the_screen_and_its_exit_code_tells_the_cases_apart() 
     );
     assert!(out.contains("UNHEALTHY"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_limits_its_connections_and_the_proxy_keeps_serving() {
+    use apivip::admin::server::{HEADER_TIMEOUT, MAX_CONNECTIONS};
+    use tokio::io::AsyncReadExt;
+    let c = Cluster::start(Opts::default()).await;
+    let a = admin(&c);
+    // Idle connections that never send a request take every slot.
+    let mut idle = Vec::new();
+    let opened = std::time::Instant::now();
+    for _ in 0..MAX_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(a).await.unwrap());
+    }
+    // Let the server accept them all, then one more is closed at once.
+    let full = wait_until(DEADLINE, || async {
+        let mut extra = tokio::net::TcpStream::connect(a).await.unwrap();
+        let mut buf = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(500), extra.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    })
+    .await;
+    assert!(full, "a connection over the limit was not closed");
+    // The proxy does not notice.
+    for _ in 0..5 {
+        c.whoami().await.unwrap();
+    }
+    // The idle ones are closed after the header timeout, and the endpoint answers again.
+    let started = std::time::Instant::now();
+    for s in &mut idle {
+        let mut buf = [0u8; 1];
+        let r = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection was kept"
+        );
+    }
+    // Held until the header timeout (not closed at once), and not much longer.
+    assert!(opened.elapsed() >= HEADER_TIMEOUT, "{:?}", opened.elapsed());
+    assert!(started.elapsed() <= HEADER_TIMEOUT + Duration::from_secs(5));
+    assert_eq!(get(a, "/healthz").await, (200, "ok\n".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_refreshes_in_place() {
+    use tokio::io::AsyncReadExt;
+    let c = Cluster::start(Opts::default()).await;
+    let a = admin(&c).to_string();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["status", "--watch", "--admin", &a])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let two = tokio::time::timeout(DEADLINE, async {
+        let mut buf = [0u8; 4096];
+        while seen.matches("\x1b[2J\x1b[H").count() < 2 {
+            let n = out.read(&mut buf).await.unwrap();
+            assert!(n > 0, "apivip status --watch ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await;
+    assert!(two.is_ok(), "no second screen: {seen}");
+    assert!(seen.matches("master-1").count() >= 2, "{seen}");
+    child.kill().await.unwrap();
+}
