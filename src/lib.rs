@@ -3,15 +3,19 @@
 //! # Layout
 //!
 //! ```text
-//!            config (YAML, validated)
-//!                    |
-//!                    v
-//!   +---------- supervisor (signals, drain) ---------------+
-//!   |                |                                      |
-//!   v                v                                      v
-//! health checkers --> HealthView (watch) -------> proxy frontends
-//! (tcp, https,       per-backend up/down          (listen, pick a healthy
-//!  etcd mTLS)        with the failure cause        backend, forward bytes)
+//!            config (YAML, validated)                 admin HTTP (hyper): /metrics /healthz
+//!                    |                                /readyz /status, POST controls
+//!                    v                                          ^ reads at request time
+//!   +---------- supervisor (signals, drain) ---------------+    |
+//!   |                |                                      |   |
+//!   v                v                                      v   |
+//! health checkers --> HealthView (watch) -------> proxy frontends (atomic counters)
+//! (tcp, https,       per-backend up/down,         (listen, pick a healthy
+//!  etcd mTLS)        drained, failure cause         backend, forward bytes)
+//!   |                    |
+//!   | check counters     +--> VRRP election thread (report on request, history)
+//!   v
+//! events::History (bounded: VRRP and backend changes, controls)
 //! ```
 //!
 //! - [`config`]: raw YAML schema, validation into a typed [`config::Config`].
@@ -21,6 +25,9 @@
 //! - [`vrrp`]: the VRRP (v3 and v2) packet codec and its units (sans-IO); the election
 //!   machine and the raw-socket shell build on it.
 //! - [`supervisor`]: builds the tasks from a `Config`, handles signals and draining.
+//! - [`admin`]: the admin endpoint (metrics, liveness, readiness, the status document,
+//!   controls), the `apivip status` client and screen.
+//! - [`events`]: the bounded history of state changes and controls.
 //! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
 //!   tests, the benchmarks and `apivip demo`.
 //!
