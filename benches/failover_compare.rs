@@ -32,6 +32,13 @@
 //!   `apivip run` proxy beside it (which runs the same health checks apivip runs
 //!   in-process) against apivip's one process.
 //!
+//! With `APIVIP_BENCH_BEFORE_BIN=/path/to/apivip` (another build, e.g. the commit
+//! before a change), **cpu** runs a third pair, `apivip-before`, with that binary and
+//! the same config, side by side with the other two, and adds the ratios
+//! apivip/apivip-before (total and per 10 s window). The config written here has no
+//! key an older build rejects (no `admin:`: the current build runs its admin endpoint
+//! on its default, 127.0.0.1:9469 in each namespace).
+//!
 //! Knobs: `APIVIP_BENCH_RUNS` (10), `APIVIP_BENCH_CPU_SECS` (60),
 //! `APIVIP_BENCH_INTERVALS` (`1000,100,10`, milliseconds), `APIVIP_BENCH_CONNECT_US`
 //! (the client's connect period in crash runs, 2000), `APIVIP_BENCH_MODES`
@@ -187,6 +194,8 @@ fn acceptor_main() {
 enum Daemon {
     Keepalived,
     Apivip,
+    /// `APIVIP_BENCH_BEFORE_BIN`: another build of apivip (cpu only).
+    ApivipBefore,
 }
 
 impl Daemon {
@@ -194,6 +203,7 @@ impl Daemon {
         match self {
             Daemon::Keepalived => "keepalived",
             Daemon::Apivip => "apivip",
+            Daemon::ApivipBefore => "apivip-before",
         }
     }
 }
@@ -208,6 +218,8 @@ struct BenchConfig {
     phase: Phase,
     /// The client's connect period in crash runs.
     crash_connect_every: Duration,
+    /// `APIVIP_BENCH_BEFORE_BIN`: the `apivip-before` daemon's binary.
+    before_bin: Option<PathBuf>,
 }
 
 /// When the crash run kills the holder.
@@ -252,6 +264,15 @@ impl BenchConfig {
             crash_connect_every: Duration::from_micros(
                 num("APIVIP_BENCH_CONNECT_US", 2000).max(100),
             ),
+            before_bin: std::env::var_os("APIVIP_BENCH_BEFORE_BIN").map(PathBuf::from),
+        }
+    }
+
+    /// The binary of an apivip daemon.
+    fn apivip_bin(&self, daemon: Daemon) -> &Path {
+        match (daemon, &self.before_bin) {
+            (Daemon::ApivipBefore, Some(b)) => b,
+            _ => Path::new(APIVIP),
         }
     }
 
@@ -268,11 +289,17 @@ impl BenchConfig {
                 text.lines().next().unwrap_or_default().to_owned()
             })
             .unwrap_or_default();
-        let av = Command::new(APIVIP)
-            .arg("version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
+        let version = |bin: &Path| {
+            Command::new(bin)
+                .arg("version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let mut av = version(Path::new(APIVIP));
+        if let Some(b) = &self.before_bin {
+            av += &format!("; apivip-before {}: {}", b.display(), version(b));
+        }
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         println!("# VRRP failover comparison");
         println!("- {kv}; {av}; kernel {}", kernel.trim());
@@ -338,13 +365,13 @@ impl Pair {
         for i in 0..2 {
             let m = topo.master(i);
             match daemon {
-                Daemon::Apivip => {
+                Daemon::Apivip | Daemon::ApivipBefore => {
                     let conf = d.join(format!("apivip-{i}.yaml"));
                     std::fs::write(&conf, apivip_config(&topo, i, Some(interval)))
                         .map_err(|e| e.to_string())?;
                     daemons.push(
                         m.spawn(
-                            APIVIP,
+                            cfg.apivip_bin(daemon),
                             ["run", "-c", &conf.display().to_string()],
                             &d.join(format!("apivip-{i}.log")),
                         )
@@ -878,12 +905,18 @@ struct Cpu {
     per_node: Vec<(Daemon, f64, f64)>,
     /// apivip / keepalived (master, backup) in each 10 s window.
     window_ratios: Vec<(f64, f64)>,
+    /// apivip / apivip-before (master, backup) in each 10 s window, when measured.
+    before_window_ratios: Vec<(f64, f64)>,
 }
 
-/// Both pairs at 10 ms, side by side, for `cpu_secs`.
+/// Both pairs (and `apivip-before`'s) at 10 ms, side by side, for `cpu_secs`.
 fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
     let interval = Duration::from_millis(10);
-    let pairs: Vec<Pair> = [Daemon::Keepalived, Daemon::Apivip]
+    let mut daemons = vec![Daemon::Keepalived, Daemon::Apivip];
+    if cfg.before_bin.is_some() {
+        daemons.push(Daemon::ApivipBefore);
+    }
+    let pairs: Vec<Pair> = daemons
         .into_iter()
         .map(|d| Pair::start(cfg, d, interval))
         .collect::<Result<_, _>>()?;
@@ -935,14 +968,22 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
         per_daemon.push((p.daemon, scale(0), scale(1)));
         per_node.push((p.daemon, scale(2), scale(3)));
     }
-    // Per window: apivip / keepalived for master and backup.
-    let window_ratios = samples
-        .windows(2)
-        .map(|w| {
-            let d = |k: usize, i: usize| (w[1][k][i] - w[0][k][i]) as f64;
-            (d(1, 0) / d(0, 0), d(1, 1) / d(0, 1))
-        })
-        .collect();
+    // Per window: apivip (pair 1) / pair `base` for master and backup.
+    let window_ratios = |base: usize| {
+        samples
+            .windows(2)
+            .map(|w| {
+                let d = |k: usize, i: usize| (w[1][k][i] - w[0][k][i]) as f64;
+                (d(1, 0) / d(base, 0), d(1, 1) / d(base, 1))
+            })
+            .collect::<Vec<_>>()
+    };
+    let before_window_ratios = if pairs.len() > 2 {
+        window_ratios(2)
+    } else {
+        Vec::new()
+    };
+    let window_ratios = window_ratios(0);
     for p in pairs {
         p.keep(cfg, "cpu");
     }
@@ -951,6 +992,7 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
         per_daemon,
         per_node,
         window_ratios,
+        before_window_ratios,
     })
 }
 
@@ -1089,34 +1131,48 @@ fn print_report(cfg: &BenchConfig, rows: &[Row], cpu: Option<&Cpu>) {
             c.secs
         );
         for (d, m, b) in &c.per_daemon {
-            println!("- {}: {m:.2} / {b:.2}", d.name());
+            println!("- {}: {m:.3} / {b:.3}", d.name());
         }
-        if let [(_, km, kb), (_, am, ab)] = c.per_daemon.as_slice() {
+        if let [(_, km, kb), (_, am, ab), ..] = c.per_daemon.as_slice() {
             println!(
                 "- ratio apivip/keepalived: master {:.2}, backup {:.2}",
                 am / km,
                 ab / kb
             );
         }
-        if let [(_, km, kb), (_, am, ab)] = c.per_node.as_slice() {
+        if let [_, (_, am, ab), (_, bm, bb)] = c.per_daemon.as_slice() {
+            println!(
+                "- ratio apivip/apivip-before: master {:.3}, backup {:.3}",
+                am / bm,
+                ab / bb
+            );
+        }
+        if let [(_, km, kb), (_, am, ab), ..] = c.per_node.as_slice() {
             println!(
                 "- whole node (keepalived + its apivip proxy with the same health checks, vs apivip): keepalived {km:.2} / {kb:.2}, apivip {am:.2} / {ab:.2}, ratio master {:.2}, backup {:.2}",
                 am / km,
                 ab / kb
             );
         }
-        let spread = |f: fn(&(f64, f64)) -> f64| {
-            let v: Vec<f64> = c.window_ratios.iter().map(f).collect();
+        let spread = |ratios: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+            let v: Vec<f64> = ratios.iter().map(f).collect();
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             format!("{lo:.2}-{hi:.2}")
         };
         println!(
-            "- ratio per {} windows of {} s: master {}, backup {}",
+            "- ratio apivip/keepalived per {} windows of {} s: master {}, backup {}",
             c.window_ratios.len(),
             c.secs / c.window_ratios.len().max(1) as u64,
-            spread(|r| r.0),
-            spread(|r| r.1)
+            spread(&c.window_ratios, |r| r.0),
+            spread(&c.window_ratios, |r| r.1)
         );
+        if !c.before_window_ratios.is_empty() {
+            println!(
+                "- ratio apivip/apivip-before per window: master {}, backup {}",
+                spread(&c.before_window_ratios, |r| r.0),
+                spread(&c.before_window_ratios, |r| r.1)
+            );
+        }
     }
 }

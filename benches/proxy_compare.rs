@@ -26,7 +26,15 @@
 //!   measurement; `APIVIP_BENCH_QUICK=1`: 1 round of 3 s and 2,000 idle connections;
 //! - `APIVIP_BENCH_IDLE_CONNS`: N for the idle workload (default: (limit - 400) / 2);
 //! - `APIVIP_BENCH_PATHS`: a comma-separated subset of `direct,haproxy,
-//!   haproxy-splice-auto,haproxy-splice-always,apivip,apivip-copy`;
+//!   haproxy-splice-auto,haproxy-splice-always,apivip,apivip-copy,apivip-before`;
+//! - `APIVIP_BENCH_BEFORE_BIN`: another build of apivip (e.g. the commit before a
+//!   change), measured as the path `apivip-before` in the same rounds (`run -c FILE`
+//!   like `apivip`, with a config without the `admin:` section, which older builds do
+//!   not know); the report adds apivip/apivip-before ratios, per round too. The path
+//!   is in the default set only when this is set;
+//! - `APIVIP_BENCH_SCRAPE_MS`: during `http`, GET `/metrics` from `apivip`'s admin
+//!   endpoint every this many milliseconds (off by default; `apivip` always runs its
+//!   admin endpoint on `127.0.0.1:0`, as a deployment runs it on its default port);
 //! - `APIVIP_BENCH_WORKLOADS`: a subset of `http,bulk,idle`;
 //! - `APIVIP_BENCH_THREADS`: proxy threads for both (HAProxy `nbthread`, apivip
 //!   `TOKIO_WORKER_THREADS`); default: one per CPU the proxy may use (2, or 1 pinned);
@@ -132,16 +140,19 @@ enum Via {
     HaproxySpliceAlways,
     Apivip,
     ApivipCopy,
+    /// `APIVIP_BENCH_BEFORE_BIN`: another build, in the same rounds.
+    ApivipBefore,
 }
 
 impl Via {
-    const ALL: [Via; 6] = [
+    const ALL: [Via; 7] = [
         Via::Direct,
         Via::Haproxy,
         Via::HaproxySpliceAuto,
         Via::HaproxySpliceAlways,
         Via::Apivip,
         Via::ApivipCopy,
+        Via::ApivipBefore,
     ];
     const HAPROXY: [Via; 3] = [
         Via::Haproxy,
@@ -157,6 +168,7 @@ impl Via {
             Via::HaproxySpliceAlways => "haproxy-splice-always",
             Via::Apivip => "apivip",
             Via::ApivipCopy => "apivip-copy",
+            Via::ApivipBefore => "apivip-before",
         }
     }
 }
@@ -197,6 +209,10 @@ struct Settings {
     wrk_threads: u32,
     paths: Vec<Via>,
     workloads: Vec<Workload>,
+    /// `APIVIP_BENCH_BEFORE_BIN`: the binary of the `apivip-before` path.
+    before_bin: Option<PathBuf>,
+    /// `APIVIP_BENCH_SCRAPE_MS`: scrape apivip's `/metrics` this often during `http`.
+    scrape_every: Option<Duration>,
 }
 
 impl Settings {
@@ -241,12 +257,16 @@ fn env_flag(name: &str) -> bool {
 fn settings(fd_limit: u64) -> Settings {
     let quick = env_flag("APIVIP_BENCH_QUICK");
     let max_idle = (fd_limit.saturating_sub(400) / 2) as usize;
+    let before_bin = std::env::var_os("APIVIP_BENCH_BEFORE_BIN").map(PathBuf::from);
     let paths = match std::env::var("APIVIP_BENCH_PATHS") {
         Ok(list) => list
             .split(',')
             .filter_map(|p| Via::ALL.into_iter().find(|v| v.name() == p.trim()))
             .collect(),
-        Err(_) => Via::ALL.to_vec(),
+        Err(_) => Via::ALL
+            .into_iter()
+            .filter(|v| *v != Via::ApivipBefore || before_bin.is_some())
+            .collect(),
     };
     let workloads = match std::env::var("APIVIP_BENCH_WORKLOADS") {
         Ok(list) => list
@@ -276,6 +296,10 @@ fn settings(fd_limit: u64) -> Settings {
         wrk_threads: env_parse("APIVIP_BENCH_WRK_THREADS").unwrap_or(2),
         paths,
         workloads,
+        before_bin,
+        scrape_every: env_parse::<u64>("APIVIP_BENCH_SCRAPE_MS")
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
     }
 }
 
@@ -639,12 +663,18 @@ fn haproxy_config(
     )
 }
 
-fn apivip_config(listen: u16, backend: SocketAddr, maxconn: usize) -> String {
+/// `admin`: whether to add the admin endpoint on `127.0.0.1:0` (builds before the
+/// admin endpoint reject the `admin:` key).
+fn apivip_config(listen: u16, backend: SocketAddr, maxconn: usize, admin: bool) -> String {
     format!(
         "backends:\n  - name: b1\n    address: {backend}\n\
          apiserver:\n  listen: 127.0.0.1:{listen}\n  max_connections: {maxconn}\n\
-         \x20 check: {{kind: tcp, interval: 1s}}\n\
-         admin: {{listen: '127.0.0.1:0'}}\n"
+         \x20 check: {{kind: tcp, interval: 1s}}\n{}",
+        if admin {
+            "admin: {listen: '127.0.0.1:0'}\n"
+        } else {
+            ""
+        }
     )
 }
 
@@ -652,6 +682,8 @@ fn apivip_config(listen: u16, backend: SocketAddr, maxconn: usize) -> String {
 struct Target {
     addr: SocketAddr,
     proxy: Option<Proc>,
+    /// apivip's admin endpoint, from its log (`admin endpoint listening`).
+    admin: Option<SocketAddr>,
 }
 
 impl Target {
@@ -672,6 +704,7 @@ fn start_target(
         return Ok(Target {
             addr: backend,
             proxy: None,
+            admin: None,
         });
     }
     let port = free_port();
@@ -692,13 +725,20 @@ fn start_target(
                 dir,
             )?
         }
-        Via::Apivip => {
+        Via::Apivip | Via::ApivipBefore => {
+            let (bin, admin) = match (via, &s.before_bin) {
+                (Via::ApivipBefore, Some(b)) => (b.as_path(), false),
+                (Via::ApivipBefore, None) => {
+                    return Err("apivip-before needs APIVIP_BENCH_BEFORE_BIN".into())
+                }
+                _ => (Path::new(env!("CARGO_BIN_EXE_apivip")), true),
+            };
             let cfg = dir.join(format!("{name}.yaml"));
-            std::fs::write(&cfg, apivip_config(port, backend, maxconn))
+            std::fs::write(&cfg, apivip_config(port, backend, maxconn, admin))
                 .map_err(|e| e.to_string())?;
             Proc::spawn(
                 &name,
-                s.apivip_env(command(env!("CARGO_BIN_EXE_apivip"), s.proxy_cpus()))
+                s.apivip_env(command(bin, s.proxy_cpus()))
                     .arg("run")
                     .arg("-c")
                     .arg(&cfg),
@@ -707,7 +747,7 @@ fn start_target(
         }
         Via::ApivipCopy => {
             let cfg = dir.join(format!("{name}.yaml"));
-            std::fs::write(&cfg, apivip_config(port, backend, maxconn))
+            std::fs::write(&cfg, apivip_config(port, backend, maxconn, true))
                 .map_err(|e| e.to_string())?;
             let me = std::env::current_exe().map_err(|e| e.to_string())?;
             Proc::spawn(
@@ -723,10 +763,83 @@ fn start_target(
     // Let the first health check mark the backend up in both proxies (1 s interval).
     std::thread::sleep(Duration::from_millis(1200));
     proc.check_alive()?;
+    let admin = match via {
+        Via::Apivip => admin_addr(&proc.log),
+        _ => None,
+    };
+    if via == Via::Apivip && s.scrape_every.is_some() && admin.is_none() {
+        eprintln!("    no admin address in apivip's log: not scraping");
+    }
     Ok(Target {
         addr: ([127, 0, 0, 1], port).into(),
         proxy: Some(proc),
+        admin,
     })
+}
+
+/// The admin endpoint's address from apivip's log line `admin endpoint listening
+/// addr=127.0.0.1:PORT` (the config asks for port 0).
+fn admin_addr(log: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains("admin endpoint listening"))?;
+    line.split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .find_map(|w| w.strip_prefix("addr=")?.parse().ok())
+}
+
+/// GETs `/metrics` from `addr` every `every` until stopped; counts the complete
+/// answers (HTTP 200 with the per-backend byte counters) and the bytes read.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, usize, usize)>,
+}
+
+impl Scraper {
+    fn start(addr: SocketAddr, every: Duration) -> Scraper {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut ok, mut failed, mut bytes) = (0, 0, 0);
+            let mut next = Instant::now();
+            while !stop2.load(Ordering::SeqCst) {
+                let scrape = || -> std::io::Result<String> {
+                    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+                    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    // Prometheus's own Accept header.
+                    c.write_all(
+                        b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\
+                          Accept: application/openmetrics-text;version=1.0.0,\
+                          text/plain;version=0.0.4;q=0.5\r\n\r\n",
+                    )?;
+                    let mut text = String::new();
+                    c.read_to_string(&mut text)?;
+                    Ok(text)
+                };
+                match scrape() {
+                    Ok(t)
+                        if t.starts_with("HTTP/1.1 200")
+                            && t.contains("apivip_backend_sent_bytes_total") =>
+                    {
+                        ok += 1;
+                        bytes += t.len();
+                    }
+                    _ => failed += 1,
+                }
+                next += every;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            (ok, failed, bytes)
+        });
+        Scraper { stop, thread }
+    }
+
+    /// (complete scrapes, failed scrapes, bytes read by the complete ones).
+    fn stop(self) -> (usize, usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or((0, 0, 0))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -915,6 +1028,10 @@ fn run_http(
     tag: &str,
 ) -> Result<Sample, String> {
     let mut sys = SyscallMeter::start(s, t.pid(), dir, tag);
+    let scraper = match (s.scrape_every, t.admin) {
+        (Some(every), Some(addr)) => Some(Scraper::start(addr, every)),
+        _ => None,
+    };
     let meter = CpuMeter::start(t.pid());
     let out = command(&tools.wrk, s.load_cpus())
         .arg(format!("-t{}", s.wrk_threads))
@@ -926,6 +1043,7 @@ fn run_http(
         .map_err(|e| format!("wrk: {e}"))?;
     let cpu = meter.stop(tck);
     let syscalls = sys.stop();
+    let scrapes = scraper.map(Scraper::stop);
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
@@ -958,6 +1076,13 @@ fn run_http(
         return Err(format!("cannot parse wrk output:\n{text}"));
     };
     let mut sample = vec![("req/s", rps), ("p50 ms", p50), ("p99 ms", p99)];
+    if let Some((ok, failed, bytes)) = scrapes {
+        sample.push(("metrics scrapes", ok as f64));
+        sample.push(("failed scrapes", failed as f64));
+        if ok > 0 {
+            sample.push(("KiB per scrape", bytes as f64 / ok as f64 / 1024.0));
+        }
+    }
     if let (Some((cpu_s, wall)), Some(total)) = (cpu, total) {
         sample.push(("proxy CPU cores (http)", cpu_s / wall));
         if cpu_s > 0.0 {
@@ -1092,7 +1217,7 @@ fn higher_is_better(metric: &str) -> Option<bool> {
     }
 }
 
-const METRICS: [&str; 27] = [
+const METRICS: [&str; 30] = [
     "req/s",
     "p50 ms",
     "p99 ms",
@@ -1120,6 +1245,9 @@ const METRICS: [&str; 27] = [
     "epoll_wait per MiB",
     "futex per MiB",
     "ctx switches per MiB",
+    "metrics scrapes",
+    "failed scrapes",
+    "KiB per scrape",
 ];
 
 fn median(v: &[f64]) -> f64 {
@@ -1160,12 +1288,21 @@ fn print_table(results: &Results, s: &Settings) {
         header.push_str(&format!(" {:>21} |", v.name()));
     }
     header.push_str(&format!(" {:<24} | apivip/direct |", "apivip/HAProxy-best"));
+    let before = s.paths.contains(&Via::ApivipBefore);
+    if before {
+        header.push_str(" apivip/apivip-before |");
+    }
     println!("{header}");
     println!(
-        "|{}|{}{}|---------------|",
+        "|{}|{}{}|---------------|{}",
         "-".repeat(26),
         format!("{}|", "-".repeat(23)).repeat(s.paths.len()),
-        "-".repeat(26)
+        "-".repeat(26),
+        if before {
+            "----------------------|"
+        } else {
+            ""
+        }
     );
     let mut verdicts = Vec::new();
     for m in METRICS {
@@ -1213,6 +1350,12 @@ fn print_table(results: &Results, s: &Settings) {
                 "-".into()
             }
         ));
+        if before {
+            row.push_str(&format!(
+                " {:>20} |",
+                ratio(apivip, med(Via::ApivipBefore, m))
+            ));
+        }
         println!("{row}");
         let targeted = matches!(
             m,
@@ -1238,6 +1381,46 @@ fn print_table(results: &Results, s: &Settings) {
     println!();
     for v in verdicts {
         println!("  {v}");
+    }
+    if before {
+        print_before_rounds(results);
+    }
+}
+
+/// apivip/apivip-before per round (both were measured in the same round), and the
+/// spread of each path's own values over the rounds.
+fn print_before_rounds(results: &Results) {
+    println!("\napivip / apivip-before per round (same round, interleaved):");
+    for m in METRICS {
+        let get = |via: Via| results.get(&(via, m));
+        let (Some(a), Some(b)) = (get(Via::Apivip), get(Via::ApivipBefore)) else {
+            continue;
+        };
+        let range = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{}-{}", fmt_value(lo), fmt_value(hi))
+        };
+        let per_round = if b.contains(&0.0) {
+            "- (apivip-before measured 0 in a round)".to_owned()
+        } else if a.len() == b.len() {
+            let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+            format!(
+                "{} (median {:.3})",
+                r.iter()
+                    .map(|x| format!("{x:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                median(&r)
+            )
+        } else {
+            "- (a measurement failed; rounds do not pair up)".to_owned()
+        };
+        println!(
+            "  {m}: {per_round}; apivip {}, apivip-before {}",
+            range(a),
+            range(b)
+        );
     }
 }
 
@@ -1399,6 +1582,19 @@ fn bench_main() {
         "  {}",
         version_line(Path::new(env!("CARGO_BIN_EXE_apivip")), &["version"])
     );
+    if let Some(b) = &s.before_bin {
+        println!(
+            "  apivip-before: {} ({})",
+            b.display(),
+            version_line(b, &["version"])
+        );
+    }
+    if let Some(every) = s.scrape_every {
+        println!(
+            "  apivip's /metrics scraped every {} ms during http",
+            every.as_millis()
+        );
+    }
     println!(
         "  wrk -t{} -c{} -d{}s --latency; iperf3 -t {} -J; HAProxy nbthread {}; apivip: tokio multi-thread runtime, {}",
         s.wrk_threads,
