@@ -70,15 +70,6 @@ pub enum Mode {
     Auto,
 }
 
-/// Bytes moved in each direction.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Moved {
-    /// Client to backend.
-    pub upstream: u64,
-    /// Backend to client.
-    pub downstream: u64,
-}
-
 /// Where the bytes moved are added up while a connection lives (per backend, for
 /// metrics): one relaxed add per wakeup that moved data, not per read.
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +89,7 @@ pub async fn forward(
     pipes: &PipePool,
     idle: Option<Duration>,
     counters: Counters<'_>,
-) -> io::Result<Moved> {
+) -> io::Result<()> {
     let activity = AtomicU64::new(0);
     // The pumps are built inside the join: built as locals first, each would be stored
     // twice in this future (the local and the join's copy), which every idle connection
@@ -110,16 +101,13 @@ pub async fn forward(
         )
     };
     match idle {
-        None => both.await.map(|(u, d)| Moved {
-            upstream: u,
-            downstream: d,
-        }),
+        None => both.await.map(|_| ()),
         Some(idle) => {
             tokio::pin!(both);
             let mut seen = 0;
             loop {
                 tokio::select! {
-                    r = &mut both => return r.map(|(u, d)| Moved { upstream: u, downstream: d }),
+                    r = &mut both => return r.map(|_| ()),
                     _ = tokio::time::sleep(idle) => {
                         let now = activity.load(Ordering::Relaxed);
                         if now == seen {
@@ -141,12 +129,8 @@ async fn pump(
     pipes: &PipePool,
     activity: &AtomicU64,
     moved: &AtomicU64,
-) -> io::Result<u64> {
-    let mut total = Tally {
-        moved,
-        total: 0,
-        counted: 0,
-    };
+) -> io::Result<()> {
+    let mut total = Tally { moved, pending: 0 };
     let mut bulk = false;
     loop {
         total.flush();
@@ -157,14 +141,14 @@ async fn pump(
             // it does not enlarge every idle connection's task.
             match Box::pin(splice::splice_burst(src, dst, pipes)).await? {
                 splice::Burst::Moved(n) => {
-                    total.total += n as u64;
+                    total.pending += n as u64;
                     bulk = n >= BUF_SIZE;
                     continue;
                 }
                 splice::Burst::Eof(n) => {
-                    total.total += n as u64;
+                    total.pending += n as u64;
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                    return Ok(total.total);
+                    return Ok(());
                 }
                 splice::Burst::Unsupported => bulk = false,
             }
@@ -178,11 +162,11 @@ async fn pump(
             match read_once(src, buf) {
                 Read::Eof => {
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                    return Ok(total.total);
+                    return Ok(());
                 }
                 Read::Data { n, drained } => {
                     write_all(dst, &buf[..n]).await?;
-                    total.total += n as u64;
+                    total.pending += n as u64;
                     if drained {
                         break;
                     }
@@ -205,16 +189,15 @@ async fn pump(
 /// because the backend went down).
 struct Tally<'a> {
     moved: &'a AtomicU64,
-    total: u64,
-    counted: u64,
+    /// Moved since the last flush.
+    pending: u64,
 }
 
 impl Tally<'_> {
     fn flush(&mut self) {
-        if self.total != self.counted {
-            self.moved
-                .fetch_add(self.total - self.counted, Ordering::Relaxed);
-            self.counted = self.total;
+        if self.pending != 0 {
+            self.moved.fetch_add(self.pending, Ordering::Relaxed);
+            self.pending = 0;
         }
     }
 }
