@@ -10,7 +10,7 @@ use std::time::Duration;
 use apivip::admin::client::{self, EXIT_NOT_RUNNING, EXIT_UNHEALTHY};
 use apivip::admin::status::StatusDoc;
 use support::cluster::{Cluster, Opts, Stream, DEADLINE};
-use support::wait_until;
+use support::{metric_sample as sample, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apivip");
 
@@ -33,21 +33,6 @@ async fn doc(addr: SocketAddr) -> StatusDoc {
     let (code, body) = get(addr, "/status").await;
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-/// The value of the sample `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (labelset, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        let all = labels
-            .iter()
-            .all(|(k, v)| labelset.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-        all.then(|| value.trim().parse().ok())?
-    })
 }
 
 async fn metrics(addr: SocketAddr) -> String {

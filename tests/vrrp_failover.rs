@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use support::metric_sample as metric;
 use support::netns::{NsProcess, Topology, CLIENT_V4};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apivip");
@@ -989,18 +990,6 @@ fn metrics_of(c: &Cluster, i: usize) -> String {
         ])
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The value of `name` with all of `labels`, from Prometheus text.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (set, value) = rest.split_once("} ")?;
-        labels
-            .iter()
-            .all(|(k, v)| set.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().ok())?
-    })
 }
 
 fn state_metric(c: &Cluster, i: usize, state: &str) -> Option<f64> {

@@ -319,3 +319,18 @@ fn parse_http_response(raw: &[u8]) -> Result<(u16, String), String> {
     };
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// From Prometheus text: the value of the sample `name` whose labels include every one of `labels`.
+pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (labelset, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let all = labels
+            .iter()
+            .all(|(k, v)| labelset.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        all.then(|| value.trim().parse().ok())?
+    })
+}
