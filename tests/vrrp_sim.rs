@@ -6,7 +6,8 @@
 //! and every run is bounded in steps (quinn-proto's `Pair::step` / `drive_bounded`).
 //! Nodes can crash (they stop, their later packets never leave), links can be cut and
 //! healed, health can flip, shutdown can be planned and an operator can put a node in
-//! maintenance and resume it; the VIP holders are logged so
+//! maintenance and resume it, a node can be reconfigured (reload); the VIP holders are
+//! logged so
 //! that gaps (nobody holds the VIP) and overlaps (two hold it) are measured exactly.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -72,6 +73,8 @@ struct InFlight {
 #[derive(Debug, Clone, PartialEq)]
 enum Event {
     Holds(bool),
+    /// A reload added (true) or removed one VIP while Master.
+    Vip(IpAddr, bool),
     Sent(Priority),
     Changed(State, State, Reason),
     Exit,
@@ -161,6 +164,8 @@ impl Net {
                     self.nodes[i].holds_vip = false;
                     Event::Holds(false)
                 }
+                Action::AddVip { addr } => Event::Vip(addr, true),
+                Action::RemoveVip { addr } => Event::Vip(addr, false),
                 Action::Announce => continue,
                 Action::StateChanged { from, to, reason } => Event::Changed(from, to, reason),
                 Action::Exit => Event::Exit,
@@ -269,6 +274,17 @@ impl Net {
     /// `apivip handover` on node `i`; the control must be accepted.
     fn maintenance(&mut self, i: usize) {
         self.nodes[i].instance.handle_maintenance(self.now).unwrap();
+        self.flush(i);
+    }
+
+    /// A reload on node `i`: `change` edits its configuration, which must be accepted.
+    fn reconfigure(&mut self, i: usize, change: impl FnOnce(&mut InstanceConfig)) {
+        let mut config = self.nodes[i].instance.config().clone();
+        change(&mut config);
+        self.nodes[i]
+            .instance
+            .handle_reconfigure(self.now, config)
+            .unwrap();
         self.flush(i);
     }
 
@@ -737,4 +753,191 @@ fn maintenance_moves_the_vip_and_resume_takes_it_back() {
         net.nodes[1].instance.peers()[0].priority,
         Priority::new(150)
     );
+}
+
+// === reload (handle_reconfigure) ===
+
+/// The master's priority lowered but still the highest: it keeps the VIP, advertises
+/// the new priority at once, and the backups accept it; nothing moves.
+#[test]
+fn reload_lower_but_winning_priority_keeps_the_vip() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 10 + ms(300));
+    assert_eq!(net.holders(), [1]);
+    let logged = net.log.len();
+    net.reconfigure(1, |c| c.base_priority = Priority::new(130));
+    let reload_at = net.now;
+    assert_eq!(net.log[logged..], [(reload_at, 1, Event::Sent(Priority::new(130)))]);
+    net.run_until(SECOND * 30);
+    assert_eq!(net.holders(), [1]);
+    assert_eq!(net.masters(), [1]);
+    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, Duration::ZERO));
+    // Adverts every second from the reload on.
+    assert_eq!(
+        net.last(1, &Event::Sent(Priority::new(130))),
+        Some(reload_at + SECOND * 19)
+    );
+    for i in [0, 2] {
+        let peer = net.nodes[i].instance.peers()[0];
+        assert_eq!(peer.priority, Priority::new(130), "node {i}");
+        assert_eq!(net.nodes[i].instance.state(), State::Backup);
+    }
+}
+
+/// The master's priority lowered below a preempting backup's: a planned handover.
+/// The backup discards the lower adverts, takes over Master_Down_Interval after the
+/// last one it accepted, and the old master releases the VIP when it hears it: never
+/// nobody, two holders for one link delay.
+#[test]
+fn reload_below_a_preempting_backup_hands_the_vip_over_without_a_gap() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 10 + ms(300));
+    let last_full = net.last(1, &Event::Sent(Priority::new(150))).unwrap();
+    net.reconfigure(1, |c| c.base_priority = Priority::new(110));
+    net.run_until(SECOND * 30);
+    let takeover = last_full + DELAY + SECOND * 3 + skew(120);
+    assert_eq!(
+        net.last(2, &Event::Changed(State::Backup, State::Master, Reason::Preempt)),
+        Some(takeover)
+    );
+    assert_eq!(
+        net.last(1, &Event::Changed(State::Master, State::Backup, Reason::HigherPriority)),
+        Some(takeover + DELAY)
+    );
+    assert_eq!(net.holders(), [2]);
+    assert_eq!(net.masters(), [2]);
+    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, DELAY));
+    assert_eq!(net.nodes[1].instance.stats().priority_zero_sent, 0);
+    // Node 0 (100) still accepts node 1's 110 as a master would be accepted: no move
+    // to node 0 at any time.
+    assert_eq!(net.nodes[0].instance.state(), State::Backup);
+}
+
+/// A backup raised above the master with preemption: it preempts by the ordinary
+/// rule, its Master_Down_Timer recomputed with the new skew from the last advert it
+/// accepted.
+#[test]
+fn reload_raising_a_backup_preempts_with_the_new_skew() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 10 + ms(300));
+    let last_heard = net.last(1, &Event::Sent(Priority::new(150))).unwrap() + DELAY;
+    net.reconfigure(2, |c| c.base_priority = Priority::new(200));
+    assert_eq!(
+        net.nodes[2].instance.poll_timeout(),
+        Some(last_heard + SECOND * 3 + skew(200))
+    );
+    net.run_until(SECOND * 30);
+    let takeover = last_heard + SECOND * 3 + skew(200);
+    assert_eq!(
+        net.last(2, &Event::Changed(State::Backup, State::Master, Reason::Preempt)),
+        Some(takeover)
+    );
+    assert_eq!(net.holders(), [2]);
+    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, DELAY));
+}
+
+/// A second VIP, reloaded on every node one by one, the backups first: no advert is
+/// dropped at any time (the simulation fails on a dropped genuine advert), nothing
+/// moves, the master adds the new VIP at its reload; removing it again the same way
+/// removes it.
+#[test]
+fn reload_of_the_vips_node_by_node_moves_nothing() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 10 + ms(300));
+    let second = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2));
+    for (i, at) in [(0, 10_300), (2, 12_000), (1, 15_000)] {
+        net.run_until(ms(at));
+        net.reconfigure(i, |c| c.vips.push(second));
+    }
+    let added_at = net.at(ms(15_000));
+    assert_eq!(net.last(1, &Event::Vip(second, true)), Some(added_at));
+    net.run_until(SECOND * 20);
+    for i in [0, 2] {
+        assert!(!net.nodes[i].instance.accepts_previous_vips(), "node {i} heard the new list");
+    }
+    for (i, at) in [(0, 20_500), (2, 21_000), (1, 22_000)] {
+        net.run_until(ms(at));
+        net.reconfigure(i, |c| c.vips.retain(|v| *v != second));
+    }
+    assert_eq!(net.last(1, &Event::Vip(second, false)), Some(net.at(ms(22_000))));
+    net.run_until(SECOND * 30);
+    assert_eq!(net.holders(), [1]);
+    assert_eq!(net.masters(), [1]);
+    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, Duration::ZERO));
+    for i in 0..3 {
+        assert_eq!(net.nodes[i].instance.stats().address_list_errors, 0, "node {i}");
+    }
+    // Only the master touched the interface, once each way.
+    let vip_events: Vec<_> = net
+        .log
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::Vip(..)))
+        .map(|(_, i, e)| (*i, e.clone()))
+        .collect();
+    assert_eq!(
+        vip_events,
+        [(1, Event::Vip(second, true)), (1, Event::Vip(second, false))]
+    );
+}
+
+/// A longer advert interval on the master (VRRPv3): the backups learn it from the
+/// advert sent at the reload and wait the longer Master_Down_Interval; nothing moves.
+#[test]
+fn reload_of_the_interval_moves_nothing() {
+    let mut net = Net::start(
+        vec![
+            config(0, v3(), 100),
+            config(1, v3(), 150),
+            config(2, v3(), 120),
+        ],
+        true,
+    );
+    net.run_until(SECOND * 10 + ms(300));
+    let reload_at = net.now;
+    net.reconfigure(1, |c| {
+        c.version = VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(300),
+        };
+        // At least 4 intervals, or the machine refuses the section.
+        c.handover_timeout = SECOND * 30;
+    });
+    assert_eq!(net.last(1, &Event::Sent(Priority::new(150))), Some(reload_at));
+    net.run_until(SECOND * 40);
+    assert_eq!(net.holders(), [1]);
+    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(
+        net.last(1, &Event::Sent(Priority::new(150))),
+        Some(reload_at + SECOND * 27)
+    );
+    for i in [0, 2] {
+        assert_eq!(net.nodes[i].instance.master_adver_interval(), SECOND * 3, "node {i}");
+    }
 }

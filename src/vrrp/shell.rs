@@ -6,6 +6,7 @@
 //!   deadline reached ------------> Instance.handle_timeout --+--> poll_action:
 //!   Control::Serve (HealthView) -> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
 //!   Control::Handover (SIGTERM) -> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
+//!   Control::Reconfigure (reload) -> Instance.handle_reconfigure +   AddVip / RemoveVip -> netlink
 //!                                                                 Announce -> GARP / NA, repeated
 //!                                                                 StateChanged -> log; Exit -> return
 //! ```
@@ -50,8 +51,10 @@ use crate::events::{EventKind, History};
 use crate::health::{HealthSnapshot, HealthView};
 use crate::vrrp::announce::Announcer;
 use crate::vrrp::machine::{
-    Action, ControlRefused, Instance, Reason, Received, State, Stats, VersionConfig,
+    Action, ControlRefused, Instance, Reason, Received, ReconfigureRefused, State, Stats,
+    VersionConfig,
 };
+use crate::vrrp::reload::{classify, ReplaceReason, VrrpChange};
 use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
 use crate::vrrp::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::units::Priority;
@@ -80,6 +83,42 @@ pub enum VrrpError {
     /// The election config is inconsistent.
     #[error("vrrp: {0}")]
     Config(#[from] crate::vrrp::machine::ConfigError),
+}
+
+/// Why [`VrrpHandle::reconfigure`] did not apply a new `vrrp:` section. Nothing
+/// changed: the instance runs on with the old section.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconfigureError {
+    /// The VRID, the interface or the address family changed: another virtual router.
+    /// The caller must replace the instance: hand it over (`handover`, wait for the
+    /// election to end), then [`spawn_dedicated`] the new section.
+    #[error("vrrp: {0}: cannot apply in place; replace the instance (hand it over, then start the new one)")]
+    Replace(ReplaceReason),
+    /// The election refused the section (it does not validate, a handover is under
+    /// way: retry after it, or the instance has exited).
+    #[error("vrrp: {0}")]
+    Refused(ReconfigureRefused),
+    /// The socket for a new source address or new unicast peers could not be opened.
+    #[error("vrrp: cannot open the VRRP socket on {interface} for the new section: {source}")]
+    Socket {
+        /// The interface.
+        interface: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The interface's IPv6 link-local address (the source of IPv6 multicast adverts)
+    /// could not be read.
+    #[error("vrrp: cannot read the addresses of {interface}: {source}")]
+    Netlink {
+        /// The interface.
+        interface: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The election thread did not answer in time (stalled) or has ended.
+    #[error("vrrp: the election thread did not answer")]
+    NoAnswer,
 }
 
 /// What the admin side can read about the election.
@@ -157,6 +196,7 @@ impl VrrpHandle {
                 master: None,
             })),
             control: Some(Arc::new(tx)),
+            reconfigure: None,
         };
         (handle, rx)
     }
@@ -185,6 +225,16 @@ pub struct VrrpHandle {
     pub status: Arc<ArcSwap<VrrpStatus>>,
     /// Requests to the election thread (reports, maintenance); set once it runs.
     control: Option<Arc<ControlTx>>,
+    /// Reloads, through the task that forwards health (it owns the track).
+    reconfigure: Option<tokio::sync::mpsc::UnboundedSender<ReconfigureRequest>>,
+}
+
+/// A reload on its way to the health forwarder of [`spawn_dedicated`].
+#[derive(Debug)]
+struct ReconfigureRequest {
+    cfg: Vrrp,
+    proxy_listening: bool,
+    reply: tokio::sync::oneshot::Sender<Result<(), ReconfigureError>>,
 }
 
 impl VrrpHandle {
@@ -207,6 +257,40 @@ impl VrrpHandle {
         match tokio::time::timeout(bound, rx).await {
             Ok(Ok(r)) => r.map_err(Some),
             _ => Err(None),
+        }
+    }
+
+    /// Reload: applies a changed `vrrp:` section to the running election and returns
+    /// once the election thread has applied it (VIPs added or removed, the advert
+    /// with the new priority sent), or refused it, or `bound` passed
+    /// ([`ReconfigureError::NoAnswer`]). Whether the VIPs stay is the machine's rule
+    /// ([`Instance::handle_reconfigure`]): a Master keeps them unless a preempting
+    /// node now has the higher priority, which takes them over as in a planned
+    /// handover. `new.track` applies together with the rest: from now on this node's
+    /// ability to serve is computed with it (a renumbered `Track::Backend` id is read
+    /// against the health view as it is now), and `proxy_listening` says whether the
+    /// apiserver proxy listens after the reload. A changed VRID, interface or address
+    /// family is [`ReconfigureError::Replace`] (see [`classify`]); nothing changes
+    /// then, and the caller replaces the instance.
+    pub async fn reconfigure(
+        &self,
+        new: Vrrp,
+        proxy_listening: bool,
+        bound: Duration,
+    ) -> Result<(), ReconfigureError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.reconfigure
+            .as_ref()
+            .ok_or(ReconfigureError::NoAnswer)?
+            .send(ReconfigureRequest {
+                cfg: new,
+                proxy_listening,
+                reply,
+            })
+            .map_err(|_| ReconfigureError::NoAnswer)?;
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err(ReconfigureError::NoAnswer),
         }
     }
 
@@ -331,6 +415,13 @@ enum Control {
     Maintenance(tokio::sync::oneshot::Sender<Result<(), ControlRefused>>),
     /// `apivip resume`: leave maintenance.
     Resume(tokio::sync::oneshot::Sender<Result<(), ControlRefused>>),
+    /// Reload: apply this section; `serve` is this node's ability to serve by its
+    /// new track. Answered once the actions it caused ran.
+    Reconfigure {
+        cfg: Box<Vrrp>,
+        serve: bool,
+        reply: tokio::sync::oneshot::Sender<Result<(), ReconfigureError>>,
+    },
 }
 
 /// The sending half of the control channel: a queue plus one byte on a socket pair, so
@@ -458,8 +549,12 @@ pub async fn spawn_dedicated(
         .await
         .map_err(|_| thread_error(std::io::Error::other("the VRRP thread ended during start")))??;
     handle.control = Some(Arc::clone(&ctl_tx));
+    let (reconfigure_tx, mut reconfigure_rx) = tokio::sync::mpsc::unbounded_channel();
+    handle.reconfigure = Some(reconfigure_tx);
     let handover = handle.handover.clone();
     tokio::spawn(async move {
+        let mut track = track;
+        let mut proxy_listening = proxy_listening;
         let mut last = serve;
         let mut health_open = true;
         let mut handover_sent = false;
@@ -469,6 +564,33 @@ pub async fn spawn_dedicated(
                 _ = abort.cancelled() => {
                     ctl_tx.send(Control::Abort);
                     return;
+                }
+                Some(req) = reconfigure_rx.recv() => {
+                    // The new track and the rest of the section apply together: the
+                    // thread gets the ability to serve computed with the new track.
+                    let serve = can_serve(&req.cfg.track, &health.current(), req.proxy_listening);
+                    let new_track = req.cfg.track.clone();
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    ctl_tx.send(Control::Reconfigure {
+                        cfg: Box::new(req.cfg),
+                        serve,
+                        reply,
+                    });
+                    let result = tokio::select! {
+                        r = answer => r.unwrap_or(Err(ReconfigureError::NoAnswer)),
+                        _ = ended.cancelled() => Err(ReconfigureError::NoAnswer),
+                        _ = abort.cancelled() => {
+                            ctl_tx.send(Control::Abort);
+                            let _ = req.reply.send(Err(ReconfigureError::NoAnswer));
+                            return;
+                        }
+                    };
+                    if result.is_ok() {
+                        track = new_track;
+                        proxy_listening = req.proxy_listening;
+                        last = serve;
+                    }
+                    let _ = req.reply.send(result);
                 }
                 _ = handover.cancelled(), if !handover_sent => {
                     handover_sent = true;
@@ -677,6 +799,7 @@ impl Shell {
             handover: self.handover.clone(),
             status: self.status.clone(),
             control: None,
+            reconfigure: None,
         }
     }
 
@@ -785,6 +908,20 @@ impl Shell {
                             self.repeat = None;
                             let _ = reply.send(r);
                         }
+                        Control::Reconfigure { cfg, serve, reply } => {
+                            let r = self.reconfigure(rt, now, *cfg, serve);
+                            let exit = match &r {
+                                Ok(()) => self.drain_actions(rt, now),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "vrrp: reload not applied");
+                                    false
+                                }
+                            };
+                            let _ = reply.send(r);
+                            if exit {
+                                return;
+                            }
+                        }
                         Control::Resume(reply) => {
                             let r = self.instance.handle_resume(now);
                             match &r {
@@ -811,6 +948,126 @@ impl Shell {
                     (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
             }
         }
+    }
+
+    /// Applies a reloaded section (see [`VrrpHandle::reconfigure`]) at `now`; the
+    /// actions it causes stay queued for [`Shell::drain_actions`]. Whatever can fail
+    /// (a new socket, the link-local address) is done before the machine is told, so
+    /// a refusal changes nothing.
+    fn reconfigure(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        now: Instant,
+        mut new: Vrrp,
+        serve: bool,
+    ) -> Result<(), ReconfigureError> {
+        if let VrrpChange::Replace(reason) = classify(&self.cfg, &new) {
+            return Err(ReconfigureError::Replace(reason));
+        }
+        let netlink = |source| ReconfigureError::Netlink {
+            interface: self.cfg.interface.clone(),
+            source,
+        };
+        // As at start: VRRPv3 over IPv6 multicast sends from the link-local address.
+        if let (IpAddr::V6(primary), None) = (new.instance.primary_ip, &new.instance.peers) {
+            if !is_link_local(primary) {
+                let ll = match self.cfg.instance.primary_ip {
+                    IpAddr::V6(current) if is_link_local(current) => Some(current),
+                    _ => rt.block_on(self.vips.link_local_v6()).map_err(netlink)?,
+                };
+                let ll = ll.ok_or_else(|| {
+                    netlink(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no IPv6 link-local address to send VRRPv3 adverts from",
+                    ))
+                })?;
+                new.instance.primary_ip = IpAddr::V6(ll);
+            }
+        }
+        new.instance
+            .validate()
+            .map_err(|e| ReconfigureError::Refused(e.into()))?;
+        let reopen = new.instance.primary_ip != self.cfg.instance.primary_ip
+            || new.instance.peers != self.cfg.instance.peers;
+        let opened = if reopen {
+            let socket_error = |source| ReconfigureError::Socket {
+                interface: self.cfg.interface.clone(),
+                source,
+            };
+            let delivery = match &new.instance.peers {
+                Some(p) => Delivery::Unicast(p.clone()),
+                None => Delivery::Multicast,
+            };
+            let socket = VrrpSocket::open(&self.cfg.interface, new.instance.primary_ip, delivery)
+                .map_err(socket_error)?;
+            let doorbell = Doorbell::open(&socket).map_err(socket_error)?;
+            Some((socket, doorbell))
+        } else {
+            None
+        };
+        self.instance
+            .handle_reconfigure(now, new.instance.clone())
+            .map_err(ReconfigureError::Refused)?;
+        if let Some((socket, doorbell)) = opened {
+            self.destinations = socket.destinations();
+            self.socket = socket;
+            self.doorbell = doorbell;
+            // The new doorbell rings for nothing; the socket itself is polled until a
+            // repeat is known again.
+            self.armed = None;
+            self.watch_socket_until = None;
+            self.unmatched_rings = 0;
+            self.doorbell_off = false;
+        }
+        let vip_list: Vec<VipConfig> = new
+            .vips
+            .iter()
+            .map(|&(addr, prefix_len)| VipConfig { addr, prefix_len })
+            .collect();
+        if self.instance.state() == State::Master {
+            // A VIP kept with another prefix length: the machine sees no change (it
+            // knows addresses only). Replace it: removal goes by address.
+            let reprefixed: Vec<VipConfig> = vip_list
+                .iter()
+                .filter(|n| {
+                    self.vip_list
+                        .iter()
+                        .any(|o| o.addr == n.addr && o.prefix_len != n.prefix_len)
+                })
+                .copied()
+                .collect();
+            if !reprefixed.is_empty() {
+                let r = rt.block_on(async {
+                    self.vips.remove(&reprefixed).await?;
+                    self.vips.add(&reprefixed).await
+                });
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "vrrp: cannot change the prefix length of a VIP");
+                }
+            }
+        }
+        self.vip_list = vip_list;
+        tracing::info!(
+            priority = new.instance.base_priority.get(),
+            vips = ?new.vips,
+            state = %self.instance.state(),
+            "vrrp: reload applied"
+        );
+        self.history.push(
+            EventKind::Vrrp,
+            format!("vrid {}: reconfigured", new.instance.vrid),
+            "reload",
+        );
+        self.cfg = new;
+        // What was cached from the old section: encoded adverts (priority, VIPs,
+        // version), the last decoded datagram (version), the repeat a Backup may skip
+        // (its skew).
+        self.encoded.clear();
+        self.encoded_for = None;
+        self.last_decoded = None;
+        self.repeat = None;
+        self.instance.handle_health(now, serve);
+        Ok(())
     }
 
     /// Points the doorbell at the advert a Backup may skip, or silences it; true if its
@@ -957,6 +1214,28 @@ impl Shell {
                 Action::RemoveVips => {
                     if let Err(e) = rt.block_on(self.vips.remove(&self.vip_list)) {
                         tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
+                    }
+                }
+                Action::AddVip { addr } => {
+                    let vip = self.vip_list.iter().find(|v| v.addr == addr).copied();
+                    let vip = vip.unwrap_or(VipConfig {
+                        addr,
+                        prefix_len: if addr.is_ipv4() { 32 } else { 128 },
+                    });
+                    match rt.block_on(self.vips.add(&[vip])) {
+                        Ok(()) => tracing::info!(%addr, "vrrp: reload: VIP added"),
+                        Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot add a VIP"),
+                    }
+                }
+                Action::RemoveVip { addr } => {
+                    // Removed whatever its prefix length.
+                    let vip = VipConfig {
+                        addr,
+                        prefix_len: if addr.is_ipv4() { 32 } else { 128 },
+                    };
+                    match rt.block_on(self.vips.remove(&[vip])) {
+                        Ok(()) => tracing::info!(%addr, "vrrp: reload: VIP removed"),
+                        Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot remove a VIP"),
                     }
                 }
                 Action::Announce => {

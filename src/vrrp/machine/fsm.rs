@@ -1,6 +1,7 @@
 //! States, transition reasons and the actions the machine asks its shell to perform.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -110,6 +111,37 @@ pub enum ControlRefused {
     Exited,
 }
 
+/// Why [`Instance::handle_reconfigure`](super::Instance::handle_reconfigure) refused a
+/// new configuration. A refused configuration changes nothing: the instance runs on
+/// with the old one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconfigureRefused {
+    /// The VRID identifies the virtual router: another VRID is another router. Replace
+    /// the instance (planned handover of the old one, then start the new one).
+    #[error("the VRID changes ({from} -> {to}): another virtual router; replace the instance (hand the old one over, then start the new one)")]
+    VridChanged {
+        /// The running VRID.
+        from: crate::vrrp::units::Vrid,
+        /// The configured one.
+        to: crate::vrrp::units::Vrid,
+    },
+    /// IPv4 and IPv6 instances use different sockets and addresses: replace the instance.
+    #[error("the address family changes ({from} -> {to}): replace the instance (hand the old one over, then start the new one)")]
+    FamilyChanged {
+        /// The running primary address.
+        from: IpAddr,
+        /// The configured one.
+        to: IpAddr,
+    },
+    /// The new configuration cannot run (see [`ConfigError`](super::ConfigError)).
+    #[error("{0}")]
+    Invalid(#[from] super::ConfigError),
+    /// Not now: a handover is under way, or the instance has exited.
+    #[error("{0}")]
+    Control(#[from] ControlRefused),
+}
+
 /// The last transition, kept for the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateChange {
@@ -140,6 +172,17 @@ pub enum Action {
     AddVips,
     /// Remove the VIPs from the interface.
     RemoveVips,
+    /// Reconfigured while Master: add this newly listed VIP to the interface (the
+    /// others stay). An [`Action::Announce`] follows.
+    AddVip {
+        /// The address; its prefix length is the shell's.
+        addr: IpAddr,
+    },
+    /// Reconfigured while Master: remove this VIP, no longer listed, from the interface.
+    RemoveVip {
+        /// The address.
+        addr: IpAddr,
+    },
     /// Announce the VIPs: gratuitous ARP for IPv4, unsolicited Neighbor Advertisement
     /// (Override flag) for IPv6; the shell repeats it as configured.
     Announce,

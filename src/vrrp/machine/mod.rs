@@ -17,9 +17,11 @@
 //!    health flips             ------->     handle_health(now, can_serve)
 //!    `apivip handover`        ------->     handle_maintenance(now)  (Err: HTTP 409)
 //!    `apivip resume`          ------->     handle_resume(now)       (Err: HTTP 409)
+//!    reload (SIGHUP)          ------->     handle_reconfigure(now, config)  (Err: refused)
 //!    SIGTERM                  ------->     handle_shutdown(now)
 //!    while let Some(a) = poll_action()     SendAdvert / AddVips / RemoveVips /
-//!        perform a                         Announce / StateChanged / Exit
+//!        perform a                         AddVip / RemoveVip / Announce /
+//!                                          StateChanged / Exit
 //!    re-arm the timer at poll_timeout()
 //!  }
 //! ```
@@ -81,6 +83,31 @@
 //! Controls that cannot apply now are refused with a [`ControlRefused`] and change
 //! nothing.
 //!
+//! # Reconfiguration
+//!
+//! [`Instance::handle_reconfigure`] applies a reloaded configuration in place:
+//! priority, preemption and its delay, VIPs, interval, version and password, unicast
+//! peers, primary address, health weight and handover timeout. Only the VRID and the
+//! address family make another virtual router; those are refused
+//! ([`ReconfigureRefused`]) and the caller replaces the instance. The RFCs have no
+//! such event; what was chosen, by RFC 9568's own rules:
+//!
+//! - The change itself never releases the VIPs and never sends priority 0 (0 is not
+//!   a configurable priority; it means "I stop", RFC 9568 §6.4.3 Shutdown). A Master
+//!   advertises its new priority at once and keeps the VIPs until an advert with a
+//!   higher priority arrives (§6.4.3): a lower priority that still wins changes
+//!   nothing else; one that loses to a preempting Backup is a planned handover (the
+//!   Backup takes over after its Master_Down_Interval, this node releases the VIPs
+//!   when it hears it); one that loses only to non-preempting Backups stays Master,
+//!   as §6.4.2 prescribes for them. A Master does not act on priorities it heard
+//!   earlier ([`Instance::peers`]): Backups do not advertise, so those are stale, and
+//!   a node that still claims Master is answered by its next advert.
+//! - A Backup's Master_Down_Timer is recomputed from when it was started, with the
+//!   new priority and interval (Skew_Time depends on both).
+//! - After a change of the VIPs, adverts with the previous VIP list are still
+//!   accepted until one with the new list is, so that nodes can be reloaded one by
+//!   one (see [`Instance::handle_reconfigure`]).
+//!
 //! # Deviations from the RFCs
 //!
 //! - On becoming Master the addresses are announced (gratuitous ARP / NA) *before* the
@@ -133,7 +160,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 pub use self::config::{ConfigError, InstanceConfig, VersionConfig};
-pub use self::fsm::{Action, ControlRefused, Reason, State, StateChange};
+pub use self::fsm::{Action, ControlRefused, Reason, ReconfigureRefused, State, StateChange};
 use self::stats::PeerTable;
 pub use self::stats::{DropReason, Peer, Stats};
 use self::timer::{Timer, TimerTable};
@@ -166,6 +193,16 @@ pub struct Received {
     pub result: Result<Repr, DecodeError>,
 }
 
+/// What the running Master_Down_Timer was armed for, so that a reconfiguration can
+/// recompute it from the same start with the new priority and interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DownWait {
+    /// Master_Down_Interval (an accepted advert, or becoming Backup).
+    Interval,
+    /// Skew_Time (the Active Router resigned with priority 0).
+    Skew,
+}
+
 /// Where the instance is in its life, beside the RFC state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -189,6 +226,7 @@ enum Phase {
 ///   [`handle_health`](Instance::handle_health),
 ///   [`handle_maintenance`](Instance::handle_maintenance),
 ///   [`handle_resume`](Instance::handle_resume),
+///   [`handle_reconfigure`](Instance::handle_reconfigure),
 ///   [`handle_shutdown`](Instance::handle_shutdown). Each takes `now`, which must
 ///   not go backwards.
 /// - Outputs: [`poll_action`](Instance::poll_action) until `None` after every input,
@@ -203,6 +241,12 @@ pub struct Instance {
     addrs: VirtualAddrs,
     /// The VIPs sorted, to compare with received address lists.
     sorted_vips: Vec<IpAddr>,
+    /// After a reconfiguration changed the VIPs: the previous set (sorted), still
+    /// accepted in received adverts until one lists the new set (see
+    /// [`Instance::handle_reconfigure`]).
+    previous_vips: Option<Vec<IpAddr>>,
+    /// When the running Master_Down_Timer was started, and for what.
+    down_armed: Option<(Instant, DownWait)>,
     state: State,
     phase: Phase,
     can_serve: bool,
@@ -236,29 +280,14 @@ impl Instance {
     /// Validates `config` and builds an instance in [`State::Initialize`].
     pub fn try_new(config: InstanceConfig) -> Result<Instance, ConfigError> {
         config.validate()?;
-        let addrs = match config.family() {
-            crate::vrrp::packet::Family::Ipv4 => VirtualAddrs::V4(
-                AddrList::try_new(config.vips.iter().filter_map(as_v4).collect()).map_err(
-                    |_| ConfigError::TooManyVips {
-                        count: config.vips.len(),
-                    },
-                )?,
-            ),
-            crate::vrrp::packet::Family::Ipv6 => VirtualAddrs::V6(
-                AddrList::try_new(config.vips.iter().filter_map(as_v6).collect()).map_err(
-                    |_| ConfigError::TooManyVips {
-                        count: config.vips.len(),
-                    },
-                )?,
-            ),
-        };
-        let mut sorted_vips = config.vips.clone();
-        sorted_vips.sort_unstable();
+        let (addrs, sorted_vips) = advert_addrs(&config)?;
         Ok(Instance {
             master_adver_interval: config.version.interval(),
             config,
             addrs,
             sorted_vips,
+            previous_vips: None,
+            down_armed: None,
             state: State::Initialize,
             phase: Phase::Running,
             can_serve: false,
@@ -477,6 +506,10 @@ impl Instance {
             self.stats.master_conflicts += 1;
         }
         self.peers.record(src, priority, now);
+        if self.previous_vips.is_some() && same_vips(&repr, &self.sorted_vips) {
+            // The sender has the new VIPs too: the transition is over.
+            self.previous_vips = None;
+        }
         match self.state {
             // Not running: nothing listens (RFC 9568 §6.4.1 has no advert event).
             State::Initialize => {}
@@ -622,6 +655,135 @@ impl Instance {
         Ok(())
     }
 
+    /// A changed configuration, applied in place (a reload): everything but the VRID
+    /// and the address family may change, and the VIPs are never given up for the
+    /// change itself. Refused (changing nothing) when the VRID or family differs (a
+    /// new virtual router: replace the instance), when `config` does not validate,
+    /// while a handover runs and after exit. An unchanged `config` does nothing.
+    ///
+    /// - **Master** stays Master whatever the new priority: the priority, interval,
+    ///   VIPs and version go out in one advert at once (Adver_Timer restarted), also
+    ///   when the source or the unicast peers changed. A preempting Backup that now
+    ///   has the higher priority discards these adverts and takes over when its
+    ///   Master_Down_Timer runs out; its first advert then makes this node release
+    ///   the VIPs by the ordinary rule (RFC 9568 §6.4.3), so the VIPs move as in a
+    ///   planned handover, with no moment where nobody holds them. A Backup without
+    ///   preemption accepts the lower priority and nothing moves. Newly listed VIPs
+    ///   are added ([`Action::AddVip`]) and announced ([`Action::Announce`]); VIPs
+    ///   no longer listed are removed ([`Action::RemoveVip`]).
+    /// - **Backup** holds no VIPs: nothing on the interface. The running
+    ///   Master_Down_Timer is recomputed from when it was started, with the new
+    ///   priority (skew) and interval, and fires at once if that is already past; a
+    ///   raised priority with preemption then preempts by the ordinary rules. A
+    ///   VRRPv3 Backup that has heard the Active Router keeps the interval learned
+    ///   from it (RFC 9568 §6.4.2); otherwise Master_Adver_Interval becomes the new
+    ///   configured interval.
+    /// - **Initialize**: the configuration is replaced, nothing else.
+    ///
+    /// A changed preemption mode or delay restarts the preempt delay. In maintenance
+    /// the new priority takes effect on [`Instance::handle_resume`].
+    ///
+    /// **Changing the VIPs on every node**: adverts must list the receiver's VIPs
+    /// (RFC 9568 §7.1), so while some nodes have the old list and some the new, they
+    /// would drop each other's adverts and both become Master. After a change of the
+    /// VIPs this node therefore also accepts adverts that list its previous VIPs,
+    /// until it accepts one listing the new VIPs (every sender it hears has caught
+    /// up). Reconfigure the Backups first and the Master last: nothing moves. A node
+    /// not yet reconfigured still drops adverts with the new list, so reconfiguring
+    /// the Master first lets a Backup take over until it has the new list too. The
+    /// same holds for a VRRPv2 interval or password, which every node must share
+    /// (RFC 3768 §7.1): there is no transition for those.
+    pub fn handle_reconfigure(
+        &mut self,
+        now: Instant,
+        config: InstanceConfig,
+    ) -> Result<(), ReconfigureRefused> {
+        self.control_allowed()?;
+        if config.vrid != self.config.vrid {
+            return Err(ReconfigureRefused::VridChanged {
+                from: self.config.vrid,
+                to: config.vrid,
+            });
+        }
+        if config.family() != self.config.family() {
+            return Err(ReconfigureRefused::FamilyChanged {
+                from: self.config.primary_ip,
+                to: config.primary_ip,
+            });
+        }
+        config.validate()?;
+        let (addrs, sorted_vips) = advert_addrs(&config)?;
+        if config == self.config {
+            return Ok(());
+        }
+        let advert_before = self.advert(self.advertised_priority());
+        let old = std::mem::replace(&mut self.config, config);
+        let old_vips = std::mem::replace(&mut self.sorted_vips, sorted_vips);
+        if old_vips != self.sorted_vips {
+            self.previous_vips = Some(old_vips.clone());
+        }
+        self.addrs = addrs;
+        if old.preempt != self.config.preempt || old.preempt_delay != self.config.preempt_delay
+        {
+            self.preempt_hold_until = None;
+        }
+        if !self.config.preempt && self.down_cause == Reason::Preempt {
+            // No longer discarding a lower priority: if the timer fires, the Active
+            // Router went silent.
+            self.down_cause = Reason::MasterDown;
+        }
+        let keeps_learned = self.state == State::Backup
+            && self.master_ip.is_some()
+            && matches!(old.version, VersionConfig::V3 { .. })
+            && matches!(self.config.version, VersionConfig::V3 { .. });
+        if !keeps_learned {
+            self.master_adver_interval = self.config.version.interval();
+        }
+        match self.state {
+            State::Master => {
+                self.master_ip = Some(self.config.primary_ip);
+                let mut added = false;
+                for &addr in &self.config.vips {
+                    if old_vips.binary_search(&addr).is_err() {
+                        added = true;
+                        self.actions.push_back(Action::AddVip { addr });
+                    }
+                }
+                for &addr in &old_vips {
+                    if self.sorted_vips.binary_search(&addr).is_err() {
+                        self.actions.push_back(Action::RemoveVip { addr });
+                    }
+                }
+                if added {
+                    self.actions.push_back(Action::Announce);
+                }
+                let to_others_changed =
+                    old.primary_ip != self.config.primary_ip || old.peers != self.config.peers;
+                if to_others_changed || self.advert(self.advertised_priority()) != advert_before {
+                    self.send_advert(now);
+                }
+            }
+            State::Backup => {
+                if let (Some((from, wait)), Some(_)) =
+                    (self.down_armed, self.timers.get(Timer::MasterDown))
+                {
+                    self.arm_master_down(from, wait);
+                    if self.timers.is_expired(Timer::MasterDown, now) {
+                        self.timers.set(Timer::MasterDown, now);
+                    }
+                }
+            }
+            State::Initialize => {}
+        }
+        Ok(())
+    }
+
+    /// Whether adverts listing the VIPs this node had before its last reconfiguration
+    /// are still accepted (see [`Instance::handle_reconfigure`]).
+    pub fn accepts_previous_vips(&self) -> bool {
+        self.previous_vips.is_some()
+    }
+
     // --- internals ---
 
     /// The refusals common to every operator control.
@@ -678,31 +840,16 @@ impl Instance {
                 });
             }
         }
-        if !repr.priority().is_owner() && !self.same_vips(&repr) {
+        if !repr.priority().is_owner()
+            && !same_vips(&repr, &self.sorted_vips)
+            && !self
+                .previous_vips
+                .as_deref()
+                .is_some_and(|previous| same_vips(&repr, previous))
+        {
             return Err(DropReason::AddressList);
         }
         Ok(repr)
-    }
-
-    /// Whether the advert lists our VIPs, in any order.
-    fn same_vips(&self, repr: &Repr) -> bool {
-        // Runs for every advert (100 a second at a 10 ms interval): no allocation. Our
-        // VIPs are distinct (`validate`), so the lists are the same set exactly when the
-        // counts match, every received address is ours and none repeats.
-        fn same<A: Copy + PartialEq>(got: &[A], ours: &[IpAddr], ip: impl Fn(A) -> IpAddr) -> bool {
-            got.len() == ours.len()
-                && got
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &a)| ours.binary_search(&ip(a)).is_ok() && !got[..i].contains(&a))
-        }
-        match repr {
-            Repr::V2(a) => same(&a.addrs, &self.sorted_vips, IpAddr::V4),
-            Repr::V3(a) => match &a.addrs {
-                VirtualAddrs::V4(addrs) => same(addrs, &self.sorted_vips, IpAddr::V4),
-                VirtualAddrs::V6(addrs) => same(addrs, &self.sorted_vips, IpAddr::V6),
-            },
-        }
     }
 
     /// RFC 9568 §6.4.2, "If an ADVERTISEMENT is received" in Backup.
@@ -712,7 +859,7 @@ impl Instance {
             // "Set the Master_Down_Timer to Skew_Time."
             self.down_cause = Reason::MasterResigned;
             self.master_ip = None;
-            self.timers.set(Timer::MasterDown, now + self.skew_time());
+            self.arm_master_down(now, DownWait::Skew);
             return;
         }
         let local = self.effective_priority();
@@ -745,8 +892,7 @@ impl Instance {
         self.learn_interval(repr);
         self.master_ip = Some(src);
         self.down_cause = Reason::MasterDown;
-        self.timers
-            .set(Timer::MasterDown, now + self.master_down_interval());
+        self.arm_master_down(now, DownWait::Interval);
     }
 
     /// "Set Master_Adver_Interval to Adver Interval contained in the ADVERTISEMENT"
@@ -801,6 +947,17 @@ impl Instance {
             self.actions.push_back(Action::Announce);
             self.send_advert(now);
         }
+    }
+
+    /// Starts the Master_Down_Timer at `from` for `wait`: Master_Down_Interval or
+    /// Skew_Time with the priority and Master_Adver_Interval of now.
+    fn arm_master_down(&mut self, from: Instant, wait: DownWait) {
+        let span = match wait {
+            DownWait::Interval => self.master_down_interval(),
+            DownWait::Skew => self.skew_time(),
+        };
+        self.down_armed = Some((from, wait));
+        self.timers.set(Timer::MasterDown, from + span);
     }
 
     /// Sends an advert with the current advertised priority and restarts the
@@ -878,8 +1035,7 @@ impl Instance {
                 // Master_Adver_Interval is set by the caller (startup: configured;
                 // from Master: learned from the advert).
                 self.down_cause = Reason::MasterDown;
-                self.timers
-                    .set(Timer::MasterDown, now + self.master_down_interval());
+                self.arm_master_down(now, DownWait::Interval);
             }
             State::Initialize => {
                 self.timers.stop(Timer::MasterDown);
@@ -887,6 +1043,45 @@ impl Instance {
             }
         }
     }
+}
+
+/// Whether the advert lists the VIPs `ours` (sorted), in any order.
+fn same_vips(repr: &Repr, ours: &[IpAddr]) -> bool {
+    // Runs for every advert (100 a second at a 10 ms interval): no allocation. Our
+    // VIPs are distinct (`validate`), so the lists are the same set exactly when the
+    // counts match, every received address is ours and none repeats.
+    fn same<A: Copy + PartialEq>(got: &[A], ours: &[IpAddr], ip: impl Fn(A) -> IpAddr) -> bool {
+        got.len() == ours.len()
+            && got
+                .iter()
+                .enumerate()
+                .all(|(i, &a)| ours.binary_search(&ip(a)).is_ok() && !got[..i].contains(&a))
+    }
+    match repr {
+        Repr::V2(a) => same(&a.addrs, ours, IpAddr::V4),
+        Repr::V3(a) => match &a.addrs {
+            VirtualAddrs::V4(addrs) => same(addrs, ours, IpAddr::V4),
+            VirtualAddrs::V6(addrs) => same(addrs, ours, IpAddr::V6),
+        },
+    }
+}
+
+/// The VIPs of a validated `config` as adverts carry them, and sorted.
+fn advert_addrs(config: &InstanceConfig) -> Result<(VirtualAddrs, Vec<IpAddr>), ConfigError> {
+    let too_many = |_| ConfigError::TooManyVips {
+        count: config.vips.len(),
+    };
+    let addrs = match config.family() {
+        crate::vrrp::packet::Family::Ipv4 => VirtualAddrs::V4(
+            AddrList::try_new(config.vips.iter().filter_map(as_v4).collect()).map_err(too_many)?,
+        ),
+        crate::vrrp::packet::Family::Ipv6 => VirtualAddrs::V6(
+            AddrList::try_new(config.vips.iter().filter_map(as_v6).collect()).map_err(too_many)?,
+        ),
+    };
+    let mut sorted = config.vips.clone();
+    sorted.sort_unstable();
+    Ok((addrs, sorted))
 }
 
 fn as_v4(addr: &IpAddr) -> Option<Ipv4Addr> {

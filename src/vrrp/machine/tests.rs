@@ -1362,6 +1362,465 @@ fn shutdown_during_maintenance() {
     assert!(instance.has_exited());
 }
 
+// === reload (handle_reconfigure) ===
+
+/// `instance`'s configuration with `change` applied.
+fn edited(instance: &Instance, change: impl FnOnce(&mut InstanceConfig)) -> InstanceConfig {
+    let mut config = instance.config().clone();
+    change(&mut config);
+    config
+}
+
+fn v3_advert_with(src: IpAddr, priority: u8, cs: u16, vips: &[Ipv4Addr]) -> Received {
+    Received {
+        src,
+        ttl_or_hop_limit: 255,
+        result: Ok(Repr::V3(AdvertV3 {
+            vrid: VRID,
+            priority: Priority::new(priority),
+            max_advert_int: Centisecs::new_unchecked(cs),
+            addrs: VirtualAddrs::V4(AddrList::try_new(vips.to_vec()).unwrap()),
+        })),
+    }
+}
+
+/// Master, a lower priority that still wins: the new priority goes out at once, the
+/// Adver_Timer restarts from now, the VIPs stay (no AddVips/RemoveVips).
+#[test]
+fn reload_as_master_advertises_a_lower_priority_at_once() {
+    let (mut instance, at) = master(v3_config(150, 100));
+    let t = at + ms(400);
+    instance
+        .handle_reconfigure(t, edited(&instance, |c| c.base_priority = Priority::new(120)))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(120)]);
+    assert_eq!(instance.state(), State::Master);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    assert_eq!(instance.advertised_priority(), Priority::new(120));
+    assert_eq!(instance.config().base_priority, Priority::new(120));
+    // The same section again: nothing.
+    instance
+        .handle_reconfigure(t + ms(1), instance.config().clone())
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+}
+
+/// Master, a priority that loses to a peer heard earlier: no immediate move (RFC 9568
+/// changes state on adverts and timers only); the peer's next advert with the higher
+/// priority makes it Backup by the ordinary rule, releasing the VIPs.
+#[test]
+fn reload_as_master_below_a_heard_peer_yields_on_its_next_advert() {
+    let (mut instance, at) = master(v3_config(150, 100));
+    // A lower-priority node still claiming master (e.g. just before it heard us).
+    instance
+        .handle_advert(at + ms(100), v3_advert(ip(20), 120, 100))
+        .unwrap();
+    drain(&mut instance);
+    let t = at + ms(200);
+    instance
+        .handle_reconfigure(t, edited(&instance, |c| c.base_priority = Priority::new(100)))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(100)]);
+    assert_eq!(instance.state(), State::Master);
+    assert_eq!(instance.stats().priority_zero_sent, 0);
+    instance
+        .handle_advert(t + ms(300), v3_advert(ip(20), 120, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority),
+        ]
+    );
+    assert_eq!(instance.master_ip(), Some(ip(20)));
+}
+
+/// Master, the VIP list changes: new VIPs added and announced, dropped ones removed,
+/// the advert with the new list at once.
+#[test]
+fn reload_as_master_adds_announces_and_removes_vips() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let new = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2));
+    let t = at + ms(10);
+    instance
+        .handle_reconfigure(t, edited(&instance, |c| c.vips = vec![new]))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::AddVip { addr: new },
+            Action::RemoveVip {
+                addr: IpAddr::V4(VIP)
+            },
+            Action::Announce,
+            send(100),
+        ]
+    );
+    let Repr::V3(advert) = instance.advert(Priority::new(100)) else {
+        panic!("v3");
+    };
+    assert_eq!(
+        advert.addrs,
+        VirtualAddrs::V4(AddrList::try_new(vec![Ipv4Addr::new(198, 18, 1, 2)]).unwrap())
+    );
+    // Only removing: no announcement.
+    let t = t + ms(10);
+    let both = vec![new, IpAddr::V4(VIP)];
+    instance
+        .handle_reconfigure(t, edited(&instance, |c| c.vips = both))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::AddVip {
+                addr: IpAddr::V4(VIP)
+            },
+            Action::Announce,
+            send(100)
+        ]
+    );
+    instance
+        .handle_reconfigure(t, edited(&instance, |c| c.vips = vec![IpAddr::V4(VIP)]))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [Action::RemoveVip { addr: new }, send(100)]
+    );
+}
+
+/// Backup, the VIP list changes: nothing on the interface. Adverts with the previous
+/// list stay accepted until one with the new list is; after that the previous list
+/// is dropped as any other.
+#[test]
+fn reload_as_backup_accepts_the_previous_vips_until_the_new_ones_are_heard() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let old = [VIP];
+    let new = [VIP, Ipv4Addr::new(198, 18, 1, 2)];
+    instance
+        .handle_reconfigure(
+            t0 + ms(100),
+            edited(&instance, |c| c.vips.push(IpAddr::V4(new[1]))),
+        )
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert!(instance.accepts_previous_vips());
+    let t1 = t0 + ms(500);
+    instance
+        .handle_advert(t1, v3_advert_with(ip(20), 150, 100, &old))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_609_375)));
+    assert!(instance.accepts_previous_vips());
+    let t2 = t0 + ms(1500);
+    instance
+        .handle_advert(t2, v3_advert_with(ip(20), 150, 100, &new))
+        .unwrap();
+    assert!(!instance.accepts_previous_vips());
+    assert_eq!(
+        instance.handle_advert(t0 + ms(2500), v3_advert_with(ip(20), 150, 100, &old)),
+        Err(DropReason::AddressList)
+    );
+    assert_eq!(instance.poll_timeout(), Some(t2 + us(3_609_375)));
+    assert_eq!(drain(&mut instance), []);
+}
+
+/// Backup, a raised priority with preemption: the Master_Down_Timer is recomputed
+/// from the last accepted advert with the new skew (priority 200, 1s: 3.21875s), the
+/// next lower advert is discarded and the timer preempts.
+#[test]
+fn reload_as_backup_recomputes_the_master_down_timer() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let t1 = t0 + ms(1000);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 150, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_609_375)));
+    instance
+        .handle_reconfigure(
+            t1 + ms(500),
+            edited(&instance, |c| c.base_priority = Priority::new(200)),
+        )
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_218_750)));
+    instance
+        .handle_advert(t1 + ms(1000), v3_advert(ip(20), 150, 100))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t1 + us(3_218_750)));
+    instance.handle_timeout(t1 + us(3_218_750));
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::Preempt, 200)
+    );
+    // Lowered instead: the timer moves later (priority 50: skew 804.6875ms).
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance
+        .handle_reconfigure(t0 + ms(10), edited(&instance, |c| c.base_priority = Priority::new(50)))
+        .unwrap();
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_804_687) + Duration::from_nanos(500)));
+}
+
+/// Backup that has heard no Active Router, interval cut from 1s to 100ms: the
+/// recomputed Master_Down_Interval (360.9375ms from startup) is already past, so the
+/// timer fires at the reload's instant, not before it.
+#[test]
+fn reload_as_backup_fires_a_timer_already_past_at_once() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let t = t0 + ms(2000);
+    instance
+        .handle_reconfigure(
+            t,
+            edited(&instance, |c| {
+                c.version = VersionConfig::V3 {
+                    interval: Centisecs::new_unchecked(10),
+                };
+                c.handover_timeout = ms(1000);
+            }),
+        )
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.master_adver_interval(), ms(100));
+    assert_eq!(instance.poll_timeout(), Some(t));
+    instance.handle_timeout(t);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::MasterDown, 100)
+    );
+}
+
+/// A VRRPv3 Backup that heard the Active Router keeps the interval learned from it
+/// when its own configured interval changes (RFC 9568 §6.4.2: Master_Adver_Interval
+/// comes from the adverts).
+#[test]
+fn reload_as_backup_keeps_the_learned_interval() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    let t1 = t0 + ms(1000);
+    instance
+        .handle_advert(t1, v3_advert(ip(20), 150, 50))
+        .unwrap();
+    instance
+        .handle_reconfigure(
+            t1 + ms(100),
+            edited(&instance, |c| {
+                c.version = VersionConfig::V3 {
+                    interval: Centisecs::new_unchecked(200),
+                };
+                c.handover_timeout = ms(8000);
+            }),
+        )
+        .unwrap();
+    assert_eq!(instance.master_adver_interval(), ms(500));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t1 + us(1_804_687) + Duration::from_nanos(500))
+    );
+}
+
+/// Master, a longer interval: the advert with it goes out at once and the
+/// Adver_Timer runs with it (Backups learn it from that advert).
+#[test]
+fn reload_as_master_changes_the_interval_at_once() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(300);
+    instance
+        .handle_reconfigure(
+            t,
+            edited(&instance, |c| {
+                c.version = VersionConfig::V3 {
+                    interval: Centisecs::new_unchecked(300),
+                };
+                c.handover_timeout = ms(30_000);
+            }),
+        )
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(100)]);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(3000)));
+    assert_eq!(instance.master_adver_interval(), ms(3000));
+    let Repr::V3(advert) = instance.advert(Priority::new(100)) else {
+        panic!("v3");
+    };
+    assert_eq!(advert.max_advert_int, Centisecs::new_unchecked(300));
+}
+
+/// VRRPv2 password: the Master's advert carries the new one at once; a Backup
+/// accepts the new password only.
+#[test]
+fn reload_changes_the_v2_password() {
+    let (mut instance, at) = master(v2_config(100, 1, Some(b"old")));
+    instance
+        .handle_reconfigure(
+            at,
+            edited(&instance, |c| {
+                c.version = VersionConfig::V2 {
+                    interval: Secs::new_unchecked(1),
+                    auth: Some(Password::try_new(b"new").unwrap()),
+                }
+            }),
+        )
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(100)]);
+    let Repr::V2(advert) = instance.advert(Priority::new(100)) else {
+        panic!("v2");
+    };
+    assert_eq!(advert.auth, Auth::Password(Password::try_new(b"new").unwrap()));
+
+    let (mut instance, t0) = started(v2_config(100, 1, Some(b"old")));
+    instance
+        .handle_reconfigure(
+            t0,
+            edited(&instance, |c| {
+                c.version = VersionConfig::V2 {
+                    interval: Secs::new_unchecked(1),
+                    auth: Some(Password::try_new(b"new").unwrap()),
+                }
+            }),
+        )
+        .unwrap();
+    let old = Auth::Password(Password::try_new(b"old").unwrap());
+    let new = Auth::Password(Password::try_new(b"new").unwrap());
+    assert_eq!(
+        instance.handle_advert(t0 + ms(10), v2_advert(ip(20), 150, 1, old)),
+        Err(DropReason::AuthMismatch)
+    );
+    assert_eq!(
+        instance.handle_advert(t0 + ms(20), v2_advert(ip(20), 150, 1, new)),
+        Ok(())
+    );
+}
+
+/// Master: new unicast peers or a new source address get an advert at once (the
+/// shell sends it to the new destinations); preemption alone changes nothing on the
+/// wire.
+#[test]
+fn reload_as_master_advertises_to_new_peers_and_stays_silent_otherwise() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance
+        .handle_reconfigure(at, edited(&instance, |c| c.peers = Some(vec![ip(20)])))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(100)]);
+    instance
+        .handle_reconfigure(at, edited(&instance, |c| c.primary_ip = ip(11)))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [send(100)]);
+    assert_eq!(instance.master_ip(), Some(ip(11)));
+    instance
+        .handle_reconfigure(
+            at + ms(10),
+            edited(&instance, |c| {
+                c.preempt = false;
+                c.preempt_delay = ms(5000);
+                c.handover_timeout = Duration::ZERO;
+            }),
+        )
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+}
+
+/// In maintenance a new priority waits for resume; before startup the section is
+/// only replaced (startup then uses it).
+#[test]
+fn reload_in_maintenance_and_before_startup() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance
+        .handle_reconfigure(at, edited(&instance, |c| c.handover_timeout = Duration::ZERO))
+        .unwrap();
+    instance.handle_maintenance(at).unwrap();
+    assert_eq!(drain(&mut instance), [send(1)]);
+    instance
+        .handle_reconfigure(at + ms(10), edited(&instance, |c| c.base_priority = Priority::new(140)))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.advertised_priority(), Priority::new(1));
+    instance.handle_resume(at + ms(20)).unwrap();
+    assert_eq!(drain(&mut instance), [send(140)]);
+
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(v3_config(100, 100)).unwrap();
+    instance
+        .handle_reconfigure(
+            t0,
+            edited(&instance, |c| {
+                c.version = VersionConfig::V3 {
+                    interval: Centisecs::new_unchecked(10),
+                };
+                c.handover_timeout = ms(1000);
+            }),
+        )
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.poll_timeout(), None);
+    instance.handle_startup(t0);
+    assert_eq!(instance.poll_timeout(), Some(t0 + Duration::from_nanos(360_937_500)));
+}
+
+/// Refusals change nothing: another VRID or family (replace the instance), an
+/// invalid section (priority 0), a handover under way, an exited instance.
+#[test]
+fn refused_reloads_change_nothing() {
+    let snapshot = |i: &Instance| {
+        (
+            i.config().clone(),
+            i.state(),
+            i.poll_timeout(),
+            i.advertised_priority(),
+            *i.stats(),
+        )
+    };
+    let (mut instance, at) = master(v3_config(100, 100));
+    let before = snapshot(&instance);
+    let cases: Vec<(InstanceConfig, ReconfigureRefused)> = vec![
+        (
+            edited(&instance, |c| c.vrid = Vrid::new_unchecked(52)),
+            ReconfigureRefused::VridChanged {
+                from: VRID,
+                to: Vrid::new_unchecked(52),
+            },
+        ),
+        (
+            edited(&instance, |c| {
+                c.primary_ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11));
+                c.vips = vec![IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5))];
+            }),
+            ReconfigureRefused::FamilyChanged {
+                from: me(),
+                to: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11)),
+            },
+        ),
+        (
+            edited(&instance, |c| c.base_priority = Priority::RESIGN),
+            ReconfigureRefused::Invalid(ConfigError::ZeroPriority),
+        ),
+        (
+            edited(&instance, |c| c.vips.clear()),
+            ReconfigureRefused::Invalid(ConfigError::NoVips),
+        ),
+    ];
+    for (config, want) in cases {
+        assert_eq!(instance.handle_reconfigure(at, config), Err(want.clone()));
+        assert_eq!(drain(&mut instance), [], "{want:?}");
+        assert_eq!(snapshot(&instance), before, "{want:?}");
+        assert!(!want.to_string().contains('\n'));
+    }
+    let priority_90 = edited(&instance, |c| c.base_priority = Priority::new(90));
+    instance.handle_shutdown(at);
+    drain(&mut instance);
+    assert_eq!(
+        instance.handle_reconfigure(at, priority_90.clone()),
+        Err(ReconfigureRefused::Control(ControlRefused::HandoverRunning))
+    );
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.config().base_priority, Priority::new(100));
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance.handle_shutdown(t0);
+    drain(&mut instance);
+    assert_eq!(
+        instance.handle_reconfigure(t0, priority_90),
+        Err(ReconfigureRefused::Control(ControlRefused::Exited))
+    );
+}
+
 // === peers heard and split brain ===
 
 /// Every advert that passes the checks updates its sender (any state, priority 0
