@@ -58,6 +58,7 @@ mod architecture {
             "config/raw.rs",
             "units.rs",
             "vrrp/packet.rs",
+            "vrrp/reload.rs",
             "vrrp/units.rs",
             "vrrp/machine/mod.rs",
             "vrrp/machine/config.rs",

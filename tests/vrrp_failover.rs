@@ -8,13 +8,14 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use support::connect::ConnectLoop;
 use support::metric_sample as metric;
 use support::netns::{NsProcess, Topology, CLIENT_V4};
 
@@ -292,7 +293,7 @@ fn sigterm_hands_the_vip_over_without_a_failed_connect() {
     // New connects to the VIP, as the issue asks: a connection already open when the
     // VIP moves cannot survive (the client's next packets reach the new holder, which
     // resets them); that is L2 failover without connection sync, for any VRRP daemon.
-    let client = ConnectLoop::start(&c.topo, 8443);
+    let client = ConnectLoop::start(&c.topo, SocketAddr::new(vip(), 8443));
     assert!(
         client.wait_more(60),
         "the client loop makes no progress\n{}",
@@ -699,107 +700,6 @@ impl Drop for PipedDemo {
     }
 }
 
-/// What a client connecting to the VIP over and over saw.
-struct ConnectReport {
-    ok: usize,
-    /// (milliseconds since the loop started, error) of each failed connect.
-    failures: Vec<(u128, std::io::Error)>,
-    /// The longest time between two successful connects.
-    longest_gap: Duration,
-}
-
-impl ConnectReport {
-    /// The failures that mean nobody served the VIP: all of them, except at most one
-    /// connect reset per move of the VIP.
-    ///
-    /// Why one reset may remain (measured in `failover_compare`: 2 of 100 handovers at
-    /// 10 ms, one connect each, `reset` after 0.2 ms, at the takeover instant): a
-    /// handshake can straddle the client's switch to the new holder's MAC. The SYN
-    /// leaves for the old holder, which still has the VIP and answers SYN-ACK; the new
-    /// holder's gratuitous ARP reaches the client in between, so the final ACK goes to
-    /// the new holder, which has no such connection and resets it. The window is one
-    /// round trip to the old holder per move, whoever moves the VIP at L2 (keepalived
-    /// included); a client that connects one at a time can be caught in it once. A
-    /// refused or timed-out connect, or a second reset, still fails the test.
-    fn gap_failures(&self, moves: usize) -> Vec<&(u128, std::io::Error)> {
-        let mut resets_left = moves;
-        self.failures
-            .iter()
-            .filter(|(_, e)| {
-                if e.kind() == std::io::ErrorKind::ConnectionReset && resets_left > 0 {
-                    resets_left -= 1;
-                    false
-                } else {
-                    true
-                }
-            })
-            .collect()
-    }
-}
-
-/// Plain TCP connects from the client namespace to `VIP:port` every ~5 ms (300 ms
-/// connect timeout) on a thread joined to that namespace, until stopped.
-struct ConnectLoop {
-    stop: Arc<AtomicBool>,
-    ok: Arc<std::sync::atomic::AtomicUsize>,
-    handle: std::thread::JoinHandle<ConnectReport>,
-}
-
-impl ConnectLoop {
-    fn start(topo: &Topology, port: u16) -> ConnectLoop {
-        let ns = topo.client().ns.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (stop2, ok2) = (stop.clone(), ok.clone());
-        let handle = std::thread::spawn(move || {
-            let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let addr = std::net::SocketAddr::new(vip(), port);
-            let start = std::time::Instant::now();
-            let mut last_ok: Option<std::time::Instant> = None;
-            let mut longest_gap = Duration::ZERO;
-            let mut failures = Vec::new();
-            while !stop2.load(Ordering::Relaxed) {
-                let t = std::time::Instant::now();
-                match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-                    Ok(s) => {
-                        drop(s);
-                        let now = std::time::Instant::now();
-                        if let Some(prev) = last_ok {
-                            longest_gap = longest_gap.max(now - prev);
-                        }
-                        last_ok = Some(now);
-                        ok2.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => failures.push(((t - start).as_millis(), e)),
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            ConnectReport {
-                ok: ok2.load(Ordering::Relaxed),
-                failures,
-                longest_gap,
-            }
-        });
-        ConnectLoop { stop, ok, handle }
-    }
-
-    fn successes(&self) -> usize {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `n` more connects succeeded.
-    fn wait_more(&self, n: usize) -> bool {
-        let target = self.successes() + n;
-        support::wait_until_blocking(DEADLINE, || self.successes() >= target)
-    }
-
-    fn finish(self) -> ConnectReport {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("connect loop panicked")
-    }
-}
-
 /// VIP only, the shape of config/vrrp-ipv6.yaml: each node checks its own apiserver
 /// (`/readyz` over HTTPS) and tracks it. When the holder's apiserver turns not ready
 /// while it keeps serving, the holder's priority drops by `health_weight`, the next
@@ -857,7 +757,7 @@ fn vip_only_shape_not_ready_apiserver_hands_the_vip_over_without_a_failed_connec
         holders(),
         logs(&demos)
     );
-    let client = ConnectLoop::start(&topo, 6443);
+    let client = ConnectLoop::start(&topo, SocketAddr::new(vip(), 6443));
     // Enough traffic first (> 1 s) that node 0's own takeover announcements are over.
     assert!(
         client.wait_more(150),
@@ -1052,7 +952,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     }
     assert_eq!(state_metric(&c, 1, "master"), Some(1.0));
     assert_eq!(state_metric(&c, 2, "backup"), Some(1.0));
-    let conn = ConnectLoop::start(&c.topo, 8443);
+    let conn = ConnectLoop::start(&c.topo, SocketAddr::new(vip(), 8443));
     let t0 = std::time::Instant::now();
     assert!(conn.wait_more(20), "no connects to the VIP\n{}", c.logs());
 

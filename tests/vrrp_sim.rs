@@ -774,11 +774,17 @@ fn reload_lower_but_winning_priority_keeps_the_vip() {
     let logged = net.log.len();
     net.reconfigure(1, |c| c.base_priority = Priority::new(130));
     let reload_at = net.now;
-    assert_eq!(net.log[logged..], [(reload_at, 1, Event::Sent(Priority::new(130)))]);
+    assert_eq!(
+        net.log[logged..],
+        [(reload_at, 1, Event::Sent(Priority::new(130)))]
+    );
     net.run_until(SECOND * 30);
     assert_eq!(net.holders(), [1]);
     assert_eq!(net.masters(), [1]);
-    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(
+        net.gap_and_overlap(net.at(SECOND * 4), net.now),
+        (Duration::ZERO, Duration::ZERO)
+    );
     // Adverts every second from the reload on.
     assert_eq!(
         net.last(1, &Event::Sent(Priority::new(130))),
@@ -811,16 +817,25 @@ fn reload_below_a_preempting_backup_hands_the_vip_over_without_a_gap() {
     net.run_until(SECOND * 30);
     let takeover = last_full + DELAY + SECOND * 3 + skew(120);
     assert_eq!(
-        net.last(2, &Event::Changed(State::Backup, State::Master, Reason::Preempt)),
+        net.last(
+            2,
+            &Event::Changed(State::Backup, State::Master, Reason::Preempt)
+        ),
         Some(takeover)
     );
     assert_eq!(
-        net.last(1, &Event::Changed(State::Master, State::Backup, Reason::HigherPriority)),
+        net.last(
+            1,
+            &Event::Changed(State::Master, State::Backup, Reason::HigherPriority)
+        ),
         Some(takeover + DELAY)
     );
     assert_eq!(net.holders(), [2]);
     assert_eq!(net.masters(), [2]);
-    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, DELAY));
+    assert_eq!(
+        net.gap_and_overlap(net.at(SECOND * 4), net.now),
+        (Duration::ZERO, DELAY)
+    );
     assert_eq!(net.nodes[1].instance.stats().priority_zero_sent, 0);
     // Node 0 (100) still accepts node 1's 110 as a master would be accepted: no move
     // to node 0 at any time.
@@ -850,11 +865,17 @@ fn reload_raising_a_backup_preempts_with_the_new_skew() {
     net.run_until(SECOND * 30);
     let takeover = last_heard + SECOND * 3 + skew(200);
     assert_eq!(
-        net.last(2, &Event::Changed(State::Backup, State::Master, Reason::Preempt)),
+        net.last(
+            2,
+            &Event::Changed(State::Backup, State::Master, Reason::Preempt)
+        ),
         Some(takeover)
     );
     assert_eq!(net.holders(), [2]);
-    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, DELAY));
+    assert_eq!(
+        net.gap_and_overlap(net.at(SECOND * 4), net.now),
+        (Duration::ZERO, DELAY)
+    );
 }
 
 /// A second VIP, reloaded on every node one by one, the backups first: no advert is
@@ -881,19 +902,32 @@ fn reload_of_the_vips_node_by_node_moves_nothing() {
     assert_eq!(net.last(1, &Event::Vip(second, true)), Some(added_at));
     net.run_until(SECOND * 20);
     for i in [0, 2] {
-        assert!(!net.nodes[i].instance.accepts_previous_vips(), "node {i} heard the new list");
+        assert!(
+            !net.nodes[i].instance.accepts_previous_vips(),
+            "node {i} heard the new list"
+        );
     }
     for (i, at) in [(0, 20_500), (2, 21_000), (1, 22_000)] {
         net.run_until(ms(at));
         net.reconfigure(i, |c| c.vips.retain(|v| *v != second));
     }
-    assert_eq!(net.last(1, &Event::Vip(second, false)), Some(net.at(ms(22_000))));
+    assert_eq!(
+        net.last(1, &Event::Vip(second, false)),
+        Some(net.at(ms(22_000)))
+    );
     net.run_until(SECOND * 30);
     assert_eq!(net.holders(), [1]);
     assert_eq!(net.masters(), [1]);
-    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(
+        net.gap_and_overlap(net.at(SECOND * 4), net.now),
+        (Duration::ZERO, Duration::ZERO)
+    );
     for i in 0..3 {
-        assert_eq!(net.nodes[i].instance.stats().address_list_errors, 0, "node {i}");
+        assert_eq!(
+            net.nodes[i].instance.stats().address_list_errors,
+            0,
+            "node {i}"
+        );
     }
     // Only the master touched the interface, once each way.
     let vip_events: Vec<_> = net
@@ -904,7 +938,10 @@ fn reload_of_the_vips_node_by_node_moves_nothing() {
         .collect();
     assert_eq!(
         vip_events,
-        [(1, Event::Vip(second, true)), (1, Event::Vip(second, false))]
+        [
+            (1, Event::Vip(second, true)),
+            (1, Event::Vip(second, false))
+        ]
     );
 }
 
@@ -929,15 +966,25 @@ fn reload_of_the_interval_moves_nothing() {
         // At least 4 intervals, or the machine refuses the section.
         c.handover_timeout = SECOND * 30;
     });
-    assert_eq!(net.last(1, &Event::Sent(Priority::new(150))), Some(reload_at));
+    assert_eq!(
+        net.last(1, &Event::Sent(Priority::new(150))),
+        Some(reload_at)
+    );
     net.run_until(SECOND * 40);
     assert_eq!(net.holders(), [1]);
-    assert_eq!(net.gap_and_overlap(net.at(SECOND * 4), net.now), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(
+        net.gap_and_overlap(net.at(SECOND * 4), net.now),
+        (Duration::ZERO, Duration::ZERO)
+    );
     assert_eq!(
         net.last(1, &Event::Sent(Priority::new(150))),
         Some(reload_at + SECOND * 27)
     );
     for i in [0, 2] {
-        assert_eq!(net.nodes[i].instance.master_adver_interval(), SECOND * 3, "node {i}");
+        assert_eq!(
+            net.nodes[i].instance.master_adver_interval(),
+            SECOND * 3,
+            "node {i}"
+        );
     }
 }

@@ -209,7 +209,10 @@ mod tests {
         let VrrpChange::Replace(reason) = classify(&base(), &interface) else {
             panic!("an interface change must replace the instance");
         };
-        assert_eq!(reason.to_string(), "vrrp.interface changes from eth0 to eth1");
+        assert_eq!(
+            reason.to_string(),
+            "vrrp.interface changes from eth0 to eth1"
+        );
         let v6: IpAddr = "2001:db8::5".parse().unwrap();
         let family = changed(|v| {
             v.instance.primary_ip = "2001:db8::11".parse().unwrap();

@@ -54,8 +54,8 @@ use crate::vrrp::machine::{
     Action, ControlRefused, Instance, Reason, Received, ReconfigureRefused, State, Stats,
     VersionConfig,
 };
-use crate::vrrp::reload::{classify, ReplaceReason, VrrpChange};
 use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
+use crate::vrrp::reload::{classify, ReplaceReason, VrrpChange};
 use crate::vrrp::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::units::Priority;
 use crate::vrrp::vip::{VipConfig, Vips};

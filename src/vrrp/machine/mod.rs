@@ -723,8 +723,7 @@ impl Instance {
             self.previous_vips = Some(old_vips.clone());
         }
         self.addrs = addrs;
-        if old.preempt != self.config.preempt || old.preempt_delay != self.config.preempt_delay
-        {
+        if old.preempt != self.config.preempt || old.preempt_delay != self.config.preempt_delay {
             self.preempt_hold_until = None;
         }
         if !self.config.preempt && self.down_cause == Reason::Preempt {

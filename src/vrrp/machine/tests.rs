@@ -1391,7 +1391,10 @@ fn reload_as_master_advertises_a_lower_priority_at_once() {
     let (mut instance, at) = master(v3_config(150, 100));
     let t = at + ms(400);
     instance
-        .handle_reconfigure(t, edited(&instance, |c| c.base_priority = Priority::new(120)))
+        .handle_reconfigure(
+            t,
+            edited(&instance, |c| c.base_priority = Priority::new(120)),
+        )
         .unwrap();
     assert_eq!(drain(&mut instance), [send(120)]);
     assert_eq!(instance.state(), State::Master);
@@ -1419,7 +1422,10 @@ fn reload_as_master_below_a_heard_peer_yields_on_its_next_advert() {
     drain(&mut instance);
     let t = at + ms(200);
     instance
-        .handle_reconfigure(t, edited(&instance, |c| c.base_priority = Priority::new(100)))
+        .handle_reconfigure(
+            t,
+            edited(&instance, |c| c.base_priority = Priority::new(100)),
+        )
         .unwrap();
     assert_eq!(drain(&mut instance), [send(100)]);
     assert_eq!(instance.state(), State::Master);
@@ -1556,9 +1562,15 @@ fn reload_as_backup_recomputes_the_master_down_timer() {
     // Lowered instead: the timer moves later (priority 50: skew 804.6875ms).
     let (mut instance, t0) = started(v3_config(100, 100));
     instance
-        .handle_reconfigure(t0 + ms(10), edited(&instance, |c| c.base_priority = Priority::new(50)))
+        .handle_reconfigure(
+            t0 + ms(10),
+            edited(&instance, |c| c.base_priority = Priority::new(50)),
+        )
         .unwrap();
-    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_804_687) + Duration::from_nanos(500)));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t0 + us(3_804_687) + Duration::from_nanos(500))
+    );
 }
 
 /// Backup that has heard no Active Router, interval cut from 1s to 100ms: the
@@ -1663,7 +1675,10 @@ fn reload_changes_the_v2_password() {
     let Repr::V2(advert) = instance.advert(Priority::new(100)) else {
         panic!("v2");
     };
-    assert_eq!(advert.auth, Auth::Password(Password::try_new(b"new").unwrap()));
+    assert_eq!(
+        advert.auth,
+        Auth::Password(Password::try_new(b"new").unwrap())
+    );
 
     let (mut instance, t0) = started(v2_config(100, 1, Some(b"old")));
     instance
@@ -1724,12 +1739,18 @@ fn reload_as_master_advertises_to_new_peers_and_stays_silent_otherwise() {
 fn reload_in_maintenance_and_before_startup() {
     let (mut instance, at) = master(v3_config(100, 100));
     instance
-        .handle_reconfigure(at, edited(&instance, |c| c.handover_timeout = Duration::ZERO))
+        .handle_reconfigure(
+            at,
+            edited(&instance, |c| c.handover_timeout = Duration::ZERO),
+        )
         .unwrap();
     instance.handle_maintenance(at).unwrap();
     assert_eq!(drain(&mut instance), [send(1)]);
     instance
-        .handle_reconfigure(at + ms(10), edited(&instance, |c| c.base_priority = Priority::new(140)))
+        .handle_reconfigure(
+            at + ms(10),
+            edited(&instance, |c| c.base_priority = Priority::new(140)),
+        )
         .unwrap();
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.advertised_priority(), Priority::new(1));
@@ -1752,7 +1773,10 @@ fn reload_in_maintenance_and_before_startup() {
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.poll_timeout(), None);
     instance.handle_startup(t0);
-    assert_eq!(instance.poll_timeout(), Some(t0 + Duration::from_nanos(360_937_500)));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t0 + Duration::from_nanos(360_937_500))
+    );
 }
 
 /// Refusals change nothing: another VRID or family (replace the instance), an

@@ -1,0 +1,113 @@
+//! A client that connects to an address (the VIP) over and over from the client
+//! namespace and reports what failed: what a user of the VIP notices when it moves.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::netns::Topology;
+
+/// How long [`ConnectLoop::wait_more`] waits.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// What a client connecting to the VIP over and over saw.
+pub struct ConnectReport {
+    /// Connects that succeeded.
+    pub ok: usize,
+    /// (milliseconds since the loop started, error) of each failed connect.
+    pub failures: Vec<(u128, std::io::Error)>,
+    /// The longest time between two successful connects.
+    pub longest_gap: Duration,
+}
+
+impl ConnectReport {
+    /// The failures that mean nobody served the VIP: all of them, except at most one
+    /// connect reset per move of the VIP.
+    ///
+    /// Why one reset may remain (measured in `failover_compare`: 2 of 100 handovers at
+    /// 10 ms, one connect each, `reset` after 0.2 ms, at the takeover instant): a
+    /// handshake can straddle the client's switch to the new holder's MAC. The SYN
+    /// leaves for the old holder, which still has the VIP and answers SYN-ACK; the new
+    /// holder's gratuitous ARP reaches the client in between, so the final ACK goes to
+    /// the new holder, which has no such connection and resets it. The window is one
+    /// round trip to the old holder per move, whoever moves the VIP at L2 (keepalived
+    /// included); a client that connects one at a time can be caught in it once. A
+    /// refused or timed-out connect, or a second reset, still fails the test.
+    pub fn gap_failures(&self, moves: usize) -> Vec<&(u128, std::io::Error)> {
+        let mut resets_left = moves;
+        self.failures
+            .iter()
+            .filter(|(_, e)| {
+                if e.kind() == std::io::ErrorKind::ConnectionReset && resets_left > 0 {
+                    resets_left -= 1;
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect()
+    }
+}
+
+/// Plain TCP connects from the client namespace to `addr` every ~5 ms (300 ms
+/// connect timeout) on a thread joined to that namespace, until stopped.
+pub struct ConnectLoop {
+    stop: Arc<AtomicBool>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    handle: std::thread::JoinHandle<ConnectReport>,
+}
+
+impl ConnectLoop {
+    pub fn start(topo: &Topology, addr: SocketAddr) -> ConnectLoop {
+        let ns = topo.client().ns.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop2, ok2) = (stop.clone(), ok.clone());
+        let handle = std::thread::spawn(move || {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let start = std::time::Instant::now();
+            let mut last_ok: Option<std::time::Instant> = None;
+            let mut longest_gap = Duration::ZERO;
+            let mut failures = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                    Ok(s) => {
+                        drop(s);
+                        let now = std::time::Instant::now();
+                        if let Some(prev) = last_ok {
+                            longest_gap = longest_gap.max(now - prev);
+                        }
+                        last_ok = Some(now);
+                        ok2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(((t - start).as_millis(), e)),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            ConnectReport {
+                ok: ok2.load(Ordering::Relaxed),
+                failures,
+                longest_gap,
+            }
+        });
+        ConnectLoop { stop, ok, handle }
+    }
+
+    pub fn successes(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more connects succeeded.
+    pub fn wait_more(&self, n: usize) -> bool {
+        let target = self.successes() + n;
+        super::wait_until_blocking(DEADLINE, || self.successes() >= target)
+    }
+
+    pub fn finish(self) -> ConnectReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("connect loop panicked")
+    }
+}

@@ -1,0 +1,551 @@
+//! A reloaded `vrrp:` section applied to running elections in network namespaces
+//! (root): three masters elect the VIP, a client connects to it all along, and one
+//! node after another is reconfigured through [`VrrpHandle::reconfigure`], the call
+//! the daemon's reload makes. What a client of the VIP notices is measured: a lower
+//! priority that still wins moves nothing, one below a preempting backup is a
+//! planned handover, a VIP added or removed appears or goes on the holder only (and
+//! is announced), a new advert interval moves nothing.
+//!
+//! Each master runs the election in-process ([`spawn_dedicated`], as the supervisor
+//! does) on a thread that joined its namespace, with a TCP listener on :6443 as the
+//! service behind the VIP. Dropping a node aborts its election (the VIPs are removed)
+//! and the topology's drop removes the namespaces.
+
+mod support;
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use apivip::config::{BackendId, FrontendKind, Track, Vrrp};
+use apivip::events::History;
+use apivip::health::{self, BackendHealth, FrontendHealth, HealthSnapshot, Status};
+use apivip::vrrp::machine::{InstanceConfig, Reason, State, VersionConfig};
+use apivip::vrrp::shell::{spawn_dedicated, VrrpHandle, VrrpReport};
+use apivip::vrrp::units::{Centisecs, Priority, Vrid};
+use support::connect::ConnectLoop;
+use support::netns::Topology;
+use tokio_util::sync::CancellationToken;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
+const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 6);
+const PORT: u16 = 6443;
+const VRID: u8 = 51;
+const DEADLINE: Duration = Duration::from_secs(20);
+/// How long a reload or a report may take the election thread.
+const BOUND: Duration = Duration::from_secs(5);
+
+fn vip() -> IpAddr {
+    IpAddr::V4(VIP)
+}
+
+/// The section of master `i` with priority `prio`, 100 ms adverts and `vips` (/24).
+fn section(topo: &Topology, i: usize, prio: u8, vips: &[Ipv4Addr]) -> Vrrp {
+    let m = topo.master(i);
+    let mut instance = InstanceConfig::new(
+        Vrid::new_unchecked(VRID),
+        VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(10),
+        },
+        IpAddr::V4(m.ipv4),
+        vips.iter().map(|&v| IpAddr::V4(v)).collect(),
+    );
+    instance.base_priority = Priority::new(prio);
+    // Long enough for 1 s adverts too (at least 4 intervals).
+    instance.handover_timeout = Duration::from_secs(10);
+    Vrrp {
+        interface: m.ifname.clone(),
+        instance,
+        vips: vips.iter().map(|&v| (IpAddr::V4(v), 24)).collect(),
+        announce_count: 5,
+        announce_interval: Duration::from_millis(200),
+        track: Track::Backend(BACKEND),
+    }
+}
+
+/// The one backend each node tracks (its own service), healthy.
+const BACKEND: BackendId = BackendId {
+    frontend: FrontendKind::Apiserver,
+    master: 0,
+};
+
+fn healthy() -> HealthSnapshot {
+    HealthSnapshot {
+        frontends: vec![FrontendHealth {
+            kind: FrontendKind::Apiserver,
+            backends: vec![BackendHealth {
+                id: BACKEND,
+                name: "self".into(),
+                addr: SocketAddr::from(([127, 0, 0, 1], PORT)),
+                status: Status::Up,
+                reason: "ok".into(),
+                since: None,
+                drained: false,
+            }],
+        }],
+    }
+}
+
+/// One master's election, running in its namespace.
+struct Node {
+    handle: VrrpHandle,
+    abort: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The section it runs now.
+    cfg: Vrrp,
+}
+
+impl Node {
+    fn start(topo: &Topology, i: usize, cfg: Vrrp) -> Node {
+        let path = format!("/run/netns/{}", topo.master(i).ns);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let start_cfg = cfg.clone();
+        let thread = std::thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(("0.0.0.0", PORT))
+                    .await
+                    .expect("bind :6443");
+                tokio::spawn(async move {
+                    while let Ok((conn, _)) = listener.accept().await {
+                        drop(conn);
+                    }
+                });
+                let (_publisher, view) = health::channel(healthy());
+                let abort = CancellationToken::new();
+                match spawn_dedicated(start_cfg, view, false, abort.clone(), History::default())
+                    .await
+                {
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                    Ok((handle, done)) => {
+                        let _ = tx.send(Ok((handle, abort)));
+                        // Ends on abort (the node's drop), which removes the VIPs.
+                        let _ = done.await;
+                    }
+                }
+            });
+        });
+        let (handle, abort) = rx
+            .recv_timeout(DEADLINE)
+            .expect("the election did not start")
+            .unwrap_or_else(|e| panic!("node {i}: {e}"));
+        Node {
+            handle,
+            abort,
+            thread: Some(thread),
+            cfg,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.abort.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Three masters with priorities 100, 150, 120 (node 1 holds the VIP), and a runtime
+/// to call their handles from the test thread.
+struct Cluster {
+    nodes: Vec<Node>,
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    // Dropped last: the nodes' threads are in its namespaces.
+    topo: Topology,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let topo = Topology::new(3).unwrap();
+        let nodes = [(0, 100), (1, 150), (2, 120)]
+            .iter()
+            .map(|&(i, p)| Node::start(&topo, i, section(&topo, i, p, &[VIP])))
+            .collect();
+        let c = Cluster {
+            nodes,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            topo,
+        };
+        assert!(
+            support::wait_until_blocking(DEADLINE, || c.holders(vip()) == vec![1]),
+            "the highest priority (node 1) never held the VIP alone: {:?}\n{}",
+            c.holders(vip()),
+            c.reports()
+        );
+        c
+    }
+
+    fn holders(&self, addr: IpAddr) -> Vec<usize> {
+        self.topo.holders_of(addr).unwrap_or_default()
+    }
+
+    fn report(&self, i: usize) -> VrrpReport {
+        self.rt
+            .block_on(self.nodes[i].handle.report(BOUND))
+            .unwrap_or_else(|| panic!("node {i}: the election thread does not answer"))
+    }
+
+    /// Every node's report, for failure messages.
+    fn reports(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| {
+                let r = self.rt.block_on(self.nodes[i].handle.report(BOUND));
+                format!("--- node {i}: {r:#?}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Reloads node `i` with its section edited by `change`; must be applied.
+    fn reload(&mut self, i: usize, change: impl FnOnce(&mut Vrrp)) {
+        let mut cfg = self.nodes[i].cfg.clone();
+        change(&mut cfg);
+        let r = self
+            .rt
+            .block_on(self.nodes[i].handle.reconfigure(cfg.clone(), false, BOUND));
+        assert!(r.is_ok(), "node {i}: reload refused: {r:?}");
+        self.nodes[i].cfg = cfg;
+    }
+
+    /// The priority node `from` last heard from node `about`.
+    fn heard_priority(&self, from: usize, about: usize) -> Option<u8> {
+        let addr = IpAddr::V4(self.topo.master(about).ipv4);
+        self.report(from)
+            .peers
+            .iter()
+            .find(|p| p.addr == addr)
+            .map(|p| p.priority)
+    }
+
+    /// How often node `i` became Master so far.
+    fn times_master(&self, i: usize) -> u64 {
+        self.report(i)
+            .transitions
+            .iter()
+            .filter(|(s, _, _)| *s == State::Master)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+}
+
+fn need(name: &str, bins: &[&str]) -> bool {
+    support::require_root(name) && bins.iter().all(|b| support::require_bin(name, b).is_some())
+}
+
+/// A connect loop to VIP:6443 with some traffic through it already.
+fn client(c: &Cluster) -> ConnectLoop {
+    let client = ConnectLoop::start(&c.topo, SocketAddr::new(vip(), PORT));
+    assert!(
+        client.wait_more(60),
+        "no connects to the VIP succeed\n{}",
+        c.reports()
+    );
+    client
+}
+
+/// The holder's priority lowered but still the highest: it keeps the VIP, the
+/// backups hear the new priority, and no connect fails.
+#[test]
+fn lower_but_winning_priority_keeps_the_vip_without_a_failed_connect() {
+    let name = "lower_but_winning_priority_keeps_the_vip_without_a_failed_connect";
+    if !need(name, &[]) {
+        return;
+    }
+    let mut c = Cluster::start();
+    let client = client(&c);
+    let before: Vec<u64> = (0..3).map(|i| c.times_master(i)).collect();
+    c.reload(1, |v| v.instance.base_priority = Priority::new(130));
+    let heard = support::wait_until_blocking(DEADLINE, || {
+        [0, 2].iter().all(|&i| c.heard_priority(i, 1) == Some(130))
+    });
+    let more = client.wait_more(60);
+    let report = client.finish();
+    println!(
+        "{name}: {} connects, {} failed, longest gap {:?}",
+        report.ok + report.failures.len(),
+        report.failures.len(),
+        report.longest_gap
+    );
+    assert!(
+        heard,
+        "the backups never heard priority 130\n{}",
+        c.reports()
+    );
+    assert!(more, "connects stopped succeeding\n{}", c.reports());
+    assert!(
+        report.failures.is_empty(),
+        "{} connects failed: {:?}\n{}",
+        report.failures.len(),
+        report.failures,
+        c.reports()
+    );
+    assert_eq!(c.holders(vip()), vec![1], "{}", c.reports());
+    let holder = c.report(1);
+    assert_eq!(holder.state, State::Master);
+    assert_eq!((holder.priority, holder.effective_priority), (130, 130));
+    let after: Vec<u64> = (0..3).map(|i| c.times_master(i)).collect();
+    assert_eq!(after, before, "a node changed state\n{}", c.reports());
+}
+
+/// The holder's priority lowered below a preempting backup's: a planned handover to
+/// that backup (no priority 0, the old holder releases the VIP when it hears the new
+/// one), with no failed connect beyond the one reset a move may cause.
+#[test]
+fn priority_below_a_preempting_backup_hands_the_vip_over() {
+    let name = "priority_below_a_preempting_backup_hands_the_vip_over";
+    if !need(name, &[]) {
+        return;
+    }
+    let mut c = Cluster::start();
+    let client = client(&c);
+    c.reload(1, |v| v.instance.base_priority = Priority::new(110));
+    let moved = support::wait_until_blocking(DEADLINE, || c.holders(vip()) == vec![2]);
+    let more = moved && client.wait_more(60);
+    let report = client.finish();
+    println!(
+        "{name}: {} connects, {} failed, longest gap {:?}",
+        report.ok + report.failures.len(),
+        report.failures.len(),
+        report.longest_gap
+    );
+    assert!(
+        moved,
+        "the VIP did not move to node 2: {:?}\n{}",
+        c.holders(vip()),
+        c.reports()
+    );
+    assert!(
+        more,
+        "connects stopped succeeding after the move\n{}",
+        c.reports()
+    );
+    assert!(
+        report.gap_failures(1).is_empty(),
+        "{} of {} connects failed across the handover: {:?}\n{}",
+        report.failures.len(),
+        report.ok + report.failures.len(),
+        report.failures,
+        c.reports()
+    );
+    let old = c.report(1);
+    assert_eq!(old.state, State::Backup, "{}", c.reports());
+    assert_eq!(old.stats.priority_zero_sent, 0);
+    assert!(old
+        .transitions
+        .contains(&(State::Backup, Reason::HigherPriority, 1)));
+    let new = c.report(2);
+    assert!(new
+        .transitions
+        .contains(&(State::Master, Reason::Preempt, 1)));
+    assert_eq!(c.report(0).state, State::Backup);
+}
+
+/// A second VIP, reloaded on the backups first and then on the holder: it appears on
+/// the holder only, at its reload, and is announced with a gratuitous ARP; clients
+/// reach it. Removed the same way, it goes. Nothing moves, no advert is dropped, no
+/// connect to the first VIP fails.
+#[test]
+fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
+    let name = "a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only";
+    if !need(name, &["tcpdump"]) {
+        return;
+    }
+    let mut c = Cluster::start();
+    let client = client(&c);
+    let vip2 = IpAddr::V4(VIP2);
+    let pcap = c.dir.path().join("client-arp.pcap");
+    let mut cap = c.topo.capture(c.topo.client(), "arp", &pcap).unwrap();
+    let add = |v: &mut Vrrp| {
+        v.instance.vips.push(vip2);
+        v.vips.push((vip2, 24));
+    };
+    for i in [0, 2] {
+        c.reload(i, add);
+        assert!(
+            c.holders(vip2).is_empty(),
+            "a backup added the VIP\n{}",
+            c.reports()
+        );
+    }
+    c.reload(1, add);
+    // `reconfigure` returns once the holder has added it.
+    assert_eq!(c.holders(vip2), vec![1], "{}", c.reports());
+    let m1 = c.topo.master(1);
+    let mac = m1
+        .exec_ok(&["cat", &format!("/sys/class/net/{}/address", m1.ifname)])
+        .unwrap();
+    let mac = String::from_utf8_lossy(&mac.stdout).trim().to_owned();
+    let is_garp = |l: &str| {
+        l.starts_with(&mac)
+            && l.contains(&format!("Request who-has {VIP2} "))
+            && l.contains(&format!("tell {VIP2},"))
+    };
+    let seen = support::wait_until_blocking(DEADLINE, || {
+        std::process::Command::new("tcpdump")
+            .args(["-nn", "-e", "-r"])
+            .arg(&pcap)
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| is_garp(l.split_once(' ').map_or("", |x| x.1)))
+            })
+    });
+    let text = cap.stop_and_read().unwrap();
+    assert!(
+        seen,
+        "no gratuitous ARP for {VIP2} from {mac} on the wire:\n{text}"
+    );
+    let reached = c
+        .topo
+        .client()
+        .run_in(move || {
+            std::net::TcpStream::connect_timeout(
+                &SocketAddr::new(vip2, PORT),
+                Duration::from_secs(3),
+            )
+        })
+        .unwrap();
+    assert!(reached.is_ok(), "no connect to the new VIP: {reached:?}");
+
+    let remove = |v: &mut Vrrp| {
+        v.instance.vips.retain(|a| *a != vip2);
+        v.vips.retain(|(a, _)| *a != vip2);
+    };
+    for i in [0, 2] {
+        c.reload(i, remove);
+    }
+    assert_eq!(
+        c.holders(vip2),
+        vec![1],
+        "removed before the holder's reload"
+    );
+    c.reload(1, remove);
+    assert!(c.holders(vip2).is_empty(), "{}", c.reports());
+    let more = client.wait_more(60);
+    let report = client.finish();
+    assert!(more, "connects stopped succeeding\n{}", c.reports());
+    assert!(
+        report.failures.is_empty(),
+        "{} connects to the first VIP failed: {:?}\n{}",
+        report.failures.len(),
+        report.failures,
+        c.reports()
+    );
+    assert_eq!(c.holders(vip()), vec![1], "{}", c.reports());
+    for i in 0..3 {
+        let r = c.report(i);
+        assert_eq!(
+            r.stats.address_list_errors,
+            0,
+            "node {i} dropped adverts\n{}",
+            c.reports()
+        );
+        assert_eq!(
+            c.times_master(i),
+            u64::from(i == 1),
+            "node {i}\n{}",
+            c.reports()
+        );
+    }
+}
+
+/// The advert interval from 100 ms to 1 s, the holder first: the backups learn it
+/// from its next advert and wait the longer Master_Down_Interval; nothing moves while
+/// several of the new intervals pass (far more than the old 3.6 intervals), and no
+/// connect fails.
+#[test]
+fn a_new_advert_interval_moves_nothing() {
+    let name = "a_new_advert_interval_moves_nothing";
+    if !need(name, &[]) {
+        return;
+    }
+    let mut c = Cluster::start();
+    let client = client(&c);
+    let one_second = |v: &mut Vrrp| {
+        v.instance.version = VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(100),
+        }
+    };
+    for i in [1, 0, 2] {
+        c.reload(i, one_second);
+    }
+    let learned = support::wait_until_blocking(DEADLINE, || {
+        [0, 2]
+            .iter()
+            .all(|&i| c.report(i).advert_interval == Duration::from_secs(1))
+    });
+    assert!(
+        learned,
+        "the backups never learned the 1 s interval\n{}",
+        c.reports()
+    );
+    // Four adverts at the new interval: longer than a backup's new Master_Down_Interval
+    // (3 s + skew), so a backup that ignored them would have taken over.
+    let sent = c.report(1).stats.adverts_sent;
+    let waited =
+        support::wait_until_blocking(DEADLINE, || c.report(1).stats.adverts_sent >= sent + 4);
+    let report = client.finish();
+    assert!(waited, "the holder stopped advertising\n{}", c.reports());
+    assert!(
+        report.failures.is_empty(),
+        "{} connects failed: {:?}\n{}",
+        report.failures.len(),
+        report.failures,
+        c.reports()
+    );
+    assert_eq!(c.holders(vip()), vec![1], "{}", c.reports());
+    for i in 0..3 {
+        assert_eq!(
+            c.times_master(i),
+            u64::from(i == 1),
+            "node {i}\n{}",
+            c.reports()
+        );
+    }
+}
+
+/// A changed VRID or interface cannot be applied in place: the reload is refused
+/// with an error saying the instance must be replaced, and nothing changes.
+#[test]
+fn a_changed_vrid_is_refused_and_changes_nothing() {
+    let name = "a_changed_vrid_is_refused_and_changes_nothing";
+    if !need(name, &[]) {
+        return;
+    }
+    let c = Cluster::start();
+    let mut cfg = c.nodes[1].cfg.clone();
+    cfg.instance.vrid = Vrid::new_unchecked(52);
+    let r =
+        c.rt.block_on(c.nodes[1].handle.reconfigure(cfg, false, BOUND));
+    let e = r.expect_err("a VRID change must be refused");
+    assert!(
+        matches!(e, apivip::vrrp::shell::ReconfigureError::Replace(_)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("replace the instance"), "{e}");
+    let mut cfg = c.nodes[1].cfg.clone();
+    cfg.interface = "nosuch0".into();
+    let e =
+        c.rt.block_on(c.nodes[1].handle.reconfigure(cfg, false, BOUND))
+            .expect_err("an interface change must be refused");
+    assert!(e.to_string().contains("vrrp.interface changes"), "{e}");
+    let r = c.report(1);
+    assert_eq!((r.state, r.priority), (State::Master, 150));
+    assert_eq!(c.holders(vip()), vec![1]);
+}
