@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use apivip::config::{BackendId, FrontendKind, Track, Vrrp};
 use apivip::events::History;
-use apivip::health::{self, BackendHealth, FrontendHealth, HealthSnapshot, Status};
+use apivip::health::{
+    self, BackendHealth, DownCause, FrontendHealth, HealthPublisher, HealthSnapshot, Status,
+};
 use apivip::vrrp::machine::{InstanceConfig, Reason, State, VersionConfig};
 use apivip::vrrp::shell::{spawn_dedicated, VrrpHandle, VrrpReport};
 use apivip::vrrp::units::{Centisecs, Priority, Vrid};
@@ -63,25 +65,36 @@ fn section(topo: &Topology, i: usize, prio: u8, vips: &[Ipv4Addr]) -> Vrrp {
     }
 }
 
-/// The one backend each node tracks (its own service), healthy.
+/// The backend each node tracks (its own service), healthy.
 const BACKEND: BackendId = BackendId {
     frontend: FrontendKind::Apiserver,
     master: 0,
 };
 
-fn healthy() -> HealthSnapshot {
+/// A second backend, not ready: what a reload may renumber the track to.
+const OTHER: BackendId = BackendId {
+    frontend: FrontendKind::Apiserver,
+    master: 1,
+};
+
+/// Each node's health view: [`BACKEND`] up, [`OTHER`] not ready.
+fn health_at_start() -> HealthSnapshot {
+    let backend = |id: BackendId, name: &str, status| BackendHealth {
+        id,
+        name: name.into(),
+        addr: SocketAddr::from(([127, 0, 0, 1], PORT)),
+        status,
+        reason: "test".into(),
+        since: None,
+        drained: false,
+    };
     HealthSnapshot {
         frontends: vec![FrontendHealth {
             kind: FrontendKind::Apiserver,
-            backends: vec![BackendHealth {
-                id: BACKEND,
-                name: "self".into(),
-                addr: SocketAddr::from(([127, 0, 0, 1], PORT)),
-                status: Status::Up,
-                reason: "ok".into(),
-                since: None,
-                drained: false,
-            }],
+            backends: vec![
+                backend(BACKEND, "self", Status::Up),
+                backend(OTHER, "other", Status::Down(DownCause::NotReady)),
+            ],
         }],
     }
 }
@@ -89,6 +102,8 @@ fn healthy() -> HealthSnapshot {
 /// One master's election, running in its namespace.
 struct Node {
     handle: VrrpHandle,
+    /// Its health view's write side.
+    health: HealthPublisher,
     abort: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The section it runs now.
@@ -117,7 +132,7 @@ impl Node {
                         drop(conn);
                     }
                 });
-                let (_publisher, view) = health::channel(healthy());
+                let (publisher, view) = health::channel(health_at_start());
                 let abort = CancellationToken::new();
                 match spawn_dedicated(start_cfg, view, false, abort.clone(), History::default())
                     .await
@@ -126,19 +141,20 @@ impl Node {
                         let _ = tx.send(Err(e.to_string()));
                     }
                     Ok((handle, done)) => {
-                        let _ = tx.send(Ok((handle, abort)));
+                        let _ = tx.send(Ok((handle, abort, publisher)));
                         // Ends on abort (the node's drop), which removes the VIPs.
                         let _ = done.await;
                     }
                 }
             });
         });
-        let (handle, abort) = rx
+        let (handle, abort, health) = rx
             .recv_timeout(DEADLINE)
             .expect("the election did not start")
             .unwrap_or_else(|e| panic!("node {i}: {e}"));
         Node {
             handle,
+            health,
             abort,
             thread: Some(thread),
             cfg,
@@ -232,6 +248,24 @@ impl Cluster {
             .map(|p| p.priority)
     }
 
+    /// How often node `i` entered `state` for `reason` so far.
+    fn transitions(&self, i: usize, state: State, reason: Reason) -> u64 {
+        self.report(i)
+            .transitions
+            .iter()
+            .filter(|(s, r, _)| (*s, *r) == (state, reason))
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    /// How often each node became Master so far (a node started a little later than
+    /// another may have been preempted once at startup: tests compare counts).
+    fn times_master_all(&self) -> Vec<u64> {
+        (0..self.nodes.len())
+            .map(|i| self.times_master(i))
+            .collect()
+    }
+
     /// How often node `i` became Master so far.
     fn times_master(&self, i: usize) -> u64 {
         self.report(i)
@@ -268,7 +302,7 @@ fn lower_but_winning_priority_keeps_the_vip_without_a_failed_connect() {
     }
     let mut c = Cluster::start();
     let client = client(&c);
-    let before: Vec<u64> = (0..3).map(|i| c.times_master(i)).collect();
+    let before = c.times_master_all();
     c.reload(1, |v| v.instance.base_priority = Priority::new(130));
     let heard = support::wait_until_blocking(DEADLINE, || {
         [0, 2].iter().all(|&i| c.heard_priority(i, 1) == Some(130))
@@ -298,7 +332,7 @@ fn lower_but_winning_priority_keeps_the_vip_without_a_failed_connect() {
     let holder = c.report(1);
     assert_eq!(holder.state, State::Master);
     assert_eq!((holder.priority, holder.effective_priority), (130, 130));
-    let after: Vec<u64> = (0..3).map(|i| c.times_master(i)).collect();
+    let after = c.times_master_all();
     assert_eq!(after, before, "a node changed state\n{}", c.reports());
 }
 
@@ -313,6 +347,8 @@ fn priority_below_a_preempting_backup_hands_the_vip_over() {
     }
     let mut c = Cluster::start();
     let client = client(&c);
+    let yielded = c.transitions(1, State::Backup, Reason::HigherPriority);
+    let preempted = c.transitions(2, State::Master, Reason::Preempt);
     c.reload(1, |v| v.instance.base_priority = Priority::new(110));
     let moved = support::wait_until_blocking(DEADLINE, || c.holders(vip()) == vec![2]);
     let more = moved && client.wait_more(60);
@@ -345,13 +381,14 @@ fn priority_below_a_preempting_backup_hands_the_vip_over() {
     let old = c.report(1);
     assert_eq!(old.state, State::Backup, "{}", c.reports());
     assert_eq!(old.stats.priority_zero_sent, 0);
-    assert!(old
-        .transitions
-        .contains(&(State::Backup, Reason::HigherPriority, 1)));
-    let new = c.report(2);
-    assert!(new
-        .transitions
-        .contains(&(State::Master, Reason::Preempt, 1)));
+    assert_eq!(
+        c.transitions(1, State::Backup, Reason::HigherPriority),
+        yielded + 1
+    );
+    assert_eq!(
+        c.transitions(2, State::Master, Reason::Preempt),
+        preempted + 1
+    );
     assert_eq!(c.report(0).state, State::Backup);
 }
 
@@ -367,6 +404,7 @@ fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
     }
     let mut c = Cluster::start();
     let client = client(&c);
+    let before = c.times_master_all();
     let vip2 = IpAddr::V4(VIP2);
     let pcap = c.dir.path().join("client-arp.pcap");
     let mut cap = c.topo.capture(c.topo.client(), "arp", &pcap).unwrap();
@@ -456,13 +494,13 @@ fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
             "node {i} dropped adverts\n{}",
             c.reports()
         );
-        assert_eq!(
-            c.times_master(i),
-            u64::from(i == 1),
-            "node {i}\n{}",
-            c.reports()
-        );
     }
+    assert_eq!(
+        c.times_master_all(),
+        before,
+        "a node changed state\n{}",
+        c.reports()
+    );
 }
 
 /// The advert interval from 100 ms to 1 s, the holder first: the backups learn it
@@ -477,6 +515,7 @@ fn a_new_advert_interval_moves_nothing() {
     }
     let mut c = Cluster::start();
     let client = client(&c);
+    let before = c.times_master_all();
     let one_second = |v: &mut Vrrp| {
         v.instance.version = VersionConfig::V3 {
             interval: Centisecs::new_unchecked(100),
@@ -510,14 +549,12 @@ fn a_new_advert_interval_moves_nothing() {
         c.reports()
     );
     assert_eq!(c.holders(vip()), vec![1], "{}", c.reports());
-    for i in 0..3 {
-        assert_eq!(
-            c.times_master(i),
-            u64::from(i == 1),
-            "node {i}\n{}",
-            c.reports()
-        );
-    }
+    assert_eq!(
+        c.times_master_all(),
+        before,
+        "a node changed state\n{}",
+        c.reports()
+    );
 }
 
 /// A changed VRID or interface cannot be applied in place: the reload is refused
@@ -548,4 +585,50 @@ fn a_changed_vrid_is_refused_and_changes_nothing() {
     let r = c.report(1);
     assert_eq!((r.state, r.priority), (State::Master, 150));
     assert_eq!(c.holders(vip()), vec![1]);
+}
+
+/// The track changes with the rest of the section (a reload that renumbered the
+/// backends): the holder now tracks a backend that is not ready, so its priority
+/// drops by the health weight below a preempting backup's and the VIP moves; once
+/// that backend is up, the node follows it (not the old one) and takes the VIP back.
+#[test]
+fn a_new_track_applies_with_the_section_and_is_followed_afterwards() {
+    let name = "a_new_track_applies_with_the_section_and_is_followed_afterwards";
+    if !need(name, &[]) {
+        return;
+    }
+    let mut c = Cluster::start();
+    let client = client(&c);
+    c.reload(1, |v| {
+        v.track = Track::Backend(OTHER);
+        v.instance.health_weight = 50;
+    });
+    let r = c.report(1);
+    assert!(!r.can_serve, "{r:#?}");
+    assert_eq!(
+        (r.effective_priority, r.lowered_by),
+        (100, Some("cannot_serve"))
+    );
+    let moved = support::wait_until_blocking(DEADLINE, || c.holders(vip()) == vec![2]);
+    assert!(moved, "the VIP did not move to node 2\n{}", c.reports());
+    // The old tracked backend going down changes nothing now.
+    c.nodes[1]
+        .health
+        .publish(BACKEND, Status::Down(DownCause::Unreachable), "test");
+    c.nodes[1].health.publish(OTHER, Status::Up, "test");
+    let back = support::wait_until_blocking(DEADLINE, || c.holders(vip()) == vec![1]);
+    let more = back && client.wait_more(60);
+    let report = client.finish();
+    assert!(back, "node 1 did not take the VIP back\n{}", c.reports());
+    assert!(more, "connects stopped succeeding\n{}", c.reports());
+    let r = c.report(1);
+    assert!(r.can_serve && r.effective_priority == 150, "{r:#?}");
+    assert!(
+        report.gap_failures(2).is_empty(),
+        "{} of {} connects failed across two moves: {:?}\n{}",
+        report.failures.len(),
+        report.ok + report.failures.len(),
+        report.failures,
+        c.reports()
+    );
 }
