@@ -331,13 +331,34 @@ impl fmt::Display for ConfigIssue {
     }
 }
 
+/// What validation does about a certificate or key file that does not exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MissingFiles {
+    /// An error: the daemon and `apivip check` need every file.
+    #[default]
+    Error,
+    /// A warning: the generators (`apivip manifest`, `apivip kubeadm-config`) run before
+    /// `kubeadm init` has made the cluster's PKI. Only a file that does not exist is
+    /// let through; one that exists but is not a readable file is still an error.
+    Warn,
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, MissingFiles::Error).map(|(config, _)| config)
+}
+
+/// Reads and validates a config file, treating missing certificate and key files as
+/// `missing` says; returns the config and the warnings (one per missing file).
+pub fn load_with(
+    path: &Path,
+    missing: MissingFiles,
+) -> Result<(Config, Vec<ConfigIssue>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_owned(),
         source,
     })?;
-    Config::from_yaml(&text, path)
+    Config::from_yaml_with(&text, path, missing)
 }
 
 impl Config {
@@ -359,6 +380,16 @@ impl Config {
     /// Parses and validates YAML text; `source` names the file in messages and is
     /// the base for relative certificate paths.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        Config::from_yaml_with(text, source, MissingFiles::Error).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_yaml`], treating missing certificate and key files as `missing`
+    /// says; returns the config and the warnings.
+    pub fn from_yaml_with(
+        text: &str,
+        source: &Path,
+        missing: MissingFiles,
+    ) -> Result<(Config, Vec<ConfigIssue>), ConfigError> {
         let raw = parse_raw(text).map_err(|issue| ConfigError::Parse {
             file: source.to_owned(),
             issue,
@@ -367,10 +398,12 @@ impl Config {
             issues: Vec::new(),
             base: source.parent().map(Path::to_owned).unwrap_or_default(),
             duplicates: HashSet::new(),
+            missing,
+            warnings: Vec::new(),
         };
         let config = v.config(raw, source);
         if v.issues.is_empty() {
-            Ok(config)
+            Ok((config, v.warnings))
         } else {
             Err(ConfigError::Invalid {
                 file: source.to_owned(),
@@ -424,6 +457,10 @@ struct Validator {
     base: PathBuf,
     /// Backends already reported as duplicates (by index), so one is reported once.
     duplicates: HashSet<usize>,
+    /// Whether a missing file is an issue or a warning.
+    missing: MissingFiles,
+    /// Missing files, when they are warnings.
+    warnings: Vec<ConfigIssue>,
 }
 
 /// A parsed backend address: an IP and maybe a port.
@@ -1280,6 +1317,17 @@ impl Validator {
         match std::fs::metadata(&full) {
             Ok(m) if m.is_file() => {}
             Ok(_) => self.issue(key, Some(text.to_owned()), "is not a file"),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && self.missing == MissingFiles::Warn =>
+            {
+                self.warnings.push(ConfigIssue {
+                    path: key.to_owned(),
+                    value: Some(text.to_owned()),
+                    message: "does not exist yet (kubeadm init makes it); the daemon needs it"
+                        .to_owned(),
+                })
+            }
             Err(e) => self.issue(
                 key,
                 Some(text.to_owned()),
