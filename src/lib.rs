@@ -38,6 +38,7 @@
 pub mod admin;
 pub mod config;
 pub mod events;
+pub mod generate;
 pub mod health;
 pub mod proxy;
 pub mod supervisor;
