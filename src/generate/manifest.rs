@@ -214,7 +214,7 @@ pub fn generate(config: &Config, opts: &ManifestOptions) -> Result<String, Gener
                     "200 once listeners are bound and VRRP runs",
                 ),
             ] {
-                let _ = writeln!(w, "      {probe}:                  # {why}");
+                let _ = writeln!(w, "      {probe}:  # {why}");
                 let _ = writeln!(w, "        httpGet:");
                 let _ = writeln!(w, "          host: {}", yaml_str(&addr.ip().to_string()));
                 let _ = writeln!(w, "          port: {}", addr.port());
@@ -256,7 +256,7 @@ pub fn generate(config: &Config, opts: &ManifestOptions) -> Result<String, Gener
     let _ = writeln!(w, "        type: File");
     for m in &mounts {
         let path = m.path.to_str().unwrap_or_default();
-        let _ = writeln!(w, "    - name: {}              # {}", m.name, m.why);
+        let _ = writeln!(w, "    - name: {}  # {}", m.name, m.why);
         let _ = writeln!(w, "      hostPath:");
         let _ = writeln!(w, "        path: {}", yaml_str(path));
         let _ = writeln!(w, "        type: File");
