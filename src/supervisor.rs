@@ -100,11 +100,8 @@ impl Supervisor {
         for (fi, f) in config.frontends.iter().enumerate() {
             let mut addrs = Vec::new();
             for (i, addr) in f.listen.iter().enumerate() {
-                let key = if f.listen.len() == 1 {
-                    format!("{}.listen", f.kind)
-                } else {
-                    format!("{}.listen[{i}]", f.kind)
-                };
+                let key =
+                    crate::config::listen_key(&format!("{}.listen", f.kind), i, f.listen.len());
                 let l = proxy::bind(*addr).map_err(|source| StartError::Bind {
                     key,
                     addr: *addr,
@@ -118,11 +115,7 @@ impl Supervisor {
         }
         let mut admin_listeners = Vec::new();
         for (i, addr) in config.admin.listen.iter().enumerate() {
-            let key = if config.admin.listen.len() == 1 {
-                "admin.listen".to_owned()
-            } else {
-                format!("admin.listen[{i}]")
-            };
+            let key = crate::config::listen_key("admin.listen", i, config.admin.listen.len());
             let l = crate::proxy::bind_plain(*addr).map_err(|source| StartError::Bind {
                 key,
                 addr: *addr,
@@ -170,10 +163,7 @@ impl Supervisor {
         let vrrp = match &config.vrrp {
             None => None,
             Some(v) => {
-                let proxy_listening = config
-                    .frontends
-                    .iter()
-                    .any(|f| f.kind == FrontendKind::Apiserver && !f.listen.is_empty());
+                let proxy_listening = config.proxy_listens();
                 let (handle, task) = crate::vrrp::shell::spawn_dedicated(
                     v.clone(),
                     publisher.subscribe(),
