@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod check;
+pub mod diff;
 pub mod frontend;
 mod raw;
 mod validate;
