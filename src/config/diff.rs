@@ -279,7 +279,9 @@ impl ReloadPlan {
                         ));
                     }
                     if *check {
-                        out.push(format!("{kind}.check: changed (applies from the next probe)"));
+                        out.push(format!(
+                            "{kind}.check: changed (applies from the next probe)"
+                        ));
                     }
                     if *settings {
                         out.push(format!(
@@ -292,9 +294,9 @@ impl ReloadPlan {
         listen(&mut out, "admin.listen", &self.admin);
         match &self.vrrp {
             VrrpChange::Unchanged => {}
-            VrrpChange::InPlace => {
-                out.push("vrrp: changed in place (the VIP stays unless the new priority loses)".to_owned())
-            }
+            VrrpChange::InPlace => out.push(
+                "vrrp: changed in place (the VIP stays unless the new priority loses)".to_owned(),
+            ),
             VrrpChange::Replace(what) => out.push(format!(
                 "vrrp: {what}: planned handover of the old instance, then the new one starts"
             )),
@@ -337,7 +339,11 @@ apiserver:
     fn the_same_file_changes_nothing() {
         let a = config(BASE);
         let plan = ReloadPlan::between(&a, &a);
-        assert!(plan.describe(&a, &a).is_empty(), "{:?}", plan.describe(&a, &a));
+        assert!(
+            plan.describe(&a, &a).is_empty(),
+            "{:?}",
+            plan.describe(&a, &a)
+        );
         match &plan.frontends[..] {
             [FrontendChange::Kept {
                 backends,
@@ -374,10 +380,18 @@ apiserver:
         assert_eq!(backends.old_of_new, vec![None, Some(1), None]);
         assert_eq!(backends.removed, vec![0, 2]);
         let lines = plan.describe(&old, &new);
-        assert!(lines.iter().any(|l| l.contains("backend m4 (198.18.0.14:6443) added")));
-        assert!(lines.iter().any(|l| l.contains("backend m1 (198.18.0.11:6443) removed")));
-        assert!(lines.iter().any(|l| l.contains("backend m3 (198.18.0.13:6443) removed")));
-        assert!(lines.iter().any(|l| l.contains("backend m3 (198.18.0.23:6443) added")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("backend m4 (198.18.0.14:6443) added")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("backend m1 (198.18.0.11:6443) removed")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("backend m3 (198.18.0.13:6443) removed")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("backend m3 (198.18.0.23:6443) added")));
     }
 
     #[test]
@@ -422,7 +436,10 @@ apiserver:
         assert_eq!(plan.frontends[1], FrontendChange::Added(FrontendKind::Etcd));
         assert_eq!(plan.admin.removed.len(), 1);
         let back = ReloadPlan::between(&new, &old);
-        assert_eq!(back.frontends[1], FrontendChange::Removed(FrontendKind::Etcd));
+        assert_eq!(
+            back.frontends[1],
+            FrontendChange::Removed(FrontendKind::Etcd)
+        );
         assert_eq!(back.admin.added, old.admin.listen);
     }
 
