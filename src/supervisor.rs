@@ -103,8 +103,6 @@ pub struct Supervisor {
     daemon: Arc<crate::admin::Daemon>,
     /// The admin endpoint's listeners.
     admin: Vec<Listener>,
-    /// Reload requests from the admin endpoint (taken by [`run`]).
-    reloads: Option<tokio::sync::mpsc::Receiver<ReloadRequest>>,
 }
 
 /// What a shutdown did.
@@ -189,7 +187,6 @@ impl Supervisor {
         checker::spawn_checkers(
             config, probers, &publisher, &observers, &tasks, &checkers, &initial,
         );
-        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         let mut sup = Supervisor {
             config: Arc::new(config.clone()),
             mode,
@@ -218,10 +215,8 @@ impl Supervisor {
                 view.clone(),
                 publisher.clone(),
                 observers.history.clone(),
-                None,
             )),
             admin: Vec::new(),
-            reloads: Some(reload_rx),
         };
         for (f, listeners) in config.frontends.iter().zip(bound) {
             let fe = FrontendProxy::new(f.clone(), mode, initial.generation);
@@ -253,7 +248,6 @@ impl Supervisor {
             view,
             publisher,
             observers.history.clone(),
-            Some(reload_tx),
         ));
         for (addr, l) in admin_bound {
             sup.serve_admin(addr, l);
@@ -729,7 +723,9 @@ pub async fn run(
 ) -> Result<DrainReport, StartError> {
     let mut signals = StopSignals::install();
     let mut sup = Supervisor::start_with(&config, probers, Mode::Auto).await?;
-    let mut requests = sup.reloads.take();
+    // One request at a time: a second one while a reload runs is refused.
+    let (tx, mut requests) = tokio::sync::mpsc::channel::<ReloadRequest>(1);
+    sup.daemon().serve_reloads(tx);
     loop {
         tokio::select! {
             hup = signals.wait() => {
@@ -739,12 +735,7 @@ pub async fn run(
                 tracing::info!("SIGHUP: reloading the configuration");
                 sup.reload().await;
             }
-            Some(reply) = async {
-                match &mut requests {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            Some(reply) = requests.recv() => {
                 let record = sup.reload().await;
                 let _ = reply.send(record);
             }

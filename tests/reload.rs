@@ -449,3 +449,60 @@ async fn sighup_and_the_reload_command_apply_a_good_file_and_refuse_a_bad_one() 
     assert!(stderr.contains("reload: refused"), "{stderr}");
     assert!(stderr.contains("reload: applied"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_connection_limit_applies_to_new_connections_and_closes_none() {
+    let mut c = Cluster::start(Opts {
+        masters: 2,
+        apiserver: "  max_connections: 2\n",
+        check: CHECK,
+        ..Opts::default()
+    })
+    .await;
+    let mut open = vec![Stream::open(&c).await, Stream::open(&c).await];
+    assert!(
+        c.whoami().await.is_err(),
+        "a third connection passed a limit of 2"
+    );
+    c.write_config(&[0, 1], "127.0.0.1:0", "  max_connections: 3\n", CHECK);
+    reload_ok(&mut c).await;
+    open.push(Stream::open(&c).await);
+    assert!(
+        c.whoami().await.is_err(),
+        "a fourth connection passed a limit of 3"
+    );
+    c.write_config(&[0, 1], "127.0.0.1:0", "  max_connections: 1\n", CHECK);
+    reload_ok(&mut c).await;
+    // Lowered below what is open: nothing is closed, new clients wait for room.
+    for s in &mut open {
+        assert!(
+            s.next().await.is_some(),
+            "{}'s stream was closed",
+            s.backend
+        );
+    }
+    assert!(c.whoami().await.is_err());
+    open.truncate(0);
+    assert!(
+        wait_until(DEADLINE, || async { c.whoami().await.is_ok() }).await,
+        "no connection passed once the streams closed"
+    );
+    // One at a time now (once the proxy has seen the last client go).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let _one = loop {
+        match support::https_request(c.endpoint, c.client.clone(), "/watch").await {
+            Ok(r) if r.status() == 200 => break r,
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => panic!(
+                "no stream under a limit of 1: {:?}",
+                other.map(|r| r.status())
+            ),
+        }
+    };
+    assert!(
+        c.whoami().await.is_err(),
+        "a second connection passed a limit of 1"
+    );
+}

@@ -99,6 +99,9 @@ pub struct ReloadRecord {
     pub lines: Vec<String>,
 }
 
+/// Where reload requests go (the daemon's main loop), each answered with the outcome.
+pub type ReloadTx = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadRecord>>;
+
 /// What the admin endpoint reads and steers: built once by the supervisor.
 #[derive(Debug)]
 pub struct Daemon {
@@ -110,7 +113,7 @@ pub struct Daemon {
     /// Events.
     pub history: History,
     /// Asks the supervisor to reload the config file (`POST /control/reload`).
-    reload: Option<tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadRecord>>>,
+    reload: Mutex<Option<ReloadTx>>,
     /// The last reload's outcome.
     last_reload: Mutex<Option<ReloadRecord>>,
     /// When the process started.
@@ -135,14 +138,13 @@ impl Daemon {
         health: HealthView,
         publisher: HealthPublisher,
         history: History,
-        reload: Option<tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadRecord>>>,
     ) -> Self {
         Daemon {
             running: arc_swap::ArcSwap::from_pointee(running),
             health,
             publisher,
             history,
-            reload,
+            reload: Mutex::new(None),
             last_reload: Mutex::new(None),
             started: process_start(),
             controls: Default::default(),
@@ -151,6 +153,11 @@ impl Daemon {
             doc: tokio::sync::Mutex::new(None),
             control_running: Mutex::new(false),
         }
+    }
+
+    /// Sends `POST /control/reload` requests to `tx` from now on.
+    pub fn serve_reloads(&self, tx: ReloadTx) {
+        *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
     /// What the running config made.
@@ -182,14 +189,27 @@ impl Daemon {
     /// `apivip reload`: asks the supervisor to reload the config file and waits for
     /// the outcome.
     pub async fn reload(&self, who: &str) -> Result<ReloadRecord, (u16, String)> {
-        let Some(tx) = &self.reload else {
-            return Err((409, "this daemon cannot reload".to_owned()));
+        let tx = self
+            .reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(tx) = tx else {
+            return Err((
+                409,
+                "this process does not reload its config (not `apivip run`)".to_owned(),
+            ));
         };
         let (reply, outcome) = tokio::sync::oneshot::channel();
         tracing::info!(who, "control: reload");
-        tx.send(reply)
-            .await
-            .map_err(|_| (503, "the daemon is stopping".to_owned()))?;
+        tx.try_send(reply).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                (409, "a reload is already running".to_owned())
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                (503, "the daemon is stopping".to_owned())
+            }
+        })?;
         outcome
             .await
             .map_err(|_| (503, "the daemon is stopping".to_owned()))

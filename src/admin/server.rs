@@ -329,7 +329,6 @@ mod tests {
             view,
             publisher,
             crate::events::History::default(),
-            None,
         )
     }
 
