@@ -21,7 +21,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use crate::config::{Config, FrontendKind};
+use crate::config::Config;
 
 /// The three deployment shapes (DESIGN.md, "Deployment shapes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,10 +63,7 @@ impl Shape {
     /// The shape a validated config has: a VIP with a listening proxy, a VIP without
     /// one, or no VIP.
     pub fn of(config: &Config) -> Shape {
-        let proxy = config
-            .frontend(FrontendKind::Apiserver)
-            .is_some_and(|f| !f.listen.is_empty());
-        match (&config.vrrp, proxy) {
+        match (&config.vrrp, config.proxy_listens()) {
             (Some(_), true) => Shape::VipProxy,
             (Some(_), false) => Shape::VipOnly,
             (None, _) => Shape::LocalProxy,
