@@ -451,6 +451,15 @@ fn kubeadm_config_reads_back_for_every_shape() {
                 format!("{host}:{port}"),
                 "{shape}"
             );
+            if endpoint.is_none() {
+                // The config's header told the operator the same endpoint.
+                let header = std::fs::read_to_string(&config).unwrap();
+                let said = format!("controlPlaneEndpoint: \"{}\"", c.control_plane_endpoint);
+                assert!(
+                    header.contains(&said),
+                    "{shape}: the config says otherwise:\n{header}"
+                );
+            }
             let mut sans: Vec<&str> = endpoint.into_iter().collect();
             sans.push(if shape == "local-proxy" {
                 "127.0.0.1"
