@@ -28,6 +28,8 @@
 //! - [`admin`]: the admin endpoint (metrics, liveness, readiness, the status document,
 //!   controls), the `apivip status` client and screen.
 //! - [`events`]: the bounded history of state changes and controls.
+//! - [`generate`]: `apivip config`, `manifest` and `kubeadm-config` (pure generators
+//!   and a thin interface-detection shell).
 //! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
 //!   tests, the benchmarks and `apivip demo`.
 //!
@@ -38,6 +40,7 @@
 pub mod admin;
 pub mod config;
 pub mod events;
+pub mod generate;
 pub mod health;
 pub mod proxy;
 pub mod supervisor;
@@ -56,7 +59,16 @@ mod architecture {
             "proxy/balance.rs",
             "config/mod.rs",
             "config/raw.rs",
+            "config/frontend.rs",
+            "config/check.rs",
+            "config/vrrp.rs",
+            "config/admin.rs",
+            "config/validate.rs",
             "units.rs",
+            "generate/mod.rs",
+            "generate/config.rs",
+            "generate/manifest.rs",
+            "generate/kubeadm.rs",
             "vrrp/packet.rs",
             "vrrp/reload.rs",
             "vrrp/units.rs",
