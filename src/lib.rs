@@ -70,7 +70,6 @@ mod architecture {
             "generate/manifest.rs",
             "generate/kubeadm.rs",
             "vrrp/packet.rs",
-            "vrrp/reload.rs",
             "vrrp/units.rs",
             "vrrp/machine/mod.rs",
             "vrrp/machine/config.rs",

@@ -6,10 +6,8 @@
 //! - [`machine`]: the sans-IO election state machine of one instance (RFC 9568 §6,
 //!   RFC 3768 §6), with planned handover and health-weighted priority.
 //! - [`units`]: VRID, priority and the per-version interval units, converted in one place.
-//! - [`reload`]: how a reloaded `vrrp:` section applies to the running instance (in
-//!   place, or replace it).
 //!
-//! `packet`, `machine`, `units` and `reload` are sans-IO cores: they open no sockets and never
+//! `packet`, `machine` and `units` are sans-IO cores: they open no sockets and never
 //! read the clock. The I/O lives in thin modules around them:
 //!
 //! - [`socket`]: the raw IP protocol 112 socket (multicast or unicast, TTL 255).
@@ -20,7 +18,6 @@
 pub mod announce;
 pub mod machine;
 pub mod packet;
-pub mod reload;
 pub mod shell;
 pub mod socket;
 pub mod units;

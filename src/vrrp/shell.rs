@@ -55,7 +55,6 @@ use crate::vrrp::machine::{
     VersionConfig,
 };
 use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
-use crate::vrrp::reload::{classify, ReplaceReason, VrrpChange};
 use crate::vrrp::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::units::Priority;
 use crate::vrrp::vip::{VipConfig, Vips};
@@ -90,11 +89,13 @@ pub enum VrrpError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReconfigureError {
-    /// The VRID, the interface or the address family changed: another virtual router.
-    /// The caller must replace the instance: hand it over (`handover`, wait for the
-    /// election to end), then [`spawn_dedicated`] the new section.
+    /// The VRID, the interface or the address family changed (what changed is in
+    /// the message): another virtual router. The caller must replace the instance:
+    /// hand it over (`handover`, wait for the election to end), then
+    /// [`spawn_dedicated`] the new section
+    /// ([`crate::config::diff::VrrpChange::Replace`]).
     #[error("vrrp: {0}: cannot apply in place; replace the instance (hand it over, then start the new one)")]
-    Replace(ReplaceReason),
+    Replace(String),
     /// The election refused the section (it does not validate, a handover is under
     /// way: retry after it, or the instance has exited).
     #[error("vrrp: {0}")]
@@ -216,6 +217,51 @@ pub fn can_serve(track: &Track, snap: &HealthSnapshot, proxy_listening: bool) ->
     }
 }
 
+/// What this node's ability to serve follows, as the health forwarder of
+/// [`spawn_dedicated`] evaluates it.
+///
+/// A reload renumbers backends: the supervisor first replaces the health view with
+/// one of a new generation, then reconfigures the election with the section whose
+/// `Track::Backend` id is valid in it. In between, the old id may name another
+/// backend of the new view, so for a view of another generation than the track's the
+/// backend is found by the name it had when the track was applied.
+#[derive(Debug)]
+struct Tracked {
+    track: Track,
+    proxy_listening: bool,
+    /// The health generation the track's id is valid in.
+    generation: u64,
+    /// The tracked backend's name in that generation.
+    name: Option<String>,
+}
+
+impl Tracked {
+    fn new(track: Track, proxy_listening: bool, snap: &HealthSnapshot) -> Tracked {
+        let name = match &track {
+            Track::Backend(id) => snap.backend(*id).map(|b| b.name.clone()),
+            Track::Proxy => None,
+        };
+        Tracked {
+            track,
+            proxy_listening,
+            generation: snap.generation,
+            name,
+        }
+    }
+
+    fn can_serve(&self, snap: &HealthSnapshot) -> bool {
+        if let (Track::Backend(id), Some(name), true) =
+            (&self.track, &self.name, snap.generation != self.generation)
+        {
+            return snap
+                .frontend(id.frontend)
+                .and_then(|f| f.backends.iter().find(|b| &b.name == name))
+                .is_some_and(|b| b.is_serving());
+        }
+        can_serve(&self.track, snap, self.proxy_listening)
+    }
+}
+
 /// The running election's handle.
 #[derive(Debug, Clone)]
 pub struct VrrpHandle {
@@ -267,11 +313,16 @@ impl VrrpHandle {
     /// ([`Instance::handle_reconfigure`]): a Master keeps them unless a preempting
     /// node now has the higher priority, which takes them over as in a planned
     /// handover. `new.track` applies together with the rest: from now on this node's
-    /// ability to serve is computed with it (a renumbered `Track::Backend` id is read
-    /// against the health view as it is now), and `proxy_listening` says whether the
+    /// ability to serve is computed with it, and `proxy_listening` says whether the
     /// apiserver proxy listens after the reload. A changed VRID, interface or address
-    /// family is [`ReconfigureError::Replace`] (see [`classify`]); nothing changes
-    /// then, and the caller replaces the instance.
+    /// family is [`ReconfigureError::Replace`]; nothing changes then, and the caller
+    /// replaces the instance.
+    ///
+    /// Call it after the health view has the reloaded layout (a renumbered
+    /// `Track::Backend` id is read against the view as it is at this call), and after
+    /// every reload that replaced the health view, also with an unchanged section (a
+    /// no-op then, apart from moving the track to the view's new generation; until
+    /// then the tracked backend is found by its name).
     pub async fn reconfigure(
         &self,
         new: Vrrp,
@@ -315,6 +366,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     let label = format!("{}:apivip", cfg.interface);
     let label = (label.len() <= 15).then_some(label);
     let vips = Vips::new(&cfg.interface, label).await.map_err(netlink)?;
+    let configured = cfg.clone();
     let mut cfg = cfg.clone();
     // VRRPv3 over IPv6 multicast sends from the interface's link-local address
     // (RFC 9568 §5.1.2.1), which is then also the tie-break address.
@@ -376,6 +428,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         encoded: Vec::new(),
         encoded_for: None,
         cfg: cfg.clone(),
+        configured,
         instance,
         socket,
         doorbell,
@@ -508,8 +561,12 @@ pub async fn spawn_dedicated(
     };
     let (ctl_tx, ctl_rx) = control_channel().map_err(thread_error)?;
     let ctl_tx = Arc::new(ctl_tx);
-    let track = cfg.track.clone();
-    let serve = can_serve(&track, &health.current_and_mark_seen(), proxy_listening);
+    let tracked = Tracked::new(
+        cfg.track.clone(),
+        proxy_listening,
+        &health.current_and_mark_seen(),
+    );
+    let serve = tracked.can_serve(&health.current());
     // Cancelled when the thread ends, whatever the reason: stops the forwarder below.
     let ended = CancellationToken::new();
     let ended_guard = ended.clone().drop_guard();
@@ -553,8 +610,7 @@ pub async fn spawn_dedicated(
     handle.reconfigure = Some(reconfigure_tx);
     let handover = handle.handover.clone();
     tokio::spawn(async move {
-        let mut track = track;
-        let mut proxy_listening = proxy_listening;
+        let mut tracked = tracked;
         let mut last = serve;
         let mut health_open = true;
         let mut handover_sent = false;
@@ -568,8 +624,9 @@ pub async fn spawn_dedicated(
                 Some(req) = reconfigure_rx.recv() => {
                     // The new track and the rest of the section apply together: the
                     // thread gets the ability to serve computed with the new track.
-                    let serve = can_serve(&req.cfg.track, &health.current(), req.proxy_listening);
-                    let new_track = req.cfg.track.clone();
+                    let snap = health.current();
+                    let new_track = Tracked::new(req.cfg.track.clone(), req.proxy_listening, &snap);
+                    let serve = new_track.can_serve(&snap);
                     let (reply, answer) = tokio::sync::oneshot::channel();
                     ctl_tx.send(Control::Reconfigure {
                         cfg: Box::new(req.cfg),
@@ -586,8 +643,7 @@ pub async fn spawn_dedicated(
                         }
                     };
                     if result.is_ok() {
-                        track = new_track;
-                        proxy_listening = req.proxy_listening;
+                        tracked = new_track;
                         last = serve;
                     }
                     let _ = req.reply.send(result);
@@ -598,7 +654,7 @@ pub async fn spawn_dedicated(
                 }
                 changed = health.changed(), if health_open => match changed {
                     Some(snap) => {
-                        let now = can_serve(&track, &snap, proxy_listening);
+                        let now = tracked.can_serve(&snap);
                         if now != last {
                             last = now;
                             ctl_tx.send(Control::Serve(now));
@@ -615,7 +671,11 @@ pub async fn spawn_dedicated(
 
 /// A prepared election, ready to [`Shell::run`].
 pub(crate) struct Shell {
+    /// The section in force, as run: for IPv6 multicast the primary address is the
+    /// interface's link-local one.
     cfg: Vrrp,
+    /// The section in force, as configured (what a reload is compared with).
+    configured: Vrrp,
     instance: Instance,
     socket: VrrpSocket,
     /// Wakes a Backup for anything but a repeat of `armed` (see [`Doorbell`]).
@@ -961,9 +1021,33 @@ impl Shell {
         mut new: Vrrp,
         serve: bool,
     ) -> Result<(), ReconfigureError> {
-        if let VrrpChange::Replace(reason) = classify(&self.cfg, &new) {
-            return Err(ReconfigureError::Replace(reason));
+        if new == self.configured {
+            // Nothing to apply; the ability to serve may still have changed (a new
+            // health generation read with the same track).
+            self.instance.handle_health(now, serve);
+            return Ok(());
         }
+        let old = &self.cfg;
+        let mut replace = Vec::new();
+        if new.interface != old.interface {
+            replace.push(format!("interface {} -> {}", old.interface, new.interface));
+        }
+        if new.instance.vrid != old.instance.vrid {
+            replace.push(format!(
+                "vrid {} -> {}",
+                old.instance.vrid, new.instance.vrid
+            ));
+        }
+        if new.instance.family() != old.instance.family() {
+            replace.push(format!(
+                "address family of {} -> {}",
+                old.instance.primary_ip, new.instance.primary_ip
+            ));
+        }
+        if !replace.is_empty() {
+            return Err(ReconfigureError::Replace(replace.join(", ")));
+        }
+        let configured = new.clone();
         let netlink = |source| ReconfigureError::Netlink {
             interface: self.cfg.interface.clone(),
             source,
@@ -1059,6 +1143,7 @@ impl Shell {
             "reload",
         );
         self.cfg = new;
+        self.configured = configured;
         // What was cached from the old section: encoded adverts (priority, VIPs,
         // version), the last decoded datagram (version), the repeat a Backup may skip
         // (its skew).
@@ -1440,6 +1525,57 @@ mod tests {
     /// The latest end of a `ppoll` timeout T, per fs/select.c.
     fn latest_end(t: Duration) -> Duration {
         t + (t / 1000).max(DEFAULT_SLACK)
+    }
+
+    /// A reload replaced the health view with a renumbered one (new generation)
+    /// before the election got the new track: the old track's backend is found by
+    /// its name, not by its old index; the new track, applied in that generation, by
+    /// its index.
+    #[test]
+    fn a_renumbered_health_view_keeps_following_the_tracked_backend() {
+        use crate::config::{BackendId, FrontendKind};
+        use crate::health::{BackendHealth, FrontendHealth, Status};
+        let id = |master| BackendId {
+            frontend: FrontendKind::Apiserver,
+            master,
+        };
+        let backend = |master, name: &str, up: bool| BackendHealth {
+            id: id(master),
+            name: name.into(),
+            addr: "127.0.0.1:6443".parse().unwrap(),
+            status: if up { Status::Up } else { Status::Unknown },
+            reason: String::new(),
+            since: None,
+            drained: false,
+        };
+        let snap = |generation, backends| HealthSnapshot {
+            generation,
+            frontends: vec![FrontendHealth {
+                kind: FrontendKind::Apiserver,
+                backends,
+            }],
+        };
+        let old = snap(0, vec![backend(0, "a", false), backend(1, "self", true)]);
+        let tracked = Tracked::new(Track::Backend(id(1)), false, &old);
+        assert!(tracked.can_serve(&old));
+        // "a" removed: "self" is now index 0, and index 1 is gone.
+        let new = snap(1, vec![backend(0, "self", true)]);
+        assert!(!can_serve(&Track::Backend(id(1)), &new, false));
+        assert!(tracked.can_serve(&new));
+        let new_down = snap(1, vec![backend(0, "self", false)]);
+        assert!(!tracked.can_serve(&new_down));
+        // Renumbered so that the old index names another backend.
+        let swapped = snap(2, vec![backend(0, "self", true), backend(1, "b", false)]);
+        assert!(!can_serve(&Track::Backend(id(1)), &swapped, false));
+        assert!(tracked.can_serve(&swapped));
+        // The reloaded track, applied in the new generation, goes by its index.
+        let reloaded = Tracked::new(Track::Backend(id(0)), false, &swapped);
+        assert!(reloaded.can_serve(&swapped));
+        let renamed = snap(2, vec![backend(0, "self2", true), backend(1, "b", false)]);
+        assert!(reloaded.can_serve(&renamed));
+        // The proxy track ignores names and generations.
+        let proxy = Tracked::new(Track::Proxy, true, &old);
+        assert!(proxy.can_serve(&new) && !proxy.can_serve(&new_down));
     }
 
     #[test]
