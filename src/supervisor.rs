@@ -311,15 +311,10 @@ impl Supervisor {
             self.observers.history.clone(),
         )
         .await?;
-        // The handover waits for a new holder, bounded by the machine's own timeout;
-        // a little more for the last adverts and netlink.
-        let bound = v.instance.handover_timeout
-            + v.instance.version.interval() * 2
-            + Duration::from_secs(1);
         Ok(RunningVrrp {
             handle,
             done,
-            bound,
+            bound: handover_bound(v),
             abort,
         })
     }
@@ -575,7 +570,43 @@ impl Supervisor {
         });
         // 6. The election.
         match (&plan.vrrp, &config.vrrp) {
-            (VrrpChange::Unchanged, _) => {}
+            (VrrpChange::Unchanged, Some(v)) => {
+                // A no-op for the election, apart from moving its track to the health
+                // view's new generation (step 3).
+                if let Some(running) = &self.vrrp {
+                    if let Err(e) = running
+                        .handle
+                        .reconfigure(v.clone(), config.proxy_listens(), RECONFIGURE_BOUND)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "vrrp: the election did not take the new health view");
+                    }
+                }
+            }
+            (VrrpChange::Unchanged, None) => {}
+            (VrrpChange::InPlace, Some(v)) if self.vrrp.is_some() => {
+                let running = self.vrrp.as_mut().expect("checked above");
+                let applied = running
+                    .handle
+                    .reconfigure(v.clone(), config.proxy_listens(), RECONFIGURE_BOUND)
+                    .await;
+                match applied {
+                    Ok(()) => running.bound = handover_bound(v),
+                    Err(e) => {
+                        // Refused (a handover under way, a socket that cannot open) or
+                        // no answer: apply it the other way.
+                        tracing::warn!(error = %e, "vrrp: cannot apply in place; replacing the election");
+                        if let Some(old) = self.vrrp.take() {
+                            stop_vrrp(old).await;
+                        }
+                        self.vrrp = Some(
+                            self.spawn_vrrp(v, config.proxy_listens())
+                                .await
+                                .map_err(err)?,
+                        );
+                    }
+                }
+            }
             (VrrpChange::Added, _) => self.vrrp = vrrp_started,
             (VrrpChange::Removed, _) => {
                 if let Some(v) = self.vrrp.take() {
@@ -686,6 +717,16 @@ fn resize(permits: &Arc<Semaphore>, from: usize, to: usize) {
             });
         }
     }
+}
+
+/// How long an in-place reload of the election may take: the election thread applies
+/// it between two packets (netlink for changed VIPs included).
+const RECONFIGURE_BOUND: Duration = Duration::from_secs(5);
+
+/// How long the handover of `v` may take: the machine's own timeout, and a little more
+/// for the last adverts and netlink.
+fn handover_bound(v: &crate::config::Vrrp) -> Duration {
+    v.instance.handover_timeout + v.instance.version.interval() * 2 + Duration::from_secs(1)
 }
 
 /// Hands the VIP over and waits for the election to end (bounded; then releases it).

@@ -636,3 +636,162 @@ fn a_new_track_applies_with_the_section_and_is_followed_afterwards() {
         c.reports()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// End to end: `apivip run` on every master, `apivip reload` (what SIGHUP does).
+
+const BIN: &str = env!("CARGO_BIN_EXE_apivip");
+
+/// A TCP listener on :6443 in every master's namespace, accepting until dropped.
+struct Services {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Services {
+    fn start(topo: &Topology) -> Services {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = (0..topo.masters().len())
+            .map(|i| {
+                let listener = topo
+                    .master(i)
+                    .run_in(|| std::net::TcpListener::bind(("0.0.0.0", PORT)))
+                    .unwrap()
+                    .unwrap();
+                listener.set_nonblocking(true).unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((conn, _)) => drop(conn),
+                            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Services { stop, threads }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes master `i`'s config: VIP only, tracking its own service on :6443.
+fn write_config(topo: &Topology, dir: &std::path::Path, i: usize, prio: u8) -> std::path::PathBuf {
+    let m = topo.master(i);
+    let path = dir.join(format!("apivip-{i}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "backends:\n  - {{name: self, address: '{ip}:{PORT}'}}\napiserver:\n  listen: []\n  check: {{kind: tcp, interval: 100ms, timeout: 100ms, rise: 1}}\nvrrp:\n  interface: {ifname}\n  address: {ip}\n  vrid: {VRID}\n  priority: {prio}\n  advert_interval: 100ms\n  vips: [{VIP}/24]\n  handover_timeout: 1s\n  track: backend:self\nshutdown: {{drain_timeout: 1s}}\n",
+            ip = m.ipv4,
+            ifname = m.ifname,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `apivip reload` on the holder with a lower priority that still wins: applied to the
+/// running election (not a restart of it), no failed connect, the VIP stays, and a
+/// backup's `apivip status` shows the new priority.
+#[test]
+fn apivip_reload_applies_a_priority_in_place() {
+    let name = "apivip_reload_applies_a_priority_in_place";
+    if !need(name, &[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::new(3).unwrap();
+    let _services = Services::start(&topo);
+    let nodes: Vec<_> = [(0, 100), (1, 150), (2, 120)]
+        .iter()
+        .map(|&(i, prio)| {
+            let config = write_config(&topo, dir.path(), i, prio);
+            let mut cmd = topo.master(i).command(BIN);
+            cmd.args(["run", "-c", config.to_str().unwrap()])
+                .env("RUST_LOG", "apivip=debug");
+            topo.master(i)
+                .spawn_command(cmd, &dir.path().join(format!("apivip-{i}.log")))
+                .unwrap()
+        })
+        .collect();
+    let logs = || {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                format!(
+                    "--- node {i}\n{}",
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let holders = || topo.holders_of(vip()).unwrap_or_default();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
+        "node 1 never held the VIP alone: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    let client = ConnectLoop::start(&topo, SocketAddr::new(vip(), PORT));
+    assert!(client.wait_more(60), "no connects succeed\n{}", logs());
+    write_config(&topo, dir.path(), 1, 130);
+    let out = topo.master(1).exec(&[BIN, "reload"]).unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "apivip reload failed: {said}\n{}",
+        logs()
+    );
+    let peer_priority = || {
+        let out = topo.master(0).exec(&[BIN, "status", "--json"]).ok()?;
+        let doc: apivip::admin::status::StatusDoc = serde_json::from_slice(&out.stdout).ok()?;
+        let m1 = topo.master(1).ipv4.to_string();
+        doc.vrrp?
+            .peers
+            .iter()
+            .find(|p| p.address == m1)
+            .map(|p| p.priority)
+    };
+    let heard = support::wait_until_blocking(DEADLINE, || peer_priority() == Some(130));
+    let more = client.wait_more(60);
+    let report = client.finish();
+    assert!(
+        heard,
+        "node 0 never heard priority 130: {:?}\n{}",
+        peer_priority(),
+        logs()
+    );
+    assert!(more, "connects stopped succeeding\n{}", logs());
+    assert!(
+        report.failures.is_empty(),
+        "{} connects failed: {:?}\n{}",
+        report.failures.len(),
+        report.failures,
+        logs()
+    );
+    assert_eq!(holders(), vec![1], "{}", logs());
+    let log1 = nodes[1].log();
+    assert!(log1.contains("vrrp: reload applied"), "{}", logs());
+    assert!(!log1.contains("replacing the election"), "{}", logs());
+    assert_eq!(
+        log1.matches("vrrp: state changed").count(),
+        2,
+        "node 1 changed state other than at startup\n{}",
+        logs()
+    );
+}
