@@ -95,17 +95,28 @@ impl Supervisor {
         probers: Vec<health::probe::Prober>,
         mode: Mode,
     ) -> Result<Supervisor, StartError> {
+        Self::start_prebound(config, probers, mode, Prebound::default()).await
+    }
+
+    /// Like [`Supervisor::start_with`], using the listeners in `prebound` (bound before
+    /// the capabilities were dropped) for their addresses and binding the others.
+    pub async fn start_prebound(
+        config: &Config,
+        probers: Vec<health::probe::Prober>,
+        mode: Mode,
+        mut prebound: Prebound,
+    ) -> Result<Supervisor, StartError> {
         let mut bound = Vec::new();
         let mut listen = HashMap::new();
         for (fi, f) in config.frontends.iter().enumerate() {
             let mut addrs = Vec::new();
             for (i, addr) in f.listen.iter().enumerate() {
-                let key = if f.listen.len() == 1 {
-                    format!("{}.listen", f.kind)
-                } else {
-                    format!("{}.listen[{i}]", f.kind)
-                };
-                let l = proxy::bind(*addr).map_err(|source| StartError::Bind {
+                let key = listen_key(f.kind.as_str(), i, f.listen.len());
+                let l = match prebound.take(*addr) {
+                    Some(l) => tokio::net::TcpListener::from_std(l),
+                    None => proxy::bind(*addr),
+                }
+                .map_err(|source| StartError::Bind {
                     key,
                     addr: *addr,
                     source,
@@ -118,12 +129,12 @@ impl Supervisor {
         }
         let mut admin_listeners = Vec::new();
         for (i, addr) in config.admin.listen.iter().enumerate() {
-            let key = if config.admin.listen.len() == 1 {
-                "admin.listen".to_owned()
-            } else {
-                format!("admin.listen[{i}]")
-            };
-            let l = crate::proxy::bind_plain(*addr).map_err(|source| StartError::Bind {
+            let key = listen_key("admin", i, config.admin.listen.len());
+            let l = match prebound.take(*addr) {
+                Some(l) => tokio::net::TcpListener::from_std(l),
+                None => crate::proxy::bind_plain(*addr),
+            }
+            .map_err(|source| StartError::Bind {
                 key,
                 addr: *addr,
                 source,
@@ -200,17 +211,27 @@ impl Supervisor {
             },
             None => None,
         };
-        let daemon = Arc::new(crate::admin::Daemon::new(
-            Arc::new(config.clone()),
-            view.clone(),
-            publisher.clone(),
-            frontends.clone(),
-            listen.iter().map(|(k, a)| (*k, a.clone())).collect(),
-            observers.stats.clone(),
-            observers.history.clone(),
-            vrrp.as_ref().map(|(h, _, _)| h.clone()),
-            vips,
-        ));
+        let fault_injection = crate::admin::fault_injection_requested();
+        if fault_injection {
+            tracing::warn!(
+                "fault injection is enabled ({}=1): test-only controls are accepted; never set it in production",
+                crate::admin::FAULT_INJECTION_ENV
+            );
+        }
+        let daemon = Arc::new(
+            crate::admin::Daemon::new(
+                Arc::new(config.clone()),
+                view.clone(),
+                publisher.clone(),
+                frontends.clone(),
+                listen.iter().map(|(k, a)| (*k, a.clone())).collect(),
+                observers.stats.clone(),
+                observers.history.clone(),
+                vrrp.as_ref().map(|(h, _, _)| h.clone()),
+                vips,
+            )
+            .with_fault_injection(fault_injection),
+        );
         let mut admin = Vec::new();
         for l in admin_listeners {
             let local = l.local_addr().ok();
@@ -336,8 +357,68 @@ impl Supervisor {
     }
 }
 
+/// The config key of listen address `i` of `n` in `section`: `apiserver.listen`, or
+/// `apiserver.listen[1]` when there are several.
+fn listen_key(section: &str, i: usize, n: usize) -> String {
+    if n == 1 {
+        format!("{section}.listen")
+    } else {
+        format!("{section}.listen[{i}]")
+    }
+}
+
+/// Listeners bound before the runtime starts: those whose port needs
+/// `CAP_NET_BIND_SERVICE` (below `net.ipv4.ip_unprivileged_port_start`), bound while
+/// the process still has it, so that [`crate::privileges`] can drop it before any
+/// thread exists (capabilities are per thread). [`Supervisor::start_prebound`] uses
+/// them in place of binding.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+impl Prebound {
+    /// Binds every listen address of `config` (frontends and admin) whose port is
+    /// non-zero and below `unprivileged_start`, with the same socket options as at
+    /// start. A failure names the config key, as at start.
+    pub fn bind_privileged(config: &Config, unprivileged_start: u16) -> Result<Self, StartError> {
+        let privileged = |a: &SocketAddr| a.port() != 0 && a.port() < unprivileged_start;
+        let mut wanted: Vec<(String, SocketAddr, bool)> = Vec::new();
+        for f in &config.frontends {
+            for (i, a) in f.listen.iter().enumerate() {
+                wanted.push((listen_key(f.kind.as_str(), i, f.listen.len()), *a, false));
+            }
+        }
+        for (i, a) in config.admin.listen.iter().enumerate() {
+            wanted.push((listen_key("admin", i, config.admin.listen.len()), *a, true));
+        }
+        let mut listeners = Vec::new();
+        for (key, addr, plain) in wanted.into_iter().filter(|(_, a, _)| privileged(a)) {
+            let l = proxy::bind_std(addr, plain).map_err(|source| StartError::Bind {
+                key,
+                addr,
+                source,
+            })?;
+            listeners.push((addr, l));
+        }
+        Ok(Prebound { listeners })
+    }
+
+    /// The addresses bound.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(a, _)| *a).collect()
+    }
+
+    fn take(&mut self, addr: SocketAddr) -> Option<std::net::TcpListener> {
+        let i = self.listeners.iter().position(|(a, _)| *a == addr)?;
+        Some(self.listeners.swap_remove(i).1)
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully; a second signal during
-/// the drain closes every connection at once. SIGHUP is logged (reload is not part of
+/// the drain closes every connection at once. Under systemd ([`crate::systemd`]) it
+/// sends `READY=1` once started, keeps `STATUS=` current, pings the watchdog while the
+/// runtime and the election thread answer, and sends `STOPPING=1` at the signal. SIGHUP is logged (reload is not part of
 /// this version) instead of killing the process.
 ///
 /// The signal handlers are installed before anything starts, so a SIGTERM during
@@ -345,10 +426,15 @@ impl Supervisor {
 pub async fn run(
     config: Config,
     probers: Vec<health::probe::Prober>,
+    prebound: Prebound,
 ) -> Result<DrainReport, StartError> {
     let mut signals = StopSignals::install();
-    let sup = Supervisor::start_with(&config, probers, Mode::Auto).await?;
+    let sup = Supervisor::start_prebound(&config, probers, Mode::Auto, prebound).await?;
+    // Listeners are bound, checkers spawned and the election thread runs: READY=1.
+    let notifier = crate::systemd::Notifier::start(sup.daemon());
     signals.next().await;
+    notifier.stop();
+    crate::systemd::stopping();
     Ok(sup
         .shutdown_or_force(config.shutdown.drain_timeout, signals.next())
         .await)
