@@ -66,9 +66,10 @@ pub struct Vips {
     ifname: String,
     ifindex: u32,
     label: Option<String>,
-    /// Addresses this process added (not found already there): removable even where
-    /// the kernel kept no mark.
-    added: Arc<Mutex<HashSet<IpAddr>>>,
+    /// Addresses this process added (not found already there), with their prefix
+    /// lengths: removable even where the kernel kept no mark. The prefix length tells
+    /// ours from an operator's copy of the same IPv4 address.
+    added: Arc<Mutex<HashSet<(IpAddr, u8)>>>,
 }
 
 /// The errno of a netlink error, if it is one.
@@ -252,7 +253,7 @@ impl Vips {
             .added
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&addr)
+            .contains(&(addr, msg.header.prefix_len))
     }
 
     /// Which of `vips` are on the interface now, split into those apivip added (see
@@ -311,7 +312,7 @@ impl Vips {
                     self.added
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(v.addr);
+                        .insert((v.addr, v.prefix_len));
                 }
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                 Err(e) => {
@@ -354,10 +355,10 @@ impl Vips {
             }
         }
         // Whatever this process added of these is gone now.
-        let mut added = self.added.lock().unwrap_or_else(|p| p.into_inner());
-        for v in vips {
-            added.remove(&v.addr);
-        }
+        self.added
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(a, _)| !vips.iter().any(|v| v.addr == *a));
         Ok(())
     }
 }
