@@ -77,6 +77,12 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Reload the running daemon's config file (as SIGHUP does) and print what changed,
+    /// or every error: a bad file changes nothing. Exit 0 applied, 1 refused.
+    Reload {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// Run a local demo: three imitation apiservers on loopback and apivip in front.
     Demo {
         /// Loopback mode: address of the demo endpoint (port 0 picks a free one).
@@ -158,6 +164,7 @@ fn main() -> ExitCode {
         } => admin_cli(&target, |addr| status(addr, json, watch)),
         Command::Handover { target } => admin_cli(&target, |addr| control(addr, "handover", None)),
         Command::Resume { target } => admin_cli(&target, |addr| control(addr, "resume", None)),
+        Command::Reload { target } => admin_cli(&target, |addr| control(addr, "reload", None)),
         Command::Drain { name, target } => admin_cli(&target, |addr| {
             control(
                 addr,

@@ -36,6 +36,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
@@ -147,8 +149,9 @@ pub fn status_line(role: Option<Role<'_>>, health: &HealthSnapshot) -> String {
 
 /// The current line for `daemon`.
 fn current_line(daemon: &Daemon) -> String {
-    let status = daemon.vrrp.as_ref().map(|h| h.status.load_full());
-    let role = match (&status, &daemon.config.vrrp) {
+    let running = daemon.running();
+    let status = running.vrrp.as_ref().map(|h| h.status.load_full());
+    let role = match (&status, &running.config.vrrp) {
         (Some(s), Some(v)) => Some(Role {
             status: s,
             vips: &v.vips,
@@ -236,13 +239,40 @@ impl Drop for Notifier {
     }
 }
 
+/// How often the status task looks for an election a reload replaced (a pointer
+/// comparison; the election thread is not involved).
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
 /// Sends `STATUS=` whenever the line changes: on a health change or a change the
 /// election thread published.
 async fn keep_status(daemon: Arc<Daemon>, mut last: String, cancel: CancellationToken) {
     let mut health = daemon.health.clone();
-    let mut vrrp = daemon.vrrp.as_ref().map(|h| h.status_changed.clone());
     let mut health_open = true;
+    // The election whose changes are watched (a reload may replace it), and its
+    // receiver while that thread runs.
+    let mut watched: Option<Arc<ArcSwap<VrrpStatus>>> = None;
+    let mut vrrp: Option<tokio::sync::watch::Receiver<()>> = None;
+    let mut tick = tokio::time::interval(RESUBSCRIBE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        let running = daemon.running();
+        let now = running.vrrp.as_ref();
+        let same = match (now, &watched) {
+            (Some(h), Some(w)) => Arc::ptr_eq(&h.status, w),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            watched = now.map(|h| Arc::clone(&h.status));
+            vrrp = now.map(|h| h.status_changed.clone());
+        }
+        drop(running);
+        let line = current_line(&daemon);
+        if line != last {
+            status(&line);
+            tracing::debug!(status = %line, "systemd: status");
+            last = line;
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = health.changed(), if health_open => {
@@ -255,15 +285,7 @@ async fn keep_status(daemon: Arc<Daemon>, mut last: String, cancel: Cancellation
                     vrrp = None;
                 }
             }
-        }
-        if !health_open && vrrp.is_none() {
-            return;
-        }
-        let line = current_line(&daemon);
-        if line != last {
-            status(&line);
-            tracing::debug!(status = %line, "systemd: status");
-            last = line;
+            _ = tick.tick() => {}
         }
     }
 }

@@ -35,6 +35,20 @@ pub struct StatusDoc {
     pub controls: BTreeMap<String, u64>,
     /// Config reloads so far: `success`/`failure` -> count.
     pub reloads: BTreeMap<String, u64>,
+    /// The last reload (none since start: absent).
+    #[serde(default)]
+    pub last_reload: Option<ReloadDoc>,
+}
+
+/// A reload's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadDoc {
+    /// Whether the new file was applied (if not, the daemon runs on the old one).
+    pub ok: bool,
+    /// When it ended.
+    pub at_ms: u64,
+    /// What changed, or every error that refused the file.
+    pub lines: Vec<String>,
 }
 
 /// The daemon.

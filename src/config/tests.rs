@@ -1,4 +1,5 @@
 use super::*;
+use std::net::SocketAddr;
 
 fn parse(yaml: &str) -> Result<Config, ConfigError> {
     Config::from_yaml(yaml, Path::new("test.yaml"))
