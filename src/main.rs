@@ -390,11 +390,8 @@ fn check(path: &std::path::Path) -> ExitCode {
                 ));
             }
             println!("{}: ok ({})", path.display(), summary.join("; "));
-            for a in c.admin.exposed() {
-                eprintln!(
-                    "{}: warning: admin.listen: \"{a}\": not a loopback address: metrics and status are readable from the network (controls are still refused from it)",
-                    path.display()
-                );
+            for w in c.warning_lines() {
+                eprintln!("{w}");
             }
             ExitCode::SUCCESS
         }
@@ -419,6 +416,9 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     init_logging(config.log.format, &config.log.level);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), commit = env!("APIVIP_COMMIT"), config = %path.display(), "starting");
+    for w in &config.warnings {
+        tracing::warn!(key = %w.path, value = w.value.as_deref().unwrap_or_default(), "config: {}", w.message);
+    }
     raise_fd_limit(&config);
     // Ports that need CAP_NET_BIND_SERVICE are bound now; then every capability the
     // config does not need goes, before the runtime creates a thread.
