@@ -31,6 +31,8 @@
 //! - [`admin`]: the admin endpoint (metrics, liveness, readiness, the status document,
 //!   controls), the `apivip status` client and screen.
 //! - [`events`]: the bounded history of state changes and controls.
+//! - [`generate`]: `apivip config`, `manifest` and `kubeadm-config` (pure generators
+//!   and a thin interface-detection shell).
 //! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
 //!   tests, the benchmarks and `apivip demo`.
 //!
@@ -41,6 +43,7 @@
 pub mod admin;
 pub mod config;
 pub mod events;
+pub mod generate;
 pub mod health;
 pub mod privileges;
 pub mod proxy;
@@ -67,6 +70,10 @@ mod architecture {
             "config/admin.rs",
             "config/validate.rs",
             "units.rs",
+            "generate/mod.rs",
+            "generate/config.rs",
+            "generate/manifest.rs",
+            "generate/kubeadm.rs",
             "vrrp/packet.rs",
             "vrrp/units.rs",
             "vrrp/machine/mod.rs",

@@ -164,13 +164,34 @@ pub fn listen_key(base: &str, i: usize, len: usize) -> String {
     }
 }
 
+/// What validation does about a certificate or key file that does not exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MissingFiles {
+    /// An error: the daemon and `apivip check` need every file.
+    #[default]
+    Error,
+    /// A warning: the generators (`apivip manifest`, `apivip kubeadm-config`) run before
+    /// `kubeadm init` has made the cluster's PKI. Only a file that does not exist is
+    /// let through; one that exists but is not a readable file is still an error.
+    Warn,
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, MissingFiles::Error).map(|(config, _)| config)
+}
+
+/// Reads and validates a config file, treating missing certificate and key files as
+/// `missing` says; returns the config and the warnings (one per missing file).
+pub fn load_with(
+    path: &Path,
+    missing: MissingFiles,
+) -> Result<(Config, Vec<ConfigIssue>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_owned(),
         source,
     })?;
-    Config::from_yaml(&text, path)
+    Config::from_yaml_with(&text, path, missing)
 }
 
 impl Config {
@@ -215,15 +236,26 @@ impl Config {
     /// Parses and validates YAML text; `source` names the file in messages and is
     /// the base for relative certificate paths.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        Config::from_yaml_with(text, source, MissingFiles::Error).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_yaml`], treating missing certificate and key files as `missing`
+    /// says; returns the config and the warnings.
+    pub fn from_yaml_with(
+        text: &str,
+        source: &Path,
+        missing: MissingFiles,
+    ) -> Result<(Config, Vec<ConfigIssue>), ConfigError> {
         let raw = validate::parse_raw(text).map_err(|issue| ConfigError::Parse {
             file: source.to_owned(),
             issue,
         })?;
         let mut v = validate::Validator::new(source);
+        v.missing = missing;
         let mut config = v.config(raw, source);
         if v.issues.is_empty() {
-            config.warnings = v.warnings;
-            Ok(config)
+            config.warnings = v.warnings.clone();
+            Ok((config, v.warnings))
         } else {
             Err(ConfigError::Invalid {
                 file: source.to_owned(),

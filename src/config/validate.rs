@@ -56,12 +56,15 @@ pub(super) fn parse_raw(text: &str) -> Result<RawConfig, ConfigIssue> {
 /// Collects issues while building the typed config.
 pub(super) struct Validator {
     pub(super) issues: Vec<ConfigIssue>,
-    /// Problems that do not stop the config from loading (`apivip check` prints them,
-    /// `apivip run` logs them): [`Config::warnings`].
-    pub(super) warnings: Vec<ConfigIssue>,
     pub(super) base: PathBuf,
     /// Backends already reported as duplicates (by index), so one is reported once.
     pub(super) duplicates: HashSet<usize>,
+    /// Whether a missing file is an issue or a warning.
+    pub(super) missing: super::MissingFiles,
+    /// Problems that do not stop the config from loading: missing files when they are
+    /// warnings, world-readable secrets (`apivip check` prints them, `apivip run` logs
+    /// them; [`Config::warnings`]).
+    pub(super) warnings: Vec<ConfigIssue>,
 }
 
 /// A parsed backend address: an IP and maybe a port.
@@ -80,9 +83,10 @@ impl Validator {
     pub(super) fn new(source: &Path) -> Self {
         Validator {
             issues: Vec::new(),
-            warnings: Vec::new(),
             base: source.parent().map(Path::to_owned).unwrap_or_default(),
             duplicates: HashSet::new(),
+            missing: super::MissingFiles::Error,
+            warnings: Vec::new(),
         }
     }
 
@@ -345,6 +349,17 @@ impl Validator {
         match std::fs::metadata(&full) {
             Ok(m) if m.is_file() => {}
             Ok(_) => self.issue(key, Some(text.to_owned()), "is not a file"),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && self.missing == super::MissingFiles::Warn =>
+            {
+                self.warnings.push(ConfigIssue {
+                    path: key.to_owned(),
+                    value: Some(text.to_owned()),
+                    message: "does not exist yet (kubeadm init makes it); the daemon needs it"
+                        .to_owned(),
+                })
+            }
             Err(e) => self.issue(
                 key,
                 Some(text.to_owned()),
