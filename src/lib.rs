@@ -25,6 +25,9 @@
 //! - [`vrrp`]: the VRRP (v3 and v2) packet codec and its units (sans-IO); the election
 //!   machine and the raw-socket shell build on it.
 //! - [`supervisor`]: builds the tasks from a `Config`, handles signals and draining.
+//! - [`systemd`]: `sd_notify` (ready, status line, watchdog, stopping, reloading).
+//! - [`privileges`]: drops every capability the config does not need, before any
+//!   thread starts.
 //! - [`admin`]: the admin endpoint (metrics, liveness, readiness, the status document,
 //!   controls), the `apivip status` client and screen.
 //! - [`events`]: the bounded history of state changes and controls.
@@ -42,8 +45,10 @@ pub mod config;
 pub mod events;
 pub mod generate;
 pub mod health;
+pub mod privileges;
 pub mod proxy;
 pub mod supervisor;
+pub mod systemd;
 pub mod testkit;
 pub mod units;
 pub mod vrrp;

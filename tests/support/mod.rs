@@ -3,6 +3,7 @@
 //! - [`netns`]: the topology helper (bridge + master and client namespaces), root only.
 //! - [`etcd`]: a real etcd member with TLS and client-certificate auth.
 //! - [`connect`]: a client connecting to the VIP over and over, counting failures.
+//! - [`notify`]: a stand-in for systemd's `NOTIFY_SOCKET` that keeps every datagram.
 //! - skip/fail policy: [`require_root`], [`require_bin`] (skip, or fail when
 //!   `APIVIP_REQUIRE_NETNS=1`).
 //! - HTTPS clients: [`https_get`], [`https_get_with`], [`https_get_blocking`], and
@@ -13,6 +14,7 @@ pub mod cluster;
 pub mod connect;
 pub mod dashboard;
 pub mod etcd;
+pub mod notify;
 /// The topology helper lives in the library (`apivip demo` uses it too).
 pub mod netns {
     #[allow(unused_imports)]
