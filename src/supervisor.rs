@@ -611,6 +611,7 @@ impl Supervisor {
             !gone
         });
         // 6. The election.
+        let mut replace = None;
         match (&plan.vrrp, &config.vrrp) {
             (VrrpChange::Unchanged, Some(v)) => {
                 // A no-op for the election, apart from moving its track to the health
@@ -638,14 +639,7 @@ impl Supervisor {
                         // Refused (a handover under way, a socket that cannot open) or
                         // no answer: apply it the other way.
                         tracing::warn!(error = %e, "vrrp: cannot apply in place; replacing the election");
-                        if let Some(old) = self.vrrp.take() {
-                            stop_vrrp(old).await;
-                        }
-                        self.vrrp = Some(
-                            self.spawn_vrrp(v, config.proxy_listens())
-                                .await
-                                .map_err(err)?,
-                        );
+                        replace = Some(v);
                     }
                 }
             }
@@ -655,17 +649,24 @@ impl Supervisor {
                     stop_vrrp(v).await;
                 }
             }
-            (VrrpChange::InPlace | VrrpChange::Replace(_), Some(v)) => {
-                if let Some(old) = self.vrrp.take() {
-                    stop_vrrp(old).await;
-                }
-                self.vrrp = Some(
-                    self.spawn_vrrp(v, config.proxy_listens())
-                        .await
-                        .map_err(err)?,
-                );
-            }
+            (VrrpChange::InPlace | VrrpChange::Replace(_), Some(v)) => replace = Some(v),
             (VrrpChange::InPlace | VrrpChange::Replace(_), None) => {}
+        }
+        let mut vrrp_failed = None;
+        if let Some(v) = replace {
+            if let Some(old) = self.vrrp.take() {
+                stop_vrrp(old).await;
+            }
+            match self.spawn_vrrp(v, config.proxy_listens()).await {
+                Ok(r) => self.vrrp = Some(r),
+                Err(e) => {
+                    // Everything else is applied: keep it, and say that no election runs.
+                    vrrp_failed = Some(format!(
+                        "{}: {e}; the rest of the file is applied, but this node takes no part in the election until a reload or restart succeeds",
+                        config.source.display()
+                    ));
+                }
+            }
         }
         self.config = Arc::new(config);
         let vips = if plan.vrrp == VrrpChange::Unchanged {
@@ -674,7 +675,10 @@ impl Supervisor {
             vips_reader(&self.config).await
         };
         self.daemon.set_running(self.running(vips)).await;
-        Ok(lines)
+        match vrrp_failed {
+            None => Ok(lines),
+            Some(e) => Err(lines.into_iter().chain(std::iter::once(e)).collect()),
+        }
     }
 
     /// Stops accepting, waits up to `drain` for connections to end, closes the rest and
