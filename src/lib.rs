@@ -27,7 +27,10 @@
 //! - [`supervisor`]: builds the tasks from a `Config`, handles signals and draining.
 //! - [`admin`]: the admin endpoint (metrics, liveness, readiness, the status document,
 //!   controls), the `apivip status` client and screen.
-//! - [`events`]: the bounded history of state changes and controls.
+//! - [`events`]: the bounded history of state changes and controls, and the feed of
+//!   changes the notify hooks subscribe to.
+//! - [`notify`]: operator scripts run on VRRP and backend changes (`notify:`), each
+//!   queued per hook and killed at its timeout.
 //! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
 //!   tests, the benchmarks and `apivip demo`.
 //!
@@ -39,6 +42,7 @@ pub mod admin;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod notify;
 pub mod proxy;
 pub mod supervisor;
 pub mod testkit;
@@ -56,6 +60,8 @@ mod architecture {
             "proxy/balance.rs",
             "config/mod.rs",
             "config/raw.rs",
+            "config/notify.rs",
+            "notify/plan.rs",
             "units.rs",
             "vrrp/packet.rs",
             "vrrp/units.rs",

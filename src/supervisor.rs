@@ -66,6 +66,10 @@ pub struct Supervisor {
     daemon: Arc<crate::admin::Daemon>,
     /// Where the admin endpoint listens (real ports).
     admin: Vec<SocketAddr>,
+    /// The notify hooks.
+    notifier: crate::notify::Notifier,
+    /// How long shutdown waits for the last hooks (the stop hook).
+    notify_bound: Duration,
 }
 
 /// What a shutdown did.
@@ -141,6 +145,9 @@ impl Supervisor {
             stats: health::stats::HealthStats::new(config),
             history: crate::events::History::default(),
         };
+        // Subscribed before the checkers and the election start, so the hooks see the
+        // first transitions too.
+        let notifier = crate::notify::Notifier::spawn(config, &observers.history);
         checker::spawn_checkers(config, probers, &publisher, &observers, &tasks, &background);
         let mut frontends = Vec::new();
         let mut permits = Vec::new();
@@ -200,17 +207,20 @@ impl Supervisor {
             },
             None => None,
         };
-        let daemon = Arc::new(crate::admin::Daemon::new(
-            Arc::new(config.clone()),
-            view.clone(),
-            publisher.clone(),
-            frontends.clone(),
-            listen.iter().map(|(k, a)| (*k, a.clone())).collect(),
-            observers.stats.clone(),
-            observers.history.clone(),
-            vrrp.as_ref().map(|(h, _, _)| h.clone()),
-            vips,
-        ));
+        let daemon = Arc::new(
+            crate::admin::Daemon::new(
+                Arc::new(config.clone()),
+                view.clone(),
+                publisher.clone(),
+                frontends.clone(),
+                listen.iter().map(|(k, a)| (*k, a.clone())).collect(),
+                observers.stats.clone(),
+                observers.history.clone(),
+                vrrp.as_ref().map(|(h, _, _)| h.clone()),
+                vips,
+            )
+            .with_notify(notifier.stats()),
+        );
         let mut admin = Vec::new();
         for l in admin_listeners {
             let local = l.local_addr().ok();
@@ -229,6 +239,8 @@ impl Supervisor {
             ));
         }
         Ok(Supervisor {
+            notifier,
+            notify_bound: config.notify.timeout + Duration::from_secs(1),
             daemon,
             admin,
             vrrp,
@@ -326,6 +338,8 @@ impl Supervisor {
         }
         self.hard_stop.cancel();
         self.connections.wait().await;
+        // The hooks of the last changes (the stop hook) run, bounded by one timeout.
+        self.notifier.finish(self.notify_bound).await;
         self.background.cancel();
         self.tasks.close();
         self.tasks.wait().await;

@@ -104,6 +104,8 @@ pub struct Daemon {
     doc: tokio::sync::Mutex<Option<(Instant, Arc<StatusDoc>)>>,
     /// A control that changes the election is running (one at a time).
     control_running: Mutex<bool>,
+    /// The notify hooks' counters.
+    pub notify: Arc<crate::notify::NotifyStats>,
 }
 
 impl Daemon {
@@ -136,7 +138,14 @@ impl Daemon {
             report: tokio::sync::Mutex::new(None),
             doc: tokio::sync::Mutex::new(None),
             control_running: Mutex::new(false),
+            notify: Arc::default(),
         }
+    }
+
+    /// With the notify hooks' counters (status and metrics show them).
+    pub fn with_notify(mut self, stats: Arc<crate::notify::NotifyStats>) -> Self {
+        self.notify = stats;
+        self
     }
 
     /// The election's report: a fresh one, or one read less than [`REPORT_REUSE`]
@@ -352,6 +361,22 @@ impl Daemon {
             events: self.history.latest(20),
             controls,
             reloads,
+            notify: self
+                .notify
+                .hooks()
+                .iter()
+                .map(|h| status::HookDoc {
+                    name: h.name.clone(),
+                    on: h.on.to_owned(),
+                    command: h.command.clone(),
+                    runs: h
+                        .runs()
+                        .iter()
+                        .map(|(r, n)| ((*r).to_owned(), *n))
+                        .collect(),
+                    dropped: h.dropped(),
+                })
+                .collect(),
         }
     }
 

@@ -7,6 +7,7 @@
 //!
 //! This module is sans-IO apart from checking that referenced files exist.
 
+pub mod notify;
 mod raw;
 
 use std::collections::HashSet;
@@ -40,6 +41,8 @@ pub struct Config {
     pub log: Log,
     /// The admin endpoint.
     pub admin: Admin,
+    /// Scripts run on VRRP state changes and backend transitions.
+    pub notify: notify::Notify,
 }
 
 /// The default admin endpoint: loopback only, on a port no control-plane component or
@@ -525,6 +528,7 @@ impl Validator {
         }
         let vrrp = raw.vrrp.map(|v| self.vrrp(v, &frontends));
         let admin = self.admin(raw.admin.unwrap_or_default(), &frontends);
+        let notify = self.notify(raw.notify, vrrp.as_ref());
         Config {
             source: source.to_owned(),
             frontends,
@@ -532,6 +536,7 @@ impl Validator {
             shutdown: Shutdown { drain_timeout },
             log: Log { format, level },
             admin,
+            notify,
         }
     }
 

@@ -7,7 +7,7 @@
 //!   Control::Serve (HealthView) -> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
 //!   Control::Handover (SIGTERM) -> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
 //!                                                                 Announce -> GARP / NA, repeated
-//!                                                                 StateChanged -> log; Exit -> return
+//!                                                                 StateChanged -> log, History.record; Exit -> return
 //! ```
 //!
 //! Only this file touches time and sockets; every decision is the machine's.
@@ -46,7 +46,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Track, Vrrp};
-use crate::events::{EventKind, History};
+use crate::events::{Change, History};
 use crate::health::{HealthSnapshot, HealthView};
 use crate::vrrp::announce::Announcer;
 use crate::vrrp::machine::{
@@ -973,9 +973,14 @@ impl Shell {
                 }
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");
-                    self.history.push(
-                        EventKind::Vrrp,
-                        format!("vrid {}: {from} -> {to}", self.cfg.instance.vrid),
+                    // Never waits: the notify hooks read it from a broadcast.
+                    self.history.record(
+                        Change::Vrrp {
+                            vrid: self.cfg.instance.vrid.get(),
+                            from,
+                            to,
+                            priority: self.instance.advertised_priority().get(),
+                        },
                         reason.as_str(),
                     );
                     match self
