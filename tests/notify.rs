@@ -31,6 +31,26 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Kills, on drop, the hook children whose PIDs the hanging hook wrote (if a broken
+/// runner let them outlive it), checking that each PID is still a `sleep`.
+struct SleepGuard(std::path::PathBuf);
+
+impl Drop for SleepGuard {
+    fn drop(&mut self) {
+        for pid in lines(&self.0) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmd.starts_with(b"sleep\0") {
+                if let Ok(p) = pid.parse() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn script(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
@@ -97,6 +117,7 @@ async fn hooks_see_backend_transitions_in_order_and_hanging_or_failing_hooks_cha
     }
     let events = d.join("events.log");
     let sleeps = d.join("sleep.pids");
+    let _sleeps = SleepGuard(sleeps.clone());
     // Arguments after the configured one: FRONTEND BACKEND STATE REASON.
     let record = script(
         d,
