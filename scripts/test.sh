@@ -18,6 +18,8 @@ packages=(
   keepalived tcpdump        # VRRP interop, wire captures
   bind9 bind9-dnsutils      # DNS updates
   prometheus                # promtool, scraping
+  systemd                   # systemd-analyze verify / security on deploy/apivip.service
+  python3-venv              # a venv for PyPI tools (kubernetes-validate)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -37,6 +39,18 @@ if ((${#missing[@]})); then
   $SUDO rm -f /usr/sbin/policy-rc.d
 else
   log "Debian packages: all present"
+fi
+
+# PyPI tools, in a venv inside the repository's ignored target/ (tests look there).
+venv=target/tools/venv
+kubernetes_validate_version=1.37.0  # ships the JSON schemas of Kubernetes 1.25 to 1.37
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$kubernetes_validate_version"; then
+  log "installing kubernetes-validate $kubernetes_validate_version into $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "kubernetes-validate==$kubernetes_validate_version"
+else
+  log "kubernetes-validate $kubernetes_validate_version: present"
 fi
 
 if ! command -v cargo >/dev/null; then

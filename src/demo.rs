@@ -80,7 +80,7 @@ pub(crate) async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> Result<(), 
             }
             (Some("metrics"), _) => {
                 let d = sup.daemon();
-                let text = apivip::admin::metrics::render(&*d.status().await, &d.check_stats, false);
+                let text = apivip::admin::metrics::render(&*d.status().await, &d.running().check_stats, false);
                 for line in key_series(&text) {
                     println!("  {line}");
                 }

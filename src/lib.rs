@@ -31,6 +31,8 @@
 //!   changes the notify hooks subscribe to.
 //! - [`notify`]: operator scripts run on VRRP and backend changes (`notify:`), each
 //!   queued per hook and killed at its timeout.
+//! - [`generate`]: `apivip config`, `manifest` and `kubeadm-config` (pure generators
+//!   and a thin interface-detection shell).
 //! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
 //!   tests, the benchmarks and `apivip demo`.
 //!
@@ -41,6 +43,7 @@
 pub mod admin;
 pub mod config;
 pub mod events;
+pub mod generate;
 pub mod health;
 pub mod notify;
 pub mod proxy;
@@ -62,7 +65,16 @@ mod architecture {
             "config/raw.rs",
             "config/notify.rs",
             "notify/plan.rs",
+            "config/frontend.rs",
+            "config/check.rs",
+            "config/vrrp.rs",
+            "config/admin.rs",
+            "config/validate.rs",
             "units.rs",
+            "generate/mod.rs",
+            "generate/config.rs",
+            "generate/manifest.rs",
+            "generate/kubeadm.rs",
             "vrrp/packet.rs",
             "vrrp/units.rs",
             "vrrp/machine/mod.rs",

@@ -12,6 +12,7 @@ use apivip::health::probe::Prober;
 use apivip::supervisor;
 
 mod demo;
+mod generate_cmd;
 
 /// apivip keeps a Kubernetes control-plane endpoint alive.
 #[derive(Parser)]
@@ -35,6 +36,14 @@ enum Command {
         #[arg(short, long, default_value = "/etc/apivip/apivip.yaml")]
         config: PathBuf,
     },
+    /// Print a complete, commented config for this node (detects the interface, this
+    /// node's address and which master it is; says what it detected on stderr).
+    Config(generate_cmd::ConfigArgs),
+    /// Print a static pod manifest for /etc/kubernetes/manifests/ from this node's config.
+    Manifest(generate_cmd::ManifestArgs),
+    /// Print the kubeadm ClusterConfiguration fragment (controlPlaneEndpoint, certSANs)
+    /// for this node's config.
+    KubeadmConfig(generate_cmd::KubeadmArgs),
     /// Print the version and the commit it was built from.
     Version,
     /// Show the local daemon's state: VIP holder, priority, peers, backends, events.
@@ -74,6 +83,12 @@ enum Command {
     Undrain {
         /// The backend's name (`backends[].name`).
         name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Reload the running daemon's config file (as SIGHUP does) and print what changed,
+    /// or every error: a bad file changes nothing. Exit 0 applied, 1 refused.
+    Reload {
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -158,6 +173,7 @@ fn main() -> ExitCode {
         } => admin_cli(&target, |addr| status(addr, json, watch)),
         Command::Handover { target } => admin_cli(&target, |addr| control(addr, "handover", None)),
         Command::Resume { target } => admin_cli(&target, |addr| control(addr, "resume", None)),
+        Command::Reload { target } => admin_cli(&target, |addr| control(addr, "reload", None)),
         Command::Drain { name, target } => admin_cli(&target, |addr| {
             control(
                 addr,
@@ -181,6 +197,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
+        Command::Config(args) => generate_cmd::config(args),
+        Command::Manifest(args) => generate_cmd::manifest(args),
+        Command::KubeadmConfig(args) => generate_cmd::kubeadm_config(args),
         Command::Run { config } => run(&config),
         Command::Demo {
             listen,

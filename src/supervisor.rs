@@ -5,7 +5,6 @@
 //! watchers and the accept loops run. Stop (SIGTERM, SIGINT): stop accepting, let
 //! connections finish up to `shutdown.drain_timeout`, close the rest, stop checkers.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,12 +39,54 @@ pub enum StartError {
     },
 }
 
+/// One frontend as it runs: its current generation, connection limit and listeners.
+#[derive(Debug)]
+struct RunningFrontend {
+    kind: FrontendKind,
+    cell: proxy::FrontendCell,
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+    listeners: Vec<Listener>,
+    /// Ends this generation's health watcher.
+    watcher: CancellationToken,
+}
+
+/// A bound listener's accept loop.
+#[derive(Debug)]
+struct Listener {
+    /// As configured (port 0 stays 0).
+    configured: SocketAddr,
+    /// As bound (the real port).
+    local: SocketAddr,
+    /// Ends this accept loop only.
+    stop: CancellationToken,
+}
+
+/// The running election.
+#[derive(Debug)]
+struct RunningVrrp {
+    handle: crate::vrrp::shell::VrrpHandle,
+    done: tokio::sync::oneshot::Receiver<()>,
+    /// How long a handover may take before the VIP is released anyway.
+    bound: Duration,
+    /// Releases the VIP at once (this instance only).
+    abort: CancellationToken,
+}
+
+/// A reload request from the admin endpoint, answered with the outcome.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<crate::admin::ReloadRecord>;
+
 /// A running apivip.
 #[derive(Debug)]
 pub struct Supervisor {
-    frontends: Vec<Arc<FrontendProxy>>,
-    listen: HashMap<FrontendKind, Vec<SocketAddr>>,
+    config: Arc<Config>,
+    mode: Mode,
+    frontends: Vec<RunningFrontend>,
     health: HealthView,
+    publisher: health::HealthPublisher,
+    observers: checker::Observers,
+    /// Ends the current generation's checkers.
+    checkers: CancellationToken,
     /// Ends the accept loops.
     stop_accepting: CancellationToken,
     /// Closes every proxied connection.
@@ -54,22 +95,16 @@ pub struct Supervisor {
     background: CancellationToken,
     connections: TaskTracker,
     /// The VRRP election, when configured.
-    vrrp: Option<(
-        crate::vrrp::shell::VrrpHandle,
-        tokio::sync::oneshot::Receiver<()>,
-        Duration,
-    )>,
+    vrrp: Option<RunningVrrp>,
     /// The accept loops, waited for before draining so that the count is final.
     acceptors: TaskTracker,
     tasks: TaskTracker,
     /// What the admin endpoint reads and steers.
     daemon: Arc<crate::admin::Daemon>,
-    /// Where the admin endpoint listens (real ports).
-    admin: Vec<SocketAddr>,
+    /// The admin endpoint's listeners.
+    admin: Vec<Listener>,
     /// The notify hooks.
     notifier: crate::notify::Notifier,
-    /// How long shutdown waits for the last hooks (the stop hook).
-    notify_bound: Duration,
 }
 
 /// What a shutdown did.
@@ -79,6 +114,33 @@ pub struct DrainReport {
     pub open_at_start: usize,
     /// Connections still open at the deadline (closed by force).
     pub closed_at_deadline: usize,
+}
+
+/// Binds every address of `listen` (`key` names them in errors); on an error the
+/// ones bound so far are closed (dropped).
+fn bind_all(
+    key: &str,
+    listen: &[SocketAddr],
+    all: &[SocketAddr],
+    plain: bool,
+) -> Result<Vec<(SocketAddr, tokio::net::TcpListener)>, StartError> {
+    let mut bound = Vec::new();
+    for addr in listen {
+        let i = all.iter().position(|a| a == addr).unwrap_or(0);
+        let key = crate::config::listen_key(key, i, all.len());
+        let l = if plain {
+            proxy::bind_plain(*addr)
+        } else {
+            proxy::bind(*addr)
+        }
+        .map_err(|source| StartError::Bind {
+            key,
+            addr: *addr,
+            source,
+        })?;
+        bound.push((*addr, l));
+    }
+    Ok(bound)
 }
 
 impl Supervisor {
@@ -100,46 +162,23 @@ impl Supervisor {
         mode: Mode,
     ) -> Result<Supervisor, StartError> {
         let mut bound = Vec::new();
-        let mut listen = HashMap::new();
-        for (fi, f) in config.frontends.iter().enumerate() {
-            let mut addrs = Vec::new();
-            for (i, addr) in f.listen.iter().enumerate() {
-                let key = if f.listen.len() == 1 {
-                    format!("{}.listen", f.kind)
-                } else {
-                    format!("{}.listen[{i}]", f.kind)
-                };
-                let l = proxy::bind(*addr).map_err(|source| StartError::Bind {
-                    key,
-                    addr: *addr,
-                    source,
-                })?;
-                let local = l.local_addr().unwrap_or(*addr);
-                addrs.push(local);
-                bound.push((fi, l));
-            }
-            listen.insert(f.kind, addrs);
+        for f in &config.frontends {
+            bound.push(bind_all(
+                &format!("{}.listen", f.kind),
+                &f.listen,
+                &f.listen,
+                false,
+            )?);
         }
-        let mut admin_listeners = Vec::new();
-        for (i, addr) in config.admin.listen.iter().enumerate() {
-            let key = if config.admin.listen.len() == 1 {
-                "admin.listen".to_owned()
-            } else {
-                format!("admin.listen[{i}]")
-            };
-            let l = crate::proxy::bind_plain(*addr).map_err(|source| StartError::Bind {
-                key,
-                addr: *addr,
-                source,
-            })?;
-            admin_listeners.push(l);
-        }
-        let (publisher, view) = health::channel(HealthSnapshot::initial(config));
-        let tasks = TaskTracker::new();
-        let acceptors = TaskTracker::new();
-        let connections = TaskTracker::new();
+        let admin_bound = bind_all(
+            "admin.listen",
+            &config.admin.listen,
+            &config.admin.listen,
+            true,
+        )?;
+        let initial = HealthSnapshot::initial(config);
+        let (publisher, view) = health::channel(initial.clone());
         let background = CancellationToken::new();
-        let stop_accepting = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         let observers = checker::Observers {
             stats: health::stats::HealthStats::new(config),
@@ -148,122 +187,180 @@ impl Supervisor {
         // Subscribed before the checkers and the election start, so the hooks see the
         // first transitions too.
         let notifier = crate::notify::Notifier::spawn(config, &observers.history);
-        checker::spawn_checkers(config, probers, &publisher, &observers, &tasks, &background);
-        let mut frontends = Vec::new();
-        let mut permits = Vec::new();
-        for f in &config.frontends {
-            let fe = FrontendProxy::new(f.clone(), mode);
-            tasks.spawn(proxy::watch_health(
-                Arc::clone(&fe),
-                publisher.subscribe(),
-                background.clone(),
-            ));
-            permits.push(Arc::new(Semaphore::new(f.max_connections)));
-            frontends.push(fe);
-        }
-        for (fi, listener) in bound {
-            let fe = &frontends[fi];
-            tracing::info!(frontend = %fe.config().kind,
-                addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-            acceptors.spawn(proxy::serve(
-                Arc::clone(fe),
-                listener,
-                Arc::clone(&permits[fi]),
-                connections.clone(),
-                stop_accepting.clone(),
-                hard_stop.clone(),
-            ));
-        }
-        let vrrp = match &config.vrrp {
-            None => None,
-            Some(v) => {
-                let proxy_listening = config
-                    .frontends
-                    .iter()
-                    .any(|f| f.kind == FrontendKind::Apiserver && !f.listen.is_empty());
-                let (handle, task) = crate::vrrp::shell::spawn_dedicated(
-                    v.clone(),
-                    publisher.subscribe(),
-                    proxy_listening,
-                    hard_stop.clone(),
-                    observers.history.clone(),
-                )
-                .await?;
-                // The handover waits for a new holder, bounded by the machine's own
-                // timeout; a little more for the last adverts and netlink.
-                let bound = v.instance.handover_timeout
-                    + v.instance.version.interval() * 2
-                    + Duration::from_secs(1);
-                Some((handle, task, bound))
-            }
-        };
-        let vips = match &config.vrrp {
-            Some(v) => match crate::vrrp::vip::Vips::new(&v.interface, None).await {
-                Ok(vips) => Some(vips),
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin: cannot read the interface's addresses; status shows VIP presence as unknown");
-                    None
-                }
-            },
-            None => None,
-        };
-        let daemon = Arc::new(
-            crate::admin::Daemon::new(
-                Arc::new(config.clone()),
-                view.clone(),
-                publisher.clone(),
-                frontends.clone(),
-                listen.iter().map(|(k, a)| (*k, a.clone())).collect(),
-                observers.stats.clone(),
-                observers.history.clone(),
-                vrrp.as_ref().map(|(h, _, _)| h.clone()),
-                vips,
-            )
-            .with_notify(notifier.stats()),
+        let checkers = background.child_token();
+        let tasks = TaskTracker::new();
+        checker::spawn_checkers(
+            config, probers, &publisher, &observers, &tasks, &checkers, &initial,
         );
-        let mut admin = Vec::new();
-        for l in admin_listeners {
-            let local = l.local_addr().ok();
-            if let Some(a) = local {
-                if !a.ip().is_loopback() {
-                    tracing::warn!(addr = %a, "admin endpoint listens on a non-loopback address: metrics and status are readable from the network (controls stay loopback-only)");
-                }
-                tracing::info!(addr = %a, "admin endpoint listening");
-                admin.push(a);
-            }
-            tasks.spawn(crate::admin::server::serve(
-                l,
-                Arc::clone(&daemon),
-                background.clone(),
-                tasks.clone(),
-            ));
-        }
-        Ok(Supervisor {
-            notifier,
-            notify_bound: config.notify.timeout + Duration::from_secs(1),
-            daemon,
-            admin,
-            vrrp,
-            frontends,
-            listen,
-            health: view,
-            stop_accepting,
+        let mut sup = Supervisor {
+            config: Arc::new(config.clone()),
+            mode,
+            frontends: Vec::new(),
+            health: view.clone(),
+            publisher: publisher.clone(),
+            observers: observers.clone(),
+            checkers,
+            stop_accepting: CancellationToken::new(),
             hard_stop,
             background,
-            connections,
-            acceptors,
+            connections: TaskTracker::new(),
+            vrrp: None,
+            acceptors: TaskTracker::new(),
             tasks,
+            // Replaced below, once the election runs.
+            daemon: Arc::new(crate::admin::Daemon::new(
+                crate::admin::Running {
+                    config: Arc::new(config.clone()),
+                    frontends: Vec::new(),
+                    listen: Vec::new(),
+                    check_stats: observers.stats.clone(),
+                    vrrp: None,
+                    vips: None,
+                },
+                view.clone(),
+                publisher.clone(),
+                observers.history.clone(),
+            )),
+            admin: Vec::new(),
+            notifier,
+        };
+        for (f, listeners) in config.frontends.iter().zip(bound) {
+            let fe = FrontendProxy::new(f.clone(), mode, initial.generation);
+            let watcher = sup.background.child_token();
+            sup.tasks.spawn(proxy::watch_health(
+                Arc::clone(&fe),
+                publisher.subscribe(),
+                watcher.clone(),
+            ));
+            let mut running = RunningFrontend {
+                kind: f.kind,
+                cell: Arc::new(arc_swap::ArcSwap::new(fe)),
+                permits: Arc::new(Semaphore::new(f.max_connections)),
+                max_connections: f.max_connections,
+                listeners: Vec::new(),
+                watcher,
+            };
+            for (addr, l) in listeners {
+                sup.accept(&mut running, addr, l);
+            }
+            sup.frontends.push(running);
+        }
+        if let Some(v) = &config.vrrp {
+            sup.vrrp = Some(sup.spawn_vrrp(v, config.proxy_listens()).await?);
+        }
+        let vips = vips_reader(config).await;
+        sup.daemon = Arc::new(
+            crate::admin::Daemon::new(
+                sup.running(vips),
+                view,
+                publisher,
+                observers.history.clone(),
+            )
+            .with_notify(sup.notifier.stats()),
+        );
+        for (addr, l) in admin_bound {
+            sup.serve_admin(addr, l);
+        }
+        Ok(sup)
+    }
+
+    /// Runs the accept loop of a bound listener of `fe`.
+    fn accept(&self, fe: &mut RunningFrontend, configured: SocketAddr, l: tokio::net::TcpListener) {
+        let local = l.local_addr().unwrap_or(configured);
+        tracing::info!(frontend = %fe.kind, addr = %local, "listening");
+        let stop = self.stop_accepting.child_token();
+        self.acceptors.spawn(proxy::serve(
+            Arc::clone(&fe.cell),
+            l,
+            Arc::clone(&fe.permits),
+            self.connections.clone(),
+            stop.clone(),
+            self.hard_stop.clone(),
+        ));
+        fe.listeners.push(Listener {
+            configured,
+            local,
+            stop,
+        });
+    }
+
+    /// Runs the admin endpoint on a bound listener.
+    fn serve_admin(&mut self, configured: SocketAddr, l: tokio::net::TcpListener) {
+        let local = l.local_addr().unwrap_or(configured);
+        if !local.ip().is_loopback() {
+            tracing::warn!(addr = %local, "admin endpoint listens on a non-loopback address: metrics and status are readable from the network (controls stay loopback-only)");
+        }
+        tracing::info!(addr = %local, "admin endpoint listening");
+        let stop = self.background.child_token();
+        self.tasks.spawn(crate::admin::server::serve(
+            l,
+            Arc::clone(&self.daemon),
+            stop.clone(),
+            self.background.clone(),
+            self.tasks.clone(),
+        ));
+        self.admin.push(Listener {
+            configured,
+            local,
+            stop,
+        });
+    }
+
+    async fn spawn_vrrp(
+        &self,
+        v: &crate::config::Vrrp,
+        proxy_listening: bool,
+    ) -> Result<RunningVrrp, StartError> {
+        let abort = self.hard_stop.child_token();
+        let (handle, done) = crate::vrrp::shell::spawn_dedicated(
+            v.clone(),
+            self.publisher.subscribe(),
+            proxy_listening,
+            abort.clone(),
+            self.observers.history.clone(),
+        )
+        .await?;
+        // The handover waits for a new holder, bounded by the machine's own timeout;
+        // a little more for the last adverts and netlink.
+        let bound = v.instance.handover_timeout
+            + v.instance.version.interval() * 2
+            + Duration::from_secs(1);
+        Ok(RunningVrrp {
+            handle,
+            done,
+            bound,
+            abort,
         })
+    }
+
+    /// What the admin endpoint reads for the running config.
+    fn running(&self, vips: Option<crate::vrrp::vip::Vips>) -> crate::admin::Running {
+        crate::admin::Running {
+            config: Arc::clone(&self.config),
+            frontends: self.frontends.iter().map(|f| f.cell.load_full()).collect(),
+            listen: self
+                .frontends
+                .iter()
+                .map(|f| (f.kind, f.listeners.iter().map(|l| l.local).collect()))
+                .collect(),
+            check_stats: self.observers.stats.clone(),
+            vrrp: self.vrrp.as_ref().map(|v| v.handle.clone()),
+            vips,
+        }
     }
 
     /// The addresses a frontend listens on (with the real port when 0 was configured).
     pub fn listen_addrs(&self, frontend: FrontendKind) -> Vec<SocketAddr> {
-        self.listen.get(&frontend).cloned().unwrap_or_default()
+        self.frontends
+            .iter()
+            .find(|f| f.kind == frontend)
+            .map(|f| f.listeners.iter().map(|l| l.local).collect())
+            .unwrap_or_default()
     }
 
     /// Where the admin endpoint listens (real ports; empty when it is off).
-    pub fn admin_addrs(&self) -> &[SocketAddr] {
-        &self.admin
+    pub fn admin_addrs(&self) -> Vec<SocketAddr> {
+        self.admin.iter().map(|l| l.local).collect()
     }
 
     /// What the admin endpoint reads and steers (status, controls).
@@ -276,12 +373,247 @@ impl Supervisor {
         self.health.clone()
     }
 
-    /// A frontend's proxy state (counters, active connections).
+    /// A frontend's proxy state (counters, active connections): its current generation.
     pub fn frontend(&self, kind: FrontendKind) -> Option<Arc<FrontendProxy>> {
         self.frontends
             .iter()
-            .find(|f| f.config().kind == kind)
-            .cloned()
+            .find(|f| f.kind == kind)
+            .map(|f| f.cell.load_full())
+    }
+
+    /// The running config.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config)
+    }
+
+    /// Reloads the config file the running config came from (SIGHUP, `apivip
+    /// reload`): see [`Supervisor::reload_with`]. The outcome is logged, counted and
+    /// kept for the status document.
+    pub async fn reload(&mut self) -> crate::admin::ReloadRecord {
+        let path = self.config.source.clone();
+        tracing::info!(config = %path.display(), "reloading the configuration");
+        let loaded = crate::config::load(&path)
+            .map_err(|e| e.lines())
+            .and_then(|c| {
+                checker::build_probers(&c)
+                    .map(|p| (c, p))
+                    .map_err(|e| vec![format!("{}: {e}", path.display())])
+            });
+        let result = match loaded {
+            Ok((config, probers)) => self.reload_with(config, probers).await,
+            Err(lines) => Err(lines),
+        };
+        let record = match result {
+            Ok(lines) => {
+                if lines.is_empty() {
+                    tracing::info!("reload: nothing changed");
+                }
+                for l in &lines {
+                    tracing::info!(change = %l, "reload: applied");
+                }
+                self.observers.history.push(
+                    crate::events::EventKind::Control,
+                    "reload",
+                    format!("applied ({} changes)", lines.len()),
+                );
+                crate::admin::ReloadRecord {
+                    at: std::time::SystemTime::now(),
+                    ok: true,
+                    lines,
+                }
+            }
+            Err(lines) => {
+                for l in &lines {
+                    tracing::error!(error = %l, "reload: refused; the running configuration stays");
+                }
+                self.observers.history.push(
+                    crate::events::EventKind::Control,
+                    "reload",
+                    format!(
+                        "refused: {}",
+                        lines.first().map(String::as_str).unwrap_or("")
+                    ),
+                );
+                crate::admin::ReloadRecord {
+                    at: std::time::SystemTime::now(),
+                    ok: false,
+                    lines,
+                }
+            }
+        };
+        self.daemon.record_reload(record.clone()).await;
+        record
+    }
+
+    /// Applies a validated `config` whose probers are built. Returns one line per
+    /// change; an error (a new listener that cannot bind, an election that cannot
+    /// start) leaves everything as it was, apart from a replaced election.
+    ///
+    /// Order: bind every new listener first (nothing changes when one fails), start
+    /// an added election, then swap health, checkers and the proxy's frontends,
+    /// then close the listeners that went away, then change the election.
+    pub async fn reload_with(
+        &mut self,
+        config: Config,
+        probers: Vec<health::probe::Prober>,
+    ) -> Result<Vec<String>, Vec<String>> {
+        use crate::config::diff::{FrontendChange, ReloadPlan, VrrpChange};
+        let old = Arc::clone(&self.config);
+        let plan = ReloadPlan::between(&old, &config);
+        let lines = plan.describe(&old, &config);
+        let err = |e: StartError| vec![format!("{}: {e}", config.source.display())];
+        // 1. Bind.
+        let mut new_listeners = Vec::new();
+        for f in &config.frontends {
+            let added: Vec<SocketAddr> = match plan.frontends.iter().find(|c| c.kind() == f.kind) {
+                Some(FrontendChange::Kept { listen, .. }) => listen.added.clone(),
+                _ => f.listen.clone(),
+            };
+            new_listeners.push(
+                bind_all(&format!("{}.listen", f.kind), &added, &f.listen, false).map_err(err)?,
+            );
+        }
+        let admin_bound = bind_all(
+            "admin.listen",
+            &plan.admin.added,
+            &config.admin.listen,
+            true,
+        )
+        .map_err(err)?;
+        // 2. An election that starts now must start before anything else changes.
+        let mut vrrp_started = None;
+        if let (VrrpChange::Added, Some(v)) = (&plan.vrrp, &config.vrrp) {
+            vrrp_started = Some(
+                self.spawn_vrrp(v, config.proxy_listens())
+                    .await
+                    .map_err(err)?,
+            );
+        }
+        // 3. Health and checkers: a new generation.
+        let generation = self.health.current().generation + 1;
+        self.checkers.cancel();
+        let snapshot = self.health.current().reloaded(&config, &plan, generation);
+        self.observers.stats = self.observers.stats.reloaded(&config, &plan);
+        self.publisher.replace(snapshot.clone());
+        self.checkers = self.background.child_token();
+        checker::spawn_checkers(
+            &config,
+            probers,
+            &self.publisher,
+            &self.observers,
+            &self.tasks,
+            &self.checkers,
+            &snapshot,
+        );
+        // 4. The proxy's frontends.
+        let mut frontends = Vec::new();
+        let mut old_frontends: Vec<RunningFrontend> = std::mem::take(&mut self.frontends);
+        for (f, bound) in config.frontends.iter().zip(new_listeners) {
+            let watcher = self.background.child_token();
+            let mut running = match old_frontends.iter().position(|o| o.kind == f.kind) {
+                Some(i) => {
+                    let mut o = old_frontends.remove(i);
+                    let Some(FrontendChange::Kept {
+                        backends, listen, ..
+                    }) = plan.frontends.iter().find(|c| c.kind() == f.kind)
+                    else {
+                        unreachable!("a frontend in both configs is kept");
+                    };
+                    let next = o.cell.load().reconfigure(f.clone(), backends, generation);
+                    o.cell.store(next);
+                    o.watcher.cancel();
+                    o.watcher = watcher.clone();
+                    resize(&o.permits, o.max_connections, f.max_connections);
+                    o.max_connections = f.max_connections;
+                    // Listeners that went away stop accepting; their connections stay.
+                    o.listeners.retain(|l| {
+                        let gone = listen.removed.contains(&l.configured);
+                        if gone {
+                            tracing::info!(frontend = %f.kind, addr = %l.local, "no longer listening (reload)");
+                            l.stop.cancel();
+                        }
+                        !gone
+                    });
+                    o
+                }
+                None => RunningFrontend {
+                    kind: f.kind,
+                    cell: Arc::new(arc_swap::ArcSwap::new(FrontendProxy::new(
+                        f.clone(),
+                        self.mode,
+                        generation,
+                    ))),
+                    permits: Arc::new(Semaphore::new(f.max_connections)),
+                    max_connections: f.max_connections,
+                    listeners: Vec::new(),
+                    watcher: watcher.clone(),
+                },
+            };
+            self.tasks.spawn(proxy::watch_health(
+                running.cell.load_full(),
+                self.publisher.subscribe(),
+                watcher,
+            ));
+            for (addr, l) in bound {
+                self.accept(&mut running, addr, l);
+            }
+            // Keep the configured order.
+            running
+                .listeners
+                .sort_by_key(|l| f.listen.iter().position(|a| *a == l.configured));
+            frontends.push(running);
+        }
+        for gone in old_frontends {
+            for l in &gone.listeners {
+                l.stop.cancel();
+            }
+            gone.watcher.cancel();
+            gone.cell.load().retire_all();
+        }
+        self.frontends = frontends;
+        // 5. Admin listeners.
+        for (addr, l) in admin_bound {
+            self.serve_admin(addr, l);
+        }
+        self.admin.retain(|l| {
+            let gone = plan.admin.removed.contains(&l.configured);
+            if gone {
+                l.stop.cancel();
+            }
+            !gone
+        });
+        // 6. The election.
+        match (&plan.vrrp, &config.vrrp) {
+            (VrrpChange::Unchanged, _) => {}
+            (VrrpChange::Added, _) => self.vrrp = vrrp_started,
+            (VrrpChange::Removed, _) => {
+                if let Some(v) = self.vrrp.take() {
+                    stop_vrrp(v).await;
+                }
+            }
+            (VrrpChange::InPlace | VrrpChange::Replace(_), Some(v)) => {
+                if let Some(old) = self.vrrp.take() {
+                    stop_vrrp(old).await;
+                }
+                self.vrrp = Some(
+                    self.spawn_vrrp(v, config.proxy_listens())
+                        .await
+                        .map_err(err)?,
+                );
+            }
+            (VrrpChange::InPlace | VrrpChange::Replace(_), None) => {}
+        }
+        // New VIPs, instance name and timeout; new hooks only at a restart (the plan
+        // says so).
+        self.notifier.reconfigure(&config);
+        self.config = Arc::new(config);
+        let vips = if plan.vrrp == VrrpChange::Unchanged {
+            self.daemon.running().vips.clone()
+        } else {
+            vips_reader(&self.config).await
+        };
+        self.daemon.set_running(self.running(vips)).await;
+        Ok(lines)
     }
 
     /// Stops accepting, waits up to `drain` for connections to end, closes the rest and
@@ -300,19 +632,20 @@ impl Supervisor {
         tokio::pin!(force);
         // First hand the VIP over while the proxy keeps serving, so that clients
         // connecting to the VIP never find nobody holding it.
-        if let Some((handle, mut task, bound)) = self.vrrp {
-            handle.handover.cancel();
+        if let Some(v) = self.vrrp {
+            v.handle.handover.cancel();
+            let mut done = v.done;
             tokio::select! {
-                r = tokio::time::timeout(bound, &mut task) => {
+                r = tokio::time::timeout(v.bound, &mut done) => {
                     if r.is_err() {
                         tracing::warn!("vrrp: handover did not finish in time; releasing the VIP");
-                        self.hard_stop.cancel();
-                        let _ = task.await;
+                        v.abort.cancel();
+                        let _ = done.await;
                     }
                 }
                 _ = &mut force => {
-                    self.hard_stop.cancel();
-                    let _ = task.await;
+                    v.abort.cancel();
+                    let _ = done.await;
                 }
             }
         }
@@ -339,7 +672,8 @@ impl Supervisor {
         self.hard_stop.cancel();
         self.connections.wait().await;
         // The hooks of the last changes (the stop hook) run, bounded by one timeout.
-        self.notifier.finish(self.notify_bound).await;
+        let bound = self.config.notify.timeout + Duration::from_secs(1);
+        self.notifier.finish(bound).await;
         self.background.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -350,9 +684,51 @@ impl Supervisor {
     }
 }
 
+/// Changes a frontend's connection limit in place: more permits at once; fewer as
+/// connections end (never closing one).
+fn resize(permits: &Arc<Semaphore>, from: usize, to: usize) {
+    if to > from {
+        permits.add_permits(to - from);
+    } else if to < from {
+        let mut owed = from - to;
+        owed -= permits.forget_permits(owed);
+        if owed > 0 {
+            let permits = Arc::clone(permits);
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(owed as u32).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+}
+
+/// Hands the VIP over and waits for the election to end (bounded; then releases it).
+async fn stop_vrrp(v: RunningVrrp) {
+    v.handle.handover.cancel();
+    let mut done = v.done;
+    if tokio::time::timeout(v.bound, &mut done).await.is_err() {
+        tracing::warn!("vrrp: handover did not finish in time; releasing the VIP");
+        v.abort.cancel();
+        let _ = done.await;
+    }
+}
+
+/// The netlink reader of the VIPs, for the status document.
+async fn vips_reader(config: &Config) -> Option<crate::vrrp::vip::Vips> {
+    let v = config.vrrp.as_ref()?;
+    match crate::vrrp::vip::Vips::new(&v.interface, None).await {
+        Ok(vips) => Some(vips),
+        Err(e) => {
+            tracing::warn!(error = %e, "admin: cannot read the interface's addresses; status shows VIP presence as unknown");
+            None
+        }
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully; a second signal during
-/// the drain closes every connection at once. SIGHUP is logged (reload is not part of
-/// this version) instead of killing the process.
+/// the drain closes every connection at once. SIGHUP and `apivip reload` reload the
+/// config file (see [`Supervisor::reload`]).
 ///
 /// The signal handlers are installed before anything starts, so a SIGTERM during
 /// start-up is a graceful stop too.
@@ -361,11 +737,27 @@ pub async fn run(
     probers: Vec<health::probe::Prober>,
 ) -> Result<DrainReport, StartError> {
     let mut signals = StopSignals::install();
-    let sup = Supervisor::start_with(&config, probers, Mode::Auto).await?;
-    signals.next().await;
-    Ok(sup
-        .shutdown_or_force(config.shutdown.drain_timeout, signals.next())
-        .await)
+    let mut sup = Supervisor::start_with(&config, probers, Mode::Auto).await?;
+    // One request at a time: a second one while a reload runs is refused.
+    let (tx, mut requests) = tokio::sync::mpsc::channel::<ReloadRequest>(1);
+    sup.daemon().serve_reloads(tx);
+    loop {
+        tokio::select! {
+            hup = signals.wait() => {
+                if !hup {
+                    break;
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                sup.reload().await;
+            }
+            Some(reply) = requests.recv() => {
+                let record = sup.reload().await;
+                let _ = reply.send(record);
+            }
+        }
+    }
+    let drain = sup.config().shutdown.drain_timeout;
+    Ok(sup.shutdown_or_force(drain, signals.next()).await)
 }
 
 /// SIGTERM, SIGINT and SIGHUP streams.
@@ -392,8 +784,8 @@ impl StopSignals {
         }
     }
 
-    /// Waits for the next SIGTERM or SIGINT.
-    async fn next(&mut self) {
+    /// Waits for the next signal: `true` for SIGHUP, `false` for SIGTERM or SIGINT.
+    async fn wait(&mut self) -> bool {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {
                 Some(s) => {
@@ -402,12 +794,18 @@ impl StopSignals {
                 None => std::future::pending().await,
             }
         }
-        loop {
-            tokio::select! {
-                _ = recv(&mut self.term) => { tracing::info!("SIGTERM: shutting down"); return }
-                _ = recv(&mut self.int) => { tracing::info!("SIGINT: shutting down"); return }
-                _ = recv(&mut self.hup) => tracing::warn!("SIGHUP: configuration reload is not supported in this version; restart to apply changes"),
-            }
+        tokio::select! {
+            _ = recv(&mut self.term) => { tracing::info!("SIGTERM: shutting down"); false }
+            _ = recv(&mut self.int) => { tracing::info!("SIGINT: shutting down"); false }
+            _ = recv(&mut self.hup) => true,
+        }
+    }
+
+    /// Waits for the next SIGTERM or SIGINT (a SIGHUP meanwhile is ignored: the
+    /// daemon is stopping).
+    async fn next(&mut self) {
+        while self.wait().await {
+            tracing::warn!("SIGHUP while stopping: not reloading");
         }
     }
 }

@@ -125,6 +125,27 @@ pub fn render(doc: &StatusDoc) -> String {
             format!("NOT READY: {}", doc.not_ready.join("; "))
         }
     );
+    if let Some(r) = &doc.last_reload {
+        if r.ok {
+            let _ = writeln!(
+                o,
+                "last reload {} ({} ago): applied, {} change(s)",
+                clock(r.at_ms),
+                age(now.saturating_sub(r.at_ms)),
+                r.lines.len()
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "LAST RELOAD FAILED {} ({} ago): running on the previous config",
+                clock(r.at_ms),
+                age(now.saturating_sub(r.at_ms))
+            );
+            for l in &r.lines {
+                let _ = writeln!(o, "  {l}");
+            }
+        }
+    }
     match &doc.vrrp {
         Some(v) => render_vrrp(&mut o, v, now),
         None => {

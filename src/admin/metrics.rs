@@ -130,6 +130,16 @@ impl Collector for Snapshot {
         )?;
         family(
             e,
+            "apivip_config_last_reload_successful",
+            "Whether the last config reload was applied (1 also before any reload).",
+            MetricType::Gauge,
+            [(
+                Vec::new(),
+                gauge(i64::from(d.last_reload.as_ref().is_none_or(|r| r.ok))),
+            )],
+        )?;
+        family(
+            e,
             "apivip_controls",
             "Operator controls (handover, resume, drain, undrain) by result.",
             MetricType::Counter,

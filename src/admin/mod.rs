@@ -71,27 +71,51 @@ const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Rea
 /// The controls an operator can use, as metrics labels.
 pub const CONTROLS: [&str; 4] = ["handover", "resume", "drain", "undrain"];
 
-/// What the admin endpoint reads and steers: built once by the supervisor.
+/// What the running config made: replaced as a whole by a reload.
 #[derive(Debug)]
-pub struct Daemon {
+pub struct Running {
     /// The running config.
     pub config: Arc<Config>,
-    /// Health (read) and drains (write).
-    pub health: HealthView,
-    /// To drain and undrain.
-    pub publisher: HealthPublisher,
-    /// The proxy's frontends.
+    /// The proxy's frontends (their current generation).
     pub frontends: Vec<Arc<FrontendProxy>>,
     /// Where each frontend listens (real ports).
     pub listen: Vec<(FrontendKind, Vec<SocketAddr>)>,
     /// The checkers' counters.
     pub check_stats: HealthStats,
-    /// Events.
-    pub history: History,
     /// The election, when configured.
     pub vrrp: Option<VrrpHandle>,
     /// Reads which VIPs are on the interface (netlink), when VRRP is configured.
     pub vips: Option<Vips>,
+}
+
+/// The outcome of the last reload, for the status document.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    /// When it ended.
+    pub at: SystemTime,
+    /// Whether the new file was applied.
+    pub ok: bool,
+    /// What changed (applied) or why not (every error, file:key:value).
+    pub lines: Vec<String>,
+}
+
+/// Where reload requests go (the daemon's main loop), each answered with the outcome.
+pub type ReloadTx = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadRecord>>;
+
+/// What the admin endpoint reads and steers: built once by the supervisor.
+#[derive(Debug)]
+pub struct Daemon {
+    running: arc_swap::ArcSwap<Running>,
+    /// Health (read) and drains (write).
+    pub health: HealthView,
+    /// To drain and undrain.
+    pub publisher: HealthPublisher,
+    /// Events.
+    pub history: History,
+    /// Asks the supervisor to reload the config file (`POST /control/reload`).
+    reload: Mutex<Option<ReloadTx>>,
+    /// The last reload's outcome.
+    last_reload: Mutex<Option<ReloadRecord>>,
     /// When the process started.
     pub started: SystemTime,
     /// Controls by (control, refused).
@@ -112,26 +136,18 @@ impl Daemon {
     /// The daemon's state for the admin endpoint.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        config: Arc<Config>,
+        running: Running,
         health: HealthView,
         publisher: HealthPublisher,
-        frontends: Vec<Arc<FrontendProxy>>,
-        listen: Vec<(FrontendKind, Vec<SocketAddr>)>,
-        check_stats: HealthStats,
         history: History,
-        vrrp: Option<VrrpHandle>,
-        vips: Option<Vips>,
     ) -> Self {
         Daemon {
-            config,
+            running: arc_swap::ArcSwap::from_pointee(running),
             health,
             publisher,
-            frontends,
-            listen,
-            check_stats,
             history,
-            vrrp,
-            vips,
+            reload: Mutex::new(None),
+            last_reload: Mutex::new(None),
             started: process_start(),
             controls: Default::default(),
             reloads: Default::default(),
@@ -148,11 +164,72 @@ impl Daemon {
         self
     }
 
+    /// Sends `POST /control/reload` requests to `tx` from now on.
+    pub fn serve_reloads(&self, tx: ReloadTx) {
+        *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    /// What the running config made.
+    pub fn running(&self) -> Arc<Running> {
+        self.running.load_full()
+    }
+
+    /// Replaces what the config made (a reload applied) and forgets cached reports.
+    pub async fn set_running(&self, running: Running) {
+        self.running.store(Arc::new(running));
+        self.invalidate().await;
+    }
+
+    /// Records a reload's outcome (counted, and shown in the status document).
+    pub async fn record_reload(&self, record: ReloadRecord) {
+        self.reloads[usize::from(!record.ok)].fetch_add(1, Ordering::Relaxed);
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);
+        self.invalidate().await;
+    }
+
+    /// The last reload's outcome.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `apivip reload`: asks the supervisor to reload the config file and waits for
+    /// the outcome.
+    pub async fn reload(&self, who: &str) -> Result<ReloadRecord, (u16, String)> {
+        let tx = self
+            .reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(tx) = tx else {
+            return Err((
+                409,
+                "this process does not reload its config (not `apivip run`)".to_owned(),
+            ));
+        };
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        tracing::info!(who, "control: reload");
+        tx.try_send(reply).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                (409, "a reload is already running".to_owned())
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                (503, "the daemon is stopping".to_owned())
+            }
+        })?;
+        outcome
+            .await
+            .map_err(|_| (503, "the daemon is stopping".to_owned()))
+    }
+
     /// The election's report: a fresh one, or one read less than [`REPORT_REUSE`]
     /// ago; `None` when there is no election or its thread did not answer within
     /// [`ELECTION_BOUND`].
     pub async fn vrrp_report(&self) -> Option<VrrpReport> {
-        let handle = self.vrrp.as_ref()?;
+        let run = self.running();
+        let handle = run.vrrp.as_ref()?;
         let mut cached = self.report.lock().await;
         if let Some((at, report)) = &*cached {
             if at.elapsed() < REPORT_REUSE {
@@ -172,9 +249,10 @@ impl Daemon {
     }
 
     fn not_ready_with(&self, report: Option<&VrrpReport>) -> Vec<String> {
+        let run = self.running();
         let mut why = Vec::new();
-        for f in &self.config.frontends {
-            let bound = self
+        for f in &run.config.frontends {
+            let bound = run
                 .listen
                 .iter()
                 .find(|(k, _)| *k == f.kind)
@@ -183,7 +261,7 @@ impl Daemon {
                 why.push(format!("{}: not every listener is bound", f.kind));
             }
         }
-        if self.vrrp.is_some() {
+        if run.vrrp.is_some() {
             match report {
                 None => why.push("vrrp: the election thread does not answer".to_owned()),
                 Some(r) if r.state == crate::vrrp::machine::State::Initialize => {
@@ -218,7 +296,8 @@ impl Daemon {
 
     /// Every backend of the master named `name` (one per frontend).
     pub fn backends_named(&self, name: &str) -> Vec<BackendId> {
-        self.config
+        let run = self.running();
+        run.config
             .backends()
             .filter(|b| b.name == name)
             .map(|b| b.id)
@@ -247,17 +326,18 @@ impl Daemon {
     }
 
     async fn build_status(&self) -> StatusDoc {
+        let run = self.running();
         let report = self.vrrp_report().await;
-        let vrrp = match &self.config.vrrp {
+        let vrrp = match &run.config.vrrp {
             None => None,
             Some(v) => Some(self.vrrp_doc(v, report.as_ref()).await),
         };
         let not_ready = self.not_ready_with(report.as_ref());
         let snap = self.health.current();
         let mut frontends = Vec::new();
-        for fe in &self.frontends {
+        for fe in &run.frontends {
             let cfg = fe.config();
-            let listen = self
+            let listen = run
                 .listen
                 .iter()
                 .find(|(k, _)| *k == cfg.kind)
@@ -288,7 +368,7 @@ impl Daemon {
                     counters.sent_bytes = load(&s.bytes_sent);
                     counters.received_bytes = load(&s.bytes_received);
                 }
-                if let Some(cs) = self.check_stats.get(b.id) {
+                if let Some(cs) = run.check_stats.get(b.id) {
                     for k in FailureKind::ALL {
                         counters
                             .check_failures
@@ -350,7 +430,7 @@ impl Daemon {
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 commit: env!("APIVIP_COMMIT").to_owned(),
-                config: self.config.source.display().to_string(),
+                config: run.config.source.display().to_string(),
                 started_ms: unix_ms(self.started),
                 now_ms: unix_ms(SystemTime::now()),
             },
@@ -361,6 +441,11 @@ impl Daemon {
             events: self.history.latest(20),
             controls,
             reloads,
+            last_reload: self.last_reload().map(|r| status::ReloadDoc {
+                ok: r.ok,
+                at_ms: unix_ms(r.at),
+                lines: r.lines,
+            }),
             notify: self
                 .notify
                 .hooks()
@@ -381,12 +466,13 @@ impl Daemon {
     }
 
     async fn vrrp_doc(&self, v: &crate::config::Vrrp, report: Option<&VrrpReport>) -> VrrpDoc {
+        let run = self.running();
         let vip_cfg: Vec<VipConfig> = v
             .vips
             .iter()
             .map(|&(addr, prefix_len)| VipConfig { addr, prefix_len })
             .collect();
-        let present = match &self.vips {
+        let present = match &run.vips {
             Some(vips) => tokio::time::timeout(Duration::from_secs(1), vips.present(&vip_cfg))
                 .await
                 .ok()
@@ -479,7 +565,8 @@ impl Daemon {
     /// until another node holds the VIP (or the handover timed out) and says what
     /// happened.
     pub async fn handover(&self, who: &str) -> Result<String, (u16, String)> {
-        let (handle, v) = match (&self.vrrp, &self.config.vrrp) {
+        let run = self.running();
+        let (handle, v) = match (&run.vrrp, &run.config.vrrp) {
             (Some(h), Some(v)) => (h, v),
             _ => {
                 return Err((
@@ -532,7 +619,8 @@ impl Daemon {
 
     /// `apivip resume`: leaves maintenance.
     pub async fn resume(&self, who: &str) -> Result<String, (u16, String)> {
-        let Some(handle) = &self.vrrp else {
+        let run = self.running();
+        let Some(handle) = &run.vrrp else {
             return Err((
                 409,
                 "no vrrp section in the config: nothing to resume".to_owned(),
@@ -556,6 +644,7 @@ impl Daemon {
             "resume: maintenance over; priority {}{}",
             p.map_or_else(|| "restored".to_owned(), |p| p.to_string()),
             if self
+                .running()
                 .config
                 .vrrp
                 .as_ref()
@@ -570,10 +659,11 @@ impl Daemon {
 
     /// `apivip drain NAME` / `apivip undrain NAME`.
     pub fn drain(&self, name: &str, drained: bool, who: &str) -> Result<String, (u16, String)> {
+        let run = self.running();
         let ids = self.backends_named(name);
         let verb = if drained { "drain" } else { "undrain" };
         if ids.is_empty() {
-            let names: Vec<&str> = self
+            let names: Vec<&str> = run
                 .config
                 .frontend(FrontendKind::Apiserver)
                 .map(|f| f.backends.iter().map(|b| b.name.as_str()).collect())
@@ -587,7 +677,7 @@ impl Daemon {
         for id in &ids {
             // The proxy stops choosing it before this answers; the health view then
             // closes its connections after the grace (and shows it in status).
-            if let Some(fe) = self
+            if let Some(fe) = run
                 .frontends
                 .iter()
                 .find(|f| f.config().kind == id.frontend)
@@ -611,7 +701,7 @@ impl Daemon {
         let active: usize = ids
             .iter()
             .filter_map(|id| {
-                let fe = self
+                let fe = run
                     .frontends
                     .iter()
                     .find(|f| f.config().kind == id.frontend)?;
@@ -619,7 +709,7 @@ impl Daemon {
             })
             .sum();
         Ok(if drained {
-            let grace = self
+            let grace = run
                 .config
                 .frontend(FrontendKind::Apiserver)
                 .map(|f| f.not_ready_grace)

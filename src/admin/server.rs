@@ -35,6 +35,7 @@ pub const MAX_BODY: usize = 4096;
 pub async fn serve(
     listener: TcpListener,
     daemon: Arc<Daemon>,
+    stop_accepting: CancellationToken,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -49,6 +50,7 @@ pub async fn serve(
                     continue;
                 }
             },
+            _ = stop_accepting.cancelled() => return,
             _ = cancel.cancelled() => return,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
@@ -144,7 +146,7 @@ async fn handle(
                         .and_then(|v| v.to_str().ok())
                         .is_some_and(|a| a.contains("application/openmetrics-text"));
                     let doc = daemon.status().await;
-                    let body = metrics::render(&doc, &daemon.check_stats, openmetrics);
+                    let body = metrics::render(&doc, &daemon.running().check_stats, openmetrics);
                     Response::builder()
                         .header(
                             header::CONTENT_TYPE,
@@ -176,6 +178,39 @@ async fn handle(
                         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                     }
                 }
+            }
+        }
+        "/control/reload" => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            if !peer.ip().is_loopback() {
+                tracing::warn!(%peer, "admin: reload refused: not from loopback");
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "controls are accepted from loopback only; run apivip on this node",
+                );
+            }
+            let who = who(peer, &req);
+            match daemon.reload(&who).await {
+                Ok(r) if r.ok && r.lines.is_empty() => {
+                    text(StatusCode::OK, "reload: applied; nothing changed")
+                }
+                Ok(r) if r.ok => text(
+                    StatusCode::OK,
+                    format!("reload: applied\n{}", r.lines.join("\n")),
+                ),
+                Ok(r) => text(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "reload: refused; the daemon keeps running on the previous config\n{}",
+                        r.lines.join("\n")
+                    ),
+                ),
+                Err((code, msg)) => text(
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    msg,
+                ),
             }
         }
         "/control/handover" | "/control/resume" | "/control/drain" | "/control/undrain" => {
@@ -221,7 +256,7 @@ async fn handle(
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {path:?}; try /metrics, /healthz, /readyz, /status or POST /control/{{handover,resume,drain,undrain}}"
+                "no such endpoint {path:?}; try /metrics, /healthz, /readyz, /status or POST /control/{{handover,resume,drain,undrain,reload}}"
             ),
         ),
     }
@@ -260,7 +295,7 @@ async fn healthz(daemon: &Daemon) -> Response<Full<Bytes>> {
             "unhealthy: the runtime did not run a task within 1s",
         );
     }
-    if daemon.vrrp.is_some() && daemon.vrrp_report().await.is_none() {
+    if daemon.running().vrrp.is_some() && daemon.vrrp_report().await.is_none() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "unhealthy: the election thread did not answer within 1s",
@@ -283,15 +318,17 @@ mod tests {
         let (publisher, view) =
             crate::health::channel(crate::health::HealthSnapshot::initial(&config));
         Daemon::new(
-            Arc::new(config.clone()),
+            crate::admin::Running {
+                config: Arc::new(config.clone()),
+                frontends: Vec::new(),
+                listen: Vec::new(),
+                check_stats: HealthStats::new(&config),
+                vrrp,
+                vips: None,
+            },
             view,
             publisher,
-            Vec::new(),
-            Vec::new(),
-            HealthStats::new(&config),
             crate::events::History::default(),
-            vrrp,
-            None,
         )
     }
 

@@ -35,6 +35,9 @@ pub struct StatusDoc {
     pub controls: BTreeMap<String, u64>,
     /// Config reloads so far: `success`/`failure` -> count.
     pub reloads: BTreeMap<String, u64>,
+    /// The last reload (none since start: absent).
+    #[serde(default)]
+    pub last_reload: Option<ReloadDoc>,
     /// The notify hooks, in config order (absent from documents of older daemons).
     #[serde(default)]
     pub notify: Vec<HookDoc>,
@@ -53,6 +56,17 @@ pub struct HookDoc {
     pub runs: BTreeMap<String, u64>,
     /// Runs dropped unrun (its queue was full).
     pub dropped: u64,
+}
+
+/// A reload's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadDoc {
+    /// Whether the new file was applied (if not, the daemon runs on the old one).
+    pub ok: bool,
+    /// When it ended.
+    pub at_ms: u64,
+    /// What changed, or every error that refused the file.
+    pub lines: Vec<String>,
 }
 
 /// The daemon.

@@ -28,7 +28,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::raw::OneOrMany;
-use super::{Validator, Vrrp};
+use super::validate::Validator;
+use super::Vrrp;
 
 /// The default time a hook may run before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,4 +1,5 @@
 use super::*;
+use std::net::SocketAddr;
 
 fn parse(yaml: &str) -> Result<Config, ConfigError> {
     Config::from_yaml(yaml, Path::new("test.yaml"))
@@ -220,6 +221,51 @@ fn missing_file_is_named() {
     assert!(err
         .to_string()
         .starts_with("/nonexistent/apivip.yaml: cannot read"));
+}
+
+#[test]
+fn missing_pki_is_a_warning_only_when_asked() {
+    // Before `kubeadm init` the cluster's PKI does not exist: the generators load the
+    // config with MissingFiles::Warn; the daemon and `apivip check` still refuse it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("not-a-file")).unwrap();
+    let yaml = "
+backends: [{address: 198.18.0.11}]
+apiserver: {check: {ca: /nonexistent/pki/ca.crt}}
+etcd:
+  listen: 198.18.0.5:2379
+  check: {client_cert: /nonexistent/pki/etcd/hc.crt, client_key: not-a-file}
+";
+    let file = dir.path().join("apivip.yaml");
+    let strict = Config::from_yaml_with(yaml, &file, MissingFiles::Error).unwrap_err();
+    assert_eq!(strict.lines().len(), 3, "{:?}", strict.lines());
+    // A path that exists but is not a file stays an error.
+    let err = Config::from_yaml_with(yaml, &file, MissingFiles::Warn).unwrap_err();
+    assert_eq!(
+        err.lines(),
+        [format!(
+            "{}: etcd.check.client_key: \"not-a-file\": is not a file",
+            file.display()
+        )]
+    );
+    let yaml = yaml.replace("client_key: not-a-file", "client_key: /nonexistent/hc.key");
+    let (config, warnings) = Config::from_yaml_with(&yaml, &file, MissingFiles::Warn).unwrap();
+    let keys: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "apiserver.check.ca",
+            "etcd.check.client_cert",
+            "etcd.check.client_key"
+        ]
+    );
+    match &config.frontends[0].check.kind {
+        CheckKind::Https(h) => {
+            assert_eq!(h.ca.as_deref(), Some(Path::new("/nonexistent/pki/ca.crt")))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(Config::from_yaml(&yaml, &file).is_err());
 }
 
 const VRRP: &str = "

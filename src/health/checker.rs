@@ -34,7 +34,10 @@ pub struct Observers {
     pub history: History,
 }
 
-/// Starts one checker task per backend of every frontend on `tracker`.
+/// Starts one checker task per backend of every frontend on `tracker`, numbered for
+/// `start`'s generation. A backend whose status in `start` is known (a reload kept it)
+/// resumes at that status and probes after one interval, so a changed check applies
+/// from the next probe; the others probe at once.
 pub fn spawn_checkers(
     config: &Config,
     probers: Vec<Prober>,
@@ -42,10 +45,16 @@ pub fn spawn_checkers(
     observers: &Observers,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
+    start: &crate::health::HealthSnapshot,
 ) {
     for (frontend, prober) in config.frontends.iter().zip(probers) {
         for backend in &frontend.backends {
+            let known = start
+                .backend(backend.id)
+                .map_or(crate::health::Status::Unknown, |b| b.status);
             let task = CheckTask {
+                generation: start.generation,
+                resume: known != crate::health::Status::Unknown,
                 id: backend.id,
                 backend: backend.name.clone(),
                 addr: backend.addr,
@@ -53,7 +62,7 @@ pub fn spawn_checkers(
                 interval: frontend.check.interval,
                 timeout: frontend.check.timeout,
                 jitter_percent: frontend.check.jitter_percent,
-                machine: RiseFall::new(frontend.check.rise, frontend.check.fall),
+                machine: RiseFall::resume(frontend.check.rise, frontend.check.fall, known),
                 publisher: publisher.clone(),
                 stats: observers.stats.get(backend.id).cloned().unwrap_or_default(),
                 history: observers.history.clone(),
@@ -64,6 +73,9 @@ pub fn spawn_checkers(
 }
 
 struct CheckTask {
+    generation: u64,
+    /// Resumed at a known status: the first probe waits one interval.
+    resume: bool,
     id: crate::config::BackendId,
     backend: String,
     addr: std::net::SocketAddr,
@@ -79,6 +91,13 @@ struct CheckTask {
 
 impl CheckTask {
     async fn run(mut self, cancel: CancellationToken) {
+        if self.resume {
+            let wait = jittered(self.interval, self.jitter_percent, fastrand::f64());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
         loop {
             let started = Instant::now();
             let outcome = tokio::select! {
@@ -129,7 +148,8 @@ impl CheckTask {
                 tracing::warn!(frontend = %self.id.frontend, backend = %self.backend, addr = %self.addr,
                     from = %t.from, to = %t.to, reason, "backend is down");
             }
-            self.publisher.publish(self.id, t.to, reason);
+            self.publisher
+                .publish(self.generation, self.id, t.to, reason);
         } else if let Outcome::Inconclusive { reason } = outcome {
             tracing::warn!(frontend = %self.id.frontend, backend = %self.backend, reason = %reason,
                 "probe could not run for a local reason; not counted against the backend");

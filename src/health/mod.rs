@@ -23,6 +23,10 @@ pub use state::{DownCause, Outcome, Status};
 /// Health of every backend of every frontend, at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthSnapshot {
+    /// Which config this snapshot is numbered for: 0 at start, one more per reload
+    /// that renumbers or re-checks backends. Checkers and proxy watchers of an older
+    /// generation never act on a newer one.
+    pub generation: u64,
     /// In config order.
     pub frontends: Vec<FrontendHealth>,
 }
@@ -78,6 +82,7 @@ impl HealthSnapshot {
     /// Every backend `Unknown`, as at start.
     pub fn initial(config: &Config) -> Self {
         HealthSnapshot {
+            generation: 0,
             frontends: config
                 .frontends
                 .iter()
@@ -99,6 +104,36 @@ impl HealthSnapshot {
                 })
                 .collect(),
         }
+    }
+
+    /// The snapshot for a reloaded `config`, numbered `generation`: every master the
+    /// plan keeps keeps its status, reason, time and drain; added ones are `Unknown`.
+    pub fn reloaded(
+        &self,
+        config: &Config,
+        plan: &crate::config::diff::ReloadPlan,
+        generation: u64,
+    ) -> Self {
+        use crate::config::diff::FrontendChange;
+        let mut next = HealthSnapshot::initial(config);
+        next.generation = generation;
+        for f in &mut next.frontends {
+            let (Some(old), Some(FrontendChange::Kept { backends: map, .. })) = (
+                self.frontend(f.kind),
+                plan.frontends.iter().find(|c| c.kind() == f.kind),
+            ) else {
+                continue;
+            };
+            for (b, from) in f.backends.iter_mut().zip(&map.old_of_new) {
+                if let Some(o) = from.and_then(|i| old.backends.get(i)) {
+                    b.status = o.status;
+                    b.reason.clone_from(&o.reason);
+                    b.since = o.since;
+                    b.drained = o.drained;
+                }
+            }
+        }
+        next
     }
 
     /// The frontend of this kind.
@@ -157,15 +192,33 @@ impl HealthView {
 }
 
 impl HealthPublisher {
-    /// Records a backend's new status and reason; readers are woken.
-    pub fn publish(&self, id: BackendId, status: Status, reason: &str) {
-        self.tx.send_modify(|snap| {
-            if let Some(b) = Arc::make_mut(snap).backend_mut(id) {
-                b.status = status;
-                b.reason = reason.to_owned();
-                b.since = Some(SystemTime::now());
+    /// Records a backend's new status and reason; readers are woken. Ignored when
+    /// the view moved to another `generation` (a checker of a reloaded config).
+    pub fn publish(&self, generation: u64, id: BackendId, status: Status, reason: &str) {
+        self.tx.send_if_modified(|snap| {
+            if snap.generation != generation {
+                return false;
+            }
+            match Arc::make_mut(snap).backend_mut(id) {
+                Some(b) => {
+                    b.status = status;
+                    b.reason = reason.to_owned();
+                    b.since = Some(SystemTime::now());
+                    true
+                }
+                None => false,
             }
         });
+    }
+
+    /// Replaces the whole snapshot (a reload); readers are woken.
+    pub fn replace(&self, snapshot: HealthSnapshot) {
+        self.tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<HealthSnapshot> {
+        self.tx.borrow().clone()
     }
 
     /// Drains (`true`) or undrains a backend; readers are woken only if it changed.

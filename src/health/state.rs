@@ -183,6 +183,15 @@ impl RiseFall {
         }
     }
 
+    /// A machine that continues at `status` (a reload kept the backend, maybe with
+    /// new thresholds): the streaks start over.
+    pub fn resume(rise: u32, fall: u32, status: Status) -> Self {
+        RiseFall {
+            status,
+            ..RiseFall::new(rise, fall)
+        }
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         self.status

@@ -26,6 +26,37 @@ impl HealthStats {
         }
     }
 
+    /// The counters for a reloaded `config`: masters the plan keeps keep theirs.
+    pub fn reloaded(&self, config: &Config, plan: &crate::config::diff::ReloadPlan) -> Self {
+        use crate::config::diff::FrontendChange;
+        HealthStats {
+            by_backend: config
+                .backends()
+                .map(|b| {
+                    let old = plan
+                        .frontends
+                        .iter()
+                        .find_map(|c| match c {
+                            FrontendChange::Kept { kind, backends, .. }
+                                if *kind == b.id.frontend =>
+                            {
+                                backends.old_of_new.get(b.id.master).copied().flatten()
+                            }
+                            _ => None,
+                        })
+                        .and_then(|i| {
+                            self.get(BackendId {
+                                frontend: b.id.frontend,
+                                master: i,
+                            })
+                        });
+                    let stats = old.cloned().unwrap_or_default();
+                    (b.id, b.name.clone(), stats)
+                })
+                .collect(),
+        }
+    }
+
     /// One backend's counters.
     pub fn get(&self, id: BackendId) -> Option<&Arc<CheckStats>> {
         self.by_backend

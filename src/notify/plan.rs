@@ -99,6 +99,8 @@ pub struct Run {
     pub args: Vec<String>,
     /// The variables set for it (see [`ENV`]).
     pub env: Vec<(&'static str, String)>,
+    /// How long it may run (`notify.timeout`).
+    pub timeout: std::time::Duration,
     /// What it is for, for logs: `vrrp backup -> master (master_down)`.
     pub what: String,
 }
@@ -167,6 +169,7 @@ pub fn plan(notify: &Notify, ctx: &Context, notice: &Notice) -> Vec<Run> {
                         program: h.program.clone(),
                         args,
                         env: env(&h.name),
+                        timeout: notify.timeout,
                         what: what.clone(),
                     });
                 }
@@ -214,6 +217,7 @@ pub fn plan(notify: &Notify, ctx: &Context, notice: &Notice) -> Vec<Run> {
                         ("APIVIP_BACKEND", name.clone()),
                         ("APIVIP_BACKEND_ADDRESS", addr.to_string()),
                     ],
+                    timeout: notify.timeout,
                     what: what.clone(),
                 });
             }

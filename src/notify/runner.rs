@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -157,33 +158,44 @@ pub struct Notifier {
     /// Kill what runs now and drop what is queued.
     kill: CancellationToken,
     tasks: TaskTracker,
+    /// What the dispatcher plans with; a reload swaps it.
+    inputs: Arc<ArcSwap<Inputs>>,
+}
+
+/// The plan's inputs.
+#[derive(Debug)]
+struct Inputs {
+    notify: Notify,
+    ctx: Context,
 }
 
 impl Notifier {
     /// Subscribes to `history` and starts one worker per hook (nothing when there are
     /// no hooks). Call before the sources start, so the first changes are seen.
     pub fn spawn(config: &Config, history: &History) -> Notifier {
-        let notify = Arc::new(config.notify.clone());
-        let stats = Arc::new(NotifyStats::new(&notify));
+        let stats = Arc::new(NotifyStats::new(&config.notify));
+        let inputs = Arc::new(ArcSwap::from_pointee(Inputs {
+            notify: config.notify.clone(),
+            ctx: Context::from_config(config),
+        }));
         let n = Notifier {
             stats: Arc::clone(&stats),
             finish: CancellationToken::new(),
             kill: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            inputs: Arc::clone(&inputs),
         };
         n.tasks.close();
-        if notify.hooks.is_empty() {
+        let hooks = config.notify.hooks.len();
+        if hooks == 0 {
             return n;
         }
-        let ctx = Context::from_config(config);
-        let queues: Arc<Vec<Queue>> =
-            Arc::new(notify.hooks.iter().map(|_| Queue::default()).collect());
-        for i in 0..notify.hooks.len() {
+        let queues: Arc<Vec<Queue>> = Arc::new((0..hooks).map(|_| Queue::default()).collect());
+        for i in 0..hooks {
             n.tasks.spawn(worker(
                 i,
                 Arc::clone(&queues),
                 Arc::clone(&stats),
-                notify.timeout,
                 n.kill.clone(),
             ));
         }
@@ -191,7 +203,8 @@ impl Notifier {
         let finish = n.finish.clone();
         n.tasks.spawn(async move {
             let dispatch = |notice: &crate::events::Notice| {
-                for run in plan(&notify, &ctx, notice) {
+                let inputs = inputs.load();
+                for run in plan(&inputs.notify, &inputs.ctx, notice) {
                     let i = run.hook;
                     if let Some(old) = queues[i].push(run) {
                         stats.hooks[i].dropped.fetch_add(1, Ordering::Relaxed);
@@ -238,6 +251,22 @@ impl Notifier {
         n
     }
 
+    /// After a reload: the new VIPs, interface, instance name and timeout apply to the
+    /// next changes. The hooks themselves stay those this notifier started with (a
+    /// changed list applies at the next restart; the reload plan says so).
+    pub fn reconfigure(&self, config: &Config) {
+        let old = self.inputs.load();
+        let notify = if config.notify.hooks == old.notify.hooks {
+            config.notify.clone()
+        } else {
+            old.notify.clone()
+        };
+        self.inputs.store(Arc::new(Inputs {
+            notify,
+            ctx: Context::from_config(config),
+        }));
+    }
+
     /// The hooks' counters (for status and metrics).
     pub fn stats(&self) -> Arc<NotifyStats> {
         Arc::clone(&self.stats)
@@ -263,7 +292,6 @@ async fn worker(
     i: usize,
     queues: Arc<Vec<Queue>>,
     stats: Arc<NotifyStats>,
-    timeout: Duration,
     kill: CancellationToken,
 ) {
     let q = &queues[i];
@@ -279,7 +307,7 @@ async fn worker(
         }
         match q.pop() {
             Some(run) => {
-                let outcome = run_one(&hs.name, &run, timeout, &kill).await;
+                let outcome = run_one(&hs.name, &run, &kill).await;
                 hs.runs[outcome.index()].fetch_add(1, Ordering::Relaxed);
             }
             None if q.closed.load(Ordering::Acquire) => {
@@ -300,13 +328,25 @@ async fn worker(
 
 /// Runs one hook in a process group of its own; kills the group at `timeout` or when
 /// `kill` fires.
-async fn run_one(hook: &str, run: &Run, timeout: Duration, kill: &CancellationToken) -> Outcome {
+async fn run_one(hook: &str, run: &Run, kill: &CancellationToken) -> Outcome {
+    let timeout = run.timeout;
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(&run.program);
     cmd.args(&run.args)
         .envs(run.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .process_group(0);
+    // systemd's channel to apivip is not the hook's: a hook must not speak for it.
+    for var in [
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    ] {
+        cmd.env_remove(var);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -367,6 +407,7 @@ mod tests {
             program: "/bin/true".into(),
             args: Vec::new(),
             env: Vec::new(),
+            timeout: Duration::from_secs(1),
             what: format!("change {n}"),
         }
     }

@@ -79,7 +79,9 @@ pub struct BackendStats {
     pub bytes_received: AtomicU64,
 }
 
-/// One backend as the proxy sees it.
+/// One backend as the proxy sees it. Shared by every generation of its frontend
+/// (a reload keeps the slots of the masters it keeps), so counters, active
+/// connections and the close-on-down generation survive a reload.
 #[derive(Debug)]
 struct Slot {
     name: String,
@@ -91,9 +93,56 @@ struct Slot {
     stats: BackendStats,
     /// Cancelled to close every connection made in this generation.
     generation: Mutex<CancellationToken>,
+    /// The routing status last applied (see [`FrontendProxy::apply_status`]).
+    status: Mutex<Status>,
+    /// A pending not-ready grace: cancelled when the status changes again.
+    grace: Mutex<Option<CancellationToken>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Slot {
+    fn new(name: String, addr: SocketAddr) -> Self {
+        Slot {
+            name,
+            addr,
+            healthy: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            stats: BackendStats::default(),
+            generation: Mutex::new(CancellationToken::new()),
+            status: Mutex::new(Status::Unknown),
+            grace: Mutex::new(None),
+        }
+    }
+
+    /// Closes this backend's connections after `after` (at once when zero), unless
+    /// the status changes first.
+    fn close_after(
+        self: &Arc<Self>,
+        kind: crate::config::FrontendKind,
+        after: Duration,
+        why: &'static str,
+    ) {
+        let recovered = CancellationToken::new();
+        if let Some(old) = lock(&self.grace).replace(recovered.clone()) {
+            old.cancel();
+        }
+        let slot = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = recovered.cancelled() => {}
+                _ = tokio::time::sleep(after) => {
+                    tracing::info!(frontend = %kind, backend = %slot.name, "grace over: closing connections to a {why} backend");
+                    slot.rotate().cancel();
+                }
+            }
+        });
+    }
+
     fn generation(&self) -> CancellationToken {
         self.generation
             .lock()
@@ -112,38 +161,95 @@ impl Slot {
 #[derive(Debug)]
 pub struct FrontendProxy {
     cfg: Frontend,
-    slots: Vec<Slot>,
-    cursor: AtomicUsize,
-    pipes: PipePool,
+    slots: Vec<Arc<Slot>>,
+    cursor: Arc<AtomicUsize>,
+    pipes: Arc<PipePool>,
     mode: Mode,
-    /// Counters.
-    pub stats: Stats,
+    /// The health generation this frontend's slots are numbered for (see
+    /// [`crate::health::HealthSnapshot::generation`]).
+    health_generation: u64,
+    /// Counters (shared by every generation of the frontend).
+    pub stats: Arc<Stats>,
 }
 
+/// The current generation of a frontend: the accept loops read it per connection, a
+/// reload swaps it.
+pub type FrontendCell = Arc<arc_swap::ArcSwap<FrontendProxy>>;
+
 impl FrontendProxy {
-    /// Shared state for `cfg`; every backend starts not healthy (unknown).
-    pub fn new(cfg: Frontend, mode: Mode) -> Arc<Self> {
+    /// Shared state for `cfg`, numbered for the health view's `health_generation`;
+    /// every backend starts not healthy (unknown).
+    pub fn new(cfg: Frontend, mode: Mode, health_generation: u64) -> Arc<Self> {
         let slots = cfg
             .backends
             .iter()
-            .map(|b| Slot {
-                name: b.name.clone(),
-                addr: b.addr,
-                healthy: AtomicBool::new(false),
-                drained: AtomicBool::new(false),
-                active: AtomicUsize::new(0),
-                stats: BackendStats::default(),
-                generation: Mutex::new(CancellationToken::new()),
-            })
+            .map(|b| Arc::new(Slot::new(b.name.clone(), b.addr)))
             .collect();
         Arc::new(FrontendProxy {
             cfg,
             slots,
-            cursor: AtomicUsize::new(0),
-            pipes: PipePool::new(256),
+            cursor: Arc::new(AtomicUsize::new(0)),
+            pipes: Arc::new(PipePool::new(256)),
             mode,
-            stats: Stats::default(),
+            health_generation,
+            stats: Arc::new(Stats::default()),
         })
+    }
+
+    /// The next generation for a reloaded `cfg`: the masters `map` keeps share their
+    /// slots (counters, connections, health); added ones start unknown. The masters
+    /// it removes are retired: no new connections, existing ones closed after the new
+    /// `not_ready_grace`. The caller swaps the result into the [`FrontendCell`] and
+    /// runs a [`watch_health`] for it.
+    pub fn reconfigure(
+        self: &Arc<Self>,
+        cfg: Frontend,
+        map: &crate::config::diff::BackendMap,
+        health_generation: u64,
+    ) -> Arc<Self> {
+        let slots = cfg
+            .backends
+            .iter()
+            .zip(&map.old_of_new)
+            .map(|(b, old)| match old.and_then(|i| self.slots.get(i)) {
+                Some(s) => Arc::clone(s),
+                None => Arc::new(Slot::new(b.name.clone(), b.addr)),
+            })
+            .collect();
+        for &i in &map.removed {
+            if let Some(slot) = self.slots.get(i) {
+                Self::retire(slot, cfg.kind, cfg.not_ready_grace);
+            }
+        }
+        Arc::new(FrontendProxy {
+            cfg,
+            slots,
+            cursor: Arc::clone(&self.cursor),
+            pipes: Arc::clone(&self.pipes),
+            mode: self.mode,
+            health_generation,
+            stats: Arc::clone(&self.stats),
+        })
+    }
+
+    /// Retires every backend (the frontend is removed by a reload).
+    pub fn retire_all(&self) {
+        for slot in &self.slots {
+            Self::retire(slot, self.cfg.kind, self.cfg.not_ready_grace);
+        }
+    }
+
+    /// A backend removed from the config: no new connections, its connections
+    /// closed after `grace`.
+    fn retire(slot: &Arc<Slot>, kind: crate::config::FrontendKind, grace: Duration) {
+        slot.drained.store(true, Ordering::Relaxed);
+        slot.healthy.store(false, Ordering::Relaxed);
+        *lock(&slot.status) = Status::Down(DownCause::NotReady);
+        let open = slot.active.load(Ordering::Relaxed);
+        tracing::info!(frontend = %kind, backend = %slot.name, open,
+            grace = %crate::units::format_duration(grace),
+            "backend removed from the config: no new connections; closing existing ones after the grace");
+        slot.close_after(kind, grace, "removed");
     }
 
     /// The frontend's config.
@@ -242,26 +348,24 @@ impl FrontendProxy {
         }
     }
 
-    /// Applies one backend's status change: routing, and closing its connections.
+    /// Applies one backend's routing status (no-op when it did not change).
     ///
     /// Into `Down(Unreachable)` (from anything, fallback connections included): close
     /// at once. Into `Down(NotReady)` from `Up` or `Unknown`: close after the grace,
     /// unless it recovers first. `Down(Unreachable)` -> `Down(NotReady)`: nothing left
     /// to close.
-    fn apply_status(
-        self: &Arc<Self>,
-        i: usize,
-        from: Status,
-        to: Status,
-        grace: &mut [Option<CancellationToken>],
-    ) {
+    fn apply_status(&self, i: usize, to: Status) {
         let Some(slot) = self.slots.get(i) else {
             return;
         };
+        let from = std::mem::replace(&mut *lock(&slot.status), to);
+        if from == to {
+            return;
+        }
         slot.healthy.store(to.is_up(), Ordering::Relaxed);
         // Any change ends a pending grace: recovered (keep the connections), escalated
         // (closed below) or restarted (a new timer below).
-        if let Some(pending) = grace[i].take() {
+        if let Some(pending) = lock(&slot.grace).take() {
             pending.cancel();
         }
         // A drain closes the connections after the grace even where `close_on_down`
@@ -283,20 +387,7 @@ impl FrontendProxy {
                 tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
                     grace = %crate::units::format_duration(after),
                     "backend not ready: no new connections; closing existing ones after the grace");
-                let recovered = CancellationToken::new();
-                grace[i] = Some(recovered.clone());
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    tokio::select! {
-                        biased;
-                        _ = recovered.cancelled() => {}
-                        _ = tokio::time::sleep(after) => {
-                            let slot = &this.slots[i];
-                            tracing::info!(frontend = %this.cfg.kind, backend = %slot.name, "grace over: closing connections to a not-ready backend");
-                            slot.rotate().cancel();
-                        }
-                    }
-                });
+                slot.close_after(self.cfg.kind, after, "not-ready");
             }
         }
     }
@@ -334,25 +425,25 @@ struct Connected<'a> {
     generation: CancellationToken,
 }
 
-/// Follows the health view and applies every change of this frontend's backends.
+/// Follows the health view and applies every change of this frontend's backends,
+/// until `cancel` or until the view moves to another generation (a reload: the new
+/// generation has its own watcher).
 pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: CancellationToken) {
-    let mut last: Vec<Status> = vec![Status::Unknown; fe.slots.len()];
-    let mut grace: Vec<Option<CancellationToken>> = vec![None; fe.slots.len()];
     let mut snap = view.current_and_mark_seen();
     loop {
+        if snap.generation != fe.health_generation {
+            return;
+        }
         if let Some(f) = snap.frontend(fe.cfg.kind) {
-            for (i, b) in f.backends.iter().enumerate().take(last.len()) {
+            for (i, b) in f.backends.iter().enumerate().take(fe.slots.len()) {
                 fe.slots[i].drained.store(b.drained, Ordering::Relaxed);
-                let status = b.routing_status();
-                if status != last[i] {
-                    fe.apply_status(i, last[i], status, &mut grace);
-                    last[i] = status;
-                }
+                fe.apply_status(i, b.routing_status());
             }
         }
         snap = tokio::select! {
-            s = view.changed() => match s { Some(s) => s, None => return },
+            biased;
             _ = cancel.cancelled() => return,
+            s = view.changed() => match s { Some(s) => s, None => return },
         };
     }
 }
@@ -399,7 +490,7 @@ fn tune(stream: &TcpStream) {
 /// Accepts on `listener` until `stop_accepting`; each connection runs on `tracker`
 /// and ends early when `hard_stop` is cancelled.
 pub async fn serve(
-    fe: Arc<FrontendProxy>,
+    cell: FrontendCell,
     listener: TcpListener,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -411,6 +502,7 @@ pub async fn serve(
             a = listener.accept() => a,
             _ = stop_accepting.cancelled() => return,
         };
+        let fe = cell.load_full();
         let (client, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
@@ -427,7 +519,6 @@ pub async fn serve(
             drop(client);
             continue;
         };
-        let fe = Arc::clone(&fe);
         let hard_stop = hard_stop.clone();
         tracker.spawn(async move {
             handle(&fe, client, hard_stop).await;

@@ -25,6 +25,8 @@ pub struct Cluster {
     pub sup: Option<Supervisor>,
     pub endpoint: SocketAddr,
     pub client: Arc<ClientConfig>,
+    /// The config file the supervisor runs (a reload reads it again).
+    pub config_path: std::path::PathBuf,
 }
 
 pub struct Opts {
@@ -36,6 +38,8 @@ pub struct Opts {
     pub check: &'static str,
     /// Listen and backend IP.
     pub ip: &'static str,
+    /// How many of the masters are in the config at start (all when `None`).
+    pub configured: Option<usize>,
 }
 
 impl Default for Opts {
@@ -46,6 +50,7 @@ impl Default for Opts {
             apiserver: "",
             check: "    interval: 300ms\n    timeout: 300ms\n    rise: 1\n    fall: 2\n",
             ip: "127.0.0.1",
+            configured: None,
         }
     }
 }
@@ -53,7 +58,7 @@ impl Default for Opts {
 impl Cluster {
     pub async fn start(opts: Opts) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let pki = TestPki::generate(dir.path(), &["127.0.0.1", "::1"]).unwrap();
+        let pki = TestPki::generate(dir.path(), &["127.0.0.1", "127.0.0.2", "::1"]).unwrap();
         let mut masters = Vec::new();
         for i in 0..opts.masters {
             let mut o = ApiserverOptions::new(format!("master-{i}"), pki.server_config());
@@ -61,14 +66,14 @@ impl Cluster {
             o.shutdown_delay = opts.shutdown_delay;
             masters.push(ImitationApiserver::start(o).await.unwrap());
         }
-        let backends: String = masters
-            .iter()
-            .map(|m| format!("  - name: {}\n    address: '{}'\n", m.name(), m.addr()))
-            .collect();
         let listen = SocketAddr::new(opts.ip.parse().unwrap(), 0);
-        let yaml = format!(
-            "backends:\n{backends}admin: {{listen: '127.0.0.1:0'}}\napiserver:\n  listen: '{listen}'\n{}  check:\n    ca: ca.crt\n{}",
-            opts.apiserver, opts.check
+        let configured: Vec<usize> = (0..opts.configured.unwrap_or(opts.masters)).collect();
+        let yaml = config_yaml(
+            &masters,
+            &configured,
+            &listen.to_string(),
+            opts.apiserver,
+            opts.check,
         );
         let path = dir.path().join("apivip.yaml");
         std::fs::write(&path, &yaml).unwrap();
@@ -83,17 +88,37 @@ impl Cluster {
             sup: Some(sup),
             endpoint,
             client,
+            config_path: path,
         };
-        c.wait_status_all(Status::Up).await;
+        for i in configured {
+            c.wait_status(i, Status::Up).await;
+        }
         c
+    }
+
+    pub fn sup_mut(&mut self) -> &mut Supervisor {
+        self.sup.as_mut().unwrap()
+    }
+
+    /// Rewrites the config file with `masters` (indices into `self.masters`, in that
+    /// order) and the given `apiserver:` listen, extra keys and check.
+    pub fn write_config(&self, masters: &[usize], listen: &str, apiserver: &str, check: &str) {
+        let yaml = config_yaml(&self.masters, masters, listen, apiserver, check);
+        std::fs::write(&self.config_path, yaml).unwrap();
     }
 
     pub fn sup(&self) -> &Supervisor {
         self.sup.as_ref().unwrap()
     }
 
+    /// The status of master `i` (by name: its index in the config may differ).
     pub fn status(&self, i: usize) -> Status {
-        self.sup().health().current().frontends[0].backends[i].status
+        let name = self.masters[i].name();
+        self.sup().health().current().frontends[0]
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .map_or(Status::Unknown, |b| b.status)
     }
 
     pub async fn wait_status(&self, i: usize, want: Status) {
@@ -152,6 +177,26 @@ impl Cluster {
             self.masters[i].addr()
         );
     }
+}
+
+/// The config of the loopback cluster.
+pub fn config_yaml(
+    all: &[ImitationApiserver],
+    masters: &[usize],
+    listen: &str,
+    apiserver: &str,
+    check: &str,
+) -> String {
+    let backends: String = masters
+        .iter()
+        .map(|&i| {
+            let m = &all[i];
+            format!("  - name: {}\n    address: '{}'\n", m.name(), m.addr())
+        })
+        .collect();
+    format!(
+        "backends:\n{backends}admin: {{listen: '127.0.0.1:0'}}\napiserver:\n  listen: '{listen}'\n{apiserver}  check:\n    ca: ca.crt\n{check}"
+    )
 }
 
 /// An open `/watch` stream through apivip.

@@ -1,0 +1,264 @@
+//! `backends:`, `apiserver:` and `etcd:`: the frontends and the masters they balance to.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::raw::RawFrontend;
+use super::validate::{BackendAddr, Validator};
+use super::Check;
+
+/// The default apiserver frontend listen address (deployment shape 1: VIP + proxy).
+pub const DEFAULT_APISERVER_LISTEN: &str = "0.0.0.0:8443";
+/// The default kube-apiserver port on each master.
+pub const DEFAULT_APISERVER_PORT: u16 = 6443;
+/// The default etcd client port on each master.
+pub const DEFAULT_ETCD_PORT: u16 = 2379;
+
+/// Which frontend: the one identity the health view, the proxy, metrics labels,
+/// status and the controls all use (never a name string or a position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontendKind {
+    /// kube-apiserver (`apiserver:`), always present.
+    Apiserver,
+    /// etcd (`etcd:`), optional.
+    Etcd,
+}
+
+impl FrontendKind {
+    /// Every kind, in config order.
+    pub const ALL: [FrontendKind; 2] = [FrontendKind::Apiserver, FrontendKind::Etcd];
+
+    /// The config key and metrics label: `apiserver` or `etcd`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FrontendKind::Apiserver => "apiserver",
+            FrontendKind::Etcd => "etcd",
+        }
+    }
+}
+
+impl std::fmt::Display for FrontendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One backend of one frontend: the frontend and the master's position in
+/// `backends:` (the same master has the same index in every frontend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId {
+    /// The frontend.
+    pub frontend: FrontendKind,
+    /// The master's index in `backends:`.
+    pub master: usize,
+}
+
+impl std::fmt::Display for BackendId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.frontend, self.master)
+    }
+}
+
+/// A listener and the backends it balances to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frontend {
+    /// Which frontend; its name in logs, metrics and status.
+    pub kind: FrontendKind,
+    /// Addresses to listen on (IPv4 and/or IPv6).
+    pub listen: Vec<SocketAddr>,
+    /// Where connections go.
+    pub backends: Vec<Backend>,
+    /// How a backend is chosen.
+    pub balance: Balance,
+    /// Client connections accepted at once; further clients are closed at once.
+    pub max_connections: usize,
+    /// How long one backend connect may take before the next backend is tried.
+    pub connect_timeout: Duration,
+    /// Close existing connections to a backend that turns down.
+    pub close_on_down: bool,
+    /// For a backend that still answers but turns not-ready (graceful shutdown), how
+    /// long its existing connections may finish before they are closed.
+    pub not_ready_grace: Duration,
+    /// Close a connection with no traffic for this long; `None` (the default) never
+    /// does, since WATCH connections are idle most of the time.
+    pub idle_timeout: Option<Duration>,
+    /// The active health check.
+    pub check: Check,
+}
+
+/// One backend of a frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// Its identity.
+    pub id: BackendId,
+    /// Its name in logs, metrics, status and the controls (the master's name, or its
+    /// address).
+    pub name: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+}
+
+/// Balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// The healthy backend with the fewest active connections (ties: round-robin).
+    LeastConnections,
+    /// Healthy backends in turn.
+    RoundRobin,
+}
+
+/// Whether the apiserver frontend among `frontends` listens.
+pub(super) fn proxy_listens(frontends: &[Frontend]) -> bool {
+    frontends
+        .iter()
+        .any(|f| f.kind == FrontendKind::Apiserver && !f.listen.is_empty())
+}
+
+impl Validator {
+    pub(super) fn frontend(
+        &mut self,
+        kind: FrontendKind,
+        raw: RawFrontend,
+        masters: &[BackendAddr],
+        defaults: FrontendDefaults,
+    ) -> Frontend {
+        let name = kind.as_str();
+        let listen_texts = match (raw.listen, defaults.listen) {
+            (Some(l), _) => l.into_vec(),
+            (None, Some(d)) => vec![d.to_owned()],
+            (None, None) => {
+                self.issue(
+                    format!("{name}.listen"),
+                    None,
+                    "is missing; expected an address to listen on, e.g. 198.18.0.5:2379",
+                );
+                Vec::new()
+            }
+        };
+        let listen = self.listen_list(
+            &format!("{name}.listen"),
+            &listen_texts,
+            "IP:port such as 0.0.0.0:8443 or [::]:8443",
+            |_| None,
+        );
+        if listen_texts.is_empty() && kind != FrontendKind::Apiserver {
+            self.issue(
+                format!("{name}.listen"),
+                None,
+                "is empty; expected at least one address",
+            );
+        }
+        let port = match raw.port {
+            Some(p) => self
+                .port(&format!("{name}.port"), p)
+                .unwrap_or(defaults.port),
+            None => defaults.port,
+        };
+        let backends: Vec<Backend> = masters
+            .iter()
+            .map(|m| {
+                let p = if kind == FrontendKind::Etcd {
+                    m.etcd_port.unwrap_or(port)
+                } else {
+                    m.port.unwrap_or(port)
+                };
+                Backend {
+                    id: BackendId {
+                        frontend: kind,
+                        master: m.index,
+                    },
+                    name: m.name.clone(),
+                    addr: SocketAddr::new(m.ip, p),
+                }
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for (m, b) in masters.iter().zip(&backends) {
+            let b: &Backend = b;
+            if !seen.insert(b.addr) && !self.duplicates.contains(&m.index) {
+                self.duplicates.insert(m.index);
+                let (key, value) = match (kind, m.etcd_port) {
+                    (FrontendKind::Etcd, Some(p)) => ("etcd_port", p.to_string()),
+                    _ => ("address", m.text.clone()),
+                };
+                self.issue(
+                    format!("backends[{}].{key}", m.index),
+                    Some(value),
+                    format!(
+                        "duplicate backend: the {name} frontend already connects to {}; each master must be listed once",
+                        b.addr
+                    ),
+                );
+            }
+        }
+        let balance = match raw.balance.as_deref() {
+            None | Some("least-connections") => Balance::LeastConnections,
+            Some("round-robin") => Balance::RoundRobin,
+            Some(other) => {
+                self.issue(
+                    format!("{name}.balance"),
+                    Some(other.to_owned()),
+                    "unknown policy; expected least-connections or round-robin",
+                );
+                Balance::LeastConnections
+            }
+        };
+        let max_connections = match raw.max_connections {
+            None => 8_000,
+            Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.issue(
+                    format!("{name}.max_connections"),
+                    Some(n.to_string()),
+                    "out of range; expected 1 to 10000000",
+                );
+                8_000
+            }
+        };
+        let connect_timeout = self.positive_duration(
+            &format!("{name}.connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(2),
+        );
+        let not_ready_grace = self
+            .duration(
+                &format!("{name}.not_ready_grace"),
+                raw.not_ready_grace.as_deref(),
+                Duration::from_secs(5),
+            )
+            .unwrap_or(Duration::from_secs(5));
+        let idle_timeout = raw.idle_timeout.as_deref().map(|t| {
+            self.positive_duration(
+                &format!("{name}.idle_timeout"),
+                Some(t),
+                Duration::from_secs(3600),
+            )
+        });
+        let check = self.check(
+            &format!("{name}.check"),
+            raw.check.unwrap_or_default(),
+            &defaults,
+        );
+        Frontend {
+            kind,
+            listen,
+            backends,
+            balance,
+            max_connections,
+            connect_timeout,
+            close_on_down: raw.close_on_down.unwrap_or(true),
+            not_ready_grace,
+            idle_timeout,
+            check,
+        }
+    }
+}
+
+pub(super) struct FrontendDefaults {
+    pub(super) listen: Option<&'static str>,
+    pub(super) port: u16,
+    pub(super) check_kind: &'static str,
+    pub(super) path: &'static str,
+}
