@@ -16,6 +16,9 @@
 //!   | check counters     +--> VRRP election thread (report on request, history)
 //!   v
 //! events::History (bounded: VRRP and backend changes, controls)
+//!   | broadcast (never waits)
+//!   v
+//! notify runner: plan (sans-IO) -> one bounded queue and worker per hook -> scripts
 //! ```
 //!
 //! - [`config`]: raw YAML schema, validation into a typed [`config::Config`].

@@ -282,6 +282,19 @@ async fn hooks_see_backend_transitions_in_order_and_hanging_or_failing_hooks_cha
         format!("{record} {}", events.display())
     );
 
+    // And so does `apivip status`.
+    let out = Command::new(BIN)
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.lines().any(|l| l.starts_with("  backend[2]")
+            && l.contains("error 0 · failed 4 · ok 0 · timeout 0 · dropped 0")
+            && l.ends_with(&fail)),
+        "{screen}"
+    );
+
     // Stops cleanly with hooks configured.
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
