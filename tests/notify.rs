@@ -263,6 +263,25 @@ async fn hooks_see_backend_transitions_in_order_and_hanging_or_failing_hooks_cha
         Some(0.0),
         "{m}"
     );
+    // The new families are valid Prometheus text.
+    if let Some(promtool) = support::require_bin("notify metrics", "promtool") {
+        use std::io::Write;
+        let mut check = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        check.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{m}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Killed with its process group: the hook's own child is gone too.
     let pids = lines(&sleeps);
     assert_eq!(pids.len(), 4, "{pids:?}");
