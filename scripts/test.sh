@@ -13,6 +13,7 @@ log() { printf '\n== %s\n' "$*"; }
 # Debian packages: real peers and tools the tests and benchmarks start.
 packages=(
   iproute2 iputils-ping nftables procps curl ca-certificates
+  util-linux                # setpriv: run apivip as a plain user with ambient capabilities
   etcd-server etcd-client   # etcd health check against a real member
   haproxy nginx-light wrk iperf3  # proxy baselines (benchmarks)
   keepalived tcpdump        # VRRP interop, wire captures

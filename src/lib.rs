@@ -28,6 +28,9 @@
 //! - [`vrrp`]: the VRRP (v3 and v2) packet codec and its units (sans-IO); the election
 //!   machine and the raw-socket shell build on it.
 //! - [`supervisor`]: builds the tasks from a `Config`, handles signals and draining.
+//! - [`systemd`]: `sd_notify` (ready, status line, watchdog, stopping, reloading).
+//! - [`privileges`]: drops every capability the config does not need, before any
+//!   thread starts.
 //! - [`admin`]: the admin endpoint (metrics, liveness, readiness, the status document,
 //!   controls), the `apivip status` client and screen.
 //! - [`events`]: the bounded history of state changes and controls, and the feed of
@@ -49,8 +52,10 @@ pub mod events;
 pub mod generate;
 pub mod health;
 pub mod notify;
+pub mod privileges;
 pub mod proxy;
 pub mod supervisor;
+pub mod systemd;
 pub mod testkit;
 pub mod units;
 pub mod vrrp;

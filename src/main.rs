@@ -410,11 +410,8 @@ fn check(path: &std::path::Path) -> ExitCode {
                 ));
             }
             println!("{}: ok ({})", path.display(), summary.join("; "));
-            for a in c.admin.exposed() {
-                eprintln!(
-                    "{}: warning: admin.listen: \"{a}\": not a loopback address: metrics and status are readable from the network (controls are still refused from it)",
-                    path.display()
-                );
+            for w in c.warning_lines() {
+                eprintln!("{w}");
             }
             ExitCode::SUCCESS
         }
@@ -439,7 +436,28 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     init_logging(config.log.format, &config.log.level);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), commit = env!("APIVIP_COMMIT"), config = %path.display(), "starting");
+    for w in &config.warnings {
+        tracing::warn!(key = %w.path, value = w.value.as_deref().unwrap_or_default(), "config: {}", w.message);
+    }
     raise_fd_limit(&config);
+    // Ports that need CAP_NET_BIND_SERVICE are bound now; then every capability the
+    // config does not need goes, before the runtime creates a thread.
+    let prebound = match supervisor::Prebound::bind_privileged(
+        &config,
+        apivip::privileges::unprivileged_port_start(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = drop_privileges(&config, &prebound) {
+        tracing::error!("{e}");
+        eprintln!("apivip: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -447,7 +465,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(supervisor::run(config, probers));
+    let result = rt.block_on(supervisor::run(config, probers, prebound));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(report) => {
@@ -466,6 +484,29 @@ fn run(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Keeps only the capabilities `config` needs ([`apivip::privileges`]) and logs what
+/// was kept; an error means they could not be lowered (apivip then does not start).
+fn drop_privileges(config: &Config, prebound: &supervisor::Prebound) -> Result<(), String> {
+    use apivip::privileges::{drop_to, names, needed};
+    let d = drop_to(&needed(config))
+        .map_err(|e| format!("cannot drop capabilities (least privilege): {e}"))?;
+    let prebound: Vec<String> = prebound.addrs().iter().map(ToString::to_string).collect();
+    tracing::info!(
+        kept = %names(&d.kept),
+        dropped = %names(&d.dropped),
+        bounding_set = if d.bounding_reduced { "reduced to the kept set" } else { "left as started (no CAP_SETPCAP)" },
+        bound_before_dropping = %prebound.join(","),
+        "capabilities"
+    );
+    if d.threads > 1 {
+        tracing::warn!(
+            threads = d.threads,
+            "capabilities were lowered with other threads running: those keep theirs"
+        );
+    }
+    Ok(())
 }
 
 /// Raises the soft descriptor limit to the hard one (systemd's default soft limit is

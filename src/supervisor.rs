@@ -116,22 +116,23 @@ pub struct DrainReport {
     pub closed_at_deadline: usize,
 }
 
-/// Binds every address of `listen` (`key` names them in errors); on an error the
-/// ones bound so far are closed (dropped).
+/// Binds every address of `listen` (`key` names them in errors), or takes its
+/// listener from `prebound`; on an error the ones bound so far are closed (dropped).
 fn bind_all(
     key: &str,
     listen: &[SocketAddr],
     all: &[SocketAddr],
     plain: bool,
+    prebound: &mut Prebound,
 ) -> Result<Vec<(SocketAddr, tokio::net::TcpListener)>, StartError> {
     let mut bound = Vec::new();
     for addr in listen {
         let i = all.iter().position(|a| a == addr).unwrap_or(0);
         let key = crate::config::listen_key(key, i, all.len());
-        let l = if plain {
-            proxy::bind_plain(*addr)
-        } else {
-            proxy::bind(*addr)
+        let l = match prebound.take(*addr) {
+            Some(l) => tokio::net::TcpListener::from_std(l),
+            None if plain => proxy::bind_plain(*addr),
+            None => proxy::bind(*addr),
         }
         .map_err(|source| StartError::Bind {
             key,
@@ -161,6 +162,17 @@ impl Supervisor {
         probers: Vec<health::probe::Prober>,
         mode: Mode,
     ) -> Result<Supervisor, StartError> {
+        Self::start_prebound(config, probers, mode, Prebound::default()).await
+    }
+
+    /// Like [`Supervisor::start_with`], using the listeners in `prebound` (bound before
+    /// the capabilities were dropped) for their addresses and binding the others.
+    pub async fn start_prebound(
+        config: &Config,
+        probers: Vec<health::probe::Prober>,
+        mode: Mode,
+        mut prebound: Prebound,
+    ) -> Result<Supervisor, StartError> {
         let mut bound = Vec::new();
         for f in &config.frontends {
             bound.push(bind_all(
@@ -168,6 +180,7 @@ impl Supervisor {
                 &f.listen,
                 &f.listen,
                 false,
+                &mut prebound,
             )?);
         }
         let admin_bound = bind_all(
@@ -175,6 +188,7 @@ impl Supervisor {
             &config.admin.listen,
             &config.admin.listen,
             true,
+            &mut prebound,
         )?;
         let initial = HealthSnapshot::initial(config);
         let (publisher, view) = health::channel(initial.clone());
@@ -249,6 +263,13 @@ impl Supervisor {
             sup.vrrp = Some(sup.spawn_vrrp(v, config.proxy_listens()).await?);
         }
         let vips = vips_reader(config).await;
+        let fault_injection = crate::admin::fault_injection_requested();
+        if fault_injection {
+            tracing::warn!(
+                "fault injection is enabled ({}=1): test-only controls are accepted; never set it in production",
+                crate::admin::FAULT_INJECTION_ENV
+            );
+        }
         sup.daemon = Arc::new(
             crate::admin::Daemon::new(
                 sup.running(vips),
@@ -256,7 +277,8 @@ impl Supervisor {
                 publisher,
                 observers.history.clone(),
             )
-            .with_notify(sup.notifier.stats()),
+            .with_notify(sup.notifier.stats())
+            .with_fault_injection(fault_injection),
         );
         for (addr, l) in admin_bound {
             sup.serve_admin(addr, l);
@@ -470,7 +492,15 @@ impl Supervisor {
                 _ => f.listen.clone(),
             };
             new_listeners.push(
-                bind_all(&format!("{}.listen", f.kind), &added, &f.listen, false).map_err(err)?,
+                bind_all(
+                    &format!("{}.listen", f.kind),
+                    &added,
+                    &f.listen,
+                    false,
+                    // The capability to bind ports below 1024 is gone by now.
+                    &mut Prebound::default(),
+                )
+                .map_err(err)?,
             );
         }
         let admin_bound = bind_all(
@@ -478,6 +508,7 @@ impl Supervisor {
             &plan.admin.added,
             &config.admin.listen,
             true,
+            &mut Prebound::default(),
         )
         .map_err(err)?;
         // 2. An election that starts now must start before anything else changes.
@@ -726,18 +757,76 @@ async fn vips_reader(config: &Config) -> Option<crate::vrrp::vip::Vips> {
     }
 }
 
+/// Listeners bound before the runtime starts: those whose port needs
+/// `CAP_NET_BIND_SERVICE` (below `net.ipv4.ip_unprivileged_port_start`), bound while
+/// the process still has it, so that [`crate::privileges`] can drop it before any
+/// thread exists (capabilities are per thread). [`Supervisor::start_prebound`] uses
+/// them in place of binding. A reload cannot bind such a port any more (its error says
+/// permission denied): moving to one needs a restart.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+impl Prebound {
+    /// Binds every listen address of `config` (frontends and admin) whose port is
+    /// non-zero and below `unprivileged_start`, with the same socket options as at
+    /// start. A failure names the config key, as at start.
+    pub fn bind_privileged(config: &Config, unprivileged_start: u16) -> Result<Self, StartError> {
+        let privileged = |a: &SocketAddr| a.port() != 0 && a.port() < unprivileged_start;
+        let mut wanted: Vec<(String, SocketAddr, bool)> = Vec::new();
+        for f in &config.frontends {
+            for (i, a) in f.listen.iter().enumerate() {
+                let key =
+                    crate::config::listen_key(&format!("{}.listen", f.kind), i, f.listen.len());
+                wanted.push((key, *a, false));
+            }
+        }
+        for (i, a) in config.admin.listen.iter().enumerate() {
+            let key = crate::config::listen_key("admin.listen", i, config.admin.listen.len());
+            wanted.push((key, *a, true));
+        }
+        let mut listeners = Vec::new();
+        for (key, addr, plain) in wanted.into_iter().filter(|(_, a, _)| privileged(a)) {
+            let l = proxy::bind_std(addr, plain).map_err(|source| StartError::Bind {
+                key,
+                addr,
+                source,
+            })?;
+            listeners.push((addr, l));
+        }
+        Ok(Prebound { listeners })
+    }
+
+    /// The addresses bound.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(a, _)| *a).collect()
+    }
+
+    fn take(&mut self, addr: SocketAddr) -> Option<std::net::TcpListener> {
+        let i = self.listeners.iter().position(|(a, _)| *a == addr)?;
+        Some(self.listeners.swap_remove(i).1)
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully; a second signal during
 /// the drain closes every connection at once. SIGHUP and `apivip reload` reload the
-/// config file (see [`Supervisor::reload`]).
+/// config file (see [`Supervisor::reload`]). Under systemd ([`crate::systemd`]) it
+/// sends `READY=1` once started, keeps `STATUS=` current, pings the watchdog while the
+/// runtime and the election thread answer, wraps each reload in `RELOADING=1` /
+/// `READY=1`, and sends `STOPPING=1` at the stop signal.
 ///
 /// The signal handlers are installed before anything starts, so a SIGTERM during
 /// start-up is a graceful stop too.
 pub async fn run(
     config: Config,
     probers: Vec<health::probe::Prober>,
+    prebound: Prebound,
 ) -> Result<DrainReport, StartError> {
     let mut signals = StopSignals::install();
-    let mut sup = Supervisor::start_with(&config, probers, Mode::Auto).await?;
+    let mut sup = Supervisor::start_prebound(&config, probers, Mode::Auto, prebound).await?;
+    // Listeners are bound, checkers spawned and the election thread runs: READY=1.
+    let notifier = crate::systemd::Notifier::start(sup.daemon());
     // One request at a time: a second one while a reload runs is refused.
     let (tx, mut requests) = tokio::sync::mpsc::channel::<ReloadRequest>(1);
     sup.daemon().serve_reloads(tx);
@@ -748,14 +837,20 @@ pub async fn run(
                     break;
                 }
                 tracing::info!("SIGHUP: reloading the configuration");
+                crate::systemd::reloading();
                 sup.reload().await;
+                crate::systemd::ready();
             }
             Some(reply) = requests.recv() => {
+                crate::systemd::reloading();
                 let record = sup.reload().await;
+                crate::systemd::ready();
                 let _ = reply.send(record);
             }
         }
     }
+    notifier.stop();
+    crate::systemd::stopping();
     let drain = sup.config().shutdown.drain_timeout;
     Ok(sup.shutdown_or_force(drain, signals.next()).await)
 }

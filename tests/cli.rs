@@ -327,3 +327,55 @@ fn check_warns_when_the_admin_endpoint_is_not_on_loopback() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_refuses_a_client_key_others_can_write_and_warns_when_everyone_can_read_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path(), &["127.0.0.1"]).unwrap();
+    let path = dir.path().join("mtls.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "backends: [{{address: 198.18.0.11}}]\napiserver: {{check: {{ca: ca.crt, client_cert: client.crt, client_key: '{}'}}}}\n",
+            pki.client_key.display()
+        ),
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let chmod = |mode: u32| {
+        std::fs::set_permissions(&pki.client_key, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let key = pki.client_key.display().to_string();
+
+    chmod(0o660);
+    let out = apivip(&["check", "-c", &file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}: apiserver.check.client_key: \"{key}\": is writable by its group or by everyone (mode 0660)"
+        )),
+        "{err}"
+    );
+
+    chmod(0o644);
+    let out = apivip(&["check", "-c", &file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}: warning: apiserver.check.client_key: \"{key}\": is readable by everyone (mode 0644)"
+        )),
+        "{err}"
+    );
+
+    chmod(0o600);
+    let out = apivip(&["check", "-c", &file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

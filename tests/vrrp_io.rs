@@ -369,15 +369,50 @@ fn vips_are_added_and_removed_idempotently() {
         "the node's own address stays"
     );
 
-    // A stale VIP left with another prefix length is removed too.
-    m0.exec_ok(&["ip", "addr", "add", "198.18.0.220/24", "dev", &m0.ifname])
-        .expect("ip addr add");
+    // A stale VIP an earlier run left with another prefix length is removed too (a new
+    // handle: recognised by its mark alone), both families.
     let (ifname, v) = (m0.ifname.clone(), vips.clone());
+    let stale: Vec<VipConfig> = v
+        .iter()
+        .map(|c| VipConfig {
+            addr: c.addr,
+            prefix_len: if c.addr.is_ipv4() { 24 } else { 64 },
+        })
+        .collect();
     run_in_ns(&m0.ns, move || async move {
         let h = Vips::new(&ifname, None).await.expect("Vips::new");
-        h.remove(&v).await.expect("remove stale");
+        h.add(&stale).await.expect("add stale");
+        let fresh = Vips::new(&ifname, None).await.expect("Vips::new");
+        assert_eq!(
+            fresh.present_by_owner(&v).await.expect("present"),
+            (vec![vip4, vip6], vec![])
+        );
+        fresh.remove(&v).await.expect("remove stale");
     });
-    assert!(!m0.holds(vip4), "{}", ip_addr_show(&m0));
+    assert!(!m0.holds(vip4) && !m0.holds(vip6), "{}", ip_addr_show(&m0));
+
+    // The same address configured by an operator (no mark) is never removed.
+    m0.exec_ok(&["ip", "addr", "add", "198.18.0.220/24", "dev", &m0.ifname])
+        .expect("ip addr add");
+    m0.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8::220/64",
+        "dev",
+        &m0.ifname,
+        "nodad",
+    ])
+    .expect("ip addr add");
+    let (ifname, v) = (m0.ifname.clone(), vips.clone());
+    let label2 = label.clone();
+    let owners = run_in_ns(&m0.ns, move || async move {
+        let h = Vips::new(&ifname, Some(label2)).await.expect("Vips::new");
+        h.remove(&v).await.expect("remove");
+        h.present_by_owner(&v).await.expect("present")
+    });
+    assert_eq!(owners, (vec![], vec![vip4, vip6]));
+    assert!(m0.holds(vip4) && m0.holds(vip6), "{}", ip_addr_show(&m0));
 
     // A label that does not name the interface is refused.
     let ifname = m0.ifname.clone();

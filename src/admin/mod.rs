@@ -7,6 +7,8 @@
 //!  GET  /status    the status document (JSON, versioned: see [`status`])
 //!  POST /control/handover | /control/resume            (loopback clients only)
 //!  POST /control/drain    | /control/undrain   body: {"backend": "NAME"}
+//!  POST /debug/stall-election  body: {"seconds": N}  (tests only: refused unless the
+//!                              daemon started with APIVIP_FAULT_INJECTION=1)
 //! ```
 //!
 //! Everything it shows is read at request time from what the daemon already keeps:
@@ -67,6 +69,17 @@ const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Rea
         (S::Initialize, R::HandoverTimedOut),
     ]
 };
+
+/// The environment variable that enables test-only fault injection when set to `1` at
+/// start (`POST /debug/stall-election`). Tests use it to stall the election thread and
+/// watch `/healthz` and the systemd watchdog react; a production daemon never sets it,
+/// and without it the endpoint is refused.
+pub const FAULT_INJECTION_ENV: &str = "APIVIP_FAULT_INJECTION";
+
+/// Whether [`FAULT_INJECTION_ENV`] is set to `1` in this process's environment.
+pub fn fault_injection_requested() -> bool {
+    std::env::var_os(FAULT_INJECTION_ENV).is_some_and(|v| v == "1")
+}
 
 /// The controls an operator can use, as metrics labels.
 pub const CONTROLS: [&str; 4] = ["handover", "resume", "drain", "undrain"];
@@ -130,6 +143,8 @@ pub struct Daemon {
     control_running: Mutex<bool>,
     /// The notify hooks' counters.
     pub notify: Arc<crate::notify::NotifyStats>,
+    /// Test-only fault injection was enabled at start ([`FAULT_INJECTION_ENV`]).
+    fault_injection: bool,
 }
 
 impl Daemon {
@@ -155,6 +170,7 @@ impl Daemon {
             doc: tokio::sync::Mutex::new(None),
             control_running: Mutex::new(false),
             notify: Arc::default(),
+            fault_injection: false,
         }
     }
 
@@ -162,6 +178,33 @@ impl Daemon {
     pub fn with_notify(mut self, stats: Arc<crate::notify::NotifyStats>) -> Self {
         self.notify = stats;
         self
+    }
+
+    /// Enables the test-only fault injection endpoint (see [`FAULT_INJECTION_ENV`]).
+    pub fn with_fault_injection(mut self, enabled: bool) -> Self {
+        self.fault_injection = enabled;
+        self
+    }
+
+    /// Whether the test-only fault injection endpoint is enabled.
+    pub fn fault_injection(&self) -> bool {
+        self.fault_injection
+    }
+
+    /// Liveness, as `/healthz` and the systemd watchdog see it: the runtime runs a
+    /// task, and the election thread (when there is one) answers, each within
+    /// [`ELECTION_BOUND`]. `Err` says which did not. The election's answer is the
+    /// shared report ([`REPORT_REUSE`]), so frequent callers do not wake that thread
+    /// more often.
+    pub async fn liveness(&self) -> Result<(), &'static str> {
+        let runtime = tokio::time::timeout(ELECTION_BOUND, tokio::spawn(async {})).await;
+        if !matches!(runtime, Ok(Ok(()))) {
+            return Err("the runtime did not run a task within 1s");
+        }
+        if self.running().vrrp.is_some() && self.vrrp_report().await.is_none() {
+            return Err("the election thread did not answer within 1s");
+        }
+        Ok(())
     }
 
     /// Sends `POST /control/reload` requests to `tx` from now on.

@@ -163,7 +163,7 @@ impl Validator {
         let client_cert = match (&raw.client_cert, &raw.client_key) {
             (Some(c), Some(k)) => Some((
                 self.file(&format!("{path}.client_cert"), c),
-                self.file(&format!("{path}.client_key"), k),
+                self.secret_file(&format!("{path}.client_key"), k),
             )),
             (Some(_), None) => {
                 self.issue(

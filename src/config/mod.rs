@@ -18,6 +18,7 @@ pub mod diff;
 pub mod frontend;
 pub mod notify;
 mod raw;
+mod secret;
 mod validate;
 pub mod vrrp;
 
@@ -50,6 +51,9 @@ pub struct Config {
     pub admin: Admin,
     /// Scripts run on VRRP state changes and backend transitions.
     pub notify: notify::Notify,
+    /// What loading found questionable without refusing it (e.g. a world-readable
+    /// key file); [`Config::warning_lines`] adds what follows from the values alone.
+    pub warnings: Vec<ConfigIssue>,
 }
 
 /// `shutdown:`.
@@ -214,6 +218,24 @@ impl Config {
         self.frontends.iter().flat_map(|f| &f.backends)
     }
 
+    /// Every warning, one line each as `apivip check` prints them
+    /// (`FILE: warning: KEY: "VALUE": what`): those found at load
+    /// ([`Config::warnings`]) and an admin endpoint readable from the network.
+    pub fn warning_lines(&self) -> Vec<String> {
+        let file = self.source.display();
+        let mut lines: Vec<String> = self
+            .warnings
+            .iter()
+            .map(|w| format!("{file}: warning: {w}"))
+            .collect();
+        for a in self.admin.exposed() {
+            lines.push(format!(
+                "{file}: warning: admin.listen: \"{a}\": not a loopback address: metrics and status are readable from the network (controls are still refused from it)"
+            ));
+        }
+        lines
+    }
+
     /// Parses and validates YAML text; `source` names the file in messages and is
     /// the base for relative certificate paths.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
@@ -233,8 +255,9 @@ impl Config {
         })?;
         let mut v = validate::Validator::new(source);
         v.missing = missing;
-        let config = v.config(raw, source);
+        let mut config = v.config(raw, source);
         if v.issues.is_empty() {
+            config.warnings = v.warnings.clone();
             Ok((config, v.warnings))
         } else {
             Err(ConfigError::Invalid {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::frontend::FrontendDefaults;
 use super::raw::{self, RawConfig};
+use super::secret::{secret_mode_problem, SecretMode};
 use super::{
     Config, ConfigIssue, FrontendKind, Log, LogFormat, Shutdown, DEFAULT_APISERVER_LISTEN,
     DEFAULT_APISERVER_PORT, DEFAULT_ETCD_PORT,
@@ -60,7 +61,9 @@ pub(super) struct Validator {
     pub(super) duplicates: HashSet<usize>,
     /// Whether a missing file is an issue or a warning.
     pub(super) missing: super::MissingFiles,
-    /// Missing files, when they are warnings.
+    /// Problems that do not stop the config from loading: missing files when they are
+    /// warnings, world-readable secrets (`apivip check` prints them, `apivip run` logs
+    /// them; [`Config::warnings`]).
     pub(super) warnings: Vec<ConfigIssue>,
 }
 
@@ -182,6 +185,7 @@ impl Validator {
             log: Log { format, level },
             admin,
             notify,
+            warnings: Vec::new(),
         }
     }
 
@@ -363,6 +367,29 @@ impl Validator {
                 Some(text.to_owned()),
                 format!("cannot be read ({e}); expected an existing PEM file"),
             ),
+        }
+        full
+    }
+
+    /// Like [`Validator::file`], for a file that holds a secret (a private key; later
+    /// a TSIG secret): refused when group- or world-writable (whoever can write it can
+    /// swap the key apivip presents), a warning when world-readable.
+    pub(super) fn secret_file(&mut self, key: &str, text: &str) -> PathBuf {
+        let full = self.file(key, text);
+        if let Ok(m) = std::fs::metadata(&full) {
+            match secret_mode_problem(std::os::unix::fs::PermissionsExt::mode(&m.permissions())) {
+                Some(SecretMode::Writable(mode)) => self.issue(
+                    key,
+                    Some(text.to_owned()),
+                    format!("is writable by its group or by everyone (mode {mode:04o}); a file holding a secret must not be: chmod go-w (e.g. 0600)"),
+                ),
+                Some(SecretMode::WorldReadable(mode)) => self.warnings.push(ConfigIssue {
+                    path: key.to_owned(),
+                    value: Some(text.to_owned()),
+                    message: format!("is readable by everyone (mode {mode:04o}); a file holding a secret should not be: chmod o-r (e.g. 0600)"),
+                }),
+                None => {}
+            }
         }
         full
     }

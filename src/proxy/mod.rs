@@ -461,7 +461,26 @@ pub fn bind_plain(addr: SocketAddr) -> io::Result<TcpListener> {
     bind_with(addr, false, 128)
 }
 
+/// Like [`bind`] (`plain: false`) or [`bind_plain`] (`plain: true`), without a runtime:
+/// binds ports that need `CAP_NET_BIND_SERVICE` before the capabilities are dropped
+/// and the runtime starts ([`crate::supervisor::Prebound`]).
+pub fn bind_std(addr: SocketAddr, plain: bool) -> io::Result<std::net::TcpListener> {
+    if plain {
+        bind_socket(addr, false, 128)
+    } else {
+        bind_socket(addr, true, 4096)
+    }
+}
+
 fn bind_with(addr: SocketAddr, freebind: bool, backlog: i32) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_socket(addr, freebind, backlog)?)
+}
+
+fn bind_socket(
+    addr: SocketAddr,
+    freebind: bool,
+    backlog: i32,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -475,7 +494,7 @@ fn bind_with(addr: SocketAddr, freebind: bool, backlog: i32) -> io::Result<TcpLi
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn tune(stream: &TcpStream) {

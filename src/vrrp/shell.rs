@@ -156,6 +156,7 @@ impl VrrpHandle {
                 priority: 100,
                 master: None,
             })),
+            status_changed: tokio::sync::watch::channel(()).1,
             control: Some(Arc::new(tx)),
         };
         (handle, rx)
@@ -183,6 +184,9 @@ pub struct VrrpHandle {
     pub handover: CancellationToken,
     /// Latest status.
     pub status: Arc<ArcSwap<VrrpStatus>>,
+    /// Marked changed whenever `status` changes (the `STATUS=` line for systemd follows
+    /// it without waking the election thread); closed when the thread has ended.
+    pub status_changed: tokio::sync::watch::Receiver<()>,
     /// Requests to the election thread (reports, maintenance); set once it runs.
     control: Option<Arc<ControlTx>>,
 }
@@ -207,6 +211,21 @@ impl VrrpHandle {
         match tokio::time::timeout(bound, rx).await {
             Ok(Ok(r)) => r.map_err(Some),
             _ => Err(None),
+        }
+    }
+
+    /// Test-only fault injection: makes the election thread sleep for `pause` (at most
+    /// [`MAX_STALL`]) as if it were stuck, so that tests can show `/healthz` failing and
+    /// the systemd watchdog going quiet. Only the admin endpoint calls it, and only when
+    /// the daemon was started with `APIVIP_FAULT_INJECTION=1`
+    /// ([`crate::admin::FAULT_INJECTION_ENV`]). Returns whether the request was queued.
+    pub fn stall_for_test(&self, pause: Duration) -> bool {
+        match &self.control {
+            Some(c) => {
+                c.send(Control::Stall(pause.min(MAX_STALL)));
+                true
+            }
+            None => false,
         }
     }
 
@@ -273,7 +292,15 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         .map(|&(addr, prefix_len)| VipConfig { addr, prefix_len })
         .collect();
     // A VIP left by a crashed run would make two holders: remove it before electing.
-    let stale = vips.present(&vip_list).await.map_err(netlink)?;
+    // Only apivip's own (its mark): an address an operator configured stays.
+    let (stale, foreign) = vips.present_by_owner(&vip_list).await.map_err(netlink)?;
+    if !foreign.is_empty() {
+        tracing::warn!(
+            vips = ?foreign,
+            interface = %cfg.interface,
+            "a VIP is configured on the interface without apivip's mark (by an operator, or left by a run whose mark this kernel did not keep): apivip leaves it alone, and while it is there this node answers for it whatever the election decides"
+        );
+    }
     if !stale.is_empty() {
         tracing::warn!(vips = ?stale, "removing VIPs left on the interface by an earlier run");
         vips.remove(&vip_list).await.map_err(netlink)?;
@@ -286,6 +313,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         master: None,
     };
     let status = Arc::new(ArcSwap::from_pointee(published.clone()));
+    let (status_changed, _) = tokio::sync::watch::channel(());
     let destinations = socket.destinations();
     Ok(Shell {
         destinations,
@@ -306,6 +334,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         vip_list,
         announcer,
         status,
+        status_changed,
         published,
         last_decoded: None,
         handover: CancellationToken::new(),
@@ -331,7 +360,12 @@ enum Control {
     Maintenance(tokio::sync::oneshot::Sender<Result<(), ControlRefused>>),
     /// `apivip resume`: leave maintenance.
     Resume(tokio::sync::oneshot::Sender<Result<(), ControlRefused>>),
+    /// Test-only fault injection: sleep this long (see [`VrrpHandle::stall_for_test`]).
+    Stall(Duration),
 }
+
+/// The longest stall [`VrrpHandle::stall_for_test`] injects.
+pub const MAX_STALL: Duration = Duration::from_secs(60);
 
 /// The sending half of the control channel: a queue plus one byte on a socket pair, so
 /// that the election thread, blocked in `ppoll`, wakes up.
@@ -520,6 +554,8 @@ pub(crate) struct Shell {
     vip_list: Vec<VipConfig>,
     announcer: Announcer,
     status: Arc<ArcSwap<VrrpStatus>>,
+    /// Tells the runtime side that `status` changed (dropped with the thread: closed).
+    status_changed: tokio::sync::watch::Sender<()>,
     /// What `status` holds (compared without touching the `ArcSwap`).
     published: VrrpStatus,
     /// The last datagram decoded, its addresses and the result: a Backup hears the same
@@ -676,6 +712,7 @@ impl Shell {
         VrrpHandle {
             handover: self.handover.clone(),
             status: self.status.clone(),
+            status_changed: self.status_changed.subscribe(),
             control: None,
         }
     }
@@ -796,6 +833,14 @@ impl Shell {
                             }
                             self.repeat = None;
                             let _ = reply.send(r);
+                        }
+                        Control::Stall(pause) => {
+                            tracing::warn!(
+                                pause = %crate::units::format_duration(pause),
+                                "vrrp: fault injection: the election thread stalls on purpose (test-only)"
+                            );
+                            std::thread::sleep(pause);
+                            tracing::warn!("vrrp: fault injection: the stall is over");
                         }
                     }
                 }
@@ -1017,6 +1062,8 @@ impl Shell {
         if self.published != now {
             self.status.store(Arc::new(now.clone()));
             self.published = now;
+            // Never blocks: marks every receiver changed.
+            self.status_changed.send_replace(());
         }
     }
 

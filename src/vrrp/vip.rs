@@ -10,17 +10,38 @@
 //! - Every operation is idempotent: adding a present VIP (`EEXIST`) or removing an absent
 //!   one (`EADDRNOTAVAIL`, `ENOENT`, `ESRCH`) succeeds.
 //! - [`Vips::remove`] deletes the address whatever its prefix length (it deletes what
-//!   [`Vips::present`] finds), so stale VIPs left with another prefix go too.
+//!   [`Vips::present`] finds), so stale VIPs left with another prefix go too, but only
+//!   an address apivip added: never one an operator configured, even the same address.
+//!
+//! # Which addresses are apivip's
+//!
+//! Every address [`Vips::add`] adds carries the address protocol [`ADDRESS_PROTOCOL`]
+//! (`IFA_PROTO`, Linux 6.1+, both families; the kernel's own values are 0-3 and `ip`
+//! adds 0), and IPv4 ones also the label when one was given (the shell gives
+//! `IFNAME:apivip` when it fits in 15 bytes). [`Vips::remove`] deletes a VIP-matching
+//! address only if it carries one of these marks, or if this `Vips` added it itself
+//! (a record kept in memory: it covers kernels before 6.1, which drop `IFA_PROTO`,
+//! for the life of the process). A crashed run's leftovers are therefore recognised by
+//! their marks alone: on a kernel before 6.1 an IPv6 VIP (IPv6 has no labels), or an
+//! IPv4 one on an interface whose name leaves no room for the label, is not
+//! recognised, and [`Vips::present_by_owner`] reports it as someone else's, which the
+//! shell logs. A record on disk would cover that case but could itself outlive what it
+//! describes (a reboot keeps `/var`, a restore from backup, a second instance); the mark
+//! travels with the address.
 //!
 //! The netlink socket belongs to the network namespace of the thread that called
 //! [`Vips::new`].
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 
 use futures_util::TryStreamExt;
 use netlink_packet_route::address::AddressMessage;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressProtocol,
+};
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
 
@@ -33,6 +54,11 @@ pub struct VipConfig {
     pub prefix_len: u8,
 }
 
+/// The address protocol (`IFA_PROTO`) apivip marks its VIPs with: an arbitrary value
+/// outside the kernel's own (0-3). Add `167 apivip` to `/etc/iproute2/rt_addrprotos` for
+/// `ip address` (iproute2 6.3+) to show it by name.
+pub const ADDRESS_PROTOCOL: u8 = 167;
+
 /// The VIPs of one interface, through an rtnetlink connection.
 #[derive(Debug, Clone)]
 pub struct Vips {
@@ -40,6 +66,10 @@ pub struct Vips {
     ifname: String,
     ifindex: u32,
     label: Option<String>,
+    /// Addresses this process added (not found already there), with their prefix
+    /// lengths: removable even where the kernel kept no mark. The prefix length tells
+    /// ours from an operator's copy of the same IPv4 address.
+    added: Arc<Mutex<HashSet<(IpAddr, u8)>>>,
 }
 
 /// The errno of a netlink error, if it is one.
@@ -134,6 +164,7 @@ impl Vips {
             ifname: ifname.to_owned(),
             ifindex: link.header.index,
             label,
+            added: Arc::default(),
         })
     }
 
@@ -211,8 +242,47 @@ impl Vips {
             .collect())
     }
 
-    /// Adds every VIP (IPv4 with the label if one was given, IPv6 with `IFA_F_NODAD`).
-    /// A VIP already there is fine. Stops at the first other error.
+    /// Whether apivip added this address: it carries [`ADDRESS_PROTOCOL`] or this
+    /// `Vips`'s label, or this `Vips` added it.
+    fn is_ours(&self, addr: IpAddr, msg: &AddressMessage) -> bool {
+        msg.attributes.iter().any(|a| match a {
+            AddressAttribute::Protocol(p) => u8::from(*p) == ADDRESS_PROTOCOL,
+            AddressAttribute::Label(l) => self.label.as_ref() == Some(l),
+            _ => false,
+        }) || self
+            .added
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(addr, msg.header.prefix_len))
+    }
+
+    /// Which of `vips` are on the interface now, split into those apivip added (see
+    /// the module doc) and those someone else configured.
+    pub async fn present_by_owner(
+        &self,
+        vips: &[VipConfig],
+    ) -> io::Result<(Vec<IpAddr>, Vec<IpAddr>)> {
+        let mut ours = Vec::new();
+        let mut others = Vec::new();
+        for (addr, msg) in self.addresses().await? {
+            if !vips.iter().any(|v| v.addr == addr) {
+                continue;
+            }
+            let list = if self.is_ours(addr, &msg) {
+                &mut ours
+            } else {
+                &mut others
+            };
+            if !list.contains(&addr) {
+                list.push(addr);
+            }
+        }
+        Ok((ours, others))
+    }
+
+    /// Adds every VIP, marked as apivip's ([`ADDRESS_PROTOCOL`]; IPv4 also with the
+    /// label if one was given; IPv6 with `IFA_F_NODAD`). A VIP already there is fine
+    /// (and stays someone else's if it was). Stops at the first other error.
     pub async fn add(&self, vips: &[VipConfig]) -> io::Result<()> {
         validate(vips)?;
         for v in vips {
@@ -221,6 +291,10 @@ impl Vips {
                 .address()
                 .add(self.ifindex, v.addr, v.prefix_len);
             let msg = req.message_mut();
+            msg.attributes
+                .push(AddressAttribute::Protocol(AddressProtocol::from(
+                    ADDRESS_PROTOCOL,
+                )));
             match v.addr {
                 IpAddr::V4(_) => {
                     if let Some(label) = &self.label {
@@ -234,7 +308,12 @@ impl Vips {
                 }
             }
             match req.execute().await {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.added
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((v.addr, v.prefix_len));
+                }
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                 Err(e) => {
                     return Err(nl_error(
@@ -247,13 +326,14 @@ impl Vips {
         Ok(())
     }
 
-    /// Removes every VIP on the interface, whatever its prefix length. A VIP already gone
-    /// is fine. Stops at the first other error.
+    /// Removes every VIP apivip added to the interface (see the module doc), whatever
+    /// its prefix length; an address someone else configured stays, even the same one.
+    /// A VIP already gone is fine. Stops at the first other error.
     pub async fn remove(&self, vips: &[VipConfig]) -> io::Result<()> {
         validate(vips)?;
         let have = self.addresses().await?;
         for (addr, mut msg) in have {
-            if !vips.iter().any(|v| v.addr == addr) {
+            if !vips.iter().any(|v| v.addr == addr) || !self.is_ours(addr, &msg) {
                 continue;
             }
             // Identify the address only: header (family, prefix, index) and its addresses.
@@ -274,6 +354,11 @@ impl Vips {
                 }
             }
         }
+        // Whatever this process added of these is gone now.
+        self.added
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(a, _)| !vips.iter().any(|v| v.addr == *a));
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`netns`]: the topology helper (bridge + master and client namespaces), root only.
 //! - [`etcd`]: a real etcd member with TLS and client-certificate auth.
+//! - [`notify`]: a stand-in for systemd's `NOTIFY_SOCKET` that keeps every datagram.
 //! - skip/fail policy: [`require_root`], [`require_bin`] (skip, or fail when
 //!   `APIVIP_REQUIRE_NETNS=1`).
 //! - HTTPS clients: [`https_get`], [`https_get_with`], [`https_get_blocking`], and
@@ -11,6 +12,7 @@
 pub mod cluster;
 pub mod dashboard;
 pub mod etcd;
+pub mod notify;
 /// The topology helper lives in the library (`apivip demo` uses it too).
 pub mod netns {
     #[allow(unused_imports)]
