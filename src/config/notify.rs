@@ -218,7 +218,7 @@ impl Validator {
 
 /// Checks that `path` is an executable file that no other user can change or replace:
 /// the file is not group- or world-writable, and no directory above it is writable by
-/// others (a sticky directory such as /tmp is safe: others cannot replace a file they
+/// others (a sticky directory, mode 1777, is safe: others cannot replace a file they
 /// do not own; a group-writable directory of group root is trusted).
 fn check_executable(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path)
