@@ -422,7 +422,16 @@ impl Supervisor {
                     .map_err(|e| vec![format!("{}: {e}", path.display())])
             });
         let result = match loaded {
-            Ok((config, probers)) => self.reload_with(config, probers).await,
+            Ok((config, probers)) => {
+                let warnings = config.warning_lines();
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                self.reload_with(config, probers).await.map(|mut lines| {
+                    lines.extend(warnings);
+                    lines
+                })
+            }
             Err(lines) => Err(lines),
         };
         let record = match result {
