@@ -16,6 +16,9 @@
 //!   | check counters     +--> VRRP election thread (report on request, history)
 //!   v
 //! events::History (bounded: VRRP and backend changes, controls)
+//!   | broadcast (never waits)
+//!   v
+//! notify runner: plan (sans-IO) -> one bounded queue and worker per hook -> scripts
 //! ```
 //!
 //! - [`config`]: raw YAML schema, validation into a typed [`config::Config`].
@@ -30,7 +33,10 @@
 //!   thread starts.
 //! - [`admin`]: the admin endpoint (metrics, liveness, readiness, the status document,
 //!   controls), the `apivip status` client and screen.
-//! - [`events`]: the bounded history of state changes and controls.
+//! - [`events`]: the bounded history of state changes and controls, and the feed of
+//!   changes the notify hooks subscribe to.
+//! - [`notify`]: operator scripts run on VRRP and backend changes (`notify:`), each
+//!   queued per hook and killed at its timeout.
 //! - [`generate`]: `apivip config`, `manifest` and `kubeadm-config` (pure generators
 //!   and a thin interface-detection shell).
 //! - [`testkit`]: the imitation kube-apiserver and test certificates, used by the
@@ -45,6 +51,7 @@ pub mod config;
 pub mod events;
 pub mod generate;
 pub mod health;
+pub mod notify;
 pub mod privileges;
 pub mod proxy;
 pub mod supervisor;
@@ -64,6 +71,8 @@ mod architecture {
             "proxy/balance.rs",
             "config/mod.rs",
             "config/raw.rs",
+            "config/notify.rs",
+            "notify/plan.rs",
             "config/frontend.rs",
             "config/check.rs",
             "config/vrrp.rs",

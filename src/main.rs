@@ -401,6 +401,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                     v.instance.base_priority.get()
                 ));
             }
+            if !c.notify.hooks.is_empty() {
+                let hooks: Vec<&str> = c.notify.hooks.iter().map(|h| h.name.as_str()).collect();
+                summary.push(format!(
+                    "notify: {} (timeout {})",
+                    hooks.join(", "),
+                    apivip::units::format_duration(c.notify.timeout)
+                ));
+            }
             println!("{}: ok ({})", path.display(), summary.join("; "));
             for w in c.warning_lines() {
                 eprintln!("{w}");

@@ -103,6 +103,8 @@ pub struct Supervisor {
     daemon: Arc<crate::admin::Daemon>,
     /// The admin endpoint's listeners.
     admin: Vec<Listener>,
+    /// The notify hooks.
+    notifier: crate::notify::Notifier,
 }
 
 /// What a shutdown did.
@@ -196,6 +198,9 @@ impl Supervisor {
             stats: health::stats::HealthStats::new(config),
             history: crate::events::History::default(),
         };
+        // Subscribed before the checkers and the election start, so the hooks see the
+        // first transitions too.
+        let notifier = crate::notify::Notifier::spawn(config, &observers.history);
         let checkers = background.child_token();
         let tasks = TaskTracker::new();
         checker::spawn_checkers(
@@ -231,6 +236,7 @@ impl Supervisor {
                 observers.history.clone(),
             )),
             admin: Vec::new(),
+            notifier,
         };
         for (f, listeners) in config.frontends.iter().zip(bound) {
             let fe = FrontendProxy::new(f.clone(), mode, initial.generation);
@@ -271,6 +277,7 @@ impl Supervisor {
                 publisher,
                 observers.history.clone(),
             )
+            .with_notify(sup.notifier.stats())
             .with_fault_injection(fault_injection),
         );
         for (addr, l) in admin_bound {
@@ -668,6 +675,9 @@ impl Supervisor {
                 }
             }
         }
+        // New VIPs, instance name and timeout; new hooks only at a restart (the plan
+        // says so).
+        self.notifier.reconfigure(&config);
         self.config = Arc::new(config);
         let vips = if plan.vrrp == VrrpChange::Unchanged {
             self.daemon.running().vips.clone()
@@ -736,6 +746,9 @@ impl Supervisor {
         }
         self.hard_stop.cancel();
         self.connections.wait().await;
+        // The hooks of the last changes (the stop hook) run, bounded by one timeout.
+        let bound = self.config.notify.timeout + Duration::from_secs(1);
+        self.notifier.finish(bound).await;
         self.background.cancel();
         self.tasks.close();
         self.tasks.wait().await;

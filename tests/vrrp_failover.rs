@@ -1290,3 +1290,118 @@ fn prometheus_scrapes_the_cluster_and_every_dashboard_query_returns_data() {
     );
     drop(prom);
 }
+
+/// Notify hooks on a failover: every node runs its `backup` hook at start, the holder its
+/// `master` hook; on SIGTERM the holder hands over and runs `stop` before it exits, and
+/// the next holder runs `master`. The generic `vrrp` hook gets keepalived's arguments.
+#[test]
+fn notify_hooks_follow_a_failover_with_keepalived_arguments() {
+    let name = "notify_hooks_follow_a_failover_with_keepalived_arguments";
+    if !need(name, &[]) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // Hooks must not be writable by others: a private directory of their own.
+    let hooks = tempfile::tempdir().unwrap();
+    let record = hooks.path().join("record.sh");
+    std::fs::write(
+        &record,
+        "#!/bin/sh\nout=$1; shift\necho \"$*|$APIVIP_STATE|$APIVIP_REASON|$APIVIP_VIP\" >> \"$out\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = |i: usize| hooks.path().join(format!("node-{i}.log"));
+    let c = Cluster::start(Shape::Proxy, |_, i| {
+        let (r, l) = (record.display(), log(i));
+        let l = l.display();
+        format!(
+            "notify:\n  master: '{r} {l} master'\n  backup: '{r} {l} backup'\n  stop: '{r} {l} stop'\n  vrrp: '{r} {l} vrrp'\n  instance: VI_1\n  timeout: 5s\n"
+        )
+    });
+    let lines = |i: usize| -> Vec<String> {
+        std::fs::read_to_string(log(i))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // The state hooks' and the generic hook's lines, each in order.
+    let states = |i: usize| -> (Vec<String>, Vec<String>) {
+        let all = lines(i);
+        let state = all
+            .iter()
+            .filter(|l| !l.starts_with("vrrp "))
+            .map(|l| l.split('|').next().unwrap().to_owned())
+            .collect();
+        let generic = all
+            .iter()
+            .filter(|l| l.starts_with("vrrp "))
+            .map(|l| l.split('|').next().unwrap().to_owned())
+            .collect();
+        (state, generic)
+    };
+    // Node 1 (priority 150) ends up holding the VIP; a node may pass through master
+    // at start if it came up well before the others, so only the ends are certain.
+    let ended_in = |i: usize, state: &str, generic: &str| {
+        support::wait_until_blocking(DEADLINE, || {
+            let (s, g) = states(i);
+            s.last().is_some_and(|x| x == state) && g.last().is_some_and(|x| x.starts_with(generic))
+        })
+    };
+    assert!(
+        ended_in(1, "master", "vrrp INSTANCE VI_1 MASTER 150"),
+        "node 1: {:?}\n{}",
+        lines(1),
+        c.logs()
+    );
+    let (s1, g1) = states(1);
+    assert_eq!(s1[0], "backup", "{:?}", lines(1));
+    // The priority advertised then: 150 less health_weight until a backend is up.
+    assert!(
+        g1[0] == "vrrp INSTANCE VI_1 BACKUP 100" || g1[0] == "vrrp INSTANCE VI_1 BACKUP 150",
+        "{:?}",
+        lines(1)
+    );
+    assert!(
+        lines(1).iter().all(|l| l.ends_with(&format!("|{VIP}/24"))),
+        "{:?}",
+        lines(1)
+    );
+    assert!(
+        lines(1)
+            .iter()
+            .any(|l| l == &format!("backup|backup|startup|{VIP}/24")),
+        "{:?}",
+        lines(1)
+    );
+
+    c.nodes[1].kill(Signal::SIGTERM).unwrap();
+    let status = c.nodes[1].wait_timeout(DEADLINE).unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        c.logs()
+    );
+    // The stop hooks ran before node 1 exited (shutdown waits for the last hooks).
+    let (s1, g1) = states(1);
+    assert_eq!(
+        s1.last().map(String::as_str),
+        Some("stop"),
+        "{:?}",
+        lines(1)
+    );
+    assert!(
+        g1.last()
+            .is_some_and(|g| g.starts_with("vrrp INSTANCE VI_1 STOP ")),
+        "{:?}",
+        lines(1)
+    );
+    assert_eq!(s1.len(), g1.len(), "{:?}", lines(1));
+    assert!(
+        ended_in(2, "master", "vrrp INSTANCE VI_1 MASTER 120"),
+        "node 2: {:?}\n{}",
+        lines(2),
+        c.logs()
+    );
+    assert_eq!(states(2).0[0], "backup", "{:?}", lines(2));
+}

@@ -190,6 +190,20 @@ pub fn render(doc: &StatusDoc) -> String {
             let _ = writeln!(o, "  drained: {} (apivip undrain NAME)", drained.join(", "));
         }
     }
+    if !doc.notify.is_empty() {
+        let _ = writeln!(o, "\nnotify hooks:");
+        for h in &doc.notify {
+            let runs: Vec<String> = h.runs.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let _ = writeln!(
+                o,
+                "  {:<12} {} · dropped {}  {}",
+                h.name,
+                runs.join(" · "),
+                h.dropped,
+                h.command
+            );
+        }
+    }
     let _ = writeln!(o, "\nlast {} events (UTC):", doc.events.len());
     for e in doc.events.iter().rev() {
         let kind = match e.kind {

@@ -150,6 +150,7 @@ impl Collector for Snapshot {
         )?;
         self.encode_backends(e)?;
         self.encode_frontends(e)?;
+        self.encode_notify(e)?;
         self.encode_vrrp(e)
     }
 }
@@ -276,6 +277,30 @@ impl Snapshot {
                     (labels, counter(*n))
                 })
             }),
+        )
+    }
+
+    fn encode_notify(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let hooks = &self.doc.notify;
+        family(
+            e,
+            "apivip_notify_runs",
+            "Notify hook runs by hook and result (ok, failed, timeout: killed, error: could not start).",
+            MetricType::Counter,
+            hooks.iter().flat_map(|h| {
+                h.runs
+                    .iter()
+                    .map(|(r, n)| (l(&[("hook", &h.name), ("result", r)]), counter(*n)))
+            }),
+        )?;
+        family(
+            e,
+            "apivip_notify_dropped",
+            "Notify hook runs dropped unrun because the hook's queue was full.",
+            MetricType::Counter,
+            hooks
+                .iter()
+                .map(|h| (l(&[("hook", &h.name)]), counter(h.dropped))),
         )
     }
 

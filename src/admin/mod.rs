@@ -141,6 +141,8 @@ pub struct Daemon {
     doc: tokio::sync::Mutex<Option<(Instant, Arc<StatusDoc>)>>,
     /// A control that changes the election is running (one at a time).
     control_running: Mutex<bool>,
+    /// The notify hooks' counters.
+    pub notify: Arc<crate::notify::NotifyStats>,
     /// Test-only fault injection was enabled at start ([`FAULT_INJECTION_ENV`]).
     fault_injection: bool,
 }
@@ -167,8 +169,15 @@ impl Daemon {
             report: tokio::sync::Mutex::new(None),
             doc: tokio::sync::Mutex::new(None),
             control_running: Mutex::new(false),
+            notify: Arc::default(),
             fault_injection: false,
         }
+    }
+
+    /// With the notify hooks' counters (status and metrics show them).
+    pub fn with_notify(mut self, stats: Arc<crate::notify::NotifyStats>) -> Self {
+        self.notify = stats;
+        self
     }
 
     /// Enables the test-only fault injection endpoint (see [`FAULT_INJECTION_ENV`]).
@@ -480,6 +489,22 @@ impl Daemon {
                 at_ms: unix_ms(r.at),
                 lines: r.lines,
             }),
+            notify: self
+                .notify
+                .hooks()
+                .iter()
+                .map(|h| status::HookDoc {
+                    name: h.name.clone(),
+                    on: h.on.to_owned(),
+                    command: h.command.clone(),
+                    runs: h
+                        .runs()
+                        .iter()
+                        .map(|(r, n)| ((*r).to_owned(), *n))
+                        .collect(),
+                    dropped: h.dropped(),
+                })
+                .collect(),
         }
     }
 

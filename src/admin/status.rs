@@ -38,6 +38,24 @@ pub struct StatusDoc {
     /// The last reload (none since start: absent).
     #[serde(default)]
     pub last_reload: Option<ReloadDoc>,
+    /// The notify hooks, in config order (absent from documents of older daemons).
+    #[serde(default)]
+    pub notify: Vec<HookDoc>,
+}
+
+/// One notify hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookDoc {
+    /// Its name: `master`, `backup[1]`, `backend`.
+    pub name: String,
+    /// The key it runs under: `vrrp`, `master`, `backup`, `stop` or `backend`.
+    pub on: String,
+    /// The configured command line.
+    pub command: String,
+    /// Runs by result: `ok`, `failed`, `timeout`, `error`.
+    pub runs: BTreeMap<String, u64>,
+    /// Runs dropped unrun (its queue was full).
+    pub dropped: u64,
 }
 
 /// A reload's outcome.

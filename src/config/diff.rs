@@ -217,6 +217,21 @@ impl ReloadPlan {
                 new.log.format, new.log.level, old.log.format, old.log.level
             ));
         }
+        if old.notify.hooks != new.notify.hooks {
+            let names = |c: &Config| {
+                c.notify
+                    .hooks
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            at_restart.push(format!(
+                "notify: hooks [{}] apply at the next restart (running: [{}])",
+                names(new),
+                names(old)
+            ));
+        }
         ReloadPlan {
             frontends,
             admin: ListenChange::between(&old.admin.listen, &new.admin.listen),
@@ -323,6 +338,27 @@ mod tests {
 
     fn config(yaml: &str) -> Config {
         Config::from_yaml(yaml, Path::new("test.yaml")).unwrap()
+    }
+
+    #[test]
+    fn a_changed_hook_list_applies_at_restart_and_a_changed_timeout_at_once() {
+        let base = "backends: [{address: 198.18.0.11}]\n";
+        let old = config(&format!(
+            "{base}notify: {{backend: /bin/sh, timeout: 5s}}\n"
+        ));
+        let timeout = config(&format!(
+            "{base}notify: {{backend: /bin/sh, timeout: 9s}}\n"
+        ));
+        assert!(ReloadPlan::between(&old, &timeout).at_restart.is_empty());
+        let hooks = config(&format!(
+            "{base}notify: {{backend: [/bin/sh, '/bin/sh -c true']}}\n"
+        ));
+        let plan = ReloadPlan::between(&old, &hooks);
+        assert_eq!(
+            plan.at_restart,
+            ["notify: hooks [backend[0], backend[1]] apply at the next restart (running: [backend])"]
+        );
+        assert!(plan.describe(&old, &hooks).contains(&plan.at_restart[0]));
     }
 
     const BASE: &str = "

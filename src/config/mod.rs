@@ -7,7 +7,7 @@
 //!
 //! One file per section, each holding its typed form and its validation:
 //! [`frontend`] (`backends:`, `apiserver:`, `etcd:`), [`check`] (`*.check:`),
-//! [`vrrp`] (`vrrp:`), [`admin`] (`admin:`); `validate` holds the shared validator and
+//! [`vrrp`] (`vrrp:`), [`admin`] (`admin:`), [`notify`] (`notify:`); `validate` holds the shared validator and
 //! the top level (`shutdown:`, `log:`).
 //!
 //! This module is sans-IO apart from checking that referenced files exist.
@@ -16,6 +16,7 @@ pub mod admin;
 pub mod check;
 pub mod diff;
 pub mod frontend;
+pub mod notify;
 mod raw;
 mod secret;
 mod validate;
@@ -48,6 +49,8 @@ pub struct Config {
     pub log: Log,
     /// The admin endpoint.
     pub admin: Admin,
+    /// Scripts run on VRRP state changes and backend transitions.
+    pub notify: notify::Notify,
     /// What loading found questionable without refusing it (e.g. a world-readable
     /// key file); [`Config::warning_lines`] adds what follows from the values alone.
     pub warnings: Vec<ConfigIssue>,

@@ -31,6 +31,9 @@ pub(crate) struct RawConfig {
     /// The admin endpoint.
     #[serde(default)]
     pub(crate) admin: Option<RawAdmin>,
+    /// Notify hooks (`notify.rs`).
+    #[serde(default)]
+    pub(crate) notify: Option<super::notify::RawNotify>,
 }
 
 /// `admin:`.

@@ -176,6 +176,7 @@ impl Validator {
         }
         let vrrp = raw.vrrp.map(|v| self.vrrp(v, &frontends));
         let admin = self.admin(raw.admin.unwrap_or_default(), &frontends);
+        let notify = self.notify(raw.notify, vrrp.as_ref());
         Config {
             source: source.to_owned(),
             frontends,
@@ -183,6 +184,7 @@ impl Validator {
             shutdown: Shutdown { drain_timeout },
             log: Log { format, level },
             admin,
+            notify,
             warnings: Vec::new(),
         }
     }

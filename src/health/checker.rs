@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::events::{EventKind, History};
+use crate::events::{Change, History};
 use crate::health::probe::{ProbeSetupError, Prober};
 use crate::health::state::{Outcome, RiseFall};
 use crate::health::stats::{CheckStats, HealthStats};
@@ -131,12 +131,14 @@ impl CheckTask {
                 _ => None,
             };
             self.stats.record_transition(t.to, kind);
-            self.history.push(
-                EventKind::Backend,
-                format!(
-                    "{}/{}: {} -> {}",
-                    self.id.frontend, self.backend, t.from, t.to
-                ),
+            self.history.record(
+                Change::Backend {
+                    id: self.id,
+                    name: self.backend.clone(),
+                    addr: self.addr,
+                    from: t.from,
+                    to: t.to,
+                },
                 reason,
             );
             if t.to.is_up() {

@@ -8,7 +8,7 @@
 //!   Control::Handover (SIGTERM) -> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
 //!   Control::Reconfigure (reload) -> Instance.handle_reconfigure +   AddVip / RemoveVip -> netlink
 //!                                                                 Announce -> GARP / NA, repeated
-//!                                                                 StateChanged -> log; Exit -> return
+//!                                                                 StateChanged -> log, History.record; Exit -> return
 //! ```
 //!
 //! Only this file touches time and sockets; every decision is the machine's.
@@ -47,7 +47,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Track, Vrrp};
-use crate::events::{EventKind, History};
+use crate::events::{Change, History};
 use crate::health::{HealthSnapshot, HealthView};
 use crate::vrrp::announce::Announcer;
 use crate::vrrp::machine::{
@@ -1183,7 +1183,7 @@ impl Shell {
             "vrrp: reload applied"
         );
         self.history.push(
-            EventKind::Vrrp,
+            crate::events::EventKind::Vrrp,
             format!("vrid {}: reconfigured", new.instance.vrid),
             "reload",
         );
@@ -1382,9 +1382,14 @@ impl Shell {
                 }
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");
-                    self.history.push(
-                        EventKind::Vrrp,
-                        format!("vrid {}: {from} -> {to}", self.cfg.instance.vrid),
+                    // Never waits: the notify hooks read it from a broadcast.
+                    self.history.record(
+                        Change::Vrrp {
+                            vrid: self.cfg.instance.vrid.get(),
+                            from,
+                            to,
+                            priority: self.instance.advertised_priority().get(),
+                        },
                         reason.as_str(),
                     );
                     match self
