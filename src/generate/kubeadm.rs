@@ -246,19 +246,8 @@ pub fn generate(config: &Config, opts: &KubeadmOptions) -> Result<String, Genera
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MissingFiles;
+    use crate::generate::test_config as config;
     use serde_json::{json, Value};
-    use std::path::Path;
-
-    fn config(yaml: &str) -> Config {
-        Config::from_yaml_with(
-            yaml,
-            Path::new("/etc/apivip/apivip.yaml"),
-            MissingFiles::Warn,
-        )
-        .unwrap()
-        .0
-    }
 
     fn fragment(yaml: &str, opts: &KubeadmOptions) -> Value {
         let text = generate(&config(yaml), opts).unwrap();

@@ -267,19 +267,8 @@ pub fn generate(config: &Config, opts: &ManifestOptions) -> Result<String, Gener
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MissingFiles;
+    use crate::generate::test_config as config;
     use serde_json::Value;
-    use std::path::Path;
-
-    fn config(yaml: &str) -> Config {
-        Config::from_yaml_with(
-            yaml,
-            Path::new("/etc/apivip/apivip.yaml"),
-            MissingFiles::Warn,
-        )
-        .unwrap()
-        .0
-    }
 
     fn opts() -> ManifestOptions {
         ManifestOptions {

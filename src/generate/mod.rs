@@ -153,6 +153,19 @@ pub(crate) fn yaml_str(s: &str) -> String {
     }
 }
 
+/// The validated config of `yaml`, as the manifest and kubeadm generators read it: loaded
+/// with [`MissingFiles::Warn`](crate::config::MissingFiles), so that tests need no PKI files.
+#[cfg(test)]
+pub(crate) fn test_config(yaml: &str) -> Config {
+    Config::from_yaml_with(
+        yaml,
+        std::path::Path::new("/etc/apivip/apivip.yaml"),
+        crate::config::MissingFiles::Warn,
+    )
+    .unwrap()
+    .0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
