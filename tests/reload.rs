@@ -97,6 +97,18 @@ async fn reload_ok(c: &mut Cluster) -> Vec<String> {
     r.lines
 }
 
+/// The daemon's latest events (up to 100) whose text `pick` selects: the status
+/// transitions a test says must not have happened.
+fn history_where(c: &Cluster, pick: impl Fn(&str) -> bool) -> Vec<apivip::events::Event> {
+    c.sup()
+        .daemon()
+        .history
+        .latest(100)
+        .into_iter()
+        .filter(|e| pick(&e.what))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_added_master_gets_new_connections_once_up_and_no_connect_fails() {
     let mut c = Cluster::start(Opts {
@@ -135,12 +147,9 @@ async fn an_added_master_gets_new_connections_once_up_and_no_connect_fails() {
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(seen["master-0"] > 0 && seen["master-1"] > 0, "{seen:?}");
     // The kept masters kept their status through the reload: no transition for them.
-    let events = c.sup().daemon().history.latest(100);
-    let flaps: Vec<_> = events
-        .iter()
-        .filter(|e| e.what.contains("master-0") || e.what.contains("master-1"))
-        .filter(|e| !e.what.contains("unknown -> up"))
-        .collect();
+    let flaps = history_where(&c, |what| {
+        (what.contains("master-0") || what.contains("master-1")) && !what.contains("unknown -> up")
+    });
     assert!(flaps.is_empty(), "kept masters changed status: {flaps:?}");
 }
 
@@ -245,14 +254,9 @@ async fn a_changed_check_applies_from_the_next_probe_without_a_flap() {
     assert_eq!(c.status(0), Status::Up);
     let (_, failures) = traffic.finish().await;
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    let flaps: Vec<_> = c
-        .sup()
-        .daemon()
-        .history
-        .latest(100)
-        .into_iter()
-        .filter(|e| e.what.contains("-> down") || e.what.contains("-> unknown"))
-        .collect();
+    let flaps = history_where(&c, |what| {
+        what.contains("-> down") || what.contains("-> unknown")
+    });
     assert!(flaps.is_empty(), "{flaps:?}");
 }
 
@@ -350,6 +354,14 @@ async fn sighup_and_the_reload_command_apply_a_good_file_and_refuse_a_bad_one() 
         .spawn()
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    // `apivip reload` and `apivip status` against this daemon.
+    let client = |command: &'static str| async move {
+        tokio::process::Command::new(BIN)
+            .args([command, "--admin", &admin.to_string()])
+            .output()
+            .await
+            .unwrap()
+    };
     let get = |p: &'static str| async move {
         apivip::admin::client::request(admin, http::Method::GET, p, None, DEADLINE).await
     };
@@ -373,11 +385,7 @@ async fn sighup_and_the_reload_command_apply_a_good_file_and_refuse_a_bad_one() 
     );
     // A bad file: refused with the key and value, and nothing changes.
     std::fs::write(&path, yaml(&[0], "fast")).unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["reload", "--admin", &admin.to_string()])
-        .output()
-        .await
-        .unwrap();
+    let out = client("reload").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -391,41 +399,26 @@ async fn sighup_and_the_reload_command_apply_a_good_file_and_refuse_a_bad_one() 
         "a refused file changed the daemon"
     );
     let (_, metrics) = get("/metrics").await.unwrap();
-    assert_eq!(
+    let reloads = |result| {
         metric_sample(
             &metrics,
             "apivip_config_reloads_total",
-            &[("result", "failure")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_sample(
-            &metrics,
-            "apivip_config_reloads_total",
-            &[("result", "success")]
-        ),
-        Some(1.0)
-    );
+            &[("result", result)],
+        )
+    };
+    assert_eq!(reloads("failure"), Some(1.0));
+    assert_eq!(reloads("success"), Some(1.0));
     assert_eq!(
         metric_sample(&metrics, "apivip_config_last_reload_successful", &[]),
         Some(0.0)
     );
-    let status = tokio::process::Command::new(BIN)
-        .args(["status", "--admin", &admin.to_string()])
-        .output()
-        .await
-        .unwrap();
+    let status = client("status").await;
     let screen = String::from_utf8_lossy(&status.stdout);
     assert!(screen.contains("LAST RELOAD FAILED"), "{screen}");
     assert!(screen.contains("\"fast\""), "{screen}");
     // Fixed again: `apivip reload` applies it and says what changed.
     std::fs::write(&path, yaml(&[0], "300ms")).unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["reload", "--admin", &admin.to_string()])
-        .output()
-        .await
-        .unwrap();
+    let out = client("reload").await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("backend master-1"), "{stdout}");
