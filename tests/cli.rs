@@ -2,14 +2,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver};
 use apivip::testkit::certs::TestPki;
+use support::daemon::{ChildGuard, Lines};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apivip");
 
@@ -139,16 +139,6 @@ fn check_refuses_unknown_keys_and_bad_pem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/apivip.yaml: cannot read"));
 }
 
-/// Kills the child by PID if the test fails before it exits.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn run_serves_and_sigterm_drains_then_exits_zero() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -177,26 +167,8 @@ fn run_serves_and_sigterm_drains_then_exits_zero() {
             .unwrap(),
     );
     // Find the listen address in the JSON log.
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let endpoint: SocketAddr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no listening line; log:\n{}", log.join("\n")));
-        log.push(line.clone());
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-        if v["fields"]["message"] == "listening" {
-            break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
+    let mut log = Lines::read(child.0.stderr.take().unwrap());
+    let endpoint = log.logged_addr(Duration::from_secs(15), "listening");
     let client = support::client_config(&pki.ca_cert, None).unwrap();
     let ok = support::wait_until_blocking(
         Duration::from_secs(15),
@@ -220,7 +192,7 @@ fn run_serves_and_sigterm_drains_then_exits_zero() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     drop(held);
-    let rest: Vec<String> = rx.try_iter().collect();
+    let rest = log.fresh();
     // The held connection was still open at SIGTERM and stayed until the deadline.
     assert!(
         rest.iter().any(|l| l.contains("draining connections")),
@@ -249,22 +221,11 @@ fn the_demo_serves_through_a_stopped_master_and_stops_on_ctrl_c() {
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+    let mut out = Lines::read(child.0.stdout.take().unwrap());
+    let endpoint: SocketAddr = out.wait_for(Duration::from_secs(15), "demo endpoint", |line| {
+        let rest = line.strip_prefix("apivip demo: endpoint https://")?;
+        Some(rest.split_whitespace().next().unwrap().parse().unwrap())
     });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let endpoint: SocketAddr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the demo printed no endpoint");
-        if let Some(rest) = line.strip_prefix("apivip demo: endpoint https://") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
     let client = support::client_config(&dir.path().join("ca.crt"), None).unwrap();
     let get = || support::https_get_blocking(endpoint, client.clone(), "/whoami");
     assert!(
@@ -274,7 +235,7 @@ fn the_demo_serves_through_a_stopped_master_and_stops_on_ctrl_c() {
     let mut stdin = child.0.stdin.take().unwrap();
     writeln!(stdin, "stop 2").unwrap();
     let stopped = support::wait_until_blocking(Duration::from_secs(15), || {
-        rx.try_iter().any(|l| l.contains("master-2 stopped"))
+        out.fresh().iter().any(|l| l.contains("master-2 stopped"))
     });
     assert!(stopped, "the demo did not stop master-2");
     for i in 0..15 {

@@ -5,31 +5,20 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use apivip::admin::client;
 use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver, Mode};
 use apivip::testkit::certs::TestPki;
+use support::daemon::{ChildGuard, Lines};
 use support::metric_sample as sample;
 
 const BIN: &str = env!("CARGO_BIN_EXE_apivip");
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Kills the daemon by PID if the test fails before it exits.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Kills, on drop, the hook children whose PIDs the hanging hook wrote (if a broken
 /// runner let them outlive it), checking that each PID is still a `sleep`.
@@ -59,20 +48,6 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
 }
 
 /// Reads the daemon's JSON log until a line with `message` and returns its `addr`.
-fn addr_from_log(rx: &Receiver<String>, log: &mut Vec<String>, message: &str) -> SocketAddr {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no {message:?} line; log:\n{}", log.join("\n")));
-        log.push(line.clone());
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == message {
-            return v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-        }
-    }
-}
-
 async fn metrics(admin: SocketAddr) -> String {
     let (code, body) = client::request(admin, http::Method::GET, "/metrics", None, DEADLINE)
         .await
@@ -165,16 +140,9 @@ async fn hooks_see_backend_transitions_in_order_and_hanging_or_failing_hooks_cha
             .spawn()
             .unwrap(),
     );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let endpoint = addr_from_log(&rx, &mut log, "listening");
-    let admin = addr_from_log(&rx, &mut log, "admin endpoint listening");
+    let mut log = Lines::read(child.0.stderr.take().unwrap());
+    let endpoint = log.logged_addr(DEADLINE, "listening");
+    let admin = log.logged_addr(DEADLINE, "admin endpoint listening");
     let client = support::client_config(&pki.ca_cert, None).unwrap();
     let proxied = || async {
         matches!(
@@ -320,12 +288,13 @@ async fn hooks_see_backend_transitions_in_order_and_hanging_or_failing_hooks_cha
     let exited = support::wait_until_blocking(DEADLINE, || child.0.try_wait().unwrap().is_some());
     assert!(exited, "did not exit after SIGTERM");
     assert!(child.0.wait().unwrap().success());
-    log.extend(rx.try_iter());
+    log.fresh();
     assert!(
-        log.iter()
+        log.seen
+            .iter()
             .any(|l| l.contains("hook ran past notify.timeout")),
         "no timeout logged:\n{}",
-        log.join("\n")
+        log.seen.join("\n")
     );
 }
 

@@ -7,50 +7,69 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use support::daemon::ChildGuard;
 use support::notify::NotifySocket;
 
 const BIN: &str = env!("CARGO_BIN_EXE_apivip");
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Kills the child by PID if the test fails before it exits.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The address logged (JSON) with the first line whose message is `message`.
 fn logged_addr(log: &Path, message: &str) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines().find_map(|l| {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        (v["fields"]["message"] == message)
-            .then(|| v["fields"]["addr"].as_str()?.parse().ok())
-            .flatten()
-    })
+    text.lines()
+        .find_map(|l| support::daemon::logged_addr(l, message))
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// One request to the admin endpoint: (status, body).
+fn request(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(apivip::admin::client::request(
             addr,
-            http::Method::GET,
+            method.clone(),
             path,
-            None,
+            body.map(str::to_owned),
             Duration::from_secs(5),
         ))
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, http::Method::GET, path, None)
+}
+
+/// `apivip run` on loopback (a tcp check on a closed port, admin on a free port), its
+/// JSON log in `dir/apivip.log`; `env` sets the rest of the command's environment.
+fn run_on_loopback(
+    dir: &Path,
+    env: impl FnOnce(&mut Command) -> &mut Command,
+) -> (ChildGuard, PathBuf) {
+    let config = dir.join("apivip.yaml");
+    std::fs::write(
+        &config,
+        "backends: [{address: '127.0.0.1:9'}]\nadmin: {listen: '127.0.0.1:0'}\napiserver: {listen: 127.0.0.1:0, check: {kind: tcp}}\nlog: {format: json}\n",
+    )
+    .unwrap();
+    let log = dir.join("apivip.log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "-c", config.to_str().unwrap()]);
+    let child = env(&mut cmd)
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    (ChildGuard(child), log)
 }
 
 /// Loopback, no root: the whole protocol from start to SIGTERM.
@@ -167,21 +186,9 @@ fn ready_comes_once_it_accepts_then_status_follows_health_watchdog_pings_and_sto
 #[test]
 fn an_unreachable_notify_socket_is_logged_and_the_daemon_serves_anyway() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("apivip.yaml");
-    std::fs::write(
-        &config,
-        "backends: [{address: '127.0.0.1:9'}]\nadmin: {listen: '127.0.0.1:0'}\napiserver: {listen: 127.0.0.1:0, check: {kind: tcp}}\nlog: {format: json}\n",
-    )
-    .unwrap();
-    let log = dir.path().join("apivip.log");
-    let child = ChildGuard(
-        Command::new(BIN)
-            .args(["run", "-c", config.to_str().unwrap()])
-            .env("NOTIFY_SOCKET", dir.path().join("nobody-listens.sock"))
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap(),
-    );
+    let (child, log) = run_on_loopback(dir.path(), |c| {
+        c.env("NOTIFY_SOCKET", dir.path().join("nobody-listens.sock"))
+    });
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         support::wait_until_blocking(DEADLINE, || read().contains("cannot notify")),
@@ -341,21 +348,7 @@ fn a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_aga
 #[test]
 fn fault_injection_is_refused_unless_enabled_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("apivip.yaml");
-    std::fs::write(
-        &config,
-        "backends: [{address: '127.0.0.1:9'}]\nadmin: {listen: '127.0.0.1:0'}\napiserver: {listen: 127.0.0.1:0, check: {kind: tcp}}\nlog: {format: json}\n",
-    )
-    .unwrap();
-    let log = dir.path().join("apivip.log");
-    let child = ChildGuard(
-        Command::new(BIN)
-            .args(["run", "-c", config.to_str().unwrap()])
-            .env_remove("APIVIP_FAULT_INJECTION")
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap(),
-    );
+    let (child, log) = run_on_loopback(dir.path(), |c| c.env_remove("APIVIP_FAULT_INJECTION"));
     let admin = {
         let mut a = None;
         support::wait_until_blocking(DEADLINE, || {
@@ -364,18 +357,12 @@ fn fault_injection_is_refused_unless_enabled_at_start() {
         });
         a.expect("admin address logged")
     };
-    let (code, body) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(apivip::admin::client::request(
-            admin,
-            http::Method::POST,
-            "/debug/stall-election",
-            Some(r#"{"seconds": 1}"#.to_owned()),
-            Duration::from_secs(5),
-        ))
-        .unwrap();
+    let (code, body) = request(
+        admin,
+        http::Method::POST,
+        "/debug/stall-election",
+        Some(r#"{"seconds": 1}"#),
+    );
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("APIVIP_FAULT_INJECTION=1"), "{body}");
     drop(child);

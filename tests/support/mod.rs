@@ -3,6 +3,7 @@
 //! - [`netns`]: the topology helper (bridge + master and client namespaces), root only.
 //! - [`etcd`]: a real etcd member with TLS and client-certificate auth.
 //! - [`connect`]: a client connecting to the VIP over and over, counting failures.
+//! - [`daemon`]: `apivip` as a child process (killed on drop) and its output, line by line.
 //! - [`notify`]: a stand-in for systemd's `NOTIFY_SOCKET` that keeps every datagram.
 //! - skip/fail policy: [`require_root`], [`require_bin`] (skip, or fail when
 //!   `APIVIP_REQUIRE_NETNS=1`).
@@ -12,6 +13,7 @@
 
 pub mod cluster;
 pub mod connect;
+pub mod daemon;
 pub mod dashboard;
 pub mod etcd;
 pub mod notify;
