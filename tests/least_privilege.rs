@@ -93,6 +93,22 @@ fn start(
     node.spawn_command(cmd, &dir.join(log)).unwrap()
 }
 
+/// What every test here starts from: one master namespace, `dir` for the config and
+/// the logs, and a notify socket in it (to see `READY=1`). None, and the test skips (or
+/// fails under `APIVIP_REQUIRE_NETNS=1`), when not root.
+fn setup(
+    test: &str,
+    dir: fn() -> tempfile::TempDir,
+) -> Option<(Topology, tempfile::TempDir, NotifySocket)> {
+    if !support::require_root(test) {
+        return None;
+    }
+    let topo = Topology::new(1).unwrap();
+    let dir = dir();
+    let notify = NotifySocket::bind(dir.path());
+    Some((topo, dir, notify))
+}
+
 fn tempdir_for_everyone() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -107,6 +123,26 @@ fn wait_ready(notify: &mut NotifySocket, p: &NsProcess) {
     );
 }
 
+/// Waits for the VIP on `node`.
+fn wait_vip(node: &Node, p: &NsProcess) {
+    let vip: IpAddr = VIP.parse().unwrap();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || node.holds(vip)),
+        "the VIP never came\n{}",
+        p.log()
+    );
+}
+
+/// SIGTERM, and a clean exit.
+fn stop(p: &NsProcess) {
+    p.kill(Signal::SIGTERM).unwrap();
+    assert!(
+        matches!(p.wait_timeout(DEADLINE), Ok(Some(s)) if s.success()),
+        "{}",
+        p.log()
+    );
+}
+
 fn vrrp_yaml(node: &Node, extra: &str) -> String {
     format!(
         "backends: [{{name: master-0, address: '127.0.0.1:9469'}}]\napiserver:\n  listen: 0.0.0.0:8443\n  check: {{kind: tcp, interval: 100ms, timeout: 100ms}}\nvrrp:\n  interface: {}\n  address: {}\n  vrid: 51\n  priority: 150\n  advert_interval: 100ms\n  vips: [{VIP}/24]\n{extra}shutdown: {{drain_timeout: 1s}}\n",
@@ -117,13 +153,10 @@ fn vrrp_yaml(node: &Node, extra: &str) -> String {
 #[test]
 fn proxy_only_keeps_no_capability_in_any_thread_even_on_ports_below_1024() {
     let name = "proxy_only_keeps_no_capability_in_any_thread_even_on_ports_below_1024";
-    if !support::require_root(name) {
+    let Some((topo, dir, mut notify)) = setup(name, || tempfile::tempdir().unwrap()) else {
         return;
-    }
-    let topo = Topology::new(1).unwrap();
+    };
     let m = topo.master(0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
     // Both listeners below 1024: bound before the capabilities are dropped. The admin
     // endpoint doubles as the backend (a tcp check only needs a listener).
     let p = start(
@@ -164,21 +197,13 @@ fn proxy_only_keeps_no_capability_in_any_thread_even_on_ports_below_1024() {
 #[test]
 fn with_vrrp_every_thread_keeps_net_admin_and_net_raw_only() {
     let name = "with_vrrp_every_thread_keeps_net_admin_and_net_raw_only";
-    if !support::require_root(name) {
+    let Some((topo, dir, mut notify)) = setup(name, || tempfile::tempdir().unwrap()) else {
         return;
-    }
-    let topo = Topology::new(1).unwrap();
+    };
     let m = topo.master(0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
     let p = start(m, dir.path(), &vrrp_yaml(m, ""), &notify, &[], "apivip.log");
     wait_ready(&mut notify, &p);
-    let vip: IpAddr = VIP.parse().unwrap();
-    assert!(
-        support::wait_until_blocking(DEADLINE, || m.holds(vip)),
-        "the VIP never came\n{}",
-        p.log()
-    );
+    wait_vip(m, &p);
     let threads = thread_caps(p.pid());
     assert!(
         threads.iter().any(|t| t.name == "apivip-vrrp"),
@@ -198,9 +223,8 @@ fn with_vrrp_every_thread_keeps_net_admin_and_net_raw_only() {
         p.log()
     );
     // The kept capabilities suffice to give the VIP up at stop.
-    p.kill(Signal::SIGTERM).unwrap();
-    assert!(matches!(p.wait_timeout(DEADLINE), Ok(Some(s)) if s.success()));
-    assert!(!m.holds(vip), "{}", p.log());
+    stop(&p);
+    assert!(!m.holds(VIP.parse().unwrap()), "{}", p.log());
 }
 
 /// What the unit does: a dedicated user with `AmbientCapabilities=CAP_NET_ADMIN
@@ -209,17 +233,14 @@ fn with_vrrp_every_thread_keeps_net_admin_and_net_raw_only() {
 fn a_plain_user_with_the_two_ambient_capabilities_runs_the_election_and_without_them_is_told_which_is_missing(
 ) {
     let name = "a_plain_user_with_the_two_ambient_capabilities_runs_the_election_and_without_them_is_told_which_is_missing";
-    if !support::require_root(name) {
+    let Some((topo, dir, mut notify)) = setup(name, tempdir_for_everyone) else {
         return;
-    }
+    };
     let Some(setpriv) = support::require_bin(name, "setpriv") else {
         return;
     };
     let setpriv = setpriv.to_str().unwrap();
-    let topo = Topology::new(1).unwrap();
     let m = topo.master(0);
-    let dir = tempdir_for_everyone();
-    let vip: IpAddr = VIP.parse().unwrap();
     let as_nobody = [
         setpriv,
         "--reuid=65534",
@@ -229,7 +250,6 @@ fn a_plain_user_with_the_two_ambient_capabilities_runs_the_election_and_without_
         "--ambient-caps=+net_admin,+net_raw",
         "--",
     ];
-    let mut notify = NotifySocket::bind(dir.path());
     let p = start(
         m,
         dir.path(),
@@ -239,11 +259,7 @@ fn a_plain_user_with_the_two_ambient_capabilities_runs_the_election_and_without_
         "nobody.log",
     );
     wait_ready(&mut notify, &p);
-    assert!(
-        support::wait_until_blocking(DEADLINE, || m.holds(vip)),
-        "the VIP never came\n{}",
-        p.log()
-    );
+    wait_vip(m, &p);
     for t in thread_caps(p.pid()) {
         assert!(t.uid.starts_with("65534"), "{t:?}");
         assert_eq!(
@@ -253,13 +269,8 @@ fn a_plain_user_with_the_two_ambient_capabilities_runs_the_election_and_without_
             p.log()
         );
     }
-    p.kill(Signal::SIGTERM).unwrap();
-    assert!(
-        matches!(p.wait_timeout(DEADLINE), Ok(Some(s)) if s.success()),
-        "{}",
-        p.log()
-    );
-    assert!(!m.holds(vip), "{}", p.log());
+    stop(&p);
+    assert!(!m.holds(VIP.parse().unwrap()), "{}", p.log());
 
     // The same user without the capabilities: a clear error at start, exit 1.
     let plain = [
@@ -297,12 +308,10 @@ fn a_plain_user_with_the_two_ambient_capabilities_runs_the_election_and_without_
 #[test]
 fn only_the_vips_apivip_added_are_removed_never_an_operators_address() {
     let name = "only_the_vips_apivip_added_are_removed_never_an_operators_address";
-    if !support::require_root(name) {
+    let Some((topo, dir, mut notify)) = setup(name, || tempfile::tempdir().unwrap()) else {
         return;
-    }
-    let topo = Topology::new(1).unwrap();
+    };
     let m = topo.master(0);
-    let dir = tempfile::tempdir().unwrap();
     let operator = [
         vec!["ip", "addr", "add", "198.18.0.5/32", "dev", &m.ifname],
         vec!["ip", "addr", "add", "198.18.0.77/24", "dev", &m.ifname],
@@ -330,7 +339,6 @@ fn only_the_vips_apivip_added_are_removed_never_an_operators_address() {
     let has = |a: &str| shown().split_whitespace().any(|w| w == a);
     let operators_intact =
         || has("198.18.0.5/32") && has("198.18.0.77/24") && has("2001:db8::77/64");
-    let mut notify = NotifySocket::bind(dir.path());
 
     // Start: apivip adds its VIP beside the operator's copy, labelled as its own.
     let p = start(m, dir.path(), &vrrp_yaml(m, ""), &notify, &[], "first.log");
@@ -379,12 +387,7 @@ fn only_the_vips_apivip_added_are_removed_never_an_operators_address() {
     );
 
     // Stop: apivip's VIP goes, the operator's addresses stay.
-    p.kill(Signal::SIGTERM).unwrap();
-    assert!(
-        matches!(p.wait_timeout(DEADLINE), Ok(Some(s)) if s.success()),
-        "{}",
-        p.log()
-    );
+    stop(&p);
     assert!(!has("198.18.0.5/24"), "{}", shown());
     assert!(operators_intact(), "{}", shown());
 }
