@@ -18,6 +18,7 @@ use nix::sys::signal::Signal;
 use support::connect::ConnectLoop;
 use support::metric_sample as metric;
 use support::netns::{NsProcess, Topology, CLIENT_V4};
+use support::vrrp::{self, need};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apivip");
 const VIP: &str = "198.18.0.5";
@@ -68,11 +69,7 @@ fn start_node(
         ),
     )
     .unwrap();
-    let mut cmd = m.command(BIN);
-    cmd.args(["run", "-c", config.to_str().unwrap()])
-        .env("RUST_LOG", "apivip=debug");
-    m.spawn_command(cmd, &dir.join(format!("apivip-{i}.log")))
-        .unwrap()
+    vrrp::run_node(m, dir, i, &config)
 }
 
 /// `apivip demo` on master `i`, listening on `listen_ip:6443`.
@@ -173,12 +170,7 @@ impl Cluster {
 
 /// The last 60 lines (debug logs are long).
 fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-fn need(name: &str, bins: &[&str]) -> bool {
-    support::require_root(name) && bins.iter().all(|b| support::require_bin(name, b).is_some())
+    vrrp::tail(s, 60)
 }
 
 /// VIP + proxy: the holder's own apiserver dies, but its proxy still reaches the other
@@ -242,32 +234,7 @@ fn vip_only_shape_moves_the_vip_when_the_holders_apiserver_dies() {
         c.logs()
     );
     // Gratuitous ARP: a request for the VIP from the VIP, from node 2's MAC.
-    let m2 = c.topo.master(2);
-    let mac = m2
-        .exec_ok(&["cat", &format!("/sys/class/net/{}/address", m2.ifname)])
-        .unwrap();
-    let mac = String::from_utf8_lossy(&mac.stdout).trim().to_owned();
-    let is_garp = |l: &str| {
-        l.starts_with(&mac)
-            && l.contains(&format!("Request who-has {VIP} "))
-            && l.contains(&format!("tell {VIP},"))
-    };
-    let seen = support::wait_until_blocking(DEADLINE, || {
-        std::process::Command::new("tcpdump")
-            .args(["-nn", "-e", "-r"])
-            .arg(&pcap)
-            .output()
-            .is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .any(|l| is_garp(l.split_once(' ').map_or("", |x| x.1)))
-            })
-    });
-    let text = cap.stop_and_read().unwrap();
-    assert!(
-        seen,
-        "no gratuitous ARP for {VIP} from {mac} on the wire:\n{text}"
-    );
+    vrrp::assert_garp(DEADLINE, &mut cap, c.topo.master(2), VIP);
     assert!(
         support::wait_until_blocking(DEADLINE, || curl_vip(&c.topo, 6443, "3").is_ok()),
         "no answer from the apiserver on the VIP after the move\n{}",
@@ -313,20 +280,8 @@ fn sigterm_hands_the_vip_over_without_a_failed_connect() {
         "no connect succeeded after the handover\n{}",
         c.logs()
     );
-    println!(
-        "{} connects, {} failed, longest gap {:?}",
-        report.ok + report.failures.len(),
-        report.failures.len(),
-        report.longest_gap
-    );
-    assert!(
-        report.gap_failures(1).is_empty(),
-        "{} of {} connects failed across the handover: {:?}\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len(),
-        report.failures,
-        c.logs()
-    );
+    println!("{}", report.summary());
+    report.assert_only_move_resets(1, &c.logs());
     assert!(
         !c.topo.master(1).holds(vip()),
         "node 1 left the VIP on its interface\n{}",
@@ -732,11 +687,7 @@ fn vip_only_shape_not_ready_apiserver_hands_the_vip_over_without_a_failed_connec
                 ),
             )
             .unwrap();
-            let mut cmd = m.command(BIN);
-            cmd.args(["run", "-c", config.to_str().unwrap()])
-                .env("RUST_LOG", "apivip=debug");
-            m.spawn_command(cmd, &dir.path().join(format!("apivip-{i}.log")))
-                .unwrap()
+            vrrp::run_node(m, dir.path(), i, &config)
         })
         .collect();
     let holders = || topo.holders_of(vip()).unwrap_or_default();

@@ -27,6 +27,7 @@ use apivip::vrrp::shell::{spawn_dedicated, VrrpHandle, VrrpReport};
 use apivip::vrrp::units::{Centisecs, Priority, Vrid};
 use support::connect::ConnectLoop;
 use support::netns::Topology;
+use support::vrrp::{self, need};
 use tokio_util::sync::CancellationToken;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
@@ -183,6 +184,12 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The cluster for test `name`, which needs root and `bins`: None (the test skips,
+    /// or fails under `APIVIP_REQUIRE_NETNS=1`) without them.
+    fn start_for(name: &str, bins: &[&str]) -> Option<Cluster> {
+        need(name, bins).then(Cluster::start)
+    }
+
     fn start() -> Cluster {
         let topo = Topology::new(3).unwrap();
         let nodes = [(0, 100), (1, 150), (2, 120)]
@@ -267,6 +274,18 @@ impl Cluster {
             .collect()
     }
 
+    /// Node 1 still holds the VIP alone, and no node became Master since `before`
+    /// ([`Self::times_master_all`]).
+    fn assert_unmoved(&self, before: &[u64]) {
+        assert_eq!(self.holders(vip()), vec![1], "{}", self.reports());
+        assert_eq!(
+            self.times_master_all(),
+            before,
+            "a node changed state\n{}",
+            self.reports()
+        );
+    }
+
     /// How often node `i` became Master so far.
     fn times_master(&self, i: usize) -> u64 {
         self.report(i)
@@ -276,10 +295,6 @@ impl Cluster {
             .map(|(_, _, n)| n)
             .sum()
     }
-}
-
-fn need(name: &str, bins: &[&str]) -> bool {
-    support::require_root(name) && bins.iter().all(|b| support::require_bin(name, b).is_some())
 }
 
 /// A connect loop to VIP:6443 with some traffic through it already.
@@ -298,10 +313,9 @@ fn client(c: &Cluster) -> ConnectLoop {
 #[test]
 fn lower_but_winning_priority_keeps_the_vip_without_a_failed_connect() {
     let name = "lower_but_winning_priority_keeps_the_vip_without_a_failed_connect";
-    if !need(name, &[]) {
+    let Some(mut c) = Cluster::start_for(name, &[]) else {
         return;
-    }
-    let mut c = Cluster::start();
+    };
     let client = client(&c);
     let before = c.times_master_all();
     c.reload(1, |v| v.instance.base_priority = Priority::new(130));
@@ -310,31 +324,18 @@ fn lower_but_winning_priority_keeps_the_vip_without_a_failed_connect() {
     });
     let more = client.wait_more(60);
     let report = client.finish();
-    println!(
-        "{name}: {} connects, {} failed, longest gap {:?}",
-        report.ok + report.failures.len(),
-        report.failures.len(),
-        report.longest_gap
-    );
+    println!("{name}: {}", report.summary());
     assert!(
         heard,
         "the backups never heard priority 130\n{}",
         c.reports()
     );
     assert!(more, "connects stopped succeeding\n{}", c.reports());
-    assert!(
-        report.failures.is_empty(),
-        "{} connects failed: {:?}\n{}",
-        report.failures.len(),
-        report.failures,
-        c.reports()
-    );
-    assert_eq!(c.holders(vip()), vec![1], "{}", c.reports());
+    report.assert_none_failed(&c.reports());
+    c.assert_unmoved(&before);
     let holder = c.report(1);
     assert_eq!(holder.state, State::Master);
     assert_eq!((holder.priority, holder.effective_priority), (130, 130));
-    let after = c.times_master_all();
-    assert_eq!(after, before, "a node changed state\n{}", c.reports());
 }
 
 /// The holder's priority lowered below a preempting backup's: a planned handover to
@@ -343,10 +344,9 @@ fn lower_but_winning_priority_keeps_the_vip_without_a_failed_connect() {
 #[test]
 fn priority_below_a_preempting_backup_hands_the_vip_over() {
     let name = "priority_below_a_preempting_backup_hands_the_vip_over";
-    if !need(name, &[]) {
+    let Some(mut c) = Cluster::start_for(name, &[]) else {
         return;
-    }
-    let mut c = Cluster::start();
+    };
     let client = client(&c);
     let yielded = c.transitions(1, State::Backup, Reason::HigherPriority);
     let preempted = c.transitions(2, State::Master, Reason::Preempt);
@@ -354,12 +354,7 @@ fn priority_below_a_preempting_backup_hands_the_vip_over() {
     let moved = support::wait_until_blocking(DEADLINE, || c.holders(vip()) == vec![2]);
     let more = moved && client.wait_more(60);
     let report = client.finish();
-    println!(
-        "{name}: {} connects, {} failed, longest gap {:?}",
-        report.ok + report.failures.len(),
-        report.failures.len(),
-        report.longest_gap
-    );
+    println!("{name}: {}", report.summary());
     assert!(
         moved,
         "the VIP did not move to node 2: {:?}\n{}",
@@ -371,14 +366,7 @@ fn priority_below_a_preempting_backup_hands_the_vip_over() {
         "connects stopped succeeding after the move\n{}",
         c.reports()
     );
-    assert!(
-        report.gap_failures(1).is_empty(),
-        "{} of {} connects failed across the handover: {:?}\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len(),
-        report.failures,
-        c.reports()
-    );
+    report.assert_only_move_resets(1, &c.reports());
     let old = c.report(1);
     assert_eq!(old.state, State::Backup, "{}", c.reports());
     assert_eq!(old.stats.priority_zero_sent, 0);
@@ -400,10 +388,9 @@ fn priority_below_a_preempting_backup_hands_the_vip_over() {
 #[test]
 fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
     let name = "a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only";
-    if !need(name, &["tcpdump"]) {
+    let Some(mut c) = Cluster::start_for(name, &["tcpdump"]) else {
         return;
-    }
-    let mut c = Cluster::start();
+    };
     let client = client(&c);
     let before = c.times_master_all();
     let vip2 = IpAddr::V4(VIP2);
@@ -424,32 +411,7 @@ fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
     c.reload(1, add);
     // `reconfigure` returns once the holder has added it.
     assert_eq!(c.holders(vip2), vec![1], "{}", c.reports());
-    let m1 = c.topo.master(1);
-    let mac = m1
-        .exec_ok(&["cat", &format!("/sys/class/net/{}/address", m1.ifname)])
-        .unwrap();
-    let mac = String::from_utf8_lossy(&mac.stdout).trim().to_owned();
-    let is_garp = |l: &str| {
-        l.starts_with(&mac)
-            && l.contains(&format!("Request who-has {VIP2} "))
-            && l.contains(&format!("tell {VIP2},"))
-    };
-    let seen = support::wait_until_blocking(DEADLINE, || {
-        std::process::Command::new("tcpdump")
-            .args(["-nn", "-e", "-r"])
-            .arg(&pcap)
-            .output()
-            .is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .any(|l| is_garp(l.split_once(' ').map_or("", |x| x.1)))
-            })
-    });
-    let text = cap.stop_and_read().unwrap();
-    assert!(
-        seen,
-        "no gratuitous ARP for {VIP2} from {mac} on the wire:\n{text}"
-    );
+    vrrp::assert_garp(DEADLINE, &mut cap, c.topo.master(1), VIP2);
     let reached = c
         .topo
         .client()
@@ -479,14 +441,8 @@ fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
     let more = client.wait_more(60);
     let report = client.finish();
     assert!(more, "connects stopped succeeding\n{}", c.reports());
-    assert!(
-        report.failures.is_empty(),
-        "{} connects to the first VIP failed: {:?}\n{}",
-        report.failures.len(),
-        report.failures,
-        c.reports()
-    );
-    assert_eq!(c.holders(vip()), vec![1], "{}", c.reports());
+    report.assert_none_failed(&c.reports());
+    c.assert_unmoved(&before);
     for i in 0..3 {
         let r = c.report(i);
         assert_eq!(
@@ -496,12 +452,6 @@ fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
             c.reports()
         );
     }
-    assert_eq!(
-        c.times_master_all(),
-        before,
-        "a node changed state\n{}",
-        c.reports()
-    );
 }
 
 /// The advert interval from 100 ms to 1 s, the holder first: the backups learn it
@@ -511,10 +461,9 @@ fn a_vip_added_and_removed_on_every_node_appears_and_goes_on_the_holder_only() {
 #[test]
 fn a_new_advert_interval_moves_nothing() {
     let name = "a_new_advert_interval_moves_nothing";
-    if !need(name, &[]) {
+    let Some(mut c) = Cluster::start_for(name, &[]) else {
         return;
-    }
-    let mut c = Cluster::start();
+    };
     let client = client(&c);
     let before = c.times_master_all();
     let one_second = |v: &mut Vrrp| {
@@ -542,20 +491,8 @@ fn a_new_advert_interval_moves_nothing() {
         support::wait_until_blocking(DEADLINE, || c.report(1).stats.adverts_sent >= sent + 4);
     let report = client.finish();
     assert!(waited, "the holder stopped advertising\n{}", c.reports());
-    assert!(
-        report.failures.is_empty(),
-        "{} connects failed: {:?}\n{}",
-        report.failures.len(),
-        report.failures,
-        c.reports()
-    );
-    assert_eq!(c.holders(vip()), vec![1], "{}", c.reports());
-    assert_eq!(
-        c.times_master_all(),
-        before,
-        "a node changed state\n{}",
-        c.reports()
-    );
+    report.assert_none_failed(&c.reports());
+    c.assert_unmoved(&before);
 }
 
 /// A changed VRID or interface cannot be applied in place: the reload is refused
@@ -563,10 +500,9 @@ fn a_new_advert_interval_moves_nothing() {
 #[test]
 fn a_changed_vrid_is_refused_and_changes_nothing() {
     let name = "a_changed_vrid_is_refused_and_changes_nothing";
-    if !need(name, &[]) {
+    let Some(c) = Cluster::start_for(name, &[]) else {
         return;
-    }
-    let c = Cluster::start();
+    };
     let mut cfg = c.nodes[1].cfg.clone();
     cfg.instance.vrid = Vrid::new_unchecked(52);
     let r =
@@ -598,10 +534,9 @@ fn a_changed_vrid_is_refused_and_changes_nothing() {
 #[test]
 fn a_new_track_applies_with_the_section_and_is_followed_afterwards() {
     let name = "a_new_track_applies_with_the_section_and_is_followed_afterwards";
-    if !need(name, &[]) {
+    let Some(mut c) = Cluster::start_for(name, &[]) else {
         return;
-    }
-    let mut c = Cluster::start();
+    };
     let client = client(&c);
     c.reload(1, |v| {
         v.track = Track::Backend(OTHER);
@@ -627,14 +562,7 @@ fn a_new_track_applies_with_the_section_and_is_followed_afterwards() {
     assert!(more, "connects stopped succeeding\n{}", c.reports());
     let r = c.report(1);
     assert!(r.can_serve && r.effective_priority == 150, "{r:#?}");
-    assert!(
-        report.gap_failures(2).is_empty(),
-        "{} of {} connects failed across two moves: {:?}\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len(),
-        report.failures,
-        c.reports()
-    );
+    report.assert_only_move_resets(2, &c.reports());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -716,26 +644,14 @@ fn apivip_reload_applies_a_priority_in_place() {
         .iter()
         .map(|&(i, prio)| {
             let config = write_config(&topo, dir.path(), i, prio);
-            let mut cmd = topo.master(i).command(BIN);
-            cmd.args(["run", "-c", config.to_str().unwrap()])
-                .env("RUST_LOG", "apivip=debug");
-            topo.master(i)
-                .spawn_command(cmd, &dir.path().join(format!("apivip-{i}.log")))
-                .unwrap()
+            vrrp::run_node(topo.master(i), dir.path(), i, &config)
         })
         .collect();
     let logs = || {
         nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                let log = n.log();
-                let lines: Vec<&str> = log.lines().collect();
-                format!(
-                    "--- node {i}\n{}",
-                    lines[lines.len().saturating_sub(40)..].join("\n")
-                )
-            })
+            .map(|(i, n)| format!("--- node {i}\n{}", vrrp::tail(&n.log(), 40)))
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -777,13 +693,7 @@ fn apivip_reload_applies_a_priority_in_place() {
         logs()
     );
     assert!(more, "connects stopped succeeding\n{}", logs());
-    assert!(
-        report.failures.is_empty(),
-        "{} connects failed: {:?}\n{}",
-        report.failures.len(),
-        report.failures,
-        logs()
-    );
+    report.assert_none_failed(&logs());
     assert_eq!(holders(), vec![1], "{}", logs());
     let log1 = nodes[1].log();
     assert!(log1.contains("vrrp: reload applied"), "{}", logs());

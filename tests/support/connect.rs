@@ -48,6 +48,43 @@ impl ConnectReport {
             })
             .collect()
     }
+
+    /// How many connects were tried.
+    pub fn total(&self) -> usize {
+        self.ok + self.failures.len()
+    }
+
+    /// One line for the test's output: connects tried, failed, the longest gap.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} connects, {} failed, longest gap {:?}",
+            self.total(),
+            self.failures.len(),
+            self.longest_gap
+        )
+    }
+
+    /// Panics if any connect failed; `context` (the nodes' state) ends the message.
+    pub fn assert_none_failed(&self, context: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} connects failed: {:?}\n{context}",
+            self.failures.len(),
+            self.failures
+        );
+    }
+
+    /// Panics if a connect failed that `moves` moves of the VIP do not explain (see
+    /// [`Self::gap_failures`]); `context` (the nodes' state) ends the message.
+    pub fn assert_only_move_resets(&self, moves: usize, context: &str) {
+        assert!(
+            self.gap_failures(moves).is_empty(),
+            "{} of {} connects failed across {moves} move(s) of the VIP: {:?}\n{context}",
+            self.failures.len(),
+            self.total(),
+            self.failures
+        );
+    }
 }
 
 /// Plain TCP connects from the client namespace to `addr` every ~5 ms (300 ms

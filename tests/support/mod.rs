@@ -5,6 +5,7 @@
 //! - [`connect`]: a client connecting to the VIP over and over, counting failures.
 //! - [`daemon`]: `apivip` as a child process (killed on drop) and its output, line by line.
 //! - [`notify`]: a stand-in for systemd's `NOTIFY_SOCKET` that keeps every datagram.
+//! - [`vrrp`]: for the VRRP tests in namespaces: `apivip run` on a master, gratuitous ARPs.
 //! - skip/fail policy: [`require_root`], [`require_bin`] (skip, or fail when
 //!   `APIVIP_REQUIRE_NETNS=1`).
 //! - HTTPS clients: [`https_get`], [`https_get_with`], [`https_get_blocking`], and
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod etcd;
 pub mod notify;
+pub mod vrrp;
 /// The topology helper lives in the library (`apivip demo` uses it too).
 pub mod netns {
     #[allow(unused_imports)]
