@@ -132,15 +132,11 @@ impl AdminTarget {
             Some(p) => Some(p.clone()),
             None => default_path.exists().then_some(default_path),
         };
-        let listen = match path {
-            Some(p) => {
-                config::load(&p)
-                    .map_err(|e| (1, e.lines().join("\n")))?
-                    .admin
-                    .listen
-            }
-            None => config::DEFAULT_ADMIN_LISTEN.parse().into_iter().collect(),
-        };
+        // Only `admin.listen`, leniently: the file may be mid-edit (`apivip reload`
+        // must reach the daemon to report its errors).
+        let listen = path
+            .and_then(|p| config::admin::listen_hint(&p))
+            .unwrap_or_else(|| config::DEFAULT_ADMIN_LISTEN.parse().into_iter().collect());
         let chosen = listen
             .iter()
             .find(|a| a.ip().is_loopback())
@@ -342,7 +338,13 @@ async fn control(addr: std::net::SocketAddr, what: &str, body: Option<String>) -
     )
     .await;
     match got {
-        Err(e) => client_failure(&e),
+        Err(e) => {
+            let code = client_failure(&e);
+            if what == "reload" && code == client::EXIT_NOT_RUNNING {
+                eprintln!("apivip: if the edit changed admin.listen, the daemon still listens on the old address: pass --admin OLD-ADDRESS, or send SIGHUP (systemctl reload apivip)");
+            }
+            code
+        }
         Ok((200, body)) => {
             println!("{}", body.trim_end());
             0

@@ -73,6 +73,17 @@ struct RunningVrrp {
     abort: CancellationToken,
 }
 
+/// Why a reload did not fully apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadFailed {
+    /// `false`: nothing changed (a bad file, a listener that cannot bind, an added
+    /// election that cannot start). `true`: the file is applied except for what the
+    /// last line says (an election that could not be changed or restarted).
+    pub applied: bool,
+    /// The changes applied (when `applied`) and the errors.
+    pub lines: Vec<String>,
+}
+
 /// A reload request from the admin endpoint, answered with the outcome.
 pub type ReloadRequest = tokio::sync::oneshot::Sender<crate::admin::ReloadRecord>;
 
@@ -427,7 +438,10 @@ impl Supervisor {
                     lines
                 })
             }
-            Err(lines) => Err(lines),
+            Err(lines) => Err(ReloadFailed {
+                applied: false,
+                lines,
+            }),
         };
         let record = match result {
             Ok(lines) => {
@@ -437,32 +451,41 @@ impl Supervisor {
                 for l in &lines {
                     tracing::info!(change = %l, "reload: applied");
                 }
+                let changes = lines.iter().filter(|l| !l.contains(": warning: ")).count();
                 self.observers.history.push(
                     crate::events::EventKind::Control,
                     "reload",
-                    format!("applied ({} changes)", lines.len()),
+                    format!("applied ({changes} changes)"),
                 );
                 crate::admin::ReloadRecord {
                     at: std::time::SystemTime::now(),
                     ok: true,
+                    applied: true,
                     lines,
                 }
             }
-            Err(lines) => {
+            Err(ReloadFailed { applied, lines }) => {
+                let what = if applied {
+                    "applied with an error"
+                } else {
+                    "refused"
+                };
                 for l in &lines {
-                    tracing::error!(error = %l, "reload: refused; the running configuration stays");
+                    if applied {
+                        tracing::error!(line = %l, "reload: applied with an error");
+                    } else {
+                        tracing::error!(error = %l, "reload: refused; the running configuration stays");
+                    }
                 }
                 self.observers.history.push(
                     crate::events::EventKind::Control,
                     "reload",
-                    format!(
-                        "refused: {}",
-                        lines.first().map(String::as_str).unwrap_or("")
-                    ),
+                    format!("{what}: {}", lines.last().map(String::as_str).unwrap_or("")),
                 );
                 crate::admin::ReloadRecord {
                     at: std::time::SystemTime::now(),
                     ok: false,
+                    applied,
                     lines,
                 }
             }
@@ -482,12 +505,15 @@ impl Supervisor {
         &mut self,
         config: Config,
         probers: Vec<health::probe::Prober>,
-    ) -> Result<Vec<String>, Vec<String>> {
+    ) -> Result<Vec<String>, ReloadFailed> {
         use crate::config::diff::{FrontendChange, ReloadPlan, VrrpChange};
         let old = Arc::clone(&self.config);
         let plan = ReloadPlan::between(&old, &config);
-        let lines = plan.describe(&old, &config);
-        let err = |e: StartError| vec![format!("{}: {e}", config.source.display())];
+        let mut lines = plan.describe(&old, &config);
+        let err = |e: StartError| ReloadFailed {
+            applied: false,
+            lines: vec![format!("{}: {e}", config.source.display())],
+        };
         // 1. Bind.
         let mut new_listeners = Vec::new();
         for f in &config.frontends {
@@ -524,22 +550,36 @@ impl Supervisor {
                     .map_err(err)?,
             );
         }
-        // 3. Health and checkers: a new generation.
-        let generation = self.health.current().generation + 1;
-        self.checkers.cancel();
-        let snapshot = self.health.current().reloaded(&config, &plan, generation);
-        self.observers.stats = self.observers.stats.reloaded(&config, &plan);
-        self.publisher.replace(snapshot.clone());
-        self.checkers = self.background.child_token();
-        checker::spawn_checkers(
-            &config,
-            probers,
-            &self.publisher,
-            &self.observers,
-            &self.tasks,
-            &self.checkers,
-            &snapshot,
-        );
+        // 3. Health and checkers: a new generation, when a master or a check changed
+        // (otherwise the checkers keep running, streaks and all).
+        let health_changed = plan.frontends.iter().any(|c| match c {
+            FrontendChange::Kept {
+                backends, check, ..
+            } => *check || backends.is_changed(),
+            FrontendChange::Added(_) | FrontendChange::Removed(_) => true,
+        });
+        let generation = if health_changed {
+            self.checkers.cancel();
+            // Atomically: a transition an old checker publishes meanwhile is carried
+            // over; after this, old checkers can no longer publish.
+            let snapshot = self
+                .publisher
+                .reload(|current| current.reloaded(&config, &plan, current.generation + 1));
+            self.observers.stats = self.observers.stats.reloaded(&config, &plan);
+            self.checkers = self.background.child_token();
+            checker::spawn_checkers(
+                &config,
+                probers,
+                &self.publisher,
+                &self.observers,
+                &self.tasks,
+                &self.checkers,
+                &snapshot,
+            );
+            snapshot.generation
+        } else {
+            self.health.current().generation
+        };
         // 4. The proxy's frontends.
         let mut frontends = Vec::new();
         let mut old_frontends: Vec<RunningFrontend> = std::mem::take(&mut self.frontends);
@@ -554,9 +594,9 @@ impl Supervisor {
                     else {
                         unreachable!("a frontend in both configs is kept");
                     };
+                    o.watcher.cancel();
                     let next = o.cell.load().reconfigure(f.clone(), backends, generation);
                     o.cell.store(next);
-                    o.watcher.cancel();
                     o.watcher = watcher.clone();
                     resize(&o.permits, o.max_connections, f.max_connections);
                     o.max_connections = f.max_connections;
@@ -617,9 +657,18 @@ impl Supervisor {
             }
             !gone
         });
+        // What the admin endpoint reads (drain resolves names with it) follows the new
+        // health generation at once, not after the election's change.
+        self.config = Arc::new(config.clone());
+        self.daemon
+            .set_running(self.running(self.daemon.running().vips.clone()))
+            .await;
         // 6. The election.
         let mut replace = None;
+        let mut vrrp_failed = None;
         match (&plan.vrrp, &config.vrrp) {
+            // Configured, but no election runs (a replacement failed to start): start it.
+            (VrrpChange::Unchanged, Some(v)) if self.vrrp.is_none() => replace = Some(v),
             (VrrpChange::Unchanged, Some(v)) => {
                 // A no-op for the election, apart from moving its track to the health
                 // view's new generation (step 3).
@@ -642,15 +691,35 @@ impl Supervisor {
                     .await;
                 match applied {
                     Ok(()) => running.bound = handover_bound(v),
+                    Err(crate::vrrp::shell::ReconfigureError::Refused(e)) => {
+                        // A handover or maintenance runs: replacing the election would
+                        // end it. Keep the running election as it is and say so.
+                        vrrp_failed = Some(format!(
+                            "{}: vrrp: not applied: {e}; the election keeps its previous settings (after `apivip resume`, reload again)",
+                            config.source.display()
+                        ));
+                    }
                     Err(e) => {
-                        // Refused (a handover under way, a socket that cannot open) or
-                        // no answer: apply it the other way.
+                        // A socket that cannot open, no answer: apply it the other way.
                         tracing::warn!(error = %e, "vrrp: cannot apply in place; replacing the election");
                         replace = Some(v);
                     }
                 }
             }
-            (VrrpChange::Added, _) => self.vrrp = vrrp_started,
+            (VrrpChange::Added, _) => {
+                self.vrrp = vrrp_started;
+                // It started before the health view moved: give it the section again
+                // so that its track follows the new generation.
+                if let (Some(running), Some(v)) = (&self.vrrp, &config.vrrp) {
+                    if let Err(e) = running
+                        .handle
+                        .reconfigure(v.clone(), config.proxy_listens(), RECONFIGURE_BOUND)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "vrrp: the new election did not take the new health view");
+                    }
+                }
+            }
             (VrrpChange::Removed, _) => {
                 if let Some(v) = self.vrrp.take() {
                     stop_vrrp(v).await;
@@ -659,8 +728,8 @@ impl Supervisor {
             (VrrpChange::InPlace | VrrpChange::Replace(_), Some(v)) => replace = Some(v),
             (VrrpChange::InPlace | VrrpChange::Replace(_), None) => {}
         }
-        let mut vrrp_failed = None;
         if let Some(v) = replace {
+            lines.push("vrrp: the election is started anew with this section (after a planned handover of the running one, if any)".to_owned());
             if let Some(old) = self.vrrp.take() {
                 stop_vrrp(old).await;
             }
@@ -678,7 +747,6 @@ impl Supervisor {
         // New VIPs, instance name and timeout; new hooks only at a restart (the plan
         // says so).
         self.notifier.reconfigure(&config);
-        self.config = Arc::new(config);
         let vips = if plan.vrrp == VrrpChange::Unchanged {
             self.daemon.running().vips.clone()
         } else {
@@ -687,7 +755,10 @@ impl Supervisor {
         self.daemon.set_running(self.running(vips)).await;
         match vrrp_failed {
             None => Ok(lines),
-            Some(e) => Err(lines.into_iter().chain(std::iter::once(e)).collect()),
+            Some(e) => Err(ReloadFailed {
+                applied: true,
+                lines: lines.into_iter().chain(std::iter::once(e)).collect(),
+            }),
         }
     }
 

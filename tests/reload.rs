@@ -193,7 +193,14 @@ async fn a_removed_master_gets_no_new_connections_and_its_streams_close_after_th
         .position(|s| s.backend == "master-0")
         .unwrap();
     let mut gone = streams.remove(removed);
-    // The removed master's stream ends (after the grace); the others keep flowing.
+    // Within the grace it still flows (closing at once would cut requests in flight)...
+    let reloaded = std::time::Instant::now();
+    assert!(
+        gone.next().await.is_some(),
+        "closed at once, not after the grace"
+    );
+    assert!(reloaded.elapsed() < Duration::from_secs(1));
+    // ...then it ends; the others keep flowing.
     let ended =
         tokio::time::timeout(DEADLINE, async { while gone.next().await.is_some() {} }).await;
     assert!(ended.is_ok(), "the removed master's stream never closed");
@@ -245,10 +252,24 @@ async fn a_changed_check_applies_from_the_next_probe_without_a_flap() {
         "{lines:?}"
     );
     c.masters[0].set_mode(Mode::NotReady);
-    // Several probes of the new check later, master-0 is still up and serving.
-    let start = traffic.seen("master-0");
+    // More probes of the new check than `fall` later (the https check would have
+    // marked it down by then), master-0 is still up and serving.
+    let probes = || {
+        let run = c.sup().daemon().running();
+        let id = run.config.frontends[0].backends[0].id;
+        run.check_stats.get(id).map_or(0, |s| s.durations().count)
+    };
+    let start = probes();
     assert!(
-        wait_until(DEADLINE, || async { traffic.seen("master-0") > start + 10 }).await,
+        wait_until(DEADLINE, || async { probes() >= start + 4 }).await,
+        "the new check does not probe"
+    );
+    let served = traffic.seen("master-0");
+    assert!(
+        wait_until(DEADLINE, || async {
+            traffic.seen("master-0") > served + 10
+        })
+        .await,
         "a not-ready master stopped getting connections under a tcp check"
     );
     assert_eq!(c.status(0), Status::Up);
@@ -384,8 +405,14 @@ async fn sighup_and_the_reload_command_apply_a_good_file_and_refuse_a_bad_one() 
         "SIGHUP did not reload"
     );
     // A bad file: refused with the key and value, and nothing changes.
+    // `-c` and no `--admin`: the client finds the daemon in the (invalid) file.
     std::fs::write(&path, yaml(&[0], "fast")).unwrap();
-    let out = client("reload").await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["reload", "-c"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -705,3 +705,93 @@ fn apivip_reload_applies_a_priority_in_place() {
         logs()
     );
 }
+
+/// `apivip reload` on the holder with an interface that does not exist: the election is
+/// replaced (a planned handover to the backup), the new one cannot start; the reload
+/// says the file is applied except for that, `/readyz` says no election runs, the same
+/// file reloaded again tries again, and the original file brings the election back
+/// (the node takes the VIP back with its higher priority).
+#[test]
+fn a_replaced_election_that_cannot_start_is_reported_and_started_by_the_next_reload() {
+    let name = "a_replaced_election_that_cannot_start_is_reported_and_started_by_the_next_reload";
+    if !need(name, &[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::new(2).unwrap();
+    let _services = Services::start(&topo);
+    let nodes: Vec<_> = [(0, 100), (1, 150)]
+        .iter()
+        .map(|&(i, prio)| {
+            let config = write_config(&topo, dir.path(), i, prio);
+            let mut cmd = topo.master(i).command(BIN);
+            cmd.args(["run", "-c", config.to_str().unwrap()]);
+            topo.master(i)
+                .spawn_command(cmd, &dir.path().join(format!("apivip-{i}.log")))
+                .unwrap()
+        })
+        .collect();
+    let logs = || {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i}\n{}", n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let holders = || topo.holders_of(vip()).unwrap_or_default();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
+        "node 1 never held the VIP alone: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    let good = std::fs::read_to_string(dir.path().join("apivip-1.yaml")).unwrap();
+    let bad = good.replace(
+        &format!("interface: {}", topo.master(1).ifname),
+        "interface: apv-absent0",
+    );
+    assert_ne!(good, bad);
+    let reload = |text: &str| {
+        std::fs::write(dir.path().join("apivip-1.yaml"), text).unwrap();
+        let cfg = dir.path().join("apivip-1.yaml");
+        let out = topo
+            .master(1)
+            .exec(&[BIN, "reload", "-c", cfg.to_str().unwrap()])
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    let (ok, said) = reload(&bad);
+    assert!(!ok, "{said}");
+    assert!(said.contains("applied, except"), "{said}\n{}", logs());
+    assert!(said.contains("apv-absent0"), "{said}");
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![0]),
+        "the backup did not take the VIP: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    let readyz = || {
+        let out = topo
+            .master(1)
+            .exec(&["curl", "-s", "http://127.0.0.1:9469/readyz"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(readyz().contains("no election runs"), "{}", readyz());
+    // The same file again: the election is tried again (and fails the same way).
+    let (ok, said) = reload(&bad);
+    assert!(!ok && said.contains("apv-absent0"), "{said}");
+    // The original file: the election runs again and takes the VIP back.
+    let (ok, said) = reload(&good);
+    assert!(ok, "{said}\n{}", logs());
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
+        "node 1 did not take the VIP back: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    assert!(!readyz().contains("no election runs"), "{}", readyz());
+}

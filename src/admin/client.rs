@@ -137,9 +137,14 @@ pub fn render(doc: &StatusDoc) -> String {
         } else {
             let _ = writeln!(
                 o,
-                "LAST RELOAD FAILED {} ({} ago): running on the previous config",
+                "LAST RELOAD FAILED {} ({} ago): {}",
                 clock(r.at_ms),
-                age(now.saturating_sub(r.at_ms))
+                age(now.saturating_sub(r.at_ms)),
+                if r.applied {
+                    "the file is applied except for the last line"
+                } else {
+                    "running on the previous config"
+                }
             );
             for l in &r.lines {
                 let _ = writeln!(o, "  {l}");

@@ -106,8 +106,11 @@ pub struct Running {
 pub struct ReloadRecord {
     /// When it ended.
     pub at: SystemTime,
-    /// Whether the new file was applied.
+    /// Whether the new file was applied in full.
     pub ok: bool,
+    /// Whether the new file is the running config (also when `ok` is false: applied
+    /// except for the error in the last line).
+    pub applied: bool,
     /// What changed (applied) or why not (every error, file:key:value).
     pub lines: Vec<String>,
 }
@@ -312,6 +315,11 @@ impl Daemon {
                 }
                 Some(_) => {}
             }
+        } else if run.config.vrrp.is_some() {
+            why.push(
+                "vrrp: configured, but no election runs (the last reload could not start it)"
+                    .to_owned(),
+            );
         }
         why
     }
@@ -486,6 +494,7 @@ impl Daemon {
             reloads,
             last_reload: self.last_reload().map(|r| status::ReloadDoc {
                 ok: r.ok,
+                applied: r.applied,
                 at_ms: unix_ms(r.at),
                 lines: r.lines,
             }),

@@ -200,6 +200,13 @@ async fn handle(
                     StatusCode::OK,
                     format!("reload: applied\n{}", r.lines.join("\n")),
                 ),
+                Ok(r) if r.applied => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "reload: applied, except for the last line's error\n{}",
+                        r.lines.join("\n")
+                    ),
+                ),
                 Ok(r) => text(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(

@@ -61,8 +61,12 @@ pub struct HookDoc {
 /// A reload's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReloadDoc {
-    /// Whether the new file was applied (if not, the daemon runs on the old one).
+    /// Whether the new file was applied in full.
     pub ok: bool,
+    /// Whether the new file runs (when not `ok`: except for the error in the last
+    /// line); when false the daemon runs on the previous file.
+    #[serde(default)]
+    pub applied: bool,
     /// When it ended.
     pub at_ms: u64,
     /// What changed, or every error that refused the file.

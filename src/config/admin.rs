@@ -31,6 +31,36 @@ impl Admin {
     }
 }
 
+/// `admin.listen` as written in the file at `path`, read leniently: the rest of the
+/// file may be invalid (the client commands find the daemon with it while the file is
+/// being edited). `None` when the file cannot be read or parsed, or has no
+/// `admin.listen` (the caller then uses [`DEFAULT_ADMIN_LISTEN`]); entries that are
+/// not IP:port are skipped.
+pub fn listen_hint(path: &std::path::Path) -> Option<Vec<SocketAddr>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        admin: Option<AdminOnly>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AdminOnly {
+        #[serde(default)]
+        listen: Option<raw::OneOrMany>,
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let file: File = serde_saphyr::from_str(&text).ok()?;
+    let listen = file.admin?.listen?.into_vec();
+    Some(
+        listen
+            .iter()
+            .filter_map(|t| match super::validate::parse_host_port(t)? {
+                (ip, Some(port)) => Some(SocketAddr::new(ip, port)),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 impl Validator {
     pub(super) fn admin(&mut self, raw: raw::RawAdmin, frontends: &[Frontend]) -> Admin {
         let texts = match raw.listen {

@@ -101,8 +101,9 @@ impl CheckTask {
         loop {
             let started = Instant::now();
             let outcome = tokio::select! {
-                o = self.prober.probe(self.addr, self.timeout) => o,
+                biased;
                 _ = cancel.cancelled() => return,
+                o = self.prober.probe(self.addr, self.timeout) => o,
             };
             if !matches!(outcome, Outcome::Inconclusive { .. }) {
                 let failure = match &outcome {

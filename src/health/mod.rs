@@ -211,9 +211,17 @@ impl HealthPublisher {
         });
     }
 
-    /// Replaces the whole snapshot (a reload); readers are woken.
-    pub fn replace(&self, snapshot: HealthSnapshot) {
-        self.tx.send_replace(Arc::new(snapshot));
+    /// Replaces the whole snapshot with `next(current)` in one step (a reload), so
+    /// that no change published meanwhile is lost; readers are woken. Returns the new
+    /// snapshot.
+    pub fn reload(&self, next: impl FnOnce(&HealthSnapshot) -> HealthSnapshot) -> HealthSnapshot {
+        let mut out = None;
+        self.tx.send_modify(|snap| {
+            let n = next(snap);
+            out = Some(n.clone());
+            *snap = Arc::new(n);
+        });
+        out.unwrap_or_else(|| self.tx.borrow().as_ref().clone())
     }
 
     /// The current snapshot.

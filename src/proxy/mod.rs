@@ -97,6 +97,9 @@ struct Slot {
     status: Mutex<Status>,
     /// A pending not-ready grace: cancelled when the status changes again.
     grace: Mutex<Option<CancellationToken>>,
+    /// Removed by a reload: no health change or drain applies to it any more (an old
+    /// generation's watcher may still run for a moment).
+    retired: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,6 +118,7 @@ impl Slot {
             generation: Mutex::new(CancellationToken::new()),
             status: Mutex::new(Status::Unknown),
             grace: Mutex::new(None),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -242,9 +246,13 @@ impl FrontendProxy {
     /// A backend removed from the config: no new connections, its connections
     /// closed after `grace`.
     fn retire(slot: &Arc<Slot>, kind: crate::config::FrontendKind, grace: Duration) {
+        {
+            let mut status = lock(&slot.status);
+            slot.retired.store(true, Ordering::Relaxed);
+            *status = Status::Down(DownCause::NotReady);
+        }
         slot.drained.store(true, Ordering::Relaxed);
         slot.healthy.store(false, Ordering::Relaxed);
-        *lock(&slot.status) = Status::Down(DownCause::NotReady);
         let open = slot.active.load(Ordering::Relaxed);
         tracing::info!(frontend = %kind, backend = %slot.name, open,
             grace = %crate::units::format_duration(grace),
@@ -358,7 +366,13 @@ impl FrontendProxy {
         let Some(slot) = self.slots.get(i) else {
             return;
         };
-        let from = std::mem::replace(&mut *lock(&slot.status), to);
+        let from = {
+            let mut status = lock(&slot.status);
+            if slot.retired.load(Ordering::Relaxed) {
+                return;
+            }
+            std::mem::replace(&mut *status, to)
+        };
         if from == to {
             return;
         }
@@ -436,6 +450,9 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
         }
         if let Some(f) = snap.frontend(fe.cfg.kind) {
             for (i, b) in f.backends.iter().enumerate().take(fe.slots.len()) {
+                if fe.slots[i].retired.load(Ordering::Relaxed) {
+                    continue;
+                }
                 fe.slots[i].drained.store(b.drained, Ordering::Relaxed);
                 fe.apply_status(i, b.routing_status());
             }
