@@ -26,7 +26,7 @@ use apivip::vrrp::machine::{InstanceConfig, Reason, State, VersionConfig};
 use apivip::vrrp::shell::{spawn_dedicated, VrrpHandle, VrrpReport};
 use apivip::vrrp::units::{Centisecs, Priority, Vrid};
 use support::connect::ConnectLoop;
-use support::netns::Topology;
+use support::netns::{NsProcess, Topology};
 use support::vrrp::{self, need};
 use tokio_util::sync::CancellationToken;
 
@@ -628,6 +628,36 @@ fn write_config(topo: &Topology, dir: &std::path::Path, i: usize, prio: u8) -> s
     path
 }
 
+/// `apivip run` on each master `i` with priority `prio` (config from [`write_config`],
+/// debug logs), once node 1 (the highest priority) holds the VIP alone.
+fn run_daemons(topo: &Topology, dir: &std::path::Path, prios: &[(usize, u8)]) -> Vec<NsProcess> {
+    let nodes: Vec<_> = prios
+        .iter()
+        .map(|&(i, prio)| {
+            let config = write_config(topo, dir, i, prio);
+            vrrp::run_node(topo.master(i), dir, i, &config)
+        })
+        .collect();
+    let holders = || topo.holders_of(vip()).unwrap_or_default();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
+        "node 1 never held the VIP alone: {:?}\n{}",
+        holders(),
+        daemon_logs(&nodes)
+    );
+    nodes
+}
+
+/// The last 40 lines of each daemon's log, for failure messages.
+fn daemon_logs(nodes: &[NsProcess]) -> String {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("--- node {i}\n{}", vrrp::tail(&n.log(), 40)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `apivip reload` on the holder with a lower priority that still wins: applied to the
 /// running election (not a restart of it), no failed connect, the VIP stays, and a
 /// backup's `apivip status` shows the new priority.
@@ -640,28 +670,9 @@ fn apivip_reload_applies_a_priority_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let topo = Topology::new(3).unwrap();
     let _services = Services::start(&topo);
-    let nodes: Vec<_> = [(0, 100), (1, 150), (2, 120)]
-        .iter()
-        .map(|&(i, prio)| {
-            let config = write_config(&topo, dir.path(), i, prio);
-            vrrp::run_node(topo.master(i), dir.path(), i, &config)
-        })
-        .collect();
-    let logs = || {
-        nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("--- node {i}\n{}", vrrp::tail(&n.log(), 40)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let nodes = run_daemons(&topo, dir.path(), &[(0, 100), (1, 150), (2, 120)]);
+    let logs = || daemon_logs(&nodes);
     let holders = || topo.holders_of(vip()).unwrap_or_default();
-    assert!(
-        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
-        "node 1 never held the VIP alone: {:?}\n{}",
-        holders(),
-        logs()
-    );
     let client = ConnectLoop::start(&topo, SocketAddr::new(vip(), PORT));
     assert!(client.wait_more(60), "no connects succeed\n{}", logs());
     write_config(&topo, dir.path(), 1, 130);
@@ -720,32 +731,9 @@ fn a_replaced_election_that_cannot_start_is_reported_and_started_by_the_next_rel
     let dir = tempfile::tempdir().unwrap();
     let topo = Topology::new(2).unwrap();
     let _services = Services::start(&topo);
-    let nodes: Vec<_> = [(0, 100), (1, 150)]
-        .iter()
-        .map(|&(i, prio)| {
-            let config = write_config(&topo, dir.path(), i, prio);
-            let mut cmd = topo.master(i).command(BIN);
-            cmd.args(["run", "-c", config.to_str().unwrap()]);
-            topo.master(i)
-                .spawn_command(cmd, &dir.path().join(format!("apivip-{i}.log")))
-                .unwrap()
-        })
-        .collect();
-    let logs = || {
-        nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("--- node {i}\n{}", n.log()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let nodes = run_daemons(&topo, dir.path(), &[(0, 100), (1, 150)]);
+    let logs = || daemon_logs(&nodes);
     let holders = || topo.holders_of(vip()).unwrap_or_default();
-    assert!(
-        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
-        "node 1 never held the VIP alone: {:?}\n{}",
-        holders(),
-        logs()
-    );
     let good = std::fs::read_to_string(dir.path().join("apivip-1.yaml")).unwrap();
     let bad = good.replace(
         &format!("interface: {}", topo.master(1).ifname),
