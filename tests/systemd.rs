@@ -2,7 +2,8 @@
 //! `apivip run` says `READY=1` only once it accepts connections, keeps `STATUS=` current
 //! as backends and the election change, pings `WATCHDOG=1` every `WatchdogSec/2` while
 //! the runtime and the election thread answer (and stops while the election thread is
-//! stalled, root + netns), and says `STOPPING=1` at SIGTERM.
+//! stalled, root + netns), says `RELOADING=1` then `READY=1` around a SIGHUP reload,
+//! and `STOPPING=1` at SIGTERM.
 
 mod support;
 
@@ -158,6 +159,32 @@ fn ready_comes_once_it_accepts_then_status_follows_health_watchdog_pings_and_sto
             logs(&mut notify)
         );
     }
+
+    // SIGHUP: RELOADING=1 (with MONOTONIC_USEC, as systemd 253+ wants), then READY=1
+    // once the reload is done.
+    let before = notify.messages().len();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        Signal::SIGHUP,
+    )
+    .unwrap();
+    let reloading = notify
+        .wait_for(before, DEADLINE, |m| m.has("RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 after SIGHUP\n{}", logs(&mut notify)));
+    assert!(
+        notify.messages()[reloading]
+            .text
+            .contains("MONOTONIC_USEC="),
+        "{:?}",
+        notify.messages()[reloading]
+    );
+    assert!(
+        notify
+            .wait_for(reloading + 1, DEADLINE, |m| m.has("READY=1"))
+            .is_some(),
+        "no READY=1 after the reload\n{}",
+        logs(&mut notify)
+    );
 
     // SIGTERM: STOPPING=1, then a clean exit and no ping after STOPPING=1.
     nix::sys::signal::kill(
