@@ -44,8 +44,8 @@ pub enum StartError {
 struct RunningFrontend {
     kind: FrontendKind,
     cell: proxy::FrontendCell,
+    /// Sized for the current generation's `max_connections`.
     permits: Arc<Semaphore>,
-    max_connections: usize,
     listeners: Vec<Listener>,
     /// Ends this generation's health watcher.
     watcher: CancellationToken,
@@ -261,7 +261,6 @@ impl Supervisor {
                 kind: f.kind,
                 cell: Arc::new(arc_swap::ArcSwap::new(fe)),
                 permits: Arc::new(Semaphore::new(f.max_connections)),
-                max_connections: f.max_connections,
                 listeners: Vec::new(),
                 watcher,
             };
@@ -595,11 +594,15 @@ impl Supervisor {
                         unreachable!("a frontend in both configs is kept");
                     };
                     o.watcher.cancel();
-                    let next = o.cell.load().reconfigure(f.clone(), backends, generation);
-                    o.cell.store(next);
+                    let current = o.cell.load_full();
+                    resize(
+                        &o.permits,
+                        current.config().max_connections,
+                        f.max_connections,
+                    );
+                    o.cell
+                        .store(current.reconfigure(f.clone(), backends, generation));
                     o.watcher = watcher.clone();
-                    resize(&o.permits, o.max_connections, f.max_connections);
-                    o.max_connections = f.max_connections;
                     // Listeners that went away stop accepting; their connections stay.
                     o.listeners.retain(|l| {
                         let gone = listen.removed.contains(&l.configured);
@@ -619,7 +622,6 @@ impl Supervisor {
                         generation,
                     ))),
                     permits: Arc::new(Semaphore::new(f.max_connections)),
-                    max_connections: f.max_connections,
                     listeners: Vec::new(),
                     watcher: watcher.clone(),
                 },

@@ -315,6 +315,16 @@ impl Net {
             .map(|(t, _, _)| *t)
     }
 
+    /// `holder` alone holds the VIP now, and from `since` on the VIP was never unheld
+    /// nor held twice.
+    fn assert_held_alone(&self, holder: usize, since: Instant) {
+        assert_eq!(self.holders(), [holder]);
+        assert_eq!(
+            self.gap_and_overlap(since, self.now),
+            (Duration::ZERO, Duration::ZERO)
+        );
+    }
+
     /// The longest stretch within [from, to) with no VIP holder, and the longest with
     /// two or more, replayed from the log.
     fn gap_and_overlap(&self, from: Instant, to: Instant) -> (Duration, Duration) {
@@ -779,12 +789,8 @@ fn reload_lower_but_winning_priority_keeps_the_vip() {
         [(reload_at, 1, Event::Sent(Priority::new(130)))]
     );
     net.run_until(SECOND * 30);
-    assert_eq!(net.holders(), [1]);
+    net.assert_held_alone(1, net.at(SECOND * 4));
     assert_eq!(net.masters(), [1]);
-    assert_eq!(
-        net.gap_and_overlap(net.at(SECOND * 4), net.now),
-        (Duration::ZERO, Duration::ZERO)
-    );
     // Adverts every second from the reload on.
     assert_eq!(
         net.last(1, &Event::Sent(Priority::new(130))),
@@ -916,12 +922,8 @@ fn reload_of_the_vips_node_by_node_moves_nothing() {
         Some(net.at(ms(22_000)))
     );
     net.run_until(SECOND * 30);
-    assert_eq!(net.holders(), [1]);
+    net.assert_held_alone(1, net.at(SECOND * 4));
     assert_eq!(net.masters(), [1]);
-    assert_eq!(
-        net.gap_and_overlap(net.at(SECOND * 4), net.now),
-        (Duration::ZERO, Duration::ZERO)
-    );
     for i in 0..3 {
         assert_eq!(
             net.nodes[i].instance.stats().address_list_errors,
@@ -971,11 +973,7 @@ fn reload_of_the_interval_moves_nothing() {
         Some(reload_at)
     );
     net.run_until(SECOND * 40);
-    assert_eq!(net.holders(), [1]);
-    assert_eq!(
-        net.gap_and_overlap(net.at(SECOND * 4), net.now),
-        (Duration::ZERO, Duration::ZERO)
-    );
+    net.assert_held_alone(1, net.at(SECOND * 4));
     assert_eq!(
         net.last(1, &Event::Sent(Priority::new(150))),
         Some(reload_at + SECOND * 27)

@@ -1371,6 +1371,12 @@ fn edited(instance: &Instance, change: impl FnOnce(&mut InstanceConfig)) -> Inst
     config
 }
 
+/// Applies `change` to the running section at `now`; the machine must accept it.
+fn reconfigure(instance: &mut Instance, now: Instant, change: impl FnOnce(&mut InstanceConfig)) {
+    let config = edited(instance, change);
+    instance.handle_reconfigure(now, config).unwrap();
+}
+
 fn v3_advert_with(src: IpAddr, priority: u8, cs: u16, vips: &[Ipv4Addr]) -> Received {
     Received {
         src,
@@ -1390,12 +1396,7 @@ fn v3_advert_with(src: IpAddr, priority: u8, cs: u16, vips: &[Ipv4Addr]) -> Rece
 fn reload_as_master_advertises_a_lower_priority_at_once() {
     let (mut instance, at) = master(v3_config(150, 100));
     let t = at + ms(400);
-    instance
-        .handle_reconfigure(
-            t,
-            edited(&instance, |c| c.base_priority = Priority::new(120)),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t, |c| c.base_priority = Priority::new(120));
     assert_eq!(drain(&mut instance), [send(120)]);
     assert_eq!(instance.state(), State::Master);
     assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
@@ -1421,12 +1422,7 @@ fn reload_as_master_below_a_heard_peer_yields_on_its_next_advert() {
         .unwrap();
     drain(&mut instance);
     let t = at + ms(200);
-    instance
-        .handle_reconfigure(
-            t,
-            edited(&instance, |c| c.base_priority = Priority::new(100)),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t, |c| c.base_priority = Priority::new(100));
     assert_eq!(drain(&mut instance), [send(100)]);
     assert_eq!(instance.state(), State::Master);
     assert_eq!(instance.stats().priority_zero_sent, 0);
@@ -1504,12 +1500,9 @@ fn reload_as_backup_accepts_the_previous_vips_until_the_new_ones_are_heard() {
     let (mut instance, t0) = started(v3_config(100, 100));
     let old = [VIP];
     let new = [VIP, Ipv4Addr::new(198, 18, 1, 2)];
-    instance
-        .handle_reconfigure(
-            t0 + ms(100),
-            edited(&instance, |c| c.vips.push(IpAddr::V4(new[1]))),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t0 + ms(100), |c| {
+        c.vips.push(IpAddr::V4(new[1]))
+    });
     assert_eq!(drain(&mut instance), []);
     assert!(instance.accepts_previous_vips());
     let t1 = t0 + ms(500);
@@ -1542,12 +1535,9 @@ fn reload_as_backup_recomputes_the_master_down_timer() {
         .handle_advert(t1, v3_advert(ip(20), 150, 100))
         .unwrap();
     assert_eq!(instance.poll_timeout(), Some(t1 + us(3_609_375)));
-    instance
-        .handle_reconfigure(
-            t1 + ms(500),
-            edited(&instance, |c| c.base_priority = Priority::new(200)),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t1 + ms(500), |c| {
+        c.base_priority = Priority::new(200)
+    });
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.poll_timeout(), Some(t1 + us(3_218_750)));
     instance
@@ -1561,12 +1551,9 @@ fn reload_as_backup_recomputes_the_master_down_timer() {
     );
     // Lowered instead: the timer moves later (priority 50: skew 804.6875ms).
     let (mut instance, t0) = started(v3_config(100, 100));
-    instance
-        .handle_reconfigure(
-            t0 + ms(10),
-            edited(&instance, |c| c.base_priority = Priority::new(50)),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t0 + ms(10), |c| {
+        c.base_priority = Priority::new(50)
+    });
     assert_eq!(
         instance.poll_timeout(),
         Some(t0 + us(3_804_687) + Duration::from_nanos(500))
@@ -1580,17 +1567,12 @@ fn reload_as_backup_recomputes_the_master_down_timer() {
 fn reload_as_backup_fires_a_timer_already_past_at_once() {
     let (mut instance, t0) = started(v3_config(100, 100));
     let t = t0 + ms(2000);
-    instance
-        .handle_reconfigure(
-            t,
-            edited(&instance, |c| {
-                c.version = VersionConfig::V3 {
-                    interval: Centisecs::new_unchecked(10),
-                };
-                c.handover_timeout = ms(1000);
-            }),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t, |c| {
+        c.version = VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(10),
+        };
+        c.handover_timeout = ms(1000);
+    });
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.master_adver_interval(), ms(100));
     assert_eq!(instance.poll_timeout(), Some(t));
@@ -1611,17 +1593,12 @@ fn reload_as_backup_keeps_the_learned_interval() {
     instance
         .handle_advert(t1, v3_advert(ip(20), 150, 50))
         .unwrap();
-    instance
-        .handle_reconfigure(
-            t1 + ms(100),
-            edited(&instance, |c| {
-                c.version = VersionConfig::V3 {
-                    interval: Centisecs::new_unchecked(200),
-                };
-                c.handover_timeout = ms(8000);
-            }),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t1 + ms(100), |c| {
+        c.version = VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(200),
+        };
+        c.handover_timeout = ms(8000);
+    });
     assert_eq!(instance.master_adver_interval(), ms(500));
     assert_eq!(
         instance.poll_timeout(),
@@ -1635,17 +1612,12 @@ fn reload_as_backup_keeps_the_learned_interval() {
 fn reload_as_master_changes_the_interval_at_once() {
     let (mut instance, at) = master(v3_config(100, 100));
     let t = at + ms(300);
-    instance
-        .handle_reconfigure(
-            t,
-            edited(&instance, |c| {
-                c.version = VersionConfig::V3 {
-                    interval: Centisecs::new_unchecked(300),
-                };
-                c.handover_timeout = ms(30_000);
-            }),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t, |c| {
+        c.version = VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(300),
+        };
+        c.handover_timeout = ms(30_000);
+    });
     assert_eq!(drain(&mut instance), [send(100)]);
     assert_eq!(instance.poll_timeout(), Some(t + ms(3000)));
     assert_eq!(instance.master_adver_interval(), ms(3000));
@@ -1660,17 +1632,12 @@ fn reload_as_master_changes_the_interval_at_once() {
 #[test]
 fn reload_changes_the_v2_password() {
     let (mut instance, at) = master(v2_config(100, 1, Some(b"old")));
-    instance
-        .handle_reconfigure(
-            at,
-            edited(&instance, |c| {
-                c.version = VersionConfig::V2 {
-                    interval: Secs::new_unchecked(1),
-                    auth: Some(Password::try_new(b"new").unwrap()),
-                }
-            }),
-        )
-        .unwrap();
+    reconfigure(&mut instance, at, |c| {
+        c.version = VersionConfig::V2 {
+            interval: Secs::new_unchecked(1),
+            auth: Some(Password::try_new(b"new").unwrap()),
+        }
+    });
     assert_eq!(drain(&mut instance), [send(100)]);
     let Repr::V2(advert) = instance.advert(Priority::new(100)) else {
         panic!("v2");
@@ -1681,17 +1648,12 @@ fn reload_changes_the_v2_password() {
     );
 
     let (mut instance, t0) = started(v2_config(100, 1, Some(b"old")));
-    instance
-        .handle_reconfigure(
-            t0,
-            edited(&instance, |c| {
-                c.version = VersionConfig::V2 {
-                    interval: Secs::new_unchecked(1),
-                    auth: Some(Password::try_new(b"new").unwrap()),
-                }
-            }),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t0, |c| {
+        c.version = VersionConfig::V2 {
+            interval: Secs::new_unchecked(1),
+            auth: Some(Password::try_new(b"new").unwrap()),
+        }
+    });
     let old = Auth::Password(Password::try_new(b"old").unwrap());
     let new = Auth::Password(Password::try_new(b"new").unwrap());
     assert_eq!(
@@ -1719,16 +1681,11 @@ fn reload_as_master_advertises_to_new_peers_and_stays_silent_otherwise() {
         .unwrap();
     assert_eq!(drain(&mut instance), [send(100)]);
     assert_eq!(instance.master_ip(), Some(ip(11)));
-    instance
-        .handle_reconfigure(
-            at + ms(10),
-            edited(&instance, |c| {
-                c.preempt = false;
-                c.preempt_delay = ms(5000);
-                c.handover_timeout = Duration::ZERO;
-            }),
-        )
-        .unwrap();
+    reconfigure(&mut instance, at + ms(10), |c| {
+        c.preempt = false;
+        c.preempt_delay = ms(5000);
+        c.handover_timeout = Duration::ZERO;
+    });
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
 }
@@ -1738,20 +1695,12 @@ fn reload_as_master_advertises_to_new_peers_and_stays_silent_otherwise() {
 #[test]
 fn reload_in_maintenance_and_before_startup() {
     let (mut instance, at) = master(v3_config(100, 100));
-    instance
-        .handle_reconfigure(
-            at,
-            edited(&instance, |c| c.handover_timeout = Duration::ZERO),
-        )
-        .unwrap();
+    reconfigure(&mut instance, at, |c| c.handover_timeout = Duration::ZERO);
     instance.handle_maintenance(at).unwrap();
     assert_eq!(drain(&mut instance), [send(1)]);
-    instance
-        .handle_reconfigure(
-            at + ms(10),
-            edited(&instance, |c| c.base_priority = Priority::new(140)),
-        )
-        .unwrap();
+    reconfigure(&mut instance, at + ms(10), |c| {
+        c.base_priority = Priority::new(140)
+    });
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.advertised_priority(), Priority::new(1));
     instance.handle_resume(at + ms(20)).unwrap();
@@ -1759,17 +1708,12 @@ fn reload_in_maintenance_and_before_startup() {
 
     let t0 = Instant::now();
     let mut instance = Instance::try_new(v3_config(100, 100)).unwrap();
-    instance
-        .handle_reconfigure(
-            t0,
-            edited(&instance, |c| {
-                c.version = VersionConfig::V3 {
-                    interval: Centisecs::new_unchecked(10),
-                };
-                c.handover_timeout = ms(1000);
-            }),
-        )
-        .unwrap();
+    reconfigure(&mut instance, t0, |c| {
+        c.version = VersionConfig::V3 {
+            interval: Centisecs::new_unchecked(10),
+        };
+        c.handover_timeout = ms(1000);
+    });
     assert_eq!(drain(&mut instance), []);
     assert_eq!(instance.poll_timeout(), None);
     instance.handle_startup(t0);
