@@ -745,7 +745,7 @@ fn crash_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Du
 
 /// A VRRP socket in the client namespace (member of 224.0.0.18), to see adverts.
 struct AdvertWatch {
-    sock: apivip::vrrp::socket::VrrpSocket,
+    sock: apivip::vrrp::io::socket::VrrpSocket,
 }
 
 impl AdvertWatch {
@@ -753,10 +753,10 @@ impl AdvertWatch {
         let (ifname, ip) = (client.ifname.clone(), client.ipv4);
         let sock = client
             .run_in(move || {
-                apivip::vrrp::socket::VrrpSocket::open(
+                apivip::vrrp::io::socket::VrrpSocket::open(
                     &ifname,
                     std::net::IpAddr::V4(ip),
-                    apivip::vrrp::socket::Delivery::Multicast,
+                    apivip::vrrp::io::socket::Delivery::Multicast,
                 )
             })
             .and_then(|r| r)
@@ -766,7 +766,7 @@ impl AdvertWatch {
 
     /// Discards what is queued, then returns as soon as a new advert from `from` arrives.
     fn wait_advert_from(&self, from: std::net::Ipv4Addr, limit: Duration) -> Result<(), String> {
-        let mut buf = vec![0u8; apivip::vrrp::socket::RECV_BUFFER_LEN];
+        let mut buf = vec![0u8; apivip::vrrp::io::socket::RECV_BUFFER_LEN];
         while self.sock.try_recv(&mut buf).is_ok() {}
         let deadline = Instant::now() + limit;
         loop {

@@ -26,7 +26,7 @@ pub enum StartError {
     Probe(#[from] health::probe::ProbeSetupError),
     /// The VRRP election could not start (capabilities, interface, netlink).
     #[error(transparent)]
-    Vrrp(#[from] crate::vrrp::shell::VrrpError),
+    Vrrp(#[from] crate::vrrp::io::shell::VrrpError),
     /// A listen address could not be bound.
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
@@ -65,7 +65,7 @@ struct Listener {
 /// The running election.
 #[derive(Debug)]
 struct RunningVrrp {
-    handle: crate::vrrp::shell::VrrpHandle,
+    handle: crate::vrrp::io::shell::VrrpHandle,
     done: tokio::sync::oneshot::Receiver<()>,
     /// How long a handover may take before the VIP is released anyway.
     bound: Duration,
@@ -344,7 +344,7 @@ impl Supervisor {
         proxy_listening: bool,
     ) -> Result<RunningVrrp, StartError> {
         let abort = self.hard_stop.child_token();
-        let (handle, done) = crate::vrrp::shell::spawn_dedicated(
+        let (handle, done) = crate::vrrp::io::shell::spawn_dedicated(
             v.clone(),
             self.publisher.subscribe(),
             proxy_listening,
@@ -361,7 +361,7 @@ impl Supervisor {
     }
 
     /// What the admin endpoint reads for the running config.
-    fn running(&self, vips: Option<crate::vrrp::vip::Vips>) -> crate::admin::Running {
+    fn running(&self, vips: Option<crate::vrrp::io::vip::Vips>) -> crate::admin::Running {
         crate::admin::Running {
             config: Arc::clone(&self.config),
             frontends: self.frontends.iter().map(|f| f.cell.load_full()).collect(),
@@ -693,7 +693,7 @@ impl Supervisor {
                     .await;
                 match applied {
                     Ok(()) => running.bound = handover_bound(v),
-                    Err(crate::vrrp::shell::ReconfigureError::Refused(e)) => {
+                    Err(crate::vrrp::io::shell::ReconfigureError::Refused(e)) => {
                         // A handover or maintenance runs: replacing the election would
                         // end it. Keep the running election as it is and say so.
                         vrrp_failed = Some(format!(
@@ -873,9 +873,9 @@ async fn stop_vrrp(v: RunningVrrp) {
 }
 
 /// The netlink reader of the VIPs, for the status document.
-async fn vips_reader(config: &Config) -> Option<crate::vrrp::vip::Vips> {
+async fn vips_reader(config: &Config) -> Option<crate::vrrp::io::vip::Vips> {
     let v = config.vrrp.as_ref()?;
-    match crate::vrrp::vip::Vips::new(&v.interface, None).await {
+    match crate::vrrp::io::vip::Vips::new(&v.interface, None).await {
         Ok(vips) => Some(vips),
         Err(e) => {
             tracing::warn!(error = %e, "admin: cannot read the interface's addresses; status shows VIP presence as unknown");

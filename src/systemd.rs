@@ -45,8 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Daemon;
 use crate::health::HealthSnapshot;
+use crate::vrrp::io::shell::VrrpStatus;
 use crate::vrrp::machine::State;
-use crate::vrrp::shell::VrrpStatus;
 
 /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
 pub fn enabled() -> bool {

@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use apivip::vrrp::announce::Announcer;
+use apivip::vrrp::io::announce::Announcer;
+use apivip::vrrp::io::socket::{Delivery, Received, VrrpSocket, RECV_BUFFER_LEN};
+use apivip::vrrp::io::vip::{VipConfig, Vips};
 use apivip::vrrp::packet::{
     AddrList, AdvertV3, Checksum, IpPair, Packet, Repr, VirtualAddrs, MULTICAST_V4, MULTICAST_V6,
 };
-use apivip::vrrp::socket::{Delivery, Received, VrrpSocket, RECV_BUFFER_LEN};
 use apivip::vrrp::units::{Centisecs, Priority, Vrid};
-use apivip::vrrp::vip::{VipConfig, Vips};
 use nix::sched::CloneFlags;
 use support::netns::{Node, Topology};
 use support::{require_bin, require_root, wait_until_blocking};
@@ -731,7 +731,7 @@ fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
 /// receive time.
 #[test]
 fn doorbell_rings_for_all_but_repeats_and_datagrams_carry_receive_times() {
-    use apivip::vrrp::socket::Doorbell;
+    use apivip::vrrp::io::socket::Doorbell;
     use std::os::fd::AsFd;
     if !require_root("doorbell_rings_for_all_but_repeats_and_datagrams_carry_receive_times") {
         return;

@@ -22,8 +22,8 @@ use apivip::events::History;
 use apivip::health::{
     self, BackendHealth, DownCause, FrontendHealth, HealthPublisher, HealthSnapshot, Status,
 };
+use apivip::vrrp::io::shell::{spawn_dedicated, VrrpHandle, VrrpReport};
 use apivip::vrrp::machine::{InstanceConfig, Reason, State, VersionConfig};
-use apivip::vrrp::shell::{spawn_dedicated, VrrpHandle, VrrpReport};
 use apivip::vrrp::units::{Centisecs, Priority, Vrid};
 use support::connect::ConnectLoop;
 use support::netns::{NsProcess, Topology};
@@ -509,7 +509,7 @@ fn a_changed_vrid_is_refused_and_changes_nothing() {
         c.rt.block_on(c.nodes[1].handle.reconfigure(cfg, false, BOUND));
     let e = r.expect_err("a VRID change must be refused");
     assert!(
-        matches!(e, apivip::vrrp::shell::ReconfigureError::Replace(_)),
+        matches!(e, apivip::vrrp::io::shell::ReconfigureError::Replace(_)),
         "{e:?}"
     );
     assert!(e.to_string().contains("replace the instance"), "{e}");

@@ -36,8 +36,8 @@ use crate::health::state::FailureKind;
 use crate::health::stats::{reason_label, HealthStats, TRANSITION_TARGETS};
 use crate::health::{HealthPublisher, HealthView};
 use crate::proxy::FrontendProxy;
-use crate::vrrp::shell::{VrrpHandle, VrrpReport};
-use crate::vrrp::vip::{VipConfig, Vips};
+use crate::vrrp::io::shell::{VrrpHandle, VrrpReport};
+use crate::vrrp::io::vip::{VipConfig, Vips};
 use status::{
     BackendCounters, BackendDoc, DaemonInfo, FrontendDoc, PeerDoc, StatusDoc, VipDoc, VrrpCounters,
     VrrpDoc,

@@ -341,7 +341,7 @@ fn stall_election(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)>
             format!(r#"expected a body like {{"seconds": 5}}: {e}"#),
         )
     })?;
-    let max = crate::vrrp::shell::MAX_STALL;
+    let max = crate::vrrp::io::shell::MAX_STALL;
     let pause = Duration::try_from_secs_f64(parsed.seconds)
         .ok()
         .filter(|d| *d <= max)
@@ -387,7 +387,7 @@ mod tests {
     use super::*;
     use crate::health::stats::HealthStats;
 
-    fn daemon(vrrp: Option<crate::vrrp::shell::VrrpHandle>) -> Daemon {
+    fn daemon(vrrp: Option<crate::vrrp::io::shell::VrrpHandle>) -> Daemon {
         let config = crate::config::Config::from_yaml(
             "backends: [{address: 198.18.0.11}]\napiserver: {listen: [], check: {kind: tcp}}\n",
             std::path::Path::new("t.yaml"),
@@ -418,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stalled_election_thread_turns_healthz_503() {
-        let (handle, _held) = crate::vrrp::shell::VrrpHandle::stalled();
+        let (handle, _held) = crate::vrrp::io::shell::VrrpHandle::stalled();
         let d = daemon(Some(handle));
         let started = std::time::Instant::now();
         let (code, text) = body(healthz(&d).await).await;

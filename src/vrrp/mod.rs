@@ -8,17 +8,10 @@
 //! - [`units`]: VRID, priority and the per-version interval units, converted in one place.
 //!
 //! `packet`, `machine` and `units` are sans-IO cores: they open no sockets and never
-//! read the clock. The I/O lives in thin modules around them:
-//!
-//! - [`socket`]: the raw IP protocol 112 socket (multicast or unicast, TTL 255).
-//! - [`vip`]: adding and removing the VIPs over netlink.
-//! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements.
-//! - [`shell`]: the task that drives one instance with those and the clock.
+//! read the clock. The I/O lives in thin modules around them, under [`io`]: the raw
+//! socket, netlink, the announcements and the shell thread that drives the machine.
 
-pub mod announce;
+pub mod io;
 pub mod machine;
 pub mod packet;
-pub mod shell;
-pub mod socket;
 pub mod units;
-pub mod vip;

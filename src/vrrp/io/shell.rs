@@ -49,15 +49,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Track, Vrrp};
 use crate::events::{Change, History};
 use crate::health::{HealthSnapshot, HealthView};
-use crate::vrrp::announce::Announcer;
+use crate::vrrp::io::announce::Announcer;
+use crate::vrrp::io::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
+use crate::vrrp::io::vip::{VipConfig, Vips};
 use crate::vrrp::machine::{
     Action, ControlRefused, Instance, Reason, Received, ReconfigureRefused, State, Stats,
     VersionConfig,
 };
 use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
-use crate::vrrp::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::units::Priority;
-use crate::vrrp::vip::{VipConfig, Vips};
 
 /// Why the VRRP task could not run.
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,9 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
-use super::packet::{Checksum, IpPair, Ipv4Meta, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL};
+use crate::vrrp::packet::{
+    Checksum, IpPair, Ipv4Meta, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL,
+};
 
 /// The IPv4 precedence "internetwork control" (DSCP CS6), as keepalived marks adverts.
 const TOS_INTERNETWORK_CONTROL: u32 = 0xc0;
@@ -73,7 +75,7 @@ pub struct Received {
 }
 
 impl Received {
-    /// The addresses for the VRRPv3 pseudo-header, for [`super::packet::Repr::from_bytes`].
+    /// The addresses for the VRRPv3 pseudo-header, for [`crate::vrrp::packet::Repr::from_bytes`].
     /// `None` if source and destination differ in family (cannot happen on one socket).
     pub fn ip_pair(&self) -> Option<IpPair> {
         match (self.src, self.dst) {
