@@ -70,6 +70,11 @@ if ! out=$(cargo afl config --build 2>&1); then
   grep -q "already built" <<<"$out" || { echo "$out" >&2; exit 1; }
 fi
 
+# Where cargo-afl built AFL++ for this toolchain (afl-cmin.bash is taken from there).
+rustc_id=$(rustc -vV | sed -n 's/^release: //p')-$(rustc -vV | sed -n 's/^commit-hash: \(.......\).*/\1/p')
+afl_bin=${XDG_DATA_HOME:-$HOME/.local/share}/afl.rs/rustc-$rustc_id/afl.rs-$afl_version/afl/bin
+[ -x "$afl_bin/afl-fuzz" ] || { echo "AFL++ not found in $afl_bin" >&2; exit 1; }
+
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/fuzz/target}
 out_root=${FUZZ_OUT:-$CARGO_TARGET_DIR/afl-out}
 log "cargo afl build --release (fuzz/)"
@@ -126,8 +131,14 @@ for t in "${targets[@]}"; do
     for f in "$out"/default/queue/id:*; do
       cp "$f" "$all/$(sha1sum "$f" | cut -c1-16)"
     done
-    nice -n 10 cargo afl cmin -i "$all" -o "$min" -- "$bin" >"$out/cmin.log" 2>&1 ||
-      { tail -20 "$out/cmin.log" >&2; exit 1; }
+    # afl-cmin.bash: AFL++ 4.40c's Python afl-cmin (what `cargo afl cmin` runs) records
+    # no coverage from afl.rs persistent-mode binaries and keeps nothing.
+    PATH="$afl_bin:$PATH" nice -n 10 "$afl_bin/afl-cmin.bash" -i "$all" -o "$min" -- "$bin" >"$out/cmin.log" 2>&1 ||
+      { tail -c 2000 "$out/cmin.log" >&2; exit 1; }
+    if ! ls "$min"/* >/dev/null 2>&1; then
+      echo "afl-cmin kept no file; fuzz/corpus/$t left as it was (see $out/cmin.log)" >&2
+      exit 1
+    fi
     rm -f "fuzz/corpus/$t"/*
     cp "$min"/* "fuzz/corpus/$t/"
     echo "fuzz/corpus/$t: $(ls "fuzz/corpus/$t" | wc -l) files, $(du -sh "fuzz/corpus/$t" | cut -f1)"
