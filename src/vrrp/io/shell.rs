@@ -54,9 +54,9 @@ use crate::vrrp::io::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::io::vip::{VipConfig, Vips};
 use crate::vrrp::machine::{
     Action, ControlRefused, Instance, Reason, Received, ReconfigureRefused, State, Stats,
-    VersionConfig,
 };
-use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
+use crate::vrrp::packet::datagram::{self, Parser};
+use crate::vrrp::packet::Repr;
 use crate::vrrp::units::Priority;
 
 /// Why the VRRP task could not run.
@@ -473,7 +473,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         status,
         status_changed,
         published,
-        last_decoded: None,
+        parser: Parser::new(cfg.instance.version.version()),
         handover: CancellationToken::new(),
         announce_left: 0,
         next_announce: None,
@@ -740,9 +740,9 @@ pub(crate) struct Shell {
     status_changed: tokio::sync::watch::Sender<()>,
     /// What `status` holds (compared without touching the `ArcSwap`).
     published: VrrpStatus,
-    /// The last datagram decoded, its addresses and the result: a Backup hears the same
-    /// advert 100 times a second at 10 ms, and decoding is a pure function of these.
-    last_decoded: Option<Decoded>,
+    /// Decodes received datagrams (keeps the last result: a Backup hears the same
+    /// advert 100 times a second at 10 ms).
+    parser: Parser,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
@@ -764,14 +764,6 @@ impl std::fmt::Debug for Shell {
             .field("interface", &self.cfg.interface)
             .finish_non_exhaustive()
     }
-}
-
-/// One datagram (its bytes, source and destination) and what decoding it gave.
-struct Decoded {
-    bytes: Vec<u8>,
-    src: IpAddr,
-    dst: IpAddr,
-    result: Result<Repr, DecodeError>,
 }
 
 /// What `ppoll` found ready.
@@ -1194,7 +1186,7 @@ impl Shell {
         // (its skew).
         self.encoded.clear();
         self.encoded_for = None;
-        self.last_decoded = None;
+        self.parser.set_version(self.cfg.instance.version.version());
         self.repeat = None;
         self.instance.handle_health(now, serve);
         Ok(())
@@ -1295,19 +1287,7 @@ impl Shell {
     }
 
     fn on_packet(&mut self, now: Instant, msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) {
-        let result = match &self.last_decoded {
-            Some(d) if d.src == src && d.dst == dst && d.bytes == msg => d.result.clone(),
-            _ => {
-                let result = decode(&self.cfg.instance.version, msg, src, dst);
-                self.last_decoded = Some(Decoded {
-                    bytes: msg.to_vec(),
-                    src,
-                    dst,
-                    result: result.clone(),
-                });
-                result
-            }
-        };
+        let result = self.parser.parse(msg, src, dst);
         let priority = result.as_ref().ok().map(Repr::priority);
         let rx = Received {
             src,
@@ -1492,8 +1472,8 @@ impl Shell {
             let len = repr.buffer_len();
             self.encoded.clear();
             for &dst in &self.destinations {
-                let (pair, policy) = encode_policy(
-                    &self.cfg.instance.version,
+                let (pair, policy) = datagram::policy(
+                    self.cfg.instance.version.version(),
                     self.cfg.instance.primary_ip,
                     dst,
                 );
@@ -1515,59 +1495,8 @@ impl Shell {
     }
 }
 
-/// How a message to `dst` is checksummed: v3 over the IPv4/IPv6 pseudo-header (the
-/// socket sets no IPV6_CHECKSUM, so the codec does it for both), v2 over the message
-/// alone.
-fn encode_policy(version: &VersionConfig, src: IpAddr, dst: IpAddr) -> (IpPair, Checksum) {
-    let pair = ip_pair(src, dst);
-    let policy = match version {
-        VersionConfig::V2 { .. } => Checksum::NoPseudoHeader,
-        VersionConfig::V3 { .. } => Checksum::Verify,
-    };
-    (pair, policy)
-}
-
 fn is_link_local(ip: std::net::Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
-}
-
-fn ip_pair(src: IpAddr, dst: IpAddr) -> IpPair {
-    match (src, dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => IpPair::V4 { src, dst },
-        (IpAddr::V6(src), IpAddr::V6(dst)) => IpPair::V6 { src, dst },
-        // Mixed families cannot arrive on one socket; checksum against the source.
-        (IpAddr::V4(src), _) => IpPair::V4 { src, dst: src },
-        (IpAddr::V6(src), _) => IpPair::V6 { src, dst: src },
-    }
-}
-
-/// Decodes a received message. A v3 IPv4 unicast advert whose checksum fails is tried
-/// once more with the multicast group in the pseudo-header, as keepalived before 1.3.6
-/// computed it.
-fn decode(
-    version: &VersionConfig,
-    msg: &[u8],
-    src: IpAddr,
-    dst: IpAddr,
-) -> Result<Repr, crate::vrrp::packet::DecodeError> {
-    let (pair, policy) = encode_policy(version, src, dst);
-    let first = Repr::from_bytes(msg, &pair, policy);
-    match (&first, src, dst) {
-        (
-            Err(crate::vrrp::packet::DecodeError::BadChecksum { .. }),
-            IpAddr::V4(s),
-            IpAddr::V4(d),
-        ) if d != MULTICAST_V4 && matches!(version, VersionConfig::V3 { .. }) => Repr::from_bytes(
-            msg,
-            &IpPair::V4 {
-                src: s,
-                dst: MULTICAST_V4,
-            },
-            Checksum::Verify,
-        )
-        .or(first),
-        _ => first,
-    }
 }
 
 #[cfg(test)]
