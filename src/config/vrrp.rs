@@ -28,8 +28,8 @@ pub struct Vrrp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Track {
     /// VIP + proxy: this node can serve while its proxy listens and at least one
-    /// apiserver backend is healthy from here.
-    Proxy,
+    /// backend of this frontend (the apiserver's) is healthy from here.
+    Proxy(FrontendKind),
     /// VIP only: the readiness of this node's own apiserver (`track: backend:NAME`).
     Backend(BackendId),
 }
@@ -306,10 +306,10 @@ impl Validator {
     fn track(&mut self, raw: &raw::RawVrrp, frontends: &[Frontend]) -> Track {
         let apiserver_listens = super::frontend::proxy_listens(frontends);
         match raw.track.as_deref() {
-            None | Some("proxy") if apiserver_listens => Track::Proxy,
+            None | Some("proxy") if apiserver_listens => Track::Proxy(FrontendKind::Apiserver),
             None | Some("proxy") => {
                 self.issue("vrrp.track", raw.track.clone(), "the proxy does not listen (apiserver.listen is empty); expected track: backend:NAME naming this node's apiserver");
-                Track::Proxy
+                Track::Proxy(FrontendKind::Apiserver)
             }
             Some(t) => {
                 let found = t.strip_prefix("backend:").and_then(|name| {
@@ -327,7 +327,7 @@ impl Validator {
                             Some(t.to_owned()),
                             "expected proxy, or backend:NAME with NAME one of backends[].name",
                         );
-                        Track::Proxy
+                        Track::Proxy(FrontendKind::Apiserver)
                     }
                 }
             }

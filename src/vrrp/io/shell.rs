@@ -46,9 +46,9 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Track, Vrrp};
+use crate::config::Vrrp;
 use crate::events::{Change, History};
-use crate::health::{HealthSnapshot, HealthView};
+use crate::health::HealthView;
 use crate::vrrp::io::announce::Announcer;
 use crate::vrrp::io::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::io::vip::{VipConfig, Vips};
@@ -57,6 +57,7 @@ use crate::vrrp::machine::{
 };
 use crate::vrrp::packet::datagram::{self, Parser};
 use crate::vrrp::packet::Repr;
+use crate::vrrp::track::Tracked;
 use crate::vrrp::units::Priority;
 
 /// Why the VRRP task could not run.
@@ -201,65 +202,6 @@ impl VrrpHandle {
             reconfigure: None,
         };
         (handle, rx)
-    }
-}
-
-/// Whether this node can serve, per the configured track.
-/// A drained backend does not count: an operator took it out.
-pub fn can_serve(track: &Track, snap: &HealthSnapshot, proxy_listening: bool) -> bool {
-    match track {
-        Track::Proxy => {
-            proxy_listening
-                && snap
-                    .frontend(crate::config::FrontendKind::Apiserver)
-                    .is_some_and(|api| api.backends.iter().any(|b| b.is_serving()))
-        }
-        Track::Backend(id) => snap.backend(*id).is_some_and(|b| b.is_serving()),
-    }
-}
-
-/// What this node's ability to serve follows, as the health forwarder of
-/// [`spawn_dedicated`] evaluates it.
-///
-/// A reload renumbers backends: the supervisor first replaces the health view with
-/// one of a new generation, then reconfigures the election with the section whose
-/// `Track::Backend` id is valid in it. In between, the old id may name another
-/// backend of the new view, so for a view of another generation than the track's the
-/// backend is found by the name it had when the track was applied.
-#[derive(Debug)]
-struct Tracked {
-    track: Track,
-    proxy_listening: bool,
-    /// The health generation the track's id is valid in.
-    generation: u64,
-    /// The tracked backend's name in that generation.
-    name: Option<String>,
-}
-
-impl Tracked {
-    fn new(track: Track, proxy_listening: bool, snap: &HealthSnapshot) -> Tracked {
-        let name = match &track {
-            Track::Backend(id) => snap.backend(*id).map(|b| b.name.clone()),
-            Track::Proxy => None,
-        };
-        Tracked {
-            track,
-            proxy_listening,
-            generation: snap.generation,
-            name,
-        }
-    }
-
-    fn can_serve(&self, snap: &HealthSnapshot) -> bool {
-        if let (Track::Backend(id), Some(name), true) =
-            (&self.track, &self.name, snap.generation != self.generation)
-        {
-            return snap
-                .frontend(id.frontend)
-                .and_then(|f| f.backends.iter().find(|b| &b.name == name))
-                .is_some_and(|b| b.is_serving());
-        }
-        can_serve(&self.track, snap, self.proxy_listening)
     }
 }
 
@@ -1506,57 +1448,6 @@ mod tests {
     /// The latest end of a `ppoll` timeout T, per fs/select.c.
     fn latest_end(t: Duration) -> Duration {
         t + (t / 1000).max(DEFAULT_SLACK)
-    }
-
-    /// A reload replaced the health view with a renumbered one (new generation)
-    /// before the election got the new track: the old track's backend is found by
-    /// its name, not by its old index; the new track, applied in that generation, by
-    /// its index.
-    #[test]
-    fn a_renumbered_health_view_keeps_following_the_tracked_backend() {
-        use crate::config::{BackendId, FrontendKind};
-        use crate::health::{BackendHealth, FrontendHealth, Status};
-        let id = |master| BackendId {
-            frontend: FrontendKind::Apiserver,
-            master,
-        };
-        let backend = |master, name: &str, up: bool| BackendHealth {
-            id: id(master),
-            name: name.into(),
-            addr: "127.0.0.1:6443".parse().unwrap(),
-            status: if up { Status::Up } else { Status::Unknown },
-            reason: String::new(),
-            since: None,
-            drained: false,
-        };
-        let snap = |generation, backends| HealthSnapshot {
-            generation,
-            frontends: vec![FrontendHealth {
-                kind: FrontendKind::Apiserver,
-                backends,
-            }],
-        };
-        let old = snap(0, vec![backend(0, "a", false), backend(1, "self", true)]);
-        let tracked = Tracked::new(Track::Backend(id(1)), false, &old);
-        assert!(tracked.can_serve(&old));
-        // "a" removed: "self" is now index 0, and index 1 is gone.
-        let new = snap(1, vec![backend(0, "self", true)]);
-        assert!(!can_serve(&Track::Backend(id(1)), &new, false));
-        assert!(tracked.can_serve(&new));
-        let new_down = snap(1, vec![backend(0, "self", false)]);
-        assert!(!tracked.can_serve(&new_down));
-        // Renumbered so that the old index names another backend.
-        let swapped = snap(2, vec![backend(0, "self", true), backend(1, "b", false)]);
-        assert!(!can_serve(&Track::Backend(id(1)), &swapped, false));
-        assert!(tracked.can_serve(&swapped));
-        // The reloaded track, applied in the new generation, goes by its index.
-        let reloaded = Tracked::new(Track::Backend(id(0)), false, &swapped);
-        assert!(reloaded.can_serve(&swapped));
-        let renamed = snap(2, vec![backend(0, "self2", true), backend(1, "b", false)]);
-        assert!(reloaded.can_serve(&renamed));
-        // The proxy track ignores names and generations.
-        let proxy = Tracked::new(Track::Proxy, true, &old);
-        assert!(proxy.can_serve(&new) && !proxy.can_serve(&new_down));
     }
 
     #[test]
