@@ -292,7 +292,7 @@ fn vrrp_section_defaults() {
     assert!(v.instance.preempt);
     assert_eq!(v.instance.health_weight, 50);
     assert_eq!(v.instance.version.interval(), Duration::from_millis(100));
-    assert_eq!(v.announce_count, 5);
+    assert_eq!(v.instance.announce_count, 5);
 }
 
 #[test]

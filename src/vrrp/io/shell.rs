@@ -7,7 +7,7 @@
 //!   Control::Serve (HealthView) -> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
 //!   Control::Handover (SIGTERM) -> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
 //!   Control::Reconfigure (reload) -> Instance.handle_reconfigure +   AddVip / RemoveVip -> netlink
-//!                                                                 Announce -> GARP / NA, repeated
+//!                                                                 Announce -> GARP / NA (once; the machine repeats)
 //!                                                                 StateChanged -> log, History.record; Exit -> return
 //! ```
 //!
@@ -417,8 +417,6 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         published,
         parser: Parser::new(cfg.instance.version.version()),
         handover: CancellationToken::new(),
-        announce_left: 0,
-        next_announce: None,
         history: History::default(),
         transitions: Vec::new(),
     })
@@ -691,9 +689,6 @@ pub(crate) struct Shell {
     /// The encoded advert for each destination, and the priority it carries.
     encoded: Vec<Vec<u8>>,
     encoded_for: Option<Priority>,
-    /// Gratuitous ARP / NA repetitions still to send, and when the next one is due.
-    announce_left: u32,
-    next_announce: Option<Instant>,
     /// State changes are recorded here for `apivip status`.
     history: History,
     /// State changes so far: (entered, reason, count); a handful of entries.
@@ -770,11 +765,6 @@ fn kernel_timeout(remaining: Duration) -> Duration {
     }
 }
 
-/// The delay of the first repeated announcement after becoming master (see
-/// `Action::Announce` in [`Shell::drain_actions`]): longer than the old holder takes to
-/// hear our advert on a LAN, far shorter than a client's connect timeout.
-const EARLY_REPEAT: Duration = Duration::from_millis(10);
-
 /// At most this many datagrams per batch (see [`Shell::receive_all`]).
 const BATCH: usize = 64;
 
@@ -844,7 +834,7 @@ impl Shell {
         self.instance.handle_health(now, serve);
         self.instance.handle_startup(now);
         loop {
-            if self.drain_actions(rt, now) {
+            if self.drain_actions(rt) {
                 return;
             }
             if self.arm_doorbell() {
@@ -858,7 +848,7 @@ impl Shell {
                 }
                 continue;
             }
-            let mut deadline = earliest(self.instance.poll_timeout(), self.next_announce);
+            let mut deadline = self.instance.poll_timeout();
             let watching = self.armed.is_some() && self.watch_socket_until.is_some();
             if watching {
                 deadline = earliest(deadline, self.watch_socket_until);
@@ -942,7 +932,7 @@ impl Shell {
                         Control::Reconfigure { cfg, serve, reply } => {
                             let r = self.reconfigure(rt, now, *cfg, serve);
                             let exit = match &r {
-                                Ok(()) => self.drain_actions(rt, now),
+                                Ok(()) => self.drain_actions(rt),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "vrrp: reload not applied");
                                     false
@@ -980,12 +970,6 @@ impl Shell {
                 self.instance.handle_timeout(now);
             }
             self.last_fed = now;
-            if self.next_announce.is_some_and(|d| d <= now) {
-                self.announce();
-                self.announce_left = self.announce_left.saturating_sub(1);
-                self.next_announce =
-                    (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
-            }
         }
     }
 
@@ -1139,7 +1123,7 @@ impl Shell {
     fn arm_doorbell(&mut self) -> bool {
         let want = match self.instance.state() {
             State::Backup if !self.doorbell_off => self.repeat.as_deref(),
-            State::Backup | State::Initialize | State::Master => None,
+            State::Backup | State::Initialize | State::Master | State::Fault => None,
         };
         if want == self.armed.as_deref() {
             return false;
@@ -1203,7 +1187,7 @@ impl Shell {
                             let due = due.max(self.last_fed);
                             self.instance.handle_timeout(due);
                             self.last_fed = due;
-                            if self.drain_actions(rt, now) {
+                            if self.drain_actions(rt) {
                                 batch.exit = true;
                                 return batch;
                             }
@@ -1254,7 +1238,7 @@ impl Shell {
     }
 
     /// Runs the queued actions; true once the machine said `Exit`.
-    fn drain_actions(&mut self, rt: &tokio::runtime::Runtime, now: Instant) -> bool {
+    fn drain_actions(&mut self, rt: &tokio::runtime::Runtime) -> bool {
         while let Some(action) = self.instance.poll_action() {
             match action {
                 Action::SendAdvert { priority } => self.send(priority),
@@ -1290,18 +1274,7 @@ impl Shell {
                         Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot remove a VIP"),
                     }
                 }
-                Action::Announce => {
-                    self.announce();
-                    self.announce_left = self.cfg.announce_count.saturating_sub(1);
-                    // The first repeat comes early: the router we took over from may
-                    // have sent one of its own repeats just before it heard our advert
-                    // (its repeats line up with its adverts, and a takeover comes just
-                    // before one of those), leaving clients on it after it dropped the
-                    // VIP. Seen in the handover/resume topology test as one timed-out
-                    // connect until our next repeat, 200 ms later.
-                    self.next_announce = (self.announce_left > 0)
-                        .then(|| now + self.cfg.announce_interval.min(EARLY_REPEAT));
-                }
+                Action::Announce => self.announce(),
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");
                     // Never waits: the notify hooks read it from a broadcast.
@@ -1321,10 +1294,6 @@ impl Shell {
                     {
                         Some(t) => t.2 += 1,
                         None => self.transitions.push((to, reason, 1)),
-                    }
-                    if to != State::Master {
-                        self.announce_left = 0;
-                        self.next_announce = None;
                     }
                 }
                 Action::Exit => {
