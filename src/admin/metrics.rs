@@ -366,11 +366,13 @@ impl Snapshot {
             "apivip_vrrp_state",
             "VRRP state: 1 for the current one of initialize, backup, master, fault.",
             MetricType::Gauge,
-            ["initialize", "backup", "master", "fault"].into_iter().map(|s| {
-                let mut labels = vl();
-                labels.push(("state", s.to_owned()));
-                (labels, gauge(i64::from(v.state == s)))
-            }),
+            ["initialize", "backup", "master", "fault"]
+                .into_iter()
+                .map(|s| {
+                    let mut labels = vl();
+                    labels.push(("state", s.to_owned()));
+                    (labels, gauge(i64::from(v.state == s)))
+                }),
         )?;
         family(
             e,

@@ -975,8 +975,7 @@ impl Shell {
                             self.instance.handle_shutdown(now);
                         }
                         Control::Abort => {
-                            if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list)))
-                            {
+                            if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list))) {
                                 tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                             }
                             return;
@@ -1265,8 +1264,7 @@ impl Shell {
             Some(p) => Delivery::Unicast(p.clone()),
             None => Delivery::Multicast,
         };
-        let socket =
-            VrrpSocket::open(&self.cfg.interface, self.cfg.instance.primary_ip, delivery)?;
+        let socket = VrrpSocket::open(&self.cfg.interface, self.cfg.instance.primary_ip, delivery)?;
         let doorbell = Doorbell::open(&socket)?;
         self.destinations = socket.destinations();
         self.socket = socket;
