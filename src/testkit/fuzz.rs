@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 use crate::config::diff::ReloadPlan;
 use crate::config::{Config, ConfigError, MissingFiles};
 use crate::vrrp::machine::{
-    Action, Instance, InstanceConfig, Reason, Received, State, VersionConfig,
+    Action, Instance, InstanceConfig, LinkState, Reason, Received, State, VersionConfig,
 };
+use crate::vrrp::packet::datagram::{self, Parser};
 use crate::vrrp::packet::{
     checksum_v2, checksum_v4, checksum_v6, parse_ipv4_datagram, AddrList, AdvertV2, AdvertV3, Auth,
-    Checksum, Family, IpPair, Ipv4Meta, Packet, Repr, VirtualAddrs, IP_PROTOCOL, MULTICAST_V4,
-    MULTICAST_V6, TTL,
+    Checksum, Family, IpPair, Ipv4Meta, Packet, Repr, Version, VirtualAddrs, IP_PROTOCOL,
+    MULTICAST_V4, MULTICAST_V6, TTL,
 };
 use crate::vrrp::units::{Centisecs, Password, Priority, Secs, Vrid};
 
@@ -106,6 +107,32 @@ pub fn packet(data: &[u8]) {
             round_trip(data, &ip, policy);
         }
     }
+    // The received-datagram parser (checksum dialect per version, the old unicast
+    // checksum retry, the one-entry cache): any message, a pure function of its inputs.
+    let unicast = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
+    let from4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+    let from6 = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2));
+    for version in [Version::V2, Version::V3] {
+        let mut parser = Parser::new(version);
+        for (src, dst) in [
+            (from4, IpAddr::V4(MULTICAST_V4)),
+            (from4, unicast),
+            (from6, IpAddr::V6(MULTICAST_V6)),
+            (from4, from6),
+        ] {
+            let fresh = datagram::parse(version, data, src, dst);
+            assert_eq!(
+                parser.parse(data, src, dst),
+                fresh,
+                "the parser disagrees with parse"
+            );
+            assert_eq!(
+                parser.parse(data, src, dst),
+                fresh,
+                "the parser's cache disagrees"
+            );
+        }
+    }
     // The checksum helpers take any length.
     let _ = checksum_v2(data);
     let _ = checksum_v4(Ipv4Addr::UNSPECIFIED, MULTICAST_V4, data);
@@ -154,9 +181,9 @@ pub type MachineEvent = fn(&mut Driver, &mut Bytes<'_>);
 /// The events of the machine target. One byte picks the next event (modulo the length
 /// of this table); the event reads the rest of what it needs. **To add an input** (a
 /// fault, a received datagram parsed from raw bytes, ...), write a `Driver` method of
-/// type [`MachineEvent`] that feeds it through [`Driver::input`], and add one line here;
-/// the invariants then hold for it too. (Adding a line remaps the event bytes of old
-/// corpus files: they still replay, as other sequences.)
+/// type [`MachineEvent`] that feeds it through [`Driver::input`], and add one line at the
+/// end; the invariants then hold for it too. (Event bytes below the old length keep
+/// their meaning; old corpus files still replay, some bytes as other events.)
 pub const MACHINE_EVENTS: &[(&str, MachineEvent)] = &[
     ("advert", Driver::advert),
     ("raw advert", Driver::raw_advert),
@@ -167,6 +194,10 @@ pub const MACHINE_EVENTS: &[(&str, MachineEvent)] = &[
     ("resume", Driver::resume),
     ("reconfigure", Driver::reconfigure),
     ("shutdown", Driver::shutdown),
+    ("link", Driver::link),
+    ("vip add failed", Driver::vip_add_failed),
+    ("vips missing", Driver::vips_missing),
+    ("rx dropped", Driver::rx_dropped),
 ];
 
 /// How many timer expiries one input may drive before the run stops (returning, not
@@ -186,19 +217,21 @@ const TIMER_BUDGET: u32 = 5_000;
 ///
 /// Invariants (a panic names the broken one):
 /// - Master is entered only when the Master_Down_Timer fires (reasons `MasterDown`,
-///   `MasterResigned`, `Preempt`, from Backup, with a deadline that was due) or at an
-///   owner's startup (`OwnerStartup`): never by an advert, a control or a reload, so
-///   never twice without a Master_Down in between.
+///   `MasterResigned`, `Preempt`, from Backup, with a deadline that was due) or by the
+///   owner (priority 255) at startup or when its fault clears: never by an advert, a
+///   control or a reload, so never twice without a Master_Down in between.
 /// - The VIPs the actions put on the interface (`AddVips`, `AddVip`, `RemoveVip`,
 ///   `RemoveVips`) never go on twice or off when absent, are held exactly while Master,
-///   and are then the configured VIPs; only a Master announces and advertises, and a
-///   priority-0 advert ends in `Exit`.
+///   and are then the configured VIPs (only `handle_vips_missing` adds them again); only
+///   a Master announces and advertises, and a priority-0 advert leaves Master.
 /// - Every `StateChanged` starts from the state the previous one entered, and the
 ///   instance's state and Master count agree with them.
 /// - A dropped advert, a refused control and a refused reload change nothing: no action,
 ///   no timer, no state.
 /// - An early `handle_timeout` does nothing; after an input at `now`, `poll_timeout` is
-///   not before `now`, and after `handle_timeout(now)` it is after `now` (no busy loop).
+///   not before `now`, and time moves on after at most [`SAME_INSTANT_FIRES`] expiries
+///   at one instant (a timer re-armed at `now` repeats, e.g. announcements with
+///   `announce_interval` 0, but never forever).
 /// - Nothing comes out after `Exit`, and no timer runs.
 pub fn machine(data: &[u8]) {
     let mut bytes = Bytes(data);
@@ -271,6 +304,8 @@ impl std::fmt::Display for At {
 enum Kind {
     Startup,
     Timeout,
+    /// `handle_vips_missing`: the only input that may add the VIPs while they are held.
+    VipsMissing,
     Other,
 }
 
@@ -282,6 +317,8 @@ struct Addrs {
     higher: IpAddr,
     stranger: IpAddr,
     vips: [IpAddr; 2],
+    /// The multicast group.
+    group: IpAddr,
 }
 
 fn addrs(family: Family) -> Addrs {
@@ -297,6 +334,7 @@ fn addrs(family: Family) -> Addrs {
                 IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1)),
                 IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)),
             ],
+            group: IpAddr::V4(MULTICAST_V4),
         },
         Family::Ipv6 => Addrs {
             me: v6(0x10),
@@ -307,6 +345,7 @@ fn addrs(family: Family) -> Addrs {
                 IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, 1)),
                 IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 1)),
             ],
+            group: IpAddr::V6(MULTICAST_V6),
         },
     }
 }
@@ -365,6 +404,15 @@ fn configs(family: Family) -> Vec<InstanceConfig> {
     let mut moved = base(v3(100));
     moved.primary_ip = a.stranger;
     out.push(moved);
+    // Priority 255 is accepted only from the named owner.
+    let mut owned = base(v3(100));
+    owned.owner = Some(a.higher);
+    out.push(owned);
+    // Announcements repeated with no pause.
+    let mut eager = base(v3(100));
+    eager.announce_count = 3;
+    eager.announce_interval = Duration::ZERO;
+    out.push(eager);
     // Refused by a reload: another virtual router.
     out.push(InstanceConfig::new(
         Vrid::new_unchecked(52),
@@ -385,8 +433,12 @@ fn configs(family: Family) -> Vec<InstanceConfig> {
     out
 }
 
-/// How many of [`configs`] an instance may start with (the last two are for refusals).
-const STARTING_CONFIGS: usize = 9;
+/// How many of [`configs`] are only for refused reloads (at the end).
+const REFUSED_CONFIGS: usize = 2;
+
+/// How many times `handle_timeout` may find a timer due again at the same instant: more
+/// than every bounded repetition (at most 100 announcements) means a busy loop.
+pub const SAME_INSTANT_FIRES: u32 = 1_000;
 
 /// The machine under test, the time, and what its actions did so far.
 #[derive(Debug)]
@@ -410,6 +462,8 @@ pub struct Driver {
     last_actions: usize,
     /// The last input's actions (a buffer reused across inputs).
     actions: Vec<Action>,
+    /// The received-datagram parser, as the shell keeps one per instance.
+    parser: Parser,
 }
 
 impl Driver {
@@ -422,7 +476,8 @@ impl Driver {
             Family::Ipv6
         };
         let configs = configs(family);
-        let config = configs[usize::from(pick & 0x7f) % STARTING_CONFIGS].clone();
+        let config = configs[usize::from(pick & 0x7f) % (configs.len() - REFUSED_CONFIGS)].clone();
+        let parser = Parser::new(config.version.version());
         let instance = Instance::try_new(config)
             .unwrap_or_else(|e| panic!("a prepared configuration is invalid: {e}"));
         // Any origin: the machine only compares and adds.
@@ -440,6 +495,7 @@ impl Driver {
             budget: TIMER_BUDGET,
             last_actions: 0,
             actions: Vec::new(),
+            parser,
         };
         let can_serve = bytes.bool();
         driver.input(Kind::Other, |i, now| i.handle_health(now, can_serve));
@@ -500,12 +556,6 @@ impl Driver {
                 "{at}: poll_timeout {:?} is before the input's now",
                 self.at(next)
             );
-            if kind == Kind::Timeout {
-                assert!(
-                    next > now,
-                    "{at}: a timer is due again right after it was handled (busy loop)"
-                );
-            }
         }
         if kind == Kind::Timeout && due_before.is_none_or(|due| due > now) {
             assert!(
@@ -550,20 +600,25 @@ impl Driver {
                                 Reason::MasterDown | Reason::MasterResigned | Reason::Preempt
                             )
                             && due_before.is_some_and(|due| due <= now);
-                        let by_owner = kind == Kind::Startup
-                            && from == State::Initialize
-                            && reason == Reason::OwnerStartup
-                            && self.instance.config().base_priority.is_owner();
+                        let owner = self.instance.effective_priority().is_owner();
+                        let by_owner = owner
+                            && ((kind == Kind::Startup
+                                && from == State::Initialize
+                                && reason == Reason::OwnerStartup)
+                                || (from == State::Fault && reason == Reason::FaultCleared));
                         assert!(
                             by_timer || by_owner,
-                            "{at}: Master entered by {kind:?} ({reason}, from {from}), not by the Master_Down_Timer or an owner's startup"
+                            "{at}: Master entered by {kind:?} ({reason}, from {from}), not by the Master_Down_Timer or an owner's (re)start"
                         );
                         self.masters += 1;
                     }
                     self.state = to;
                 }
                 Action::AddVips => {
-                    assert!(self.held.is_none(), "{at}: AddVips while holding them");
+                    assert!(
+                        self.held.is_none() || kind == Kind::VipsMissing,
+                        "{at}: AddVips while holding them"
+                    );
                     assert_eq!(self.state, State::Master, "{at}: AddVips outside Master");
                     self.held = Some(self.instance.config().vips.iter().copied().collect());
                 }
@@ -597,10 +652,17 @@ impl Driver {
                         self.state
                     );
                     if priority.is_resign() {
-                        assert_eq!(
-                            actions.last(),
-                            Some(&Action::Exit),
-                            "{at}: a priority-0 advert without Exit: {:?}",
+                        // Resigning (shutdown, a failed handover, a fault): Master is
+                        // left in the same input.
+                        assert!(
+                            actions[i..].iter().any(|a| matches!(
+                                a,
+                                Action::StateChanged {
+                                    from: State::Master,
+                                    ..
+                                }
+                            )),
+                            "{at}: a priority-0 advert without leaving Master: {:?}",
                             &actions[i..]
                         );
                     }
@@ -628,6 +690,7 @@ impl Driver {
 
     /// Moves time to `to`, firing every timer due on the way at its deadline.
     fn advance_to(&mut self, to: Instant) {
+        let mut same_instant = 0;
         while let Some(due) = self.instance.poll_timeout() {
             if due > to {
                 break;
@@ -638,6 +701,16 @@ impl Driver {
                 return;
             }
             self.budget -= 1;
+            if due <= self.now {
+                same_instant += 1;
+                assert!(
+                    same_instant <= SAME_INSTANT_FIRES,
+                    "{}: timers keep firing without time passing (busy loop)",
+                    self.at(self.now)
+                );
+            } else {
+                same_instant = 0;
+            }
             self.now = due.max(self.now);
             self.input(Kind::Timeout, |i, now| i.handle_timeout(now));
         }
@@ -687,18 +760,51 @@ impl Driver {
 
     /// `apivip handover`.
     fn maintenance(&mut self, _: &mut Bytes<'_>) {
-        self.refusable(|i, now| i.handle_maintenance(now).is_ok());
+        let _ = self.refusable(|i, now| i.handle_maintenance(now).is_ok());
     }
 
     /// `apivip resume`.
     fn resume(&mut self, _: &mut Bytes<'_>) {
-        self.refusable(|i, now| i.handle_resume(now).is_ok());
+        let _ = self.refusable(|i, now| i.handle_resume(now).is_ok());
+    }
+
+    /// What netlink says about the interface: four flags from one byte (mostly healthy).
+    fn link(&mut self, bytes: &mut Bytes<'_>) {
+        let b = bytes.u8();
+        let link = LinkState {
+            exists: b & 0x01 == 0,
+            up: b & 0x02 == 0,
+            carrier: b & 0x04 == 0,
+            source_present: b & 0x08 == 0,
+        };
+        self.input(Kind::Other, |i, now| i.handle_link(now, link));
+    }
+
+    /// Adding the VIPs failed.
+    fn vip_add_failed(&mut self, _: &mut Bytes<'_>) {
+        self.input(Kind::Other, |i, now| i.handle_vip_add_failed(now));
+    }
+
+    /// A VIP went missing from the interface.
+    fn vips_missing(&mut self, _: &mut Bytes<'_>) {
+        self.input(Kind::VipsMissing, |i, now| i.handle_vips_missing(now));
+    }
+
+    /// The kernel dropped datagrams (SO_RXQ_OVFL).
+    fn rx_dropped(&mut self, bytes: &mut Bytes<'_>) {
+        let dropped = u64::from(bytes.u8());
+        self.input(Kind::Other, |i, now| i.handle_rx_dropped(now, dropped));
     }
 
     /// A reload with one of the prepared configurations.
     fn reconfigure(&mut self, bytes: &mut Bytes<'_>) {
         let config = self.configs[usize::from(bytes.u8()) % self.configs.len()].clone();
-        self.refusable(|i, now| i.handle_reconfigure(now, config).is_ok());
+        let version = config.version.version();
+        if self.refusable(|i, now| i.handle_reconfigure(now, config).is_ok())
+            && version != self.parser.version()
+        {
+            self.parser.set_version(version);
+        }
     }
 
     /// SIGTERM.
@@ -708,7 +814,7 @@ impl Driver {
 
     /// An input that may be refused (`feed` returns whether it was applied): a refusal
     /// changes nothing.
-    fn refusable(&mut self, feed: impl FnOnce(&mut Instance, Instant) -> bool) {
+    fn refusable(&mut self, feed: impl FnOnce(&mut Instance, Instant) -> bool) -> bool {
         let before = (self.instance.poll_timeout(), self.instance.state());
         let applied = self.input(Kind::Other, feed);
         if !applied {
@@ -723,6 +829,7 @@ impl Driver {
                 "{at}: a refused control or reload acted"
             );
         }
+        applied
     }
 
     /// An advert built with the codec from fuzzed fields, then decoded by it.
@@ -804,14 +911,21 @@ impl Driver {
                 addrs,
             })
         };
-        let ip = ip_pair(src, repr.family());
-        let wire = emit(&repr, &ip, Checksum::Verify);
-        let result = Repr::from_bytes(&wire, &ip, Checksum::Verify);
-        assert_eq!(
-            result.as_ref(),
-            Ok(&repr),
-            "the codec does not round-trip an advert"
-        );
+        // Sent as a peer sends it, received as the shell receives it.
+        let dst = match config.peers {
+            Some(_) => a.me,
+            None => a.group,
+        };
+        let (ip, policy) = datagram::policy(repr.version(), src, dst);
+        let wire = emit(&repr, &ip, policy);
+        let result = self.parser.parse(&wire, src, dst);
+        if family_of(src) == repr.family() && repr.version() == self.parser.version() {
+            assert_eq!(
+                result.as_ref(),
+                Ok(&repr),
+                "the datagram parser does not read back what the codec sent"
+            );
+        }
         self.received(Received {
             src,
             ttl_or_hop_limit: ttl,
@@ -819,26 +933,25 @@ impl Driver {
         });
     }
 
-    /// Raw bytes as an advert: a length, then the message, decoded in the instance's
-    /// family (or the other one) with the checksum ignored (as the kernel does for IPv6)
-    /// or verified.
+    /// Raw bytes as an advert: a length, then the message, sent to the group (or to this
+    /// node), decoded by the received-datagram parser as the shell does, or by the
+    /// codec with the checksum ignored (so that fuzzed messages get past it).
     fn raw_advert(&mut self, bytes: &mut Bytes<'_>) {
         let flags = bytes.u8();
         let src = self.source(bytes);
         let ttl = if flags & 0x01 == 0 { TTL } else { bytes.u8() };
         let len = usize::from(bytes.u8() % 64);
         let msg = bytes.take(len).to_vec();
-        let family = if flags & 0x02 == 0 {
-            self.family
+        let dst = if flags & 0x02 == 0 {
+            addrs(self.family).group
         } else {
-            other(self.family)
+            addrs(self.family).me
         };
-        let policy = if flags & 0x04 == 0 {
-            Checksum::Ignore
+        let result = if flags & 0x04 == 0 {
+            self.parser.parse(&msg, src, dst)
         } else {
-            Checksum::Verify
+            Repr::from_bytes(&msg, &datagram::ip_pair(src, dst), Checksum::Ignore)
         };
-        let result = Repr::from_bytes(&msg, &ip_pair(src, family), policy);
         self.received(Received {
             src,
             ttl_or_hop_limit: ttl,
@@ -878,21 +991,6 @@ impl Driver {
                 "{at}: a dropped advert ({reason}) acted"
             );
         }
-    }
-}
-
-/// The IP source and destination of a multicast advert from `src` in `family` (from
-/// the unspecified address if `src` is of the other family).
-fn ip_pair(src: IpAddr, family: Family) -> IpPair {
-    match family {
-        Family::Ipv4 => IpPair::V4 {
-            src: as_v4(&src).unwrap_or(Ipv4Addr::UNSPECIFIED),
-            dst: MULTICAST_V4,
-        },
-        Family::Ipv6 => IpPair::V6 {
-            src: as_v6(&src).unwrap_or(Ipv6Addr::UNSPECIFIED),
-            dst: MULTICAST_V6,
-        },
     }
 }
 
