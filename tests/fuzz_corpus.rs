@@ -255,7 +255,7 @@ fn machine_seeds() -> Vec<(String, Vec<u8>)> {
     };
     // Configurations (testkit::fuzz::configs): 0 default, 1 fast with a preempt delay,
     // 2 no preemption, 3 unicast, 4 owner, 5 two VIPs, 6 and 7 VRRPv2 (IPv4), 8 another
-    // primary; +0x80 for IPv6.
+    // primary, 9 a named owner, 10 announcements without pause; +0x80 for IPv6.
     for (family, base) in [("v4", 0u8), ("v6", 0x80)] {
         scenario(
             &format!("{family}-takeover-then-higher-priority"),
@@ -320,6 +320,32 @@ fn machine_seeds() -> Vec<(String, Vec<u8>)> {
                 &advert(2, 100),
                 &[ev("advance"), 0x28],
                 &advert(2, 100),
+                &timeout,
+            ],
+        );
+        scenario(
+            &format!("{family}-faults"),
+            base,
+            &[
+                &timeout,
+                &[ev("vips missing")],
+                &[ev("link"), 0x02],
+                &timeout,
+                &[ev("link"), 0],
+                &timeout,
+                &[ev("vip add failed")],
+                &timeout,
+                &[ev("rx dropped"), 3],
+                &timeout,
+            ],
+        );
+        scenario(
+            &format!("{family}-owner-fault"),
+            base | 4,
+            &[
+                &[ev("link"), 0x08],
+                &[ev("advance"), 0x45],
+                &[ev("link"), 0],
                 &timeout,
             ],
         );
