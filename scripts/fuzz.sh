@@ -8,7 +8,8 @@
 #   -t SECONDS   stop each target after SECONDS instead
 #   -m           then minimize: the corpus fuzz/corpus/TARGET is replaced by the smallest
 #                set of its files and the fuzzer's finds that keeps their coverage
-#                (afl-cmin; new files are named by their SHA-1, seeds keep their names)
+#                (afl-cmin -e: edge coverage, hit counts ignored; new files are named by
+#                their SHA-1, seeds keep their names)
 #
 # Environment: FUZZ_OUT (AFL++ output, default TARGET_DIR/afl-out), CARGO_TARGET_DIR.
 #
@@ -133,7 +134,7 @@ for t in "${targets[@]}"; do
     done
     # afl-cmin.bash: AFL++ 4.40c's Python afl-cmin (what `cargo afl cmin` runs) records
     # no coverage from afl.rs persistent-mode binaries and keeps nothing.
-    PATH="$afl_bin:$PATH" nice -n 10 "$afl_bin/afl-cmin.bash" -i "$all" -o "$min" -- "$bin" >"$out/cmin.log" 2>&1 ||
+    PATH="$afl_bin:$PATH" nice -n 10 "$afl_bin/afl-cmin.bash" -e -i "$all" -o "$min" -- "$bin" >"$out/cmin.log" 2>&1 ||
       { tail -c 2000 "$out/cmin.log" >&2; exit 1; }
     if ! ls "$min"/* >/dev/null 2>&1; then
       echo "afl-cmin kept no file; fuzz/corpus/$t left as it was (see $out/cmin.log)" >&2
