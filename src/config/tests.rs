@@ -287,12 +287,12 @@ fn vrrp_section_defaults() {
     let v = c.vrrp.unwrap();
     assert_eq!(v.interface, "eth0");
     assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 24)]);
-    assert_eq!(v.track, Track::Proxy);
+    assert_eq!(v.track, Track::Proxy(FrontendKind::Apiserver));
     assert_eq!(v.instance.base_priority.get(), 150);
     assert!(v.instance.preempt);
     assert_eq!(v.instance.health_weight, 50);
     assert_eq!(v.instance.version.interval(), Duration::from_millis(100));
-    assert_eq!(v.announce_count, 5);
+    assert_eq!(v.instance.announce_count, 5);
 }
 
 #[test]
@@ -357,6 +357,18 @@ fn vrrp_errors_are_named() {
         (
             "vrid: 1\n  health_weight: 200",
             "test.yaml: vrrp: health_weight 200 is not below the priority",
+        ),
+        (
+            "vrid: 1\n  owner: nobody",
+            "test.yaml: vrrp.owner: \"nobody\"",
+        ),
+        (
+            "vrid: 1\n  owner: 198.18.0.11",
+            "test.yaml: vrrp: owner 198.18.0.11 names another node as the address owner",
+        ),
+        (
+            "vrid: 1\n  owner: 2001:db8::1",
+            "test.yaml: vrrp: 2001:db8::1 is not of the family",
         ),
     ];
     for (extra, want) in cases {

@@ -7,7 +7,7 @@
 //!   Control::Serve (HealthView) -> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
 //!   Control::Handover (SIGTERM) -> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
 //!   Control::Reconfigure (reload) -> Instance.handle_reconfigure +   AddVip / RemoveVip -> netlink
-//!                                                                 Announce -> GARP / NA, repeated
+//!                                                                 Announce -> GARP / NA (once; the machine repeats)
 //!                                                                 StateChanged -> log, History.record; Exit -> return
 //! ```
 //!
@@ -46,17 +46,18 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Track, Vrrp};
+use crate::config::Vrrp;
 use crate::events::{Change, History};
-use crate::health::{HealthSnapshot, HealthView};
+use crate::health::HealthView;
 use crate::vrrp::io::announce::Announcer;
 use crate::vrrp::io::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::io::vip::{VipConfig, Vips};
 use crate::vrrp::machine::{
     Action, ControlRefused, Instance, Reason, Received, ReconfigureRefused, State, Stats,
-    VersionConfig,
 };
-use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
+use crate::vrrp::packet::datagram::{self, Parser};
+use crate::vrrp::packet::Repr;
+use crate::vrrp::track::Tracked;
 use crate::vrrp::units::Priority;
 
 /// Why the VRRP task could not run.
@@ -164,6 +165,8 @@ pub struct VrrpReport {
     pub advert_interval: Duration,
     /// Master_Down_Interval for this node's priority now.
     pub master_down_interval: Duration,
+    /// What keeps the node out of the election (State::Fault), by name.
+    pub faults: Vec<&'static str>,
     /// The machine's counters.
     pub stats: Stats,
     /// State changes so far: (entered, reason, count).
@@ -201,65 +204,6 @@ impl VrrpHandle {
             reconfigure: None,
         };
         (handle, rx)
-    }
-}
-
-/// Whether this node can serve, per the configured track.
-/// A drained backend does not count: an operator took it out.
-pub fn can_serve(track: &Track, snap: &HealthSnapshot, proxy_listening: bool) -> bool {
-    match track {
-        Track::Proxy => {
-            proxy_listening
-                && snap
-                    .frontend(crate::config::FrontendKind::Apiserver)
-                    .is_some_and(|api| api.backends.iter().any(|b| b.is_serving()))
-        }
-        Track::Backend(id) => snap.backend(*id).is_some_and(|b| b.is_serving()),
-    }
-}
-
-/// What this node's ability to serve follows, as the health forwarder of
-/// [`spawn_dedicated`] evaluates it.
-///
-/// A reload renumbers backends: the supervisor first replaces the health view with
-/// one of a new generation, then reconfigures the election with the section whose
-/// `Track::Backend` id is valid in it. In between, the old id may name another
-/// backend of the new view, so for a view of another generation than the track's the
-/// backend is found by the name it had when the track was applied.
-#[derive(Debug)]
-struct Tracked {
-    track: Track,
-    proxy_listening: bool,
-    /// The health generation the track's id is valid in.
-    generation: u64,
-    /// The tracked backend's name in that generation.
-    name: Option<String>,
-}
-
-impl Tracked {
-    fn new(track: Track, proxy_listening: bool, snap: &HealthSnapshot) -> Tracked {
-        let name = match &track {
-            Track::Backend(id) => snap.backend(*id).map(|b| b.name.clone()),
-            Track::Proxy => None,
-        };
-        Tracked {
-            track,
-            proxy_listening,
-            generation: snap.generation,
-            name,
-        }
-    }
-
-    fn can_serve(&self, snap: &HealthSnapshot) -> bool {
-        if let (Track::Backend(id), Some(name), true) =
-            (&self.track, &self.name, snap.generation != self.generation)
-        {
-            return snap
-                .frontend(id.frontend)
-                .and_then(|f| f.backends.iter().find(|b| &b.name == name))
-                .is_some_and(|b| b.is_serving());
-        }
-        can_serve(&self.track, snap, self.proxy_listening)
     }
 }
 
@@ -384,14 +328,16 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     };
     let label = format!("{}:apivip", cfg.interface);
     let label = (label.len() <= 15).then_some(label);
-    let vips = Vips::new(&cfg.interface, label).await.map_err(netlink)?;
+    let vips = bounded(Vips::new(&cfg.interface, label))
+        .await
+        .map_err(netlink)?;
     let configured = cfg.clone();
     let mut cfg = cfg.clone();
     // VRRPv3 over IPv6 multicast sends from the interface's link-local address
     // (RFC 9568 §5.1.2.1), which is then also the tie-break address.
     if let (IpAddr::V6(primary), None) = (cfg.instance.primary_ip, &cfg.instance.peers) {
         if !is_link_local(primary) {
-            match vips.link_local_v6().await.map_err(netlink)? {
+            match bounded(vips.link_local_v6()).await.map_err(netlink)? {
                 Some(ll) => cfg.instance.primary_ip = IpAddr::V6(ll),
                 None => {
                     return Err(VrrpError::Netlink {
@@ -429,7 +375,9 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         .collect();
     // A VIP left by a crashed run would make two holders: remove it before electing.
     // Only apivip's own (its mark): an address an operator configured stays.
-    let (stale, foreign) = vips.present_by_owner(&vip_list).await.map_err(netlink)?;
+    let (stale, foreign) = bounded(vips.present_by_owner(&vip_list))
+        .await
+        .map_err(netlink)?;
     if !foreign.is_empty() {
         tracing::warn!(
             vips = ?foreign,
@@ -439,9 +387,9 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     }
     if !stale.is_empty() {
         tracing::warn!(vips = ?stale, "removing VIPs left on the interface by an earlier run");
-        vips.remove(&vip_list).await.map_err(netlink)?;
+        bounded(vips.remove(&vip_list)).await.map_err(netlink)?;
     }
-    let mac = vips.mac().await.map_err(netlink)?;
+    let mac = bounded(vips.mac()).await.map_err(netlink)?;
     let announcer = Announcer::new(&cfg.interface, vips.ifindex(), mac).map_err(netlink)?;
     let published = VrrpStatus {
         state: State::Initialize,
@@ -473,10 +421,10 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         status,
         status_changed,
         published,
-        last_decoded: None,
+        parser: Parser::new(cfg.instance.version.version()),
+        link: None,
+        link_error: None,
         handover: CancellationToken::new(),
-        announce_left: 0,
-        next_announce: None,
         history: History::default(),
         transitions: Vec::new(),
     })
@@ -506,6 +454,34 @@ enum Control {
     },
     /// Test-only fault injection: sleep this long (see [`VrrpHandle::stall_for_test`]).
     Stall(Duration),
+    /// The interface or its addresses may have changed (a netlink notification, or the
+    /// periodic check): read them again.
+    Link,
+}
+
+/// How long one netlink request may take before it counts as failed: the election
+/// thread never waits longer on the kernel (a stuck netlink call would otherwise stall
+/// adverts and timers).
+pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the interface is read even without a netlink notification (a missed
+/// notification, a full netlink buffer, or the notification socket could not open).
+const LINK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `fut` (a netlink request), failing with `TimedOut` after [`NETLINK_TIMEOUT`].
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(NETLINK_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "netlink did not answer within {}",
+                crate::units::format_duration(NETLINK_TIMEOUT)
+            ),
+        )),
+    }
 }
 
 /// The longest stall [`VrrpHandle::stall_for_test`] injects.
@@ -610,6 +586,7 @@ pub async fn spawn_dedicated(
             let _ended = ended_guard;
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
+                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,
@@ -643,7 +620,17 @@ pub async fn spawn_dedicated(
     let (reconfigure_tx, mut reconfigure_rx) = tokio::sync::mpsc::unbounded_channel();
     handle.reconfigure = Some(reconfigure_tx);
     let handover = handle.handover.clone();
+    let mut changes = match crate::vrrp::io::vip::watch_changes() {
+        Ok(changes) => Some(changes),
+        Err(e) => {
+            tracing::warn!(error = %e, interval = %crate::units::format_duration(LINK_CHECK_INTERVAL), "vrrp: no netlink notifications of link and address changes; the interface is read periodically only");
+            None
+        }
+    };
+    let mut link_tick = tokio::time::interval(LINK_CHECK_INTERVAL);
+    link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {
+        use futures_util::{FutureExt, StreamExt};
         let mut tracked = tracked;
         let mut last = serve;
         let mut health_open = true;
@@ -686,6 +673,17 @@ pub async fn spawn_dedicated(
                     handover_sent = true;
                     ctl_tx.send(Control::Handover);
                 }
+                change = async { changes.as_mut()?.next().await }, if changes.is_some() => {
+                    match change {
+                        Some(()) => {
+                            // One read covers a burst: take what is queued, then ask once.
+                            while let Some(Some(())) = changes.as_mut().and_then(|c| c.next().now_or_never()) {}
+                            ctl_tx.send(Control::Link);
+                        }
+                        None => changes = None,
+                    }
+                }
+                _ = link_tick.tick() => ctl_tx.send(Control::Link),
                 changed = health.changed(), if health_open => match changed {
                     Some(snap) => {
                         let now = tracked.can_serve(&snap);
@@ -740,18 +738,19 @@ pub(crate) struct Shell {
     status_changed: tokio::sync::watch::Sender<()>,
     /// What `status` holds (compared without touching the `ArcSwap`).
     published: VrrpStatus,
-    /// The last datagram decoded, its addresses and the result: a Backup hears the same
-    /// advert 100 times a second at 10 ms, and decoding is a pure function of these.
-    last_decoded: Option<Decoded>,
+    /// Decodes received datagrams (keeps the last result: a Backup hears the same
+    /// advert 100 times a second at 10 ms).
+    parser: Parser,
+    /// The interface as last read (logged when it changes).
+    link: Option<crate::vrrp::machine::LinkState>,
+    /// The last error reading it (logged once until it changes).
+    link_error: Option<String>,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
     /// The encoded advert for each destination, and the priority it carries.
     encoded: Vec<Vec<u8>>,
     encoded_for: Option<Priority>,
-    /// Gratuitous ARP / NA repetitions still to send, and when the next one is due.
-    announce_left: u32,
-    next_announce: Option<Instant>,
     /// State changes are recorded here for `apivip status`.
     history: History,
     /// State changes so far: (entered, reason, count); a handful of entries.
@@ -764,14 +763,6 @@ impl std::fmt::Debug for Shell {
             .field("interface", &self.cfg.interface)
             .finish_non_exhaustive()
     }
-}
-
-/// One datagram (its bytes, source and destination) and what decoding it gave.
-struct Decoded {
-    bytes: Vec<u8>,
-    src: IpAddr,
-    dst: IpAddr,
-    result: Result<Repr, DecodeError>,
 }
 
 /// What `ppoll` found ready.
@@ -835,11 +826,6 @@ fn kernel_timeout(remaining: Duration) -> Duration {
         remaining - remaining / 500 - DEFAULT_SLACK
     }
 }
-
-/// The delay of the first repeated announcement after becoming master (see
-/// `Action::Announce` in [`Shell::drain_actions`]): longer than the old holder takes to
-/// hear our advert on a LAN, far shorter than a client's connect timeout.
-const EARLY_REPEAT: Duration = Duration::from_millis(10);
 
 /// At most this many datagrams per batch (see [`Shell::receive_all`]).
 const BATCH: usize = 64;
@@ -908,9 +894,11 @@ impl Shell {
         let mut now = Instant::now();
         self.last_fed = now;
         self.instance.handle_health(now, serve);
+        // A node that starts with its link down starts in Fault.
+        self.check_link(rt, now);
         self.instance.handle_startup(now);
         loop {
-            if self.drain_actions(rt, now) {
+            if self.drain_actions(rt) {
                 return;
             }
             if self.arm_doorbell() {
@@ -924,7 +912,7 @@ impl Shell {
                 }
                 continue;
             }
-            let mut deadline = earliest(self.instance.poll_timeout(), self.next_announce);
+            let mut deadline = self.instance.poll_timeout();
             let watching = self.armed.is_some() && self.watch_socket_until.is_some();
             if watching {
                 deadline = earliest(deadline, self.watch_socket_until);
@@ -968,8 +956,10 @@ impl Shell {
                 }
             }
             if ready.control {
+                let mut link_changed = false;
                 for c in control.drain() {
                     match c {
+                        Control::Link => link_changed = true,
                         Control::Serve(serve) => {
                             tracing::info!(
                                 can_serve = serve,
@@ -985,7 +975,7 @@ impl Shell {
                             self.instance.handle_shutdown(now);
                         }
                         Control::Abort => {
-                            if let Err(e) = rt.block_on(self.vips.remove(&self.vip_list)) {
+                            if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list))) {
                                 tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                             }
                             return;
@@ -1008,7 +998,7 @@ impl Shell {
                         Control::Reconfigure { cfg, serve, reply } => {
                             let r = self.reconfigure(rt, now, *cfg, serve);
                             let exit = match &r {
-                                Ok(()) => self.drain_actions(rt, now),
+                                Ok(()) => self.drain_actions(rt),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "vrrp: reload not applied");
                                     false
@@ -1041,17 +1031,17 @@ impl Shell {
                         }
                     }
                 }
+                if link_changed {
+                    self.check_link(rt, now);
+                    if self.drain_actions(rt) {
+                        return;
+                    }
+                }
             }
             if self.instance.poll_timeout().is_some_and(|d| d <= now) {
                 self.instance.handle_timeout(now);
             }
             self.last_fed = now;
-            if self.next_announce.is_some_and(|d| d <= now) {
-                self.announce();
-                self.announce_left = self.announce_left.saturating_sub(1);
-                self.next_announce =
-                    (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
-            }
         }
     }
 
@@ -1102,7 +1092,9 @@ impl Shell {
             if !is_link_local(primary) {
                 let ll = match self.cfg.instance.primary_ip {
                     IpAddr::V6(current) if is_link_local(current) => Some(current),
-                    _ => rt.block_on(self.vips.link_local_v6()).map_err(netlink)?,
+                    _ => rt
+                        .block_on(bounded(self.vips.link_local_v6()))
+                        .map_err(netlink)?,
                 };
                 let ll = ll.ok_or_else(|| {
                     netlink(std::io::Error::new(
@@ -1167,8 +1159,8 @@ impl Shell {
                 .collect();
             if !reprefixed.is_empty() {
                 let r = rt.block_on(async {
-                    self.vips.remove(&reprefixed).await?;
-                    self.vips.add(&reprefixed).await
+                    bounded(self.vips.remove(&reprefixed)).await?;
+                    bounded(self.vips.add(&reprefixed)).await
                 });
                 if let Err(e) = r {
                     tracing::error!(error = %e, "vrrp: cannot change the prefix length of a VIP");
@@ -1194,9 +1186,96 @@ impl Shell {
         // (its skew).
         self.encoded.clear();
         self.encoded_for = None;
-        self.last_decoded = None;
+        self.parser.set_version(self.cfg.instance.version.version());
         self.repeat = None;
         self.instance.handle_health(now, serve);
+        Ok(())
+    }
+
+    /// Reads the interface (by name) and its addresses, and tells the machine: a link
+    /// fault takes the node out of the election, a VIP missing while Master is added
+    /// back. A re-created interface (same name, new index) gets a new socket, netlink
+    /// handle and announcer first. A failed read changes nothing (logged once).
+    fn check_link(&mut self, rt: &tokio::runtime::Runtime, now: Instant) {
+        let source = self.cfg.instance.primary_ip;
+        let read = rt.block_on(bounded(self.vips.link_state(source)));
+        let (mut state, index) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                let e = e.to_string();
+                if self.link_error.as_ref() != Some(&e) {
+                    tracing::warn!(interface = %self.cfg.interface, error = %e, "vrrp: cannot read the interface; keeping the last known state");
+                    self.link_error = Some(e);
+                }
+                return;
+            }
+        };
+        self.link_error = None;
+        if let Some(index) = index.filter(|&i| i != self.vips.ifindex()) {
+            if let Err(e) = self.reattach(rt) {
+                tracing::warn!(interface = %self.cfg.interface, ifindex = index, error = %e, "vrrp: the interface was re-created but cannot be used yet; staying out of the election");
+                state.exists = false;
+            } else {
+                tracing::info!(interface = %self.cfg.interface, ifindex = index, "vrrp: the interface was re-created: socket, netlink and announcer re-opened on it");
+            }
+        }
+        if self.link != Some(state) {
+            let faults = state.faults();
+            if faults.is_empty() {
+                tracing::info!(interface = %self.cfg.interface, "vrrp: interface usable (up, carrier, source address present)");
+            } else {
+                tracing::warn!(interface = %self.cfg.interface, %faults, exists = state.exists, up = state.up, carrier = state.carrier, source_present = state.source_present, "vrrp: interface fault: out of the election until it clears");
+            }
+            self.link = Some(state);
+        }
+        self.instance.handle_link(now, state);
+        if self.instance.state() == State::Master {
+            match rt.block_on(bounded(self.vips.present(&self.vip_list))) {
+                Ok(present) => {
+                    let missing: Vec<IpAddr> = self
+                        .vip_list
+                        .iter()
+                        .map(|v| v.addr)
+                        .filter(|a| !present.contains(a))
+                        .collect();
+                    if !missing.is_empty() {
+                        tracing::warn!(vips = ?missing, interface = %self.cfg.interface, "vrrp: a VIP was removed from the interface while this node is master (by someone else): adding it back and announcing it");
+                        self.history.push(
+                            crate::events::EventKind::Vrrp,
+                            format!("vrid {}: VIP restored", self.cfg.instance.vrid),
+                            "vip_removed",
+                        );
+                        self.instance.handle_vips_missing(now);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "vrrp: cannot read the VIPs on the interface");
+                }
+            }
+        }
+    }
+
+    /// Re-opens everything bound to the interface's index (after it was re-created).
+    fn reattach(&mut self, rt: &tokio::runtime::Runtime) -> std::io::Result<()> {
+        let vips = rt.block_on(bounded(self.vips.reopen()))?;
+        let mac = rt.block_on(bounded(vips.mac()))?;
+        let announcer = Announcer::new(&self.cfg.interface, vips.ifindex(), mac)?;
+        let delivery = match &self.cfg.instance.peers {
+            Some(p) => Delivery::Unicast(p.clone()),
+            None => Delivery::Multicast,
+        };
+        let socket = VrrpSocket::open(&self.cfg.interface, self.cfg.instance.primary_ip, delivery)?;
+        let doorbell = Doorbell::open(&socket)?;
+        self.destinations = socket.destinations();
+        self.socket = socket;
+        self.doorbell = doorbell;
+        self.armed = None;
+        self.watch_socket_until = None;
+        self.unmatched_rings = 0;
+        self.doorbell_off = false;
+        self.repeat = None;
+        self.vips = vips;
+        self.announcer = announcer;
         Ok(())
     }
 
@@ -1205,7 +1284,7 @@ impl Shell {
     fn arm_doorbell(&mut self) -> bool {
         let want = match self.instance.state() {
             State::Backup if !self.doorbell_off => self.repeat.as_deref(),
-            State::Backup | State::Initialize | State::Master => None,
+            State::Backup | State::Initialize | State::Master | State::Fault => None,
         };
         if want == self.armed.as_deref() {
             return false;
@@ -1269,7 +1348,7 @@ impl Shell {
                             let due = due.max(self.last_fed);
                             self.instance.handle_timeout(due);
                             self.last_fed = due;
-                            if self.drain_actions(rt, now) {
+                            if self.drain_actions(rt) {
                                 batch.exit = true;
                                 return batch;
                             }
@@ -1295,19 +1374,7 @@ impl Shell {
     }
 
     fn on_packet(&mut self, now: Instant, msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) {
-        let result = match &self.last_decoded {
-            Some(d) if d.src == src && d.dst == dst && d.bytes == msg => d.result.clone(),
-            _ => {
-                let result = decode(&self.cfg.instance.version, msg, src, dst);
-                self.last_decoded = Some(Decoded {
-                    bytes: msg.to_vec(),
-                    src,
-                    dst,
-                    result: result.clone(),
-                });
-                result
-            }
-        };
+        let result = self.parser.parse(msg, src, dst);
         let priority = result.as_ref().ok().map(Repr::priority);
         let rx = Received {
             src,
@@ -1332,17 +1399,36 @@ impl Shell {
     }
 
     /// Runs the queued actions; true once the machine said `Exit`.
-    fn drain_actions(&mut self, rt: &tokio::runtime::Runtime, now: Instant) -> bool {
+    fn drain_actions(&mut self, rt: &tokio::runtime::Runtime) -> bool {
         while let Some(action) = self.instance.poll_action() {
             match action {
                 Action::SendAdvert { priority } => self.send(priority),
                 Action::AddVips => {
-                    if let Err(e) = rt.block_on(self.vips.add(&self.vip_list)) {
-                        tracing::error!(error = %e, "vrrp: cannot add the VIPs");
+                    // Added, then confirmed: an address the kernel did not keep (the
+                    // interface went away meanwhile) is a failure too.
+                    let added = rt.block_on(async {
+                        bounded(self.vips.add(&self.vip_list)).await?;
+                        bounded(self.vips.present(&self.vip_list)).await
+                    });
+                    let missing: Vec<IpAddr> = match &added {
+                        Ok(present) => self
+                            .vip_list
+                            .iter()
+                            .map(|v| v.addr)
+                            .filter(|a| !present.contains(a))
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    if let Err(e) = &added {
+                        tracing::error!(error = %e, "vrrp: cannot add the VIPs: leaving the election (fault) so that another node takes them");
+                        self.instance.handle_vip_add_failed(Instant::now());
+                    } else if !missing.is_empty() {
+                        tracing::error!(vips = ?missing, "vrrp: the VIPs were added but are not on the interface: leaving the election (fault) so that another node takes them");
+                        self.instance.handle_vip_add_failed(Instant::now());
                     }
                 }
                 Action::RemoveVips => {
-                    if let Err(e) = rt.block_on(self.vips.remove(&self.vip_list)) {
+                    if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list))) {
                         tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                     }
                 }
@@ -1352,7 +1438,7 @@ impl Shell {
                         addr,
                         prefix_len: if addr.is_ipv4() { 32 } else { 128 },
                     });
-                    match rt.block_on(self.vips.add(&[vip])) {
+                    match rt.block_on(bounded(self.vips.add(&[vip]))) {
                         Ok(()) => tracing::info!(%addr, "vrrp: reload: VIP added"),
                         Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot add a VIP"),
                     }
@@ -1363,23 +1449,12 @@ impl Shell {
                         addr,
                         prefix_len: if addr.is_ipv4() { 32 } else { 128 },
                     };
-                    match rt.block_on(self.vips.remove(&[vip])) {
+                    match rt.block_on(bounded(self.vips.remove(&[vip]))) {
                         Ok(()) => tracing::info!(%addr, "vrrp: reload: VIP removed"),
                         Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot remove a VIP"),
                     }
                 }
-                Action::Announce => {
-                    self.announce();
-                    self.announce_left = self.cfg.announce_count.saturating_sub(1);
-                    // The first repeat comes early: the router we took over from may
-                    // have sent one of its own repeats just before it heard our advert
-                    // (its repeats line up with its adverts, and a takeover comes just
-                    // before one of those), leaving clients on it after it dropped the
-                    // VIP. Seen in the handover/resume topology test as one timed-out
-                    // connect until our next repeat, 200 ms later.
-                    self.next_announce = (self.announce_left > 0)
-                        .then(|| now + self.cfg.announce_interval.min(EARLY_REPEAT));
-                }
+                Action::Announce => self.announce(),
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");
                     // Never waits: the notify hooks read it from a broadcast.
@@ -1399,10 +1474,6 @@ impl Shell {
                     {
                         Some(t) => t.2 += 1,
                         None => self.transitions.push((to, reason, 1)),
-                    }
-                    if to != State::Master {
-                        self.announce_left = 0;
-                        self.next_announce = None;
                     }
                 }
                 Action::Exit => {
@@ -1471,6 +1542,7 @@ impl Shell {
             masters_heard: m.masters_heard(now),
             advert_interval: m.master_adver_interval(),
             master_down_interval: m.master_down_interval(),
+            faults: m.faults().iter().map(|f| f.as_str()).collect(),
             stats: *m.stats(),
             transitions: self.transitions.clone(),
         }
@@ -1492,8 +1564,8 @@ impl Shell {
             let len = repr.buffer_len();
             self.encoded.clear();
             for &dst in &self.destinations {
-                let (pair, policy) = encode_policy(
-                    &self.cfg.instance.version,
+                let (pair, policy) = datagram::policy(
+                    self.cfg.instance.version.version(),
                     self.cfg.instance.primary_ip,
                     dst,
                 );
@@ -1515,59 +1587,8 @@ impl Shell {
     }
 }
 
-/// How a message to `dst` is checksummed: v3 over the IPv4/IPv6 pseudo-header (the
-/// socket sets no IPV6_CHECKSUM, so the codec does it for both), v2 over the message
-/// alone.
-fn encode_policy(version: &VersionConfig, src: IpAddr, dst: IpAddr) -> (IpPair, Checksum) {
-    let pair = ip_pair(src, dst);
-    let policy = match version {
-        VersionConfig::V2 { .. } => Checksum::NoPseudoHeader,
-        VersionConfig::V3 { .. } => Checksum::Verify,
-    };
-    (pair, policy)
-}
-
 fn is_link_local(ip: std::net::Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
-}
-
-fn ip_pair(src: IpAddr, dst: IpAddr) -> IpPair {
-    match (src, dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => IpPair::V4 { src, dst },
-        (IpAddr::V6(src), IpAddr::V6(dst)) => IpPair::V6 { src, dst },
-        // Mixed families cannot arrive on one socket; checksum against the source.
-        (IpAddr::V4(src), _) => IpPair::V4 { src, dst: src },
-        (IpAddr::V6(src), _) => IpPair::V6 { src, dst: src },
-    }
-}
-
-/// Decodes a received message. A v3 IPv4 unicast advert whose checksum fails is tried
-/// once more with the multicast group in the pseudo-header, as keepalived before 1.3.6
-/// computed it.
-fn decode(
-    version: &VersionConfig,
-    msg: &[u8],
-    src: IpAddr,
-    dst: IpAddr,
-) -> Result<Repr, crate::vrrp::packet::DecodeError> {
-    let (pair, policy) = encode_policy(version, src, dst);
-    let first = Repr::from_bytes(msg, &pair, policy);
-    match (&first, src, dst) {
-        (
-            Err(crate::vrrp::packet::DecodeError::BadChecksum { .. }),
-            IpAddr::V4(s),
-            IpAddr::V4(d),
-        ) if d != MULTICAST_V4 && matches!(version, VersionConfig::V3 { .. }) => Repr::from_bytes(
-            msg,
-            &IpPair::V4 {
-                src: s,
-                dst: MULTICAST_V4,
-            },
-            Checksum::Verify,
-        )
-        .or(first),
-        _ => first,
-    }
 }
 
 #[cfg(test)]
@@ -1577,57 +1598,6 @@ mod tests {
     /// The latest end of a `ppoll` timeout T, per fs/select.c.
     fn latest_end(t: Duration) -> Duration {
         t + (t / 1000).max(DEFAULT_SLACK)
-    }
-
-    /// A reload replaced the health view with a renumbered one (new generation)
-    /// before the election got the new track: the old track's backend is found by
-    /// its name, not by its old index; the new track, applied in that generation, by
-    /// its index.
-    #[test]
-    fn a_renumbered_health_view_keeps_following_the_tracked_backend() {
-        use crate::config::{BackendId, FrontendKind};
-        use crate::health::{BackendHealth, FrontendHealth, Status};
-        let id = |master| BackendId {
-            frontend: FrontendKind::Apiserver,
-            master,
-        };
-        let backend = |master, name: &str, up: bool| BackendHealth {
-            id: id(master),
-            name: name.into(),
-            addr: "127.0.0.1:6443".parse().unwrap(),
-            status: if up { Status::Up } else { Status::Unknown },
-            reason: String::new(),
-            since: None,
-            drained: false,
-        };
-        let snap = |generation, backends| HealthSnapshot {
-            generation,
-            frontends: vec![FrontendHealth {
-                kind: FrontendKind::Apiserver,
-                backends,
-            }],
-        };
-        let old = snap(0, vec![backend(0, "a", false), backend(1, "self", true)]);
-        let tracked = Tracked::new(Track::Backend(id(1)), false, &old);
-        assert!(tracked.can_serve(&old));
-        // "a" removed: "self" is now index 0, and index 1 is gone.
-        let new = snap(1, vec![backend(0, "self", true)]);
-        assert!(!can_serve(&Track::Backend(id(1)), &new, false));
-        assert!(tracked.can_serve(&new));
-        let new_down = snap(1, vec![backend(0, "self", false)]);
-        assert!(!tracked.can_serve(&new_down));
-        // Renumbered so that the old index names another backend.
-        let swapped = snap(2, vec![backend(0, "self", true), backend(1, "b", false)]);
-        assert!(!can_serve(&Track::Backend(id(1)), &swapped, false));
-        assert!(tracked.can_serve(&swapped));
-        // The reloaded track, applied in the new generation, goes by its index.
-        let reloaded = Tracked::new(Track::Backend(id(0)), false, &swapped);
-        assert!(reloaded.can_serve(&swapped));
-        let renamed = snap(2, vec![backend(0, "self2", true), backend(1, "b", false)]);
-        assert!(reloaded.can_serve(&renamed));
-        // The proxy track ignores names and generations.
-        let proxy = Tracked::new(Track::Proxy, true, &old);
-        assert!(proxy.can_serve(&new) && !proxy.can_serve(&new_down));
     }
 
     #[test]
