@@ -34,7 +34,7 @@
 //!   (clock ticks), scaled to CPU seconds per 60 s.
 //!
 //! Knobs: `APIVIP_BENCH_RUNS` (10), `APIVIP_BENCH_INTERVALS` (`100,1000`, ms, for split
-//! and partition), `APIVIP_BENCH_FLOOD_RATES` (`1000,5000,20000,50000,max` per second),
+//! and partition), `APIVIP_BENCH_FLOOD_RATES` (`10,100,1000,5000,20000,50000,max` per second),
 //! `APIVIP_BENCH_FLOOD_SECS` (10), `APIVIP_BENCH_CPU_SECS` (30), `APIVIP_BENCH_KEEP_LOGS=1`,
 //! `APIVIP_REQUIRE_NETNS=1` (missing root, keepalived or nft fails instead of skipping).
 
@@ -201,7 +201,7 @@ impl Cfg {
                 .filter_map(|s| s.parse().ok())
                 .map(Duration::from_millis)
                 .collect(),
-            flood_rates: list("APIVIP_BENCH_FLOOD_RATES", "1000,5000,20000,50000,max")
+            flood_rates: list("APIVIP_BENCH_FLOOD_RATES", "10,100,1000,5000,20000,50000,max")
                 .iter()
                 .map(|s| s.parse().ok())
                 .collect(),
@@ -423,7 +423,7 @@ impl VrrpCut {
     fn new(topo: &Topology) -> Result<VrrpCut, String> {
         let table = format!("vrrpcut{}", std::process::id());
         let script = format!(
-            "table bridge {table} {{ chain cut {{ type filter hook forward priority 0; policy accept; ip protocol 112 drop; }} }}"
+            "table bridge {table} {{\n  chain cut {{\n    type filter hook forward priority 0; policy accept;\n    ip protocol 112 drop\n  }}\n}}\n"
         );
         let out = Command::new("ip")
             .args(["netns", "exec", topo.bridge_ns(), "nft", "-f", "-"])
