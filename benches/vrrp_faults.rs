@@ -201,10 +201,13 @@ impl Cfg {
                 .filter_map(|s| s.parse().ok())
                 .map(Duration::from_millis)
                 .collect(),
-            flood_rates: list("APIVIP_BENCH_FLOOD_RATES", "10,100,1000,5000,20000,50000,max")
-                .iter()
-                .map(|s| s.parse().ok())
-                .collect(),
+            flood_rates: list(
+                "APIVIP_BENCH_FLOOD_RATES",
+                "10,100,1000,5000,20000,50000,max",
+            )
+            .iter()
+            .map(|s| s.parse().ok())
+            .collect(),
             flood_secs: num("APIVIP_BENCH_FLOOD_SECS", 10),
             cpu_secs: num("APIVIP_BENCH_CPU_SECS", 30),
             keep_logs: var("APIVIP_BENCH_KEEP_LOGS", "") == "1",
@@ -1086,6 +1089,14 @@ fn print_report(rows: &[RecoveryRow], floods: &[FloodRow], cpu: Option<&Cpu>, cp
                 median_usize(&r.runs.iter().map(|x| x.failed).collect::<Vec<_>>()).unwrap_or(0)
                     as f64
             };
+            if k.runs.is_empty() || a.runs.is_empty() {
+                println!(
+                    "- {} at {}: not measured (failed runs)",
+                    k.scenario,
+                    fmt_interval(k.interval)
+                );
+                continue;
+            }
             let within = med(a) <= a.interval.as_secs_f64();
             println!(
                 "- {} at {}: recovery {}, failed connects {}; apivip within one interval: {}",
