@@ -1153,16 +1153,7 @@ impl Shell {
             .handle_reconfigure(now, new.instance.clone())
             .map_err(ReconfigureError::Refused)?;
         if let Some((socket, doorbell)) = opened {
-            self.kernel_dropped = 0;
-            self.destinations = socket.destinations();
-            self.socket = socket;
-            self.doorbell = doorbell;
-            // The new doorbell rings for nothing; the socket itself is polled until a
-            // repeat is known again.
-            self.armed = None;
-            self.watch_socket_until = None;
-            self.unmatched_rings = 0;
-            self.doorbell_off = false;
+            self.use_socket(socket, doorbell);
         }
         let vip_list: Vec<VipConfig> = new
             .vips
@@ -1294,8 +1285,18 @@ impl Shell {
             delivery,
             kernel_filter(&self.cfg.instance),
         )?;
-        self.kernel_dropped = 0;
         let doorbell = Doorbell::open(&socket)?;
+        self.use_socket(socket, doorbell);
+        self.repeat = None;
+        self.vips = vips;
+        self.announcer = announcer;
+        Ok(())
+    }
+
+    /// Switches to a newly opened socket and its doorbell. The new doorbell rings for
+    /// nothing; the socket itself is polled until a repeat is known again.
+    fn use_socket(&mut self, socket: VrrpSocket, doorbell: Doorbell) {
+        self.kernel_dropped = 0;
         self.destinations = socket.destinations();
         self.socket = socket;
         self.doorbell = doorbell;
@@ -1303,10 +1304,6 @@ impl Shell {
         self.watch_socket_until = None;
         self.unmatched_rings = 0;
         self.doorbell_off = false;
-        self.repeat = None;
-        self.vips = vips;
-        self.announcer = announcer;
-        Ok(())
     }
 
     /// Points the doorbell at the advert a Backup may skip, or silences it; true if its
