@@ -855,10 +855,10 @@ fn resize(permits: &Arc<Semaphore>, from: usize, to: usize) {
 /// it between two packets (netlink for changed VIPs included).
 const RECONFIGURE_BOUND: Duration = Duration::from_secs(5);
 
-/// How long the handover of `v` may take: the machine's own timeout, and a little more
-/// for the last adverts and netlink.
+/// How long the handover of `v` may take: the machine's own bound, and a second for
+/// netlink (removing the VIPs) and the thread to end.
 fn handover_bound(v: &crate::config::Vrrp) -> Duration {
-    v.instance.handover_timeout + v.instance.version.interval() * 2 + Duration::from_secs(1)
+    v.instance.handover_bound() + Duration::from_secs(1)
 }
 
 /// Hands the VIP over and waits for the election to end (bounded; then releases it).

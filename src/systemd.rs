@@ -126,6 +126,7 @@ pub fn status_line(role: Option<Role<'_>>, health: &HealthSnapshot) -> String {
                 None => format!("backup for {vips}"),
             },
             State::Initialize => format!("not in the election for {vips} (initialize)"),
+            State::Fault => format!("fault: out of the election for {vips}"),
         });
     }
     let frontends: Vec<String> = health

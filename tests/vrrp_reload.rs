@@ -60,8 +60,6 @@ fn section(topo: &Topology, i: usize, prio: u8, vips: &[Ipv4Addr]) -> Vrrp {
         interface: m.ifname.clone(),
         instance,
         vips: vips.iter().map(|&v| (IpAddr::V4(v), 24)).collect(),
-        announce_count: 5,
-        announce_interval: Duration::from_millis(200),
         track: Track::Backend(BACKEND),
     }
 }

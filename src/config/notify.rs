@@ -5,6 +5,7 @@
 //!   master: /etc/apivip/notify.sh master      # keepalived notify_master
 //!   backup: /etc/apivip/notify.sh backup      # keepalived notify_backup
 //!   stop: /etc/apivip/notify.sh stop          # keepalived notify_stop
+//!   fault: /etc/apivip/notify.sh fault        # keepalived notify_fault
 //!   vrrp: /etc/apivip/keepalived-notify.sh    # keepalived notify: + INSTANCE NAME STATE PRIORITY
 //!   backend: /etc/apivip/backend.sh           # + FRONTEND BACKEND STATE REASON
 //!   timeout: 10s
@@ -15,9 +16,7 @@
 //! followed by arguments, split at whitespace (no shell, no quoting). The file must
 //! exist, be executable, and be writable by its owner only, and so must every
 //! directory above it be safe from other users (a hook runs as the daemon): a
-//! group- or world-writable script or directory is refused. keepalived's
-//! `notify_fault` has no counterpart because apivip has no FAULT state; the message
-//! says what to use instead.
+//! group- or world-writable script or directory is refused.
 //!
 //! The validation reads file metadata and nothing else.
 
@@ -42,7 +41,6 @@ pub(crate) struct RawNotify {
     pub(crate) master: Option<OneOrMany>,
     pub(crate) backup: Option<OneOrMany>,
     pub(crate) stop: Option<OneOrMany>,
-    /// Refused with an explanation (apivip has no FAULT state).
     pub(crate) fault: Option<OneOrMany>,
     pub(crate) backend: Option<OneOrMany>,
     pub(crate) timeout: Option<String>,
@@ -81,6 +79,9 @@ pub enum HookOn {
     Backup,
     /// Leaving the election at shutdown (keepalived `notify_stop`).
     Stop,
+    /// Entering FAULT: the interface down or gone, no carrier, no source address,
+    /// the VIPs could not be added (keepalived `notify_fault`).
+    Fault,
     /// Every backend health transition.
     Backend,
 }
@@ -93,6 +94,7 @@ impl HookOn {
             HookOn::Master => "master",
             HookOn::Backup => "backup",
             HookOn::Stop => "stop",
+            HookOn::Fault => "fault",
             HookOn::Backend => "backend",
         }
     }
@@ -123,13 +125,6 @@ impl Validator {
         let Some(raw) = raw else {
             return Notify::default();
         };
-        if let Some(fault) = raw.fault {
-            self.issue(
-                "notify.fault",
-                Some(fault.into_vec().join(", ")),
-                "apivip has no FAULT state: a node that cannot serve lowers its priority (vrrp.track, health_weight) and its peers take the VIP, which runs notify.backup here; use notify.backup, or notify.backend to act on the health itself",
-            );
-        }
         let timeout =
             self.positive_duration("notify.timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
         let mut hooks = Vec::new();
@@ -138,6 +133,7 @@ impl Validator {
             (HookOn::Master, raw.master),
             (HookOn::Backup, raw.backup),
             (HookOn::Stop, raw.stop),
+            (HookOn::Fault, raw.fault),
             (HookOn::Backend, raw.backend),
         ] {
             let Some(value) = value else { continue };
@@ -354,7 +350,7 @@ vrrp: {interface: eth0, address: 198.18.0.11, vrid: 51, priority: 100, vips: 198
             nx.display(),
             in_open.display(),
             missing.display(),
-            ok.display(),
+            gw.display(),
         );
         let lines = match parse_at(&yaml, d.path()) {
             Ok(c) => panic!("accepted: {c:?}"),
@@ -369,7 +365,7 @@ vrrp: {interface: eth0, address: 198.18.0.11, vrid: 51, priority: 100, vips: 198
             ("notify.master[6]", "is not an absolute path"),
             ("notify.master[7]", "is empty"),
             ("notify.timeout", "must be more than zero"),
-            ("notify.fault", "apivip has no FAULT state"),
+            ("notify.fault", "group- or world-writable (mode 0775)"),
         ];
         for (key, what) in expect {
             assert!(

@@ -102,6 +102,7 @@ pub(crate) struct RawVrrp {
     pub(crate) advert_interval: Option<String>,
     pub(crate) vips: Option<OneOrMany>,
     pub(crate) unicast_peers: Option<Vec<String>>,
+    pub(crate) owner: Option<String>,
     pub(crate) preempt: Option<bool>,
     pub(crate) preempt_delay: Option<String>,
     pub(crate) auth_pass: Option<String>,

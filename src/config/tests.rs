@@ -287,12 +287,12 @@ fn vrrp_section_defaults() {
     let v = c.vrrp.unwrap();
     assert_eq!(v.interface, "eth0");
     assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 24)]);
-    assert_eq!(v.track, Track::Proxy);
+    assert_eq!(v.track, Track::Proxy(FrontendKind::Apiserver));
     assert_eq!(v.instance.base_priority.get(), 150);
     assert!(v.instance.preempt);
     assert_eq!(v.instance.health_weight, 50);
     assert_eq!(v.instance.version.interval(), Duration::from_millis(100));
-    assert_eq!(v.announce_count, 5);
+    assert_eq!(v.instance.announce_count, 5);
 }
 
 #[test]

@@ -16,10 +16,6 @@ pub struct Vrrp {
     pub instance: crate::vrrp::machine::InstanceConfig,
     /// The VIPs with their prefix lengths, as added to the interface.
     pub vips: Vec<(IpAddr, u8)>,
-    /// Gratuitous ARPs / unsolicited NAs sent on becoming master.
-    pub announce_count: u32,
-    /// Time between two announcements.
-    pub announce_interval: Duration,
     /// What this node's priority follows.
     pub track: Track,
 }
@@ -28,8 +24,8 @@ pub struct Vrrp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Track {
     /// VIP + proxy: this node can serve while its proxy listens and at least one
-    /// apiserver backend is healthy from here.
-    Proxy,
+    /// backend of this frontend (the apiserver's) is healthy from here.
+    Proxy(FrontendKind),
     /// VIP only: the readiness of this node's own apiserver (`track: backend:NAME`).
     Backend(BackendId),
 }
@@ -114,6 +110,17 @@ impl Validator {
                 })
                 .collect::<Vec<_>>()
         });
+        let owner = raw.owner.as_ref().and_then(|t| match t.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.issue(
+                    "vrrp.owner",
+                    Some(t.clone()),
+                    "is not an IP address; expected the address of the node with priority 255",
+                );
+                None
+            }
+        });
         let priority = match raw.priority {
             None => Priority::DEFAULT,
             Some(n) => match u8::try_from(n).ok().and_then(|n| Priority::try_new(n).ok()) {
@@ -154,6 +161,7 @@ impl Validator {
         );
         instance.base_priority = priority;
         instance.peers = peers;
+        instance.owner = owner;
         instance.preempt = raw.preempt.unwrap_or(true);
         instance.preempt_delay = preempt_delay;
         instance.health_weight = health_weight;
@@ -162,7 +170,7 @@ impl Validator {
                 instance.handover_timeout = d;
             }
         }
-        let announce_count = match raw.announce_count {
+        instance.announce_count = match raw.announce_count {
             None => 5,
             Some(n) if (0..=100).contains(&n) => n as u32,
             Some(n) => {
@@ -174,7 +182,7 @@ impl Validator {
                 5
             }
         };
-        let announce_interval = self
+        instance.announce_interval = self
             .duration(
                 "vrrp.announce_interval",
                 raw.announce_interval.as_deref(),
@@ -193,8 +201,6 @@ impl Validator {
             interface,
             instance,
             vips,
-            announce_count,
-            announce_interval,
             track,
         }
     }
@@ -306,10 +312,10 @@ impl Validator {
     fn track(&mut self, raw: &raw::RawVrrp, frontends: &[Frontend]) -> Track {
         let apiserver_listens = super::frontend::proxy_listens(frontends);
         match raw.track.as_deref() {
-            None | Some("proxy") if apiserver_listens => Track::Proxy,
+            None | Some("proxy") if apiserver_listens => Track::Proxy(FrontendKind::Apiserver),
             None | Some("proxy") => {
                 self.issue("vrrp.track", raw.track.clone(), "the proxy does not listen (apiserver.listen is empty); expected track: backend:NAME naming this node's apiserver");
-                Track::Proxy
+                Track::Proxy(FrontendKind::Apiserver)
             }
             Some(t) => {
                 let found = t.strip_prefix("backend:").and_then(|name| {
@@ -327,7 +333,7 @@ impl Validator {
                             Some(t.to_owned()),
                             "expected proxy, or backend:NAME with NAME one of backends[].name",
                         );
-                        Track::Proxy
+                        Track::Proxy(FrontendKind::Apiserver)
                     }
                 }
             }

@@ -951,7 +951,10 @@ mod tests {
         assert_eq!(v.instance.base_priority.get(), 140);
         assert_eq!(v.instance.vrid.get(), 51);
         assert_eq!(v.instance.peers, None, "multicast unless --unicast");
-        assert_eq!(v.track, Track::Proxy);
+        assert_eq!(
+            v.track,
+            Track::Proxy(crate::config::FrontendKind::Apiserver)
+        );
         assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 24)]);
         let api = &c.frontends[0];
         assert_eq!(api.listen, vec!["0.0.0.0:8443".parse().unwrap()]);

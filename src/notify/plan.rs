@@ -112,6 +112,7 @@ pub const fn vrrp_state(s: State) -> &'static str {
         State::Initialize => "stop",
         State::Backup => "backup",
         State::Master => "master",
+        State::Fault => "fault",
     }
 }
 
@@ -146,6 +147,7 @@ pub fn plan(notify: &Notify, ctx: &Context, notice: &Notice) -> Vec<Run> {
                 State::Master => HookOn::Master,
                 State::Backup => HookOn::Backup,
                 State::Initialize => HookOn::Stop,
+                State::Fault => HookOn::Fault,
             };
             // keepalived runs notify_* before notify.
             for pass in [wanted, HookOn::Vrrp] {

@@ -6,12 +6,14 @@
 //! - [`machine`]: the sans-IO election state machine of one instance (RFC 9568 §6,
 //!   RFC 3768 §6), with planned handover and health-weighted priority.
 //! - [`units`]: VRID, priority and the per-version interval units, converted in one place.
+//! - [`track`]: whether this node can serve, by the configured `vrrp.track`.
 //!
-//! `packet`, `machine` and `units` are sans-IO cores: they open no sockets and never
+//! `packet`, `machine`, `track` and `units` are sans-IO cores: they open no sockets and never
 //! read the clock. The I/O lives in thin modules around them, under [`io`]: the raw
 //! socket, netlink, the announcements and the shell thread that drives the machine.
 
 pub mod io;
 pub mod machine;
 pub mod packet;
+pub mod track;
 pub mod units;

@@ -7,7 +7,7 @@
 //!   Control::Serve (HealthView) -> Instance.handle_health ---+      SendAdvert -> encode per destination -> send_to
 //!   Control::Handover (SIGTERM) -> Instance.handle_shutdown -+      AddVips / RemoveVips -> netlink
 //!   Control::Reconfigure (reload) -> Instance.handle_reconfigure +   AddVip / RemoveVip -> netlink
-//!                                                                 Announce -> GARP / NA, repeated
+//!                                                                 Announce -> GARP / NA (once; the machine repeats)
 //!                                                                 StateChanged -> log, History.record; Exit -> return
 //! ```
 //!
@@ -46,17 +46,18 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Track, Vrrp};
+use crate::config::Vrrp;
 use crate::events::{Change, History};
-use crate::health::{HealthSnapshot, HealthView};
+use crate::health::HealthView;
 use crate::vrrp::io::announce::Announcer;
 use crate::vrrp::io::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::io::vip::{VipConfig, Vips};
 use crate::vrrp::machine::{
     Action, ControlRefused, Instance, Reason, Received, ReconfigureRefused, State, Stats,
-    VersionConfig,
 };
-use crate::vrrp::packet::{Checksum, DecodeError, IpPair, Repr, MULTICAST_V4};
+use crate::vrrp::packet::datagram::{self, Parser};
+use crate::vrrp::packet::Repr;
+use crate::vrrp::track::Tracked;
 use crate::vrrp::units::Priority;
 
 /// Why the VRRP task could not run.
@@ -201,65 +202,6 @@ impl VrrpHandle {
             reconfigure: None,
         };
         (handle, rx)
-    }
-}
-
-/// Whether this node can serve, per the configured track.
-/// A drained backend does not count: an operator took it out.
-pub fn can_serve(track: &Track, snap: &HealthSnapshot, proxy_listening: bool) -> bool {
-    match track {
-        Track::Proxy => {
-            proxy_listening
-                && snap
-                    .frontend(crate::config::FrontendKind::Apiserver)
-                    .is_some_and(|api| api.backends.iter().any(|b| b.is_serving()))
-        }
-        Track::Backend(id) => snap.backend(*id).is_some_and(|b| b.is_serving()),
-    }
-}
-
-/// What this node's ability to serve follows, as the health forwarder of
-/// [`spawn_dedicated`] evaluates it.
-///
-/// A reload renumbers backends: the supervisor first replaces the health view with
-/// one of a new generation, then reconfigures the election with the section whose
-/// `Track::Backend` id is valid in it. In between, the old id may name another
-/// backend of the new view, so for a view of another generation than the track's the
-/// backend is found by the name it had when the track was applied.
-#[derive(Debug)]
-struct Tracked {
-    track: Track,
-    proxy_listening: bool,
-    /// The health generation the track's id is valid in.
-    generation: u64,
-    /// The tracked backend's name in that generation.
-    name: Option<String>,
-}
-
-impl Tracked {
-    fn new(track: Track, proxy_listening: bool, snap: &HealthSnapshot) -> Tracked {
-        let name = match &track {
-            Track::Backend(id) => snap.backend(*id).map(|b| b.name.clone()),
-            Track::Proxy => None,
-        };
-        Tracked {
-            track,
-            proxy_listening,
-            generation: snap.generation,
-            name,
-        }
-    }
-
-    fn can_serve(&self, snap: &HealthSnapshot) -> bool {
-        if let (Track::Backend(id), Some(name), true) =
-            (&self.track, &self.name, snap.generation != self.generation)
-        {
-            return snap
-                .frontend(id.frontend)
-                .and_then(|f| f.backends.iter().find(|b| &b.name == name))
-                .is_some_and(|b| b.is_serving());
-        }
-        can_serve(&self.track, snap, self.proxy_listening)
     }
 }
 
@@ -473,10 +415,8 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         status,
         status_changed,
         published,
-        last_decoded: None,
+        parser: Parser::new(cfg.instance.version.version()),
         handover: CancellationToken::new(),
-        announce_left: 0,
-        next_announce: None,
         history: History::default(),
         transitions: Vec::new(),
     })
@@ -740,18 +680,15 @@ pub(crate) struct Shell {
     status_changed: tokio::sync::watch::Sender<()>,
     /// What `status` holds (compared without touching the `ArcSwap`).
     published: VrrpStatus,
-    /// The last datagram decoded, its addresses and the result: a Backup hears the same
-    /// advert 100 times a second at 10 ms, and decoding is a pure function of these.
-    last_decoded: Option<Decoded>,
+    /// Decodes received datagrams (keeps the last result: a Backup hears the same
+    /// advert 100 times a second at 10 ms).
+    parser: Parser,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
     /// The encoded advert for each destination, and the priority it carries.
     encoded: Vec<Vec<u8>>,
     encoded_for: Option<Priority>,
-    /// Gratuitous ARP / NA repetitions still to send, and when the next one is due.
-    announce_left: u32,
-    next_announce: Option<Instant>,
     /// State changes are recorded here for `apivip status`.
     history: History,
     /// State changes so far: (entered, reason, count); a handful of entries.
@@ -764,14 +701,6 @@ impl std::fmt::Debug for Shell {
             .field("interface", &self.cfg.interface)
             .finish_non_exhaustive()
     }
-}
-
-/// One datagram (its bytes, source and destination) and what decoding it gave.
-struct Decoded {
-    bytes: Vec<u8>,
-    src: IpAddr,
-    dst: IpAddr,
-    result: Result<Repr, DecodeError>,
 }
 
 /// What `ppoll` found ready.
@@ -835,11 +764,6 @@ fn kernel_timeout(remaining: Duration) -> Duration {
         remaining - remaining / 500 - DEFAULT_SLACK
     }
 }
-
-/// The delay of the first repeated announcement after becoming master (see
-/// `Action::Announce` in [`Shell::drain_actions`]): longer than the old holder takes to
-/// hear our advert on a LAN, far shorter than a client's connect timeout.
-const EARLY_REPEAT: Duration = Duration::from_millis(10);
 
 /// At most this many datagrams per batch (see [`Shell::receive_all`]).
 const BATCH: usize = 64;
@@ -910,7 +834,7 @@ impl Shell {
         self.instance.handle_health(now, serve);
         self.instance.handle_startup(now);
         loop {
-            if self.drain_actions(rt, now) {
+            if self.drain_actions(rt) {
                 return;
             }
             if self.arm_doorbell() {
@@ -924,7 +848,7 @@ impl Shell {
                 }
                 continue;
             }
-            let mut deadline = earliest(self.instance.poll_timeout(), self.next_announce);
+            let mut deadline = self.instance.poll_timeout();
             let watching = self.armed.is_some() && self.watch_socket_until.is_some();
             if watching {
                 deadline = earliest(deadline, self.watch_socket_until);
@@ -1008,7 +932,7 @@ impl Shell {
                         Control::Reconfigure { cfg, serve, reply } => {
                             let r = self.reconfigure(rt, now, *cfg, serve);
                             let exit = match &r {
-                                Ok(()) => self.drain_actions(rt, now),
+                                Ok(()) => self.drain_actions(rt),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "vrrp: reload not applied");
                                     false
@@ -1046,12 +970,6 @@ impl Shell {
                 self.instance.handle_timeout(now);
             }
             self.last_fed = now;
-            if self.next_announce.is_some_and(|d| d <= now) {
-                self.announce();
-                self.announce_left = self.announce_left.saturating_sub(1);
-                self.next_announce =
-                    (self.announce_left > 0).then(|| now + self.cfg.announce_interval);
-            }
         }
     }
 
@@ -1194,7 +1112,7 @@ impl Shell {
         // (its skew).
         self.encoded.clear();
         self.encoded_for = None;
-        self.last_decoded = None;
+        self.parser.set_version(self.cfg.instance.version.version());
         self.repeat = None;
         self.instance.handle_health(now, serve);
         Ok(())
@@ -1205,7 +1123,7 @@ impl Shell {
     fn arm_doorbell(&mut self) -> bool {
         let want = match self.instance.state() {
             State::Backup if !self.doorbell_off => self.repeat.as_deref(),
-            State::Backup | State::Initialize | State::Master => None,
+            State::Backup | State::Initialize | State::Master | State::Fault => None,
         };
         if want == self.armed.as_deref() {
             return false;
@@ -1269,7 +1187,7 @@ impl Shell {
                             let due = due.max(self.last_fed);
                             self.instance.handle_timeout(due);
                             self.last_fed = due;
-                            if self.drain_actions(rt, now) {
+                            if self.drain_actions(rt) {
                                 batch.exit = true;
                                 return batch;
                             }
@@ -1295,19 +1213,7 @@ impl Shell {
     }
 
     fn on_packet(&mut self, now: Instant, msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) {
-        let result = match &self.last_decoded {
-            Some(d) if d.src == src && d.dst == dst && d.bytes == msg => d.result.clone(),
-            _ => {
-                let result = decode(&self.cfg.instance.version, msg, src, dst);
-                self.last_decoded = Some(Decoded {
-                    bytes: msg.to_vec(),
-                    src,
-                    dst,
-                    result: result.clone(),
-                });
-                result
-            }
-        };
+        let result = self.parser.parse(msg, src, dst);
         let priority = result.as_ref().ok().map(Repr::priority);
         let rx = Received {
             src,
@@ -1332,7 +1238,7 @@ impl Shell {
     }
 
     /// Runs the queued actions; true once the machine said `Exit`.
-    fn drain_actions(&mut self, rt: &tokio::runtime::Runtime, now: Instant) -> bool {
+    fn drain_actions(&mut self, rt: &tokio::runtime::Runtime) -> bool {
         while let Some(action) = self.instance.poll_action() {
             match action {
                 Action::SendAdvert { priority } => self.send(priority),
@@ -1368,18 +1274,7 @@ impl Shell {
                         Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot remove a VIP"),
                     }
                 }
-                Action::Announce => {
-                    self.announce();
-                    self.announce_left = self.cfg.announce_count.saturating_sub(1);
-                    // The first repeat comes early: the router we took over from may
-                    // have sent one of its own repeats just before it heard our advert
-                    // (its repeats line up with its adverts, and a takeover comes just
-                    // before one of those), leaving clients on it after it dropped the
-                    // VIP. Seen in the handover/resume topology test as one timed-out
-                    // connect until our next repeat, 200 ms later.
-                    self.next_announce = (self.announce_left > 0)
-                        .then(|| now + self.cfg.announce_interval.min(EARLY_REPEAT));
-                }
+                Action::Announce => self.announce(),
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(?from, ?to, ?reason, vips = ?self.cfg.vips, "vrrp: state changed");
                     // Never waits: the notify hooks read it from a broadcast.
@@ -1399,10 +1294,6 @@ impl Shell {
                     {
                         Some(t) => t.2 += 1,
                         None => self.transitions.push((to, reason, 1)),
-                    }
-                    if to != State::Master {
-                        self.announce_left = 0;
-                        self.next_announce = None;
                     }
                 }
                 Action::Exit => {
@@ -1492,8 +1383,8 @@ impl Shell {
             let len = repr.buffer_len();
             self.encoded.clear();
             for &dst in &self.destinations {
-                let (pair, policy) = encode_policy(
-                    &self.cfg.instance.version,
+                let (pair, policy) = datagram::policy(
+                    self.cfg.instance.version.version(),
                     self.cfg.instance.primary_ip,
                     dst,
                 );
@@ -1515,59 +1406,8 @@ impl Shell {
     }
 }
 
-/// How a message to `dst` is checksummed: v3 over the IPv4/IPv6 pseudo-header (the
-/// socket sets no IPV6_CHECKSUM, so the codec does it for both), v2 over the message
-/// alone.
-fn encode_policy(version: &VersionConfig, src: IpAddr, dst: IpAddr) -> (IpPair, Checksum) {
-    let pair = ip_pair(src, dst);
-    let policy = match version {
-        VersionConfig::V2 { .. } => Checksum::NoPseudoHeader,
-        VersionConfig::V3 { .. } => Checksum::Verify,
-    };
-    (pair, policy)
-}
-
 fn is_link_local(ip: std::net::Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
-}
-
-fn ip_pair(src: IpAddr, dst: IpAddr) -> IpPair {
-    match (src, dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => IpPair::V4 { src, dst },
-        (IpAddr::V6(src), IpAddr::V6(dst)) => IpPair::V6 { src, dst },
-        // Mixed families cannot arrive on one socket; checksum against the source.
-        (IpAddr::V4(src), _) => IpPair::V4 { src, dst: src },
-        (IpAddr::V6(src), _) => IpPair::V6 { src, dst: src },
-    }
-}
-
-/// Decodes a received message. A v3 IPv4 unicast advert whose checksum fails is tried
-/// once more with the multicast group in the pseudo-header, as keepalived before 1.3.6
-/// computed it.
-fn decode(
-    version: &VersionConfig,
-    msg: &[u8],
-    src: IpAddr,
-    dst: IpAddr,
-) -> Result<Repr, crate::vrrp::packet::DecodeError> {
-    let (pair, policy) = encode_policy(version, src, dst);
-    let first = Repr::from_bytes(msg, &pair, policy);
-    match (&first, src, dst) {
-        (
-            Err(crate::vrrp::packet::DecodeError::BadChecksum { .. }),
-            IpAddr::V4(s),
-            IpAddr::V4(d),
-        ) if d != MULTICAST_V4 && matches!(version, VersionConfig::V3 { .. }) => Repr::from_bytes(
-            msg,
-            &IpPair::V4 {
-                src: s,
-                dst: MULTICAST_V4,
-            },
-            Checksum::Verify,
-        )
-        .or(first),
-        _ => first,
-    }
 }
 
 #[cfg(test)]
@@ -1577,57 +1417,6 @@ mod tests {
     /// The latest end of a `ppoll` timeout T, per fs/select.c.
     fn latest_end(t: Duration) -> Duration {
         t + (t / 1000).max(DEFAULT_SLACK)
-    }
-
-    /// A reload replaced the health view with a renumbered one (new generation)
-    /// before the election got the new track: the old track's backend is found by
-    /// its name, not by its old index; the new track, applied in that generation, by
-    /// its index.
-    #[test]
-    fn a_renumbered_health_view_keeps_following_the_tracked_backend() {
-        use crate::config::{BackendId, FrontendKind};
-        use crate::health::{BackendHealth, FrontendHealth, Status};
-        let id = |master| BackendId {
-            frontend: FrontendKind::Apiserver,
-            master,
-        };
-        let backend = |master, name: &str, up: bool| BackendHealth {
-            id: id(master),
-            name: name.into(),
-            addr: "127.0.0.1:6443".parse().unwrap(),
-            status: if up { Status::Up } else { Status::Unknown },
-            reason: String::new(),
-            since: None,
-            drained: false,
-        };
-        let snap = |generation, backends| HealthSnapshot {
-            generation,
-            frontends: vec![FrontendHealth {
-                kind: FrontendKind::Apiserver,
-                backends,
-            }],
-        };
-        let old = snap(0, vec![backend(0, "a", false), backend(1, "self", true)]);
-        let tracked = Tracked::new(Track::Backend(id(1)), false, &old);
-        assert!(tracked.can_serve(&old));
-        // "a" removed: "self" is now index 0, and index 1 is gone.
-        let new = snap(1, vec![backend(0, "self", true)]);
-        assert!(!can_serve(&Track::Backend(id(1)), &new, false));
-        assert!(tracked.can_serve(&new));
-        let new_down = snap(1, vec![backend(0, "self", false)]);
-        assert!(!tracked.can_serve(&new_down));
-        // Renumbered so that the old index names another backend.
-        let swapped = snap(2, vec![backend(0, "self", true), backend(1, "b", false)]);
-        assert!(!can_serve(&Track::Backend(id(1)), &swapped, false));
-        assert!(tracked.can_serve(&swapped));
-        // The reloaded track, applied in the new generation, goes by its index.
-        let reloaded = Tracked::new(Track::Backend(id(0)), false, &swapped);
-        assert!(reloaded.can_serve(&swapped));
-        let renamed = snap(2, vec![backend(0, "self2", true), backend(1, "b", false)]);
-        assert!(reloaded.can_serve(&renamed));
-        // The proxy track ignores names and generations.
-        let proxy = Tracked::new(Track::Proxy, true, &old);
-        assert!(proxy.can_serve(&new) && !proxy.can_serve(&new_down));
     }
 
     #[test]

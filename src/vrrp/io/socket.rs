@@ -13,8 +13,8 @@
 //!   destination and TTL come from the header ([`Ipv4Meta::split`]). IPv6 hands over only the
 //!   payload: the source is the peer address of `recvmsg`, the hop limit comes from the
 //!   `IPV6_HOPLIMIT` control message and the destination from `IPV6_PKTINFO`.
-//! - **Checksums are ours on both families** ([`VrrpSocket::checksum`] says so:
-//!   [`Checksum::Verify`]). The kernel could fill and verify the IPv6 one with
+//! - **Checksums are ours on both families** (the codec's [`Checksum::Verify`], chosen
+//!   by [`crate::vrrp::packet::datagram::policy`]). The kernel could fill and verify the IPv6 one with
 //!   `IPV6_CHECKSUM` at offset 6, but neither socket2 nor nix exposes that option and this
 //!   crate forbids `unsafe`. It changes nothing on the wire: the sender knows its own source
 //!   (it sets it with `IPV6_PKTINFO`) and destination, the receiver gets both from
@@ -37,9 +37,7 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
-use crate::vrrp::packet::{
-    Checksum, IpPair, Ipv4Meta, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL,
-};
+use crate::vrrp::packet::{IpPair, Ipv4Meta, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL};
 
 /// The IPv4 precedence "internetwork control" (DSCP CS6), as keepalived marks adverts.
 const TOS_INTERNETWORK_CONTROL: u32 = 0xc0;
@@ -238,12 +236,6 @@ impl VrrpSocket {
     /// This node's address, the source of what [`VrrpSocket::send`] sends.
     pub fn primary(&self) -> IpAddr {
         self.primary
-    }
-
-    /// Who computes and checks the VRRPv3 checksum for this socket: always the codec
-    /// ([`Checksum::Verify`]; see the module docs on `IPV6_CHECKSUM`).
-    pub fn checksum(&self) -> Checksum {
-        Checksum::Verify
     }
 
     /// Where [`VrrpSocket::send`] sends: the multicast group, or every unicast peer. The

@@ -46,6 +46,12 @@ impl VersionConfig {
     }
 }
 
+/// How many times the configured advert interval a Backup learns at most (see
+/// [`InstanceConfig::max_learned_interval`]). VRRPv3 lets routers of one VRID use
+/// different intervals; a Master at up to about 12 times a Backup's interval is still
+/// not declared down by it (3 x 4 intervals + skew).
+pub const MAX_LEARNED_FACTOR: u32 = 4;
+
 /// One virtual router on one interface: what this node needs to take part in the
 /// election for the VIPs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,11 +93,24 @@ pub struct InstanceConfig {
     ///
     /// [`Instance::handle_shutdown`]: super::Instance::handle_shutdown
     pub handover_timeout: Duration,
+    /// The node that owns the VIPs (priority 255), if another node does: the only
+    /// source whose priority-255 adverts are accepted (others are dropped and
+    /// counted). A node with priority 255 is the owner itself.
+    pub owner: Option<IpAddr>,
+    /// How many times the VIPs are announced (gratuitous ARP / unsolicited NA) each
+    /// time this node starts holding them, re-asserts itself or restores them: the
+    /// first at once, the second after at most [`EARLY_REPEAT`](super::EARLY_REPEAT),
+    /// the others every `announce_interval`. 0 counts as 1: a new holder always
+    /// announces.
+    pub announce_count: u32,
+    /// The time between two repeated announcements.
+    pub announce_interval: Duration,
 }
 
 impl InstanceConfig {
     /// A configuration with the defaults: priority 100, multicast, preemption on
-    /// without delay, no health weight, and a handover timeout of ten intervals.
+    /// without delay, no health weight, a handover timeout of ten intervals, and five
+    /// announcements 200 ms apart.
     pub fn new(
         vrid: Vrid,
         version: VersionConfig,
@@ -109,6 +128,9 @@ impl InstanceConfig {
             preempt_delay: Duration::ZERO,
             health_weight: 0,
             handover_timeout: version.interval() * 10,
+            owner: None,
+            announce_count: 5,
+            announce_interval: Duration::from_millis(200),
         }
     }
 
@@ -125,6 +147,24 @@ impl InstanceConfig {
     /// advert, so anything shorter always ends in the priority-0 fallback.
     pub fn min_handover_timeout(&self) -> Duration {
         self.version.interval() * 4
+    }
+
+    /// The longest Master_Adver_Interval a VRRPv3 Backup learns from an advert:
+    /// [`MAX_LEARNED_FACTOR`] times the configured interval. A larger one (up to
+    /// 40.95 s on the wire, forged or misconfigured) is taken as this, so that one
+    /// advert cannot leave the VIPs unheld for minutes.
+    pub fn max_learned_interval(&self) -> std::time::Duration {
+        self.version.interval() * MAX_LEARNED_FACTOR
+    }
+
+    /// The longest a planned handover ([`Instance::handle_shutdown`] as Master) runs
+    /// until [`Action::Exit`](super::Action::Exit): `handover_timeout`, then the
+    /// priority-0 fallback; two intervals more cover the adverts in flight. With
+    /// `handover_timeout` 0 it resigns at once, so two intervals.
+    ///
+    /// [`Instance::handle_shutdown`]: super::Instance::handle_shutdown
+    pub fn handover_bound(&self) -> Duration {
+        self.handover_timeout + self.version.interval() * 2
     }
 
     /// Checks everything [`Instance::try_new`](super::Instance::try_new) relies on.
@@ -168,6 +208,14 @@ impl InstanceConfig {
                 if *peer == self.primary_ip {
                     return Err(ConfigError::PeerIsSelf { addr: *peer });
                 }
+            }
+        }
+        if let Some(owner) = self.owner {
+            if family_of(&owner) != family {
+                return Err(ConfigError::MixedFamily { addr: owner });
+            }
+            if owner == self.primary_ip || self.base_priority.is_owner() {
+                return Err(ConfigError::OwnerIsSelf { addr: owner });
             }
         }
         if self.health_weight >= self.base_priority.get() {
@@ -242,6 +290,13 @@ pub enum ConfigError {
     #[error("{addr} is this node's own primary address; list only the other nodes as peers")]
     PeerIsSelf {
         /// The address.
+        addr: IpAddr,
+    },
+    /// `owner` names this node, or this node has priority 255: a node with priority
+    /// 255 is the owner itself, and another owner would be a second one.
+    #[error("owner {addr} names another node as the address owner, but this node is the owner (priority 255) or has that address: remove owner, or lower the priority")]
+    OwnerIsSelf {
+        /// The owner given.
         addr: IpAddr,
     },
     /// An unhealthy node must stay in the election (priority >= 1); lower the weight.

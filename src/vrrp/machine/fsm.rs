@@ -19,6 +19,10 @@ pub enum State {
     /// Holding the VIPs and advertising. RFC 9568 calls it "Active"; keepalived, the
     /// logs operators know and RFC 3768 say "Master".
     Master,
+    /// Out of the election until a fault clears (the interface down or gone, no
+    /// carrier, no source address, the VIPs could not be added): holds no VIP, sends
+    /// nothing, ignores adverts. keepalived's FAULT; not in RFC 9568.
+    Fault,
 }
 
 impl fmt::Display for State {
@@ -27,6 +31,7 @@ impl fmt::Display for State {
             State::Initialize => "initialize",
             State::Backup => "backup",
             State::Master => "master",
+            State::Fault => "fault",
         })
     }
 }
@@ -61,6 +66,12 @@ pub enum Reason {
     /// was heard, the VIPs were released, and this node stays in the election as
     /// Backup with priority 1 until `handle_resume`.
     Maintenance,
+    /// A fault took this node out of the election ([`Instance::faults`] says which).
+    ///
+    /// [`Instance::faults`]: super::Instance::faults
+    Fault,
+    /// Every fault cleared: back in the election (Backup, or Master for the owner).
+    FaultCleared,
 }
 
 impl Reason {
@@ -77,6 +88,8 @@ impl Reason {
             Reason::HandoverDone => "handover_done",
             Reason::HandoverTimedOut => "handover_timed_out",
             Reason::Maintenance => "maintenance",
+            Reason::Fault => "fault",
+            Reason::FaultCleared => "fault_cleared",
         }
     }
 }
@@ -183,8 +196,9 @@ pub enum Action {
         /// The address.
         addr: IpAddr,
     },
-    /// Announce the VIPs: gratuitous ARP for IPv4, unsolicited Neighbor Advertisement
-    /// (Override flag) for IPv6; the shell repeats it as configured.
+    /// Announce the VIPs once: gratuitous ARP for IPv4, unsolicited Neighbor
+    /// Advertisement (Override flag) for IPv6. The machine emits the repetitions
+    /// itself (`announce_count`, `announce_interval`), so the shell only sends.
     Announce,
     /// The state changed; log it and update metrics.
     StateChanged {

@@ -18,6 +18,9 @@
 //!    `apivip handover`        ------->     handle_maintenance(now)  (Err: HTTP 409)
 //!    `apivip resume`          ------->     handle_resume(now)       (Err: HTTP 409)
 //!    reload (SIGHUP)          ------->     handle_reconfigure(now, config)  (Err: refused)
+//!    netlink: link, addresses ------->     handle_link(now, LinkState)      (FAULT in/out)
+//!    AddVips failed           ------->     handle_vip_add_failed(now)
+//!    a held VIP disappeared   ------->     handle_vips_missing(now)
 //!    SIGTERM                  ------->     handle_shutdown(now)
 //!    while let Some(a) = poll_action()     SendAdvert / AddVips / RemoveVips /
 //!        perform a                         AddVip / RemoveVip / Announce /
@@ -34,6 +37,11 @@
 //!   this node has now (lowered while it cannot serve).
 //! - A VRRPv3 Backup learns Master_Adver_Interval from every advert it accepts; a
 //!   VRRPv2 one uses its configured interval and drops adverts with another.
+//! - Announcements repeat on the Announce timer: a Master announces on taking the VIPs
+//!   (and on re-asserting itself, on restoring a removed VIP, on a reload adding one),
+//!   `announce_count` times, the second after [`EARLY_REPEAT`], then every
+//!   `announce_interval`; leaving Master stops them. The shell sends each
+//!   [`Action::Announce`] once.
 //!
 //! # Received adverts (RFC 9568 §7.1, RFC 3768 §7.1)
 //!
@@ -41,8 +49,22 @@
 //! and one counter in [`Stats`], and **changes no timer and no state**: a decode
 //! error, TTL/hop limit not 255, another version or family, another VRID, our own
 //! source address, a source that is not a unicast peer, VRRPv2 authentication or
-//! interval, and an address list that differs from ours unless the sender is the
-//! owner (priority 255).
+//! interval, priority 255 from an address that is not the configured owner, and an
+//! address list that differs from ours unless the sender is the owner.
+//!
+//! # Faults
+//!
+//! [`State::Fault`] (keepalived's FAULT; RFC 9568 has no such state) takes the node out
+//! of the election while a [`Fault`] holds: the interface gone, down or without
+//! carrier, the source address missing ([`Instance::handle_link`], from netlink), or
+//! the VIPs failing to be added ([`Instance::handle_vip_add_failed`], cleared by the
+//! machine after three intervals so that it tries again). A Master sends a
+//! priority-0 advert (Backups take over after Skew_Time if the link still carries
+//! it) and removes the VIPs; in Fault nothing is sent, adverts are ignored and no
+//! election timer runs. When the last fault clears the node starts again as at
+//! startup: Backup (the owner Master), Master_Down_Interval with the configured
+//! interval. A Master that finds a VIP gone from the interface
+//! ([`Instance::handle_vips_missing`]) adds it back and announces it again.
 //!
 //! # Planned handover
 //!
@@ -140,6 +162,17 @@
 //!   takeover they line up with the adverts); without this, clients would keep its MAC
 //!   until the new holder's next repetition. After a healed partition it pulls clients
 //!   back at once.
+//!   Counted in [`Stats::split_brains`]. The RFC says discard; keepalived does the
+//!   same as here.
+//! - **Priority 255 only from the configured owner** (`owner`): RFC 9568 lets any
+//!   advert with priority 255 win at once, and skips the address-list check for it,
+//!   so one forged packet would take the VIP; others are dropped
+//!   ([`DropReason::NotTheOwner`]).
+//! - **The learned interval is bounded**: a VRRPv3 Backup learns at most
+//!   [`MAX_LEARNED_FACTOR`] x its configured interval (RFC 9568 §6.4.2 learns any
+//!   value, up to 40.95 s), so a forged or broken advert leaves the VIPs unheld for
+//!   at most 3 x 4 intervals + skew instead of two minutes.
+//! - **FAULT state** (see above), as keepalived has.
 //! - **Address list mismatch drops the advert** (the RFC's optional check, with its
 //!   mandatory drop unless the sender is the owner), as keepalived does.
 //! - **Our own adverts** (source = `primary_ip`, e.g. multicast loopback) are dropped
@@ -148,6 +181,7 @@
 //!   [`Instance`] to run again. RFC 9568 lets Initialize start again.
 
 mod config;
+mod fault;
 mod fsm;
 mod stats;
 mod timer;
@@ -159,7 +193,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-pub use self::config::{ConfigError, InstanceConfig, VersionConfig};
+pub use self::config::{ConfigError, InstanceConfig, VersionConfig, MAX_LEARNED_FACTOR};
+pub use self::fault::{Fault, Faults, LinkState};
 pub use self::fsm::{Action, ControlRefused, Reason, ReconfigureRefused, State, StateChange};
 use self::stats::PeerTable;
 pub use self::stats::{DropReason, Peer, Stats};
@@ -180,6 +215,23 @@ const MAINTENANCE_PRIORITY: Priority = Priority::new(1);
 /// [`Instance::masters_heard`] after its last advert: what a Backup waits before it
 /// declares the master down (without the skew).
 const MASTER_HEARD_INTERVALS: u32 = 3;
+
+/// How long [`Fault::VipAddFailed`] keeps a node out of the election before it tries
+/// again, in configured advert intervals (at least [`FAULT_RETRY_MIN`]): long enough
+/// for a Backup to take over and be heard.
+const FAULT_RETRY_INTERVALS: u32 = 3;
+
+/// The shortest retry after a failed VIP addition.
+const FAULT_RETRY_MIN: Duration = Duration::from_secs(1);
+
+/// The delay of the first repeated announcement: longer than the router we took over
+/// from takes to hear our advert on a LAN, far shorter than a client's connect
+/// timeout. That router may have sent one of its own repeats just before it heard us
+/// (its repeats line up with its adverts, and a takeover comes just before one of
+/// those), leaving clients on it after it dropped the VIP; seen in the
+/// handover/resume topology test as one timed-out connect until the next repeat,
+/// 200 ms later.
+pub const EARLY_REPEAT: Duration = Duration::from_millis(10);
 
 /// One received advertisement as the shell saw it. Decode errors are inputs too, so
 /// that they are counted with the rest.
@@ -263,6 +315,12 @@ pub struct Instance {
     /// A Master re-asserts itself (advert + announcement) on hearing a lower priority
     /// at most once until then.
     reassert_after: Option<Instant>,
+    /// Repeated announcements still to make (the Announce timer runs while above 0).
+    announce_left: u32,
+    /// What keeps the node out of the election now (State::Fault while not empty).
+    faults: Faults,
+    /// `handle_startup` ran (a fault before it only delays the start).
+    started: bool,
     /// The source of the last accepted advert from the Active Router (or our own
     /// address while Master).
     master_ip: Option<IpAddr>,
@@ -296,6 +354,9 @@ impl Instance {
             down_cause: Reason::MasterDown,
             preempt_hold_until: None,
             reassert_after: None,
+            announce_left: 0,
+            faults: Faults::NONE,
+            started: false,
             master_ip: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
@@ -325,6 +386,12 @@ impl Instance {
     /// The last state change, with its time and reason.
     pub fn last_change(&self) -> Option<&StateChange> {
         self.last_change.as_ref()
+    }
+
+    /// What keeps this node out of the election now ([`State::Fault`] while not
+    /// empty, once started).
+    pub fn faults(&self) -> Faults {
+        self.faults
     }
 
     /// Whether the shell last reported that this node can serve.
@@ -473,10 +540,13 @@ impl Instance {
     /// everyone else becomes Backup and waits Master_Down_Interval. A no-op unless in
     /// Initialize and never started.
     pub fn handle_startup(&mut self, now: Instant) {
-        if self.state != State::Initialize || self.phase != Phase::Running {
+        if self.state != State::Initialize || self.phase != Phase::Running || self.started {
             return;
         }
-        if self.effective_priority().is_owner() {
+        self.started = true;
+        if !self.faults.is_empty() {
+            self.change_state(now, State::Fault, Reason::Fault);
+        } else if self.effective_priority().is_owner() {
             self.change_state(now, State::Master, Reason::OwnerStartup);
         } else {
             self.master_adver_interval = self.config.version.interval();
@@ -512,7 +582,7 @@ impl Instance {
         }
         match self.state {
             // Not running: nothing listens (RFC 9568 §6.4.1 has no advert event).
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
             State::Backup => self.backup_advert(now, src, &repr),
             State::Master => self.master_advert(now, src, &repr),
         }
@@ -546,6 +616,18 @@ impl Instance {
                 }
                 // RFC 9568 §6.4.3: "If the Adver_Timer fires": send, reset.
                 Timer::Adver => self.send_advert(now),
+                Timer::FaultRetry => {
+                    self.faults.set(Fault::VipAddFailed, false);
+                    self.apply_faults(now);
+                }
+                Timer::Announce => {
+                    self.actions.push_back(Action::Announce);
+                    self.announce_left = self.announce_left.saturating_sub(1);
+                    if self.announce_left > 0 {
+                        self.timers
+                            .set(Timer::Announce, now + self.config.announce_interval);
+                    }
+                }
             }
         }
     }
@@ -593,7 +675,7 @@ impl Instance {
                     .set(Timer::Handover, now + self.config.handover_timeout);
                 self.send_advert(now);
             }
-            State::Backup => {
+            State::Backup | State::Fault => {
                 // RFC 9568 §6.4.2 Shutdown: cancel the timer, to Initialize.
                 self.change_state(now, State::Initialize, Reason::Shutdown);
                 self.exit();
@@ -754,7 +836,7 @@ impl Instance {
                     }
                 }
                 if added {
-                    self.actions.push_back(Action::Announce);
+                    self.announce(now);
                 }
                 let to_others_changed =
                     old.primary_ip != self.config.primary_ip || old.peers != self.config.peers;
@@ -772,9 +854,54 @@ impl Instance {
                     }
                 }
             }
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
         }
         Ok(())
+    }
+
+    /// What the shell read about the interface (netlink). Its faults replace the
+    /// link faults known so far: any fault takes the node out of the election
+    /// ([`State::Fault`]); when the last one clears it comes back as Backup (the
+    /// owner as Master), as at startup. A Master hands the VIPs off with a
+    /// priority-0 advert (if the link still carries it, Backups take over after
+    /// Skew_Time) and removes them. Before [`Instance::handle_startup`] the faults are
+    /// only recorded.
+    pub fn handle_link(&mut self, now: Instant, link: LinkState) {
+        if self.phase == Phase::Exited {
+            return;
+        }
+        let keep = self.faults.contains(Fault::VipAddFailed);
+        self.faults = link.faults();
+        self.faults.set(Fault::VipAddFailed, keep);
+        self.apply_faults(now);
+    }
+
+    /// The VIPs could not be added ([`Action::AddVips`] failed, or they did not
+    /// appear): a fault like the others, cleared by the machine itself after three
+    /// advert intervals (at least a second), so that another node takes over
+    /// meanwhile and this one tries again afterwards.
+    pub fn handle_vip_add_failed(&mut self, now: Instant) {
+        if self.phase == Phase::Exited {
+            return;
+        }
+        self.faults.set(Fault::VipAddFailed, true);
+        let retry = (self.config.version.interval() * FAULT_RETRY_INTERVALS).max(FAULT_RETRY_MIN);
+        self.timers.set(Timer::FaultRetry, now + retry);
+        self.apply_faults(now);
+    }
+
+    /// Some VIP is not on the interface although this node holds them (someone ran
+    /// `ip addr flush`, a network manager re-applied its configuration). As Master:
+    /// add them back ([`Action::AddVips`]) and announce them again, counted in
+    /// [`Stats::vips_restored`]. Otherwise nothing (the shell may have read the
+    /// interface just before a transition).
+    pub fn handle_vips_missing(&mut self, now: Instant) {
+        if self.phase == Phase::Exited || self.state != State::Master {
+            return;
+        }
+        self.stats.vips_restored += 1;
+        self.actions.push_back(Action::AddVips);
+        self.announce(now);
     }
 
     /// Whether adverts listing the VIPs this node had before its last reconfiguration
@@ -784,6 +911,38 @@ impl Instance {
     }
 
     // --- internals ---
+
+    /// Enters or leaves [`State::Fault`] as the fault set says.
+    fn apply_faults(&mut self, now: Instant) {
+        if !self.started || self.phase == Phase::Exited {
+            return;
+        }
+        match (self.faults.is_empty(), self.state) {
+            (false, State::Fault | State::Initialize)
+            | (true, State::Backup | State::Master | State::Initialize) => {}
+            (false, State::Master) => match self.phase {
+                Phase::HandingOver => self.resign(now, Reason::Fault),
+                Phase::MaintenanceHandover | Phase::Running => {
+                    self.phase = Phase::Running;
+                    self.timers.stop(Timer::Handover);
+                    // RFC 9568 §6.4.3 Shutdown's message: Backups take over after
+                    // Skew_Time instead of Master_Down_Interval.
+                    self.push_advert(Priority::RESIGN);
+                    self.change_state(now, State::Fault, Reason::Fault);
+                }
+                Phase::Exited => {}
+            },
+            (false, State::Backup) => self.change_state(now, State::Fault, Reason::Fault),
+            (true, State::Fault) => {
+                if self.effective_priority().is_owner() {
+                    self.change_state(now, State::Master, Reason::FaultCleared);
+                } else {
+                    self.master_adver_interval = self.config.version.interval();
+                    self.change_state(now, State::Backup, Reason::FaultCleared);
+                }
+            }
+        }
+    }
 
     /// The refusals common to every operator control.
     fn control_allowed(&self) -> Result<(), ControlRefused> {
@@ -838,6 +997,9 @@ impl Instance {
                     want: *interval,
                 });
             }
+        }
+        if repr.priority().is_owner() && self.config.owner != Some(received.src) {
+            return Err(DropReason::NotTheOwner { src: received.src });
         }
         if !repr.priority().is_owner()
             && !same_vips(&repr, &self.sorted_vips)
@@ -898,7 +1060,10 @@ impl Instance {
     /// (VRRPv3 only; RFC 3768 has no learning).
     fn learn_interval(&mut self, repr: &Repr) {
         if let Repr::V3(a) = repr {
-            self.master_adver_interval = a.max_advert_int.to_duration();
+            self.master_adver_interval = a
+                .max_advert_int
+                .to_duration()
+                .min(self.config.max_learned_interval());
         }
     }
 
@@ -943,7 +1108,8 @@ impl Instance {
             && self.reassert_after.is_none_or(|after| now >= after)
         {
             self.reassert_after = Some(now + self.master_down_interval());
-            self.actions.push_back(Action::Announce);
+            self.stats.split_brains += 1;
+            self.announce(now);
             self.send_advert(now);
         }
     }
@@ -957,6 +1123,20 @@ impl Instance {
         };
         self.down_armed = Some((from, wait));
         self.timers.set(Timer::MasterDown, from + span);
+    }
+
+    /// Announces the VIPs now and starts the repetitions: `announce_count` in all,
+    /// the second after at most [`EARLY_REPEAT`], the others `announce_interval` apart.
+    /// A series already running is restarted.
+    fn announce(&mut self, now: Instant) {
+        self.actions.push_back(Action::Announce);
+        self.announce_left = self.config.announce_count.saturating_sub(1);
+        if self.announce_left > 0 {
+            let first = self.config.announce_interval.min(EARLY_REPEAT);
+            self.timers.set(Timer::Announce, now + first);
+        } else {
+            self.timers.stop(Timer::Announce);
+        }
     }
 
     /// Sends an advert with the current advertised priority and restarts the
@@ -999,11 +1179,13 @@ impl Instance {
         match from {
             State::Master => {
                 self.timers.stop(Timer::Adver);
+                self.timers.stop(Timer::Announce);
+                self.announce_left = 0;
                 self.maintenance_timed_out = false;
                 self.actions.push_back(Action::RemoveVips);
             }
             State::Backup => self.timers.stop(Timer::MasterDown),
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
         }
         self.state = to;
         self.last_change = Some(StateChange {
@@ -1027,7 +1209,7 @@ impl Instance {
                 self.stats.master_transitions += 1;
                 self.master_ip = Some(self.config.primary_ip);
                 self.actions.push_back(Action::AddVips);
-                self.actions.push_back(Action::Announce);
+                self.announce(now);
                 self.send_advert(now);
             }
             State::Backup => {
@@ -1037,6 +1219,12 @@ impl Instance {
                 self.arm_master_down(now, DownWait::Interval);
             }
             State::Initialize => {
+                self.timers.stop(Timer::MasterDown);
+                self.timers.stop(Timer::Adver);
+            }
+            State::Fault => {
+                self.stats.faults += 1;
+                self.master_ip = None;
                 self.timers.stop(Timer::MasterDown);
                 self.timers.stop(Timer::Adver);
             }

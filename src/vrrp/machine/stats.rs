@@ -72,6 +72,14 @@ pub enum DropReason {
     /// §7.1, RFC 3768 §7.1).
     #[error("advert lists other virtual addresses than ours: give every node the same VIPs")]
     AddressList,
+    /// Priority 255 (the address owner, which always wins) from an address the
+    /// configuration does not name as the owner (`vrrp.owner`): forged or
+    /// misconfigured. Dropped so that one packet cannot take the VIP.
+    #[error("priority 255 from {src}, which is not the configured address owner (vrrp.owner)")]
+    NotTheOwner {
+        /// The source.
+        src: IpAddr,
+    },
 }
 
 /// Counters of one instance, for metrics.
@@ -93,6 +101,15 @@ pub struct Stats {
     /// handover adds one or two; a lasting split brain (e.g. a one-way link) adds one
     /// per advert interval. Not a drop: not part of [`Stats::dropped`].
     pub master_conflicts: u64,
+    /// Split brains ended: as Master, an advert from a node that also claims master
+    /// with a lower priority (or an equal one from a lower address) was heard, and this
+    /// node re-asserted itself (advert and announcement at once). Rate-limited to one
+    /// per Master_Down_Interval, as the re-assertion is.
+    pub split_brains: u64,
+    /// VIPs found missing while Master (removed by someone else) and added back.
+    pub vips_restored: u64,
+    /// Times a fault took this node out of the election.
+    pub faults: u64,
     /// Bad checksum (`vrrpv3RouterChecksumErrors`).
     pub checksum_errors: u64,
     /// Version not 2 or 3, or not ours (`vrrpv3RouterVersionErrors`).
@@ -118,6 +135,8 @@ pub struct Stats {
     pub non_peer: u64,
     /// Our own adverts looped back.
     pub own_adverts: u64,
+    /// Priority 255 from an address that is not the configured address owner.
+    pub not_owner: u64,
 }
 
 impl Stats {
@@ -145,12 +164,13 @@ impl Stats {
             DropReason::AuthMismatch => &mut self.auth_errors,
             DropReason::IntervalMismatch { .. } => &mut self.interval_errors,
             DropReason::AddressList => &mut self.address_list_errors,
+            DropReason::NotTheOwner { .. } => &mut self.not_owner,
         };
         *counter += 1;
     }
 
     /// Dropped adverts by reason, with the metrics label of each reason.
-    pub fn drops_by_reason(&self) -> [(&'static str, u64); 12] {
+    pub fn drops_by_reason(&self) -> [(&'static str, u64); 13] {
         [
             ("checksum", self.checksum_errors),
             ("version", self.version_errors),
@@ -164,6 +184,7 @@ impl Stats {
             ("auth", self.auth_errors),
             ("not_a_peer", self.non_peer),
             ("own_advert", self.own_adverts),
+            ("not_owner", self.not_owner),
         ]
     }
 

@@ -40,6 +40,9 @@ fn v3_config(priority: u8, cs: u16) -> InstanceConfig {
         vec![IpAddr::V4(VIP)],
     );
     config.base_priority = Priority::new(priority);
+    // One announcement: the timers under test are the election's; the repetitions
+    // have tests of their own.
+    config.announce_count = 1;
     config
 }
 
@@ -54,6 +57,9 @@ fn v2_config(priority: u8, secs: u8, auth: Option<&[u8]>) -> InstanceConfig {
         vec![IpAddr::V4(VIP)],
     );
     config.base_priority = Priority::new(priority);
+    // One announcement: the timers under test are the election's; the repetitions
+    // have tests of their own.
+    config.announce_count = 1;
     config
 }
 
@@ -290,22 +296,25 @@ fn nopreempt_backup_accepts_lower_priority() {
     assert_eq!(instance.master_ip(), Some(ip(20)));
 }
 
-/// The owner always preempts (RFC 9568 §6.1 Preempt_Mode), even with preempt off.
+/// The owner (255) is Master from startup whatever Preempt_Mode says, and a second
+/// node claiming 255 (misconfigured, or forged) cannot send it to Backup: its adverts
+/// are dropped (only a configured `owner` may send 255, and the owner has none).
 #[test]
-fn owner_preempts_even_without_preempt_mode() {
+fn owner_stays_master_against_a_second_owner() {
     let mut config = v3_config(255, 100);
     config.preempt = false;
     let (mut instance, t0) = started(config);
-    // A misconfigured second owner with a higher address sends it to Backup.
-    instance
-        .handle_advert(t0, v3_advert(ip(20), 255, 100))
-        .unwrap();
-    assert_eq!(instance.state(), State::Backup);
-    let deadline = instance.poll_timeout().unwrap();
+    assert_eq!(instance.state(), State::Master);
+    assert_eq!(
+        instance.handle_advert(t0, v3_advert(ip(20), 255, 100)),
+        Err(DropReason::NotTheOwner { src: ip(20) })
+    );
+    assert_eq!(instance.state(), State::Master);
+    // A lower priority is answered as any Master answers it.
     instance
         .handle_advert(t0 + ms(1000), v3_advert(ip(20), 100, 100))
         .unwrap();
-    assert_eq!(instance.poll_timeout(), Some(deadline));
+    assert_eq!(drain(&mut instance), [Action::Announce, send(255)]);
 }
 
 /// Preempt delay: a lower-priority master is accepted for 5s after it is first
@@ -476,6 +485,70 @@ fn master_reasserts_on_a_lower_priority() {
         .handle_advert(t + mdi, v3_advert(ip(20), 99, 100))
         .unwrap();
     assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
+}
+
+/// A new Master announces `announce_count` times: at once, after EARLY_REPEAT, then
+/// every `announce_interval`; leaving Master stops the repetitions.
+#[test]
+fn announcements_repeat_on_their_own_timer_until_master_is_left() {
+    let mut config = v3_config(100, 100);
+    config.announce_count = 4;
+    config.announce_interval = ms(200);
+    let (mut instance, at) = master(config);
+    // Taking over announced once (drained by `master`); repeats follow.
+    assert_eq!(instance.poll_timeout(), Some(at + EARLY_REPEAT));
+    instance.handle_timeout(at + EARLY_REPEAT);
+    assert_eq!(drain(&mut instance), [Action::Announce]);
+    assert_eq!(instance.poll_timeout(), Some(at + EARLY_REPEAT + ms(200)));
+    instance.handle_timeout(at + EARLY_REPEAT + ms(200));
+    assert_eq!(drain(&mut instance), [Action::Announce]);
+    instance.handle_timeout(at + EARLY_REPEAT + ms(400));
+    assert_eq!(drain(&mut instance), [Action::Announce]);
+    // Four in all: only the advert timer is left.
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+
+    // A re-assertion restarts the series; a higher priority heard ends it.
+    let t = at + ms(1000);
+    instance.handle_timeout(t);
+    drain(&mut instance);
+    instance
+        .handle_advert(t + ms(1), v3_advert(ip(20), 99, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1) + EARLY_REPEAT));
+    instance
+        .handle_advert(t + ms(2), v3_advert(ip(20), 200, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority)
+        ]
+    );
+    let down = instance.poll_timeout().unwrap();
+    assert!(down > t + ms(2) + ms(3000), "only Master_Down_Timer runs");
+}
+
+/// announce_count 0 or 1: one announcement, no timer; an interval shorter than
+/// EARLY_REPEAT is kept.
+#[test]
+fn one_announcement_and_short_intervals() {
+    let mut config = v3_config(100, 100);
+    config.announce_count = 0;
+    let (mut instance, _) = started(config);
+    let down = instance.poll_timeout().unwrap();
+    instance.handle_timeout(down);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::MasterDown, 100)
+    );
+    assert_eq!(instance.poll_timeout(), Some(down + ms(1000)));
+    let mut config = v3_config(100, 100);
+    config.announce_count = 2;
+    config.announce_interval = ms(5);
+    let (instance, at) = master(config);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(5)));
 }
 
 /// §6.4.1: the owner (255) becomes Master at startup without waiting.
@@ -689,7 +762,9 @@ fn check_rejected(
 /// The address list is only enforced for non-owners (RFC 9568 §7.1).
 #[test]
 fn owner_advert_with_other_addresses_is_processed() {
-    let (mut instance, t0) = started(v3_config(100, 100));
+    let mut config = v3_config(100, 100);
+    config.owner = Some(ip(20));
+    let (mut instance, t0) = started(config);
     let received = Received {
         src: ip(20),
         ttl_or_hop_limit: 255,
@@ -2230,4 +2305,250 @@ proptest::proptest! {
             template = (accepted && priority != 0).then_some((priority, cs));
         }
     }
+}
+
+// === hostile adverts ===
+
+/// Priority 255 wins at once and skips the address-list check: only the configured
+/// owner may send it.
+#[test]
+fn priority_255_is_accepted_only_from_the_configured_owner() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let forged = v3_advert(ip(20), 255, 100);
+    assert_eq!(
+        instance.handle_advert(at + ms(1), forged),
+        Err(DropReason::NotTheOwner { src: ip(20) })
+    );
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Master);
+    assert_eq!(instance.stats().not_owner, 1);
+
+    let mut config = v3_config(100, 100);
+    config.owner = Some(ip(20));
+    let (mut instance, at) = master(config);
+    instance
+        .handle_advert(at + ms(1), v3_advert(ip(20), 255, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority)
+        ]
+    );
+    // Another address with 255 is still refused.
+    assert!(instance
+        .handle_advert(at + ms(2), v3_advert(ip(21), 255, 100))
+        .is_err());
+}
+
+/// A forged advert with the longest interval on the wire (40.95 s) is learned as at
+/// most 4 x the configured one: the VIPs come back within 3 x 4 intervals + skew.
+#[test]
+fn the_learned_interval_is_bounded() {
+    let (mut instance, t0) = started(v3_config(100, 10));
+    instance
+        .handle_advert(t0 + ms(1), v3_advert(ip(20), 200, 4095))
+        .unwrap();
+    assert_eq!(instance.master_adver_interval(), ms(400));
+    assert_eq!(instance.master_down_interval(), ms(1200) + us(243_750));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(t0 + ms(1) + ms(1200) + us(243_750))
+    );
+    // Within the bound, learned as sent.
+    instance
+        .handle_advert(t0 + ms(2), v3_advert(ip(20), 200, 30))
+        .unwrap();
+    assert_eq!(instance.master_adver_interval(), ms(300));
+    assert_eq!(MAX_LEARNED_FACTOR, 4);
+}
+
+// === faults ===
+
+fn link(exists: bool, up: bool, carrier: bool, source_present: bool) -> LinkState {
+    LinkState {
+        exists,
+        up,
+        carrier,
+        source_present,
+    }
+}
+
+/// A Master whose link fails hands off with priority 0, removes the VIPs and stays out
+/// of the election; when the link returns it starts again as Backup.
+#[test]
+fn a_master_with_a_failed_link_hands_off_and_returns_as_backup() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance.handle_link(at + ms(5), link(true, true, false, true));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Fault, Reason::Fault)
+        ]
+    );
+    assert_eq!(instance.faults().to_string(), "no_carrier");
+    assert_eq!(instance.poll_timeout(), None, "no timer runs in Fault");
+    assert_eq!(instance.stats().faults, 1);
+    // Adverts are ignored; a shutdown exits at once.
+    instance
+        .handle_advert(at + ms(6), v3_advert(ip(20), 50, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.state(), State::Fault);
+    // Another fault meanwhile, then both clear.
+    instance.handle_link(at + ms(7), link(true, false, false, true));
+    assert_eq!(drain(&mut instance), []);
+    instance.handle_link(at + ms(8), LinkState::HEALTHY);
+    assert_eq!(
+        drain(&mut instance),
+        [changed(State::Fault, State::Backup, Reason::FaultCleared)]
+    );
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(at + ms(8) + instance.master_down_interval())
+    );
+    instance.handle_shutdown(at + ms(9));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            changed(State::Backup, State::Initialize, Reason::Shutdown),
+            Action::Exit
+        ]
+    );
+}
+
+/// Faults before startup delay it; the owner comes back as Master; a Backup only
+/// leaves the election; shutdown in Fault exits.
+#[test]
+fn faults_before_startup_for_backups_and_for_the_owner() {
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(v3_config(255, 100)).unwrap();
+    instance.handle_link(t0, link(false, false, false, false));
+    assert_eq!(drain(&mut instance), []);
+    instance.handle_startup(t0);
+    assert_eq!(
+        drain(&mut instance),
+        [changed(State::Initialize, State::Fault, Reason::Fault)]
+    );
+    assert_eq!(instance.faults().to_string(), "interface_gone");
+    instance.handle_link(t0 + ms(1), LinkState::HEALTHY);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Fault, Reason::FaultCleared, 255)
+    );
+
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance.handle_link(t0 + ms(1), link(true, true, true, false));
+    assert_eq!(
+        drain(&mut instance),
+        [changed(State::Backup, State::Fault, Reason::Fault)]
+    );
+    instance.handle_shutdown(t0 + ms(2));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            changed(State::Fault, State::Initialize, Reason::Shutdown),
+            Action::Exit
+        ]
+    );
+}
+
+/// A failed VIP addition is a fault the machine clears itself after three intervals
+/// (at least 1 s); a link fault in between keeps it out until both clear.
+#[test]
+fn a_failed_vip_addition_retries_after_three_intervals() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance.handle_vip_add_failed(at);
+    assert_eq!(
+        drain(&mut instance),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Fault, Reason::Fault)
+        ]
+    );
+    assert_eq!(instance.poll_timeout(), Some(at + ms(3000)));
+    instance.handle_link(at + ms(10), link(true, false, false, true));
+    instance.handle_timeout(at + ms(3000));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.faults().to_string(), "link_down");
+    instance.handle_link(at + ms(3010), LinkState::HEALTHY);
+    assert_eq!(
+        drain(&mut instance),
+        [changed(State::Fault, State::Backup, Reason::FaultCleared)]
+    );
+    // At 10 ms adverts the retry is the 1 s floor.
+    let (mut instance, at) = master(v3_config(100, 1));
+    instance.handle_vip_add_failed(at);
+    drain(&mut instance);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+}
+
+/// A fault during a shutdown handover resigns and exits; during a maintenance
+/// handover it ends the handover.
+#[test]
+fn a_fault_during_a_handover() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance.handle_shutdown(at);
+    drain(&mut instance);
+    instance.handle_link(at + ms(1), link(true, false, false, true));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Initialize, Reason::Fault),
+            Action::Exit
+        ]
+    );
+    let (mut instance, at) = master(v3_config(100, 100));
+    instance.handle_maintenance(at).unwrap();
+    drain(&mut instance);
+    assert!(instance.is_handing_over());
+    instance.handle_link(at + ms(1), link(true, false, false, true));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Fault, Reason::Fault)
+        ]
+    );
+    assert!(!instance.is_handing_over() && instance.in_maintenance());
+    assert_eq!(instance.poll_timeout(), None);
+}
+
+/// A VIP removed from under a Master is added back and announced again; a Backup
+/// ignores the report.
+#[test]
+fn a_missing_vip_is_restored_by_the_master_only() {
+    let mut config = v3_config(100, 100);
+    config.announce_count = 2;
+    let (mut instance, at) = master(config);
+    instance.handle_timeout(at + EARLY_REPEAT);
+    drain(&mut instance);
+    instance.handle_vips_missing(at + ms(50));
+    assert_eq!(drain(&mut instance), [Action::AddVips, Action::Announce]);
+    assert_eq!(instance.stats().vips_restored, 1);
+    assert_eq!(instance.poll_timeout(), Some(at + ms(50) + EARLY_REPEAT));
+    let (mut instance, t0) = started(v3_config(100, 100));
+    instance.handle_vips_missing(t0 + ms(1));
+    assert_eq!(drain(&mut instance), []);
+    assert_eq!(instance.stats().vips_restored, 0);
+}
+
+/// Re-asserting after a split is counted.
+#[test]
+fn split_brains_are_counted_once_per_reassertion() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    for n in 0..5 {
+        instance
+            .handle_advert(at + ms(1 + n), v3_advert(ip(20), 90, 100))
+            .unwrap();
+    }
+    assert_eq!(instance.stats().split_brains, 1);
+    assert_eq!(instance.stats().master_conflicts, 5);
 }

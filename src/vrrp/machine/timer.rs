@@ -4,7 +4,7 @@ use std::time::Instant;
 
 /// One timer of the machine. At most one of `MasterDown` (Backup) and `Adver`
 /// (Master) runs at a time; `Handover` runs beside `Adver` during a planned handover
-/// (shutdown or maintenance).
+/// (shutdown or maintenance), `Announce` beside `Adver` while announcements repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Timer {
     /// The bound on a planned handover; when it fires, a shutdown handover resigns with
@@ -14,19 +14,32 @@ pub(super) enum Timer {
     MasterDown,
     /// Adver_Timer (RFC 9568 §6.2): a Master advertises when it fires.
     Adver,
+    /// The next repeated announcement (gratuitous ARP / NA) of a Master.
+    Announce,
+    /// Clears [`Fault::VipAddFailed`](super::Fault::VipAddFailed), so that the node
+    /// tries again.
+    FaultRetry,
 }
 
 impl Timer {
     /// Every timer, in the order expiries are handled at one instant: a handover that
     /// timed out ends the instance (or the maintenance handover) before an advert
     /// would be sent.
-    pub(super) const ALL: [Timer; 3] = [Timer::Handover, Timer::MasterDown, Timer::Adver];
+    pub(super) const ALL: [Timer; 5] = [
+        Timer::Handover,
+        Timer::MasterDown,
+        Timer::Adver,
+        Timer::Announce,
+        Timer::FaultRetry,
+    ];
 
     const fn index(self) -> usize {
         match self {
             Timer::Handover => 0,
             Timer::MasterDown => 1,
             Timer::Adver => 2,
+            Timer::Announce => 3,
+            Timer::FaultRetry => 4,
         }
     }
 }

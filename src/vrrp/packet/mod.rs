@@ -11,7 +11,8 @@
 //! Files, as smoltcp's `wire/` splits them: `header.rs` (the view and its byte
 //! ranges), `repr.rs` (the meaning, parse and emit), `ipv4.rs` (the IPv4 header a raw
 //! socket delivers), `checksum.rs`, and `tests.rs` (round trips and real keepalived
-//! captures).
+//! captures). [`datagram`] is the receive side the election uses: the checksum
+//! dialect per version, keepalived's old unicast checksum retried, and a cache.
 //!
 //! [`parse_ipv4_datagram`] reads what an IPv4 raw socket of protocol 112 receives,
 //! IPv4 header included, and returns the TTL so the caller can check it is 255
@@ -141,6 +142,7 @@ mod field {
 }
 
 mod checksum;
+pub mod datagram;
 mod header;
 mod ipv4;
 mod repr;
