@@ -457,9 +457,11 @@ fn heavy_impairment_removed_leaves_one_holder_within_an_interval() {
     let took = client.back_after(t_clear);
     assert!(
         took <= Duration::from_secs(1),
-        "the client reached the VIP again only {} after the impairment was removed: {}\n{}\n{}",
+        "the client reached the VIP again only {} after the impairment was removed: {}\nARP seen by the client ({}):\n{}\n{}\n{}",
         secs(took),
         client.summary(t_clear),
+        macs.join(", "),
+        vrrp::tail(&arp, 60),
         mon.describe(),
         c.logs()
     );
