@@ -159,7 +159,22 @@ impl AdminTarget {
     }
 }
 
+/// No panic goes unnoticed: a panic anywhere (the election thread, a proxy task the
+/// runtime would otherwise catch and drop, a checker) is logged and aborts the
+/// process, so that the service manager restarts it and the restart removes a VIP
+/// this run may hold. The same as `panic = "abort"`, without building every crate
+/// twice for the tests.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        tracing::error!(panic = %info, "a bug: apivip aborts so that it is restarted");
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
+    abort_on_panic();
     let cli = Cli::parse();
     match cli.command {
         Command::Status {

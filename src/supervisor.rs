@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,11 @@ pub enum StartError {
     /// The VRRP election could not start (capabilities, interface, netlink).
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::io::shell::VrrpError),
+    /// The election thread ended or stopped answering while running: apivip exits
+    /// non-zero so that the service manager restarts it (a restart removes a VIP this
+    /// run may have left).
+    #[error("vrrp: {0}; exiting so that the service manager restarts apivip")]
+    ElectionLost(String),
     /// A listen address could not be bound.
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
@@ -406,6 +411,31 @@ impl Supervisor {
             .iter()
             .find(|f| f.kind == kind)
             .map(|f| f.cell.load_full())
+    }
+
+    /// Why the running election is lost, if it is: its thread ended, or has not
+    /// answered a report for [`ELECTION_STALL_LIMIT`] (`unanswered_since` keeps when
+    /// it stopped answering, across calls).
+    async fn election_lost(&self, unanswered_since: &mut Option<Instant>) -> Option<String> {
+        let Some(v) = &self.vrrp else {
+            *unanswered_since = None;
+            return None;
+        };
+        if v.handle.status_changed.has_changed().is_err() {
+            return Some("the election thread ended".to_owned());
+        }
+        if v.handle.report(Duration::from_millis(500)).await.is_some() {
+            *unanswered_since = None;
+            return None;
+        }
+        let since = *unanswered_since.get_or_insert_with(Instant::now);
+        let quiet = since.elapsed();
+        (quiet >= ELECTION_STALL_LIMIT).then(|| {
+            format!(
+                "the election thread has not answered for {}",
+                crate::units::format_duration(quiet)
+            )
+        })
     }
 
     /// The running config.
@@ -957,8 +987,27 @@ pub async fn run(
     // One request at a time: a second one while a reload runs is refused.
     let (tx, mut requests) = tokio::sync::mpsc::channel::<ReloadRequest>(1);
     sup.daemon().serve_reloads(tx);
+    let mut election_check = tokio::time::interval(ELECTION_CHECK_INTERVAL);
+    election_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unanswered_since = None;
     loop {
         tokio::select! {
+            _ = election_check.tick() => {
+                if let Some(why) = sup.election_lost(&mut unanswered_since).await {
+                    tracing::error!(reason = %why, "vrrp: the election is lost; removing the VIPs and exiting non-zero");
+                    notifier.stop();
+                    crate::systemd::stopping();
+                    if let Some(vips) = vips_reader(&sup.config()).await {
+                        let list = vip_configs(&sup.config());
+                        match tokio::time::timeout(Duration::from_secs(2), vips.remove(&list)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::error!(error = %e, "vrrp: cannot remove the VIPs"),
+                            Err(_) => tracing::error!("vrrp: removing the VIPs timed out"),
+                        }
+                    }
+                    return Err(StartError::ElectionLost(why));
+                }
+            }
             hup = signals.wait() => {
                 if !hup {
                     break;
@@ -980,6 +1029,25 @@ pub async fn run(
     crate::systemd::stopping();
     let drain = sup.config().shutdown.drain_timeout;
     Ok(sup.shutdown_or_force(drain, signals.next()).await)
+}
+
+/// How often the supervisor checks that the election thread runs and answers.
+const ELECTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the election thread may leave reports unanswered before apivip exits:
+/// `/healthz` and the systemd watchdog ping stop after 1 s already; this also covers a
+/// static pod whose liveness probe is slow or absent. Every netlink call of the thread
+/// is bounded (2 s), so only a bug stalls it this long.
+pub const ELECTION_STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The VIPs of `config`'s election as netlink adds them.
+fn vip_configs(config: &Config) -> Vec<crate::vrrp::io::vip::VipConfig> {
+    config.vrrp.as_ref().map_or_else(Vec::new, |v| {
+        v.vips
+            .iter()
+            .map(|&(addr, prefix_len)| crate::vrrp::io::vip::VipConfig { addr, prefix_len })
+            .collect()
+    })
 }
 
 /// SIGTERM, SIGINT and SIGHUP streams.

@@ -251,53 +251,142 @@ fn curl(node: &support::netns::Node, args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// One master in a namespace running apivip with fault injection, a 1 s watchdog and a
+/// notify socket; `None` (with the reason printed) when not root or curl is missing.
+struct StallNode {
+    // Dropped in this order: the process, then the namespaces, then the files.
+    node: support::netns::NsProcess,
+    notify: NotifySocket,
+    topo: support::netns::Topology,
+    _dir: tempfile::TempDir,
+}
+
+impl StallNode {
+    fn start(name: &str) -> Option<StallNode> {
+        if !support::require_root(name) || support::require_bin(name, "curl").is_none() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let topo = support::netns::Topology::new(1).unwrap();
+        let m = topo.master(0);
+        let config = dir.path().join("apivip.yaml");
+        // The admin endpoint stands in for this master's apiserver: a tcp check only
+        // needs a listener, and the proxy-track needs one healthy backend.
+        std::fs::write(
+            &config,
+            format!(
+                "backends: [{{name: master-0, address: '127.0.0.1:9469'}}]\napiserver:\n  listen: 0.0.0.0:8443\n  check: {{kind: tcp, interval: 100ms, timeout: 100ms}}\nvrrp:\n  interface: {}\n  address: {}\n  vrid: 51\n  priority: 150\n  advert_interval: 100ms\n  vips: [{VIP}/24]\nshutdown: {{drain_timeout: 1s}}\n",
+                m.ifname, m.ipv4
+            ),
+        )
+        .unwrap();
+        let notify = NotifySocket::bind(dir.path());
+        let mut cmd = m.command(BIN);
+        cmd.args(["run", "-c", config.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", notify.path())
+            // WatchdogSec=1s: a ping every 500 ms.
+            .env("WATCHDOG_USEC", "1000000")
+            .env_remove("WATCHDOG_PID")
+            .env("APIVIP_FAULT_INJECTION", "1");
+        let node = m
+            .spawn_command(cmd, &dir.path().join("apivip.log"))
+            .unwrap();
+        Some(StallNode {
+            node,
+            notify,
+            topo,
+            _dir: dir,
+        })
+    }
+
+    fn master(&self) -> &support::netns::Node {
+        self.topo.master(0)
+    }
+
+    fn logs(&mut self) -> String {
+        format!(
+            "datagrams:\n{}\nlog:\n{}",
+            self.notify.dump(),
+            self.node.log()
+        )
+    }
+
+    /// Waits until the lone node is master with its apiserver up.
+    fn wait_master(&mut self) {
+        let ready = self.notify.wait_for(0, DEADLINE, |m| m.has("READY=1"));
+        assert!(ready.is_some(), "{}", self.logs());
+        let master = self.notify.wait_for(0, DEADLINE, |m| {
+            m.status() == Some(&format!("master for {VIP}; apiserver 1/1 up"))
+        });
+        assert!(master.is_some(), "{}", self.logs());
+    }
+
+    /// Stalls the election thread for `seconds`.
+    fn stall(&self, seconds: u64) {
+        let body = format!(r#"{{"seconds": {seconds}}}"#);
+        let (code, body) = curl(
+            self.master(),
+            &[
+                "-X",
+                "POST",
+                "--data",
+                &body,
+                "http://127.0.0.1:9469/debug/stall-election",
+            ],
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+}
+
+/// A stall longer than ELECTION_STALL_LIMIT (a bug: every netlink call is bounded):
+/// apivip notices, removes the VIP and exits non-zero, so that the service manager
+/// restarts it.
+#[test]
+fn an_election_thread_stalled_past_the_limit_makes_apivip_exit_non_zero_without_the_vip() {
+    let Some(mut n) = StallNode::start(
+        "an_election_thread_stalled_past_the_limit_makes_apivip_exit_non_zero_without_the_vip",
+    ) else {
+        return;
+    };
+    n.wait_master();
+    let has_vip = |n: &StallNode| {
+        let out = n
+            .master()
+            .exec(&["ip", "-o", "addr", "show", "dev", &n.master().ifname])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
+    };
+    assert!(has_vip(&n), "{}", n.logs());
+    n.stall(40);
+    let stalled_at = Instant::now();
+    let status = n.node.wait_timeout(Duration::from_secs(30)).unwrap();
+    let took = stalled_at.elapsed();
+    let logs = n.logs();
+    match status {
+        Some(s) => assert!(!s.success(), "exited with {s:?}\n{logs}"),
+        None => panic!("still running {took:?} after the stall began\n{logs}"),
+    }
+    println!("exited {took:?} after the stall began");
+    assert!(
+        took >= Duration::from_secs(9),
+        "exited after {took:?}\n{logs}"
+    );
+    assert!(logs.contains("the election is lost"), "{logs}");
+    assert!(!has_vip(&n), "the VIP is still on the interface\n{logs}");
+}
+
 #[test]
 fn a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_again() {
-    let name = "a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_again";
-    if !support::require_root(name) || support::require_bin(name, "curl").is_none() {
+    let Some(mut n) = StallNode::start(
+        "a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_again",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let topo = support::netns::Topology::new(1).unwrap();
-    let m = topo.master(0);
-    let config = dir.path().join("apivip.yaml");
-    // The admin endpoint stands in for this master's apiserver: a tcp check only needs
-    // a listener, and the proxy-track needs one healthy backend.
-    std::fs::write(
-        &config,
-        format!(
-            "backends: [{{name: master-0, address: '127.0.0.1:9469'}}]\napiserver:\n  listen: 0.0.0.0:8443\n  check: {{kind: tcp, interval: 100ms, timeout: 100ms}}\nvrrp:\n  interface: {}\n  address: {}\n  vrid: 51\n  priority: 150\n  advert_interval: 100ms\n  vips: [{VIP}/24]\nshutdown: {{drain_timeout: 1s}}\n",
-            m.ifname, m.ipv4
-        ),
-    )
-    .unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
-    let mut cmd = m.command(BIN);
-    cmd.args(["run", "-c", config.to_str().unwrap()])
-        .env("NOTIFY_SOCKET", notify.path())
-        // WatchdogSec=1s: a ping every 500 ms.
-        .env("WATCHDOG_USEC", "1000000")
-        .env_remove("WATCHDOG_PID")
-        .env("APIVIP_FAULT_INJECTION", "1");
-    let node = m
-        .spawn_command(cmd, &dir.path().join("apivip.log"))
-        .unwrap();
+    };
+    n.wait_master();
+    let m = n.topo.master(0);
+    let node = &n.node;
+    let notify = &mut n.notify;
     let logs = |n: &mut NotifySocket| format!("datagrams:\n{}\nlog:\n{}", n.dump(), node.log());
-
-    assert!(
-        notify.wait_for(0, DEADLINE, |m| m.has("READY=1")).is_some(),
-        "{}",
-        logs(&mut notify)
-    );
-    // The role shows in STATUS= once this lone node is master.
-    assert!(
-        notify
-            .wait_for(0, DEADLINE, |m| m.status()
-                == Some(&format!("master for {VIP}; apiserver 1/1 up")))
-            .is_some(),
-        "{}",
-        logs(&mut notify)
-    );
     let healthz = || curl(m, &["http://127.0.0.1:9469/healthz"]);
     assert_eq!(healthz().0, 200);
     let n = notify.messages().len();
@@ -306,7 +395,7 @@ fn a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_aga
             .wait_for(n, DEADLINE, |m| m.has("WATCHDOG=1"))
             .is_some(),
         "{}",
-        logs(&mut notify)
+        logs(notify)
     );
 
     // Stall the election thread for 6 s.
@@ -325,7 +414,7 @@ fn a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_aga
     assert!(
         support::wait_until_blocking(DEADLINE, || healthz().0 == 503),
         "/healthz never failed\n{}",
-        logs(&mut notify)
+        logs(notify)
     );
     let failing_at = Instant::now();
     assert!(healthz().1.contains("election thread"), "{:?}", healthz());
@@ -333,12 +422,12 @@ fn a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_aga
     // answers again: not before the stall is over.
     let next = notify
         .wait_for(0, DEADLINE, |m| m.has("WATCHDOG=1") && m.at > failing_at)
-        .unwrap_or_else(|| panic!("the pings never resumed\n{}", logs(&mut notify)));
+        .unwrap_or_else(|| panic!("the pings never resumed\n{}", logs(notify)));
     let quiet = notify.messages()[next].at.duration_since(stalled_at);
     assert!(
         quiet >= Duration::from_secs(5),
         "a ping {quiet:?} after a 6 s stall began\n{}",
-        logs(&mut notify)
+        logs(notify)
     );
     assert!(node.log().contains("watchdog pings stop"), "{}", node.log());
     // They resume, and /healthz is fine again.
@@ -347,12 +436,12 @@ fn a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_aga
             .wait_for(next + 1, DEADLINE, |m| m.has("WATCHDOG=1"))
             .is_some(),
         "{}",
-        logs(&mut notify)
+        logs(notify)
     );
     assert!(
         support::wait_until_blocking(DEADLINE, || healthz().0 == 200),
         "{}",
-        logs(&mut notify)
+        logs(notify)
     );
 
     node.kill(Signal::SIGTERM).unwrap();
@@ -361,12 +450,12 @@ fn a_stalled_election_thread_stops_the_watchdog_and_healthz_until_it_answers_aga
             .wait_for(0, DEADLINE, |m| m.has("STOPPING=1"))
             .is_some(),
         "{}",
-        logs(&mut notify)
+        logs(notify)
     );
     assert!(
         matches!(node.wait_timeout(DEADLINE), Ok(Some(s)) if s.success()),
         "{}",
-        logs(&mut notify)
+        logs(notify)
     );
 }
 

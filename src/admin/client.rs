@@ -251,6 +251,13 @@ fn render_vrrp(o: &mut String, v: &VrrpDoc, now: u64) {
         v.interface,
         v.state.to_uppercase()
     );
+    if !v.faults.is_empty() {
+        let _ = writeln!(
+            o,
+            "  FAULT: {} (out of the election until it clears)",
+            v.faults.join(", ")
+        );
+    }
     for vip in &v.vips {
         let present = match vip.present {
             Some(true) => "present on this node",

@@ -364,13 +364,15 @@ impl Snapshot {
         family(
             e,
             "apivip_vrrp_state",
-            "VRRP state: 1 for the current one of initialize, backup, master.",
+            "VRRP state: 1 for the current one of initialize, backup, master, fault.",
             MetricType::Gauge,
-            ["initialize", "backup", "master"].into_iter().map(|s| {
-                let mut labels = vl();
-                labels.push(("state", s.to_owned()));
-                (labels, gauge(i64::from(v.state == s)))
-            }),
+            ["initialize", "backup", "master", "fault"]
+                .into_iter()
+                .map(|s| {
+                    let mut labels = vl();
+                    labels.push(("state", s.to_owned()));
+                    (labels, gauge(i64::from(v.state == s)))
+                }),
         )?;
         family(
             e,
@@ -428,9 +430,20 @@ impl Snapshot {
             ("apivip_vrrp_priority_zero_sent", "Priority-0 (resign) adverts sent.", c.priority_zero_sent),
             ("apivip_vrrp_priority_zero_received", "Priority-0 (resign) adverts received.", c.priority_zero_received),
             ("apivip_vrrp_master_conflicts", "Adverts from another router claiming master while this node was master (split-brain signal; a preemption or handover adds one or two).", c.master_conflicts),
+            ("apivip_vrrp_split_brain", "Split brains ended: as master, a lower-priority router also claiming master was heard and this node re-asserted itself (advert and gratuitous ARP / NA at once).", c.split_brains),
+            ("apivip_vrrp_vip_restored", "VIPs removed from the interface by someone else while this node was master, added back and announced.", c.vips_restored),
         ] {
             family(e, name, help, MetricType::Counter, [(vl(), counter(value))])?;
         }
+        family(
+            e,
+            "apivip_vrrp_faults",
+            "Faults that took (or kept) this node out of the election, by cause (interface_gone, link_down, no_carrier, no_source_address, vip_add_failed).",
+            MetricType::Counter,
+            c.faults
+                .iter()
+                .map(|(cause, n)| (l(&[("vrid", &vrid), ("cause", cause)]), counter(*n))),
+        )?;
         family(
             e,
             "apivip_vrrp_adverts_dropped",

@@ -54,7 +54,7 @@ pub const ELECTION_BOUND: Duration = Duration::from_secs(1);
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(45);
 
 /// The VRRP state changes a node can go through, exported at 0 before they happen.
-const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Reason); 10] = {
+const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Reason); 13] = {
     use crate::vrrp::machine::{Reason as R, State as S};
     [
         (S::Backup, R::Startup),
@@ -67,6 +67,9 @@ const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Rea
         (S::Initialize, R::Shutdown),
         (S::Initialize, R::HandoverDone),
         (S::Initialize, R::HandoverTimedOut),
+        (S::Fault, R::Fault),
+        (S::Backup, R::FaultCleared),
+        (S::Master, R::FaultCleared),
     ]
 };
 
@@ -547,6 +550,7 @@ impl Daemon {
             state: "unknown".to_owned(),
             since_ms: None,
             reason: None,
+            faults: Vec::new(),
             priority: v.instance.base_priority.get(),
             effective_priority: 0,
             lowered_by: None,
@@ -567,6 +571,7 @@ impl Daemon {
         doc.state = r.state.to_string();
         doc.since_ms = r.since.map(|(t, _)| unix_ms(t));
         doc.reason = r.since.map(|(_, why)| why.as_str().to_owned());
+        doc.faults = r.faults.iter().map(|f| (*f).to_owned()).collect();
         doc.effective_priority = r.effective_priority;
         doc.lowered_by = r.lowered_by.map(str::to_owned);
         doc.can_serve = r.can_serve;
@@ -598,6 +603,13 @@ impl Daemon {
             priority_zero_sent: s.priority_zero_sent,
             priority_zero_received: s.priority_zero_received,
             master_conflicts: s.master_conflicts,
+            split_brains: s.split_brains,
+            vips_restored: s.vips_restored,
+            faults: crate::vrrp::machine::Fault::ALL
+                .iter()
+                .zip(s.fault_causes)
+                .map(|(f, n)| (f.as_str().to_owned(), n))
+                .collect(),
             // The transitions that can happen, at 0 until they do (see above), and any
             // other that did.
             transitions: VRRP_TRANSITIONS

@@ -102,6 +102,10 @@ pub struct VrrpDoc {
     pub since_ms: Option<u64>,
     /// Why (`master_down`, `preempt`, `maintenance`, ...).
     pub reason: Option<String>,
+    /// In `fault`: what keeps the node out of the election (`link_down`, `no_carrier`,
+    /// `interface_gone`, `no_source_address`, `vip_add_failed`).
+    #[serde(default)]
+    pub faults: Vec<String>,
     /// The configured priority.
     pub priority: u8,
     /// The priority used now.
@@ -167,6 +171,15 @@ pub struct VrrpCounters {
     pub priority_zero_received: u64,
     /// Adverts from another master while this node was master.
     pub master_conflicts: u64,
+    /// Split brains ended by re-asserting (advert + announcement at once).
+    #[serde(default)]
+    pub split_brains: u64,
+    /// VIPs removed by someone else while master, added back.
+    #[serde(default)]
+    pub vips_restored: u64,
+    /// Faults started, by cause.
+    #[serde(default)]
+    pub faults: BTreeMap<String, u64>,
     /// State changes: `to/reason` -> count.
     pub transitions: BTreeMap<String, u64>,
 }

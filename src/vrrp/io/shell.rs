@@ -165,6 +165,8 @@ pub struct VrrpReport {
     pub advert_interval: Duration,
     /// Master_Down_Interval for this node's priority now.
     pub master_down_interval: Duration,
+    /// What keeps the node out of the election (State::Fault), by name.
+    pub faults: Vec<&'static str>,
     /// The machine's counters.
     pub stats: Stats,
     /// State changes so far: (entered, reason, count).
@@ -326,14 +328,16 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     };
     let label = format!("{}:apivip", cfg.interface);
     let label = (label.len() <= 15).then_some(label);
-    let vips = Vips::new(&cfg.interface, label).await.map_err(netlink)?;
+    let vips = bounded(Vips::new(&cfg.interface, label))
+        .await
+        .map_err(netlink)?;
     let configured = cfg.clone();
     let mut cfg = cfg.clone();
     // VRRPv3 over IPv6 multicast sends from the interface's link-local address
     // (RFC 9568 §5.1.2.1), which is then also the tie-break address.
     if let (IpAddr::V6(primary), None) = (cfg.instance.primary_ip, &cfg.instance.peers) {
         if !is_link_local(primary) {
-            match vips.link_local_v6().await.map_err(netlink)? {
+            match bounded(vips.link_local_v6()).await.map_err(netlink)? {
                 Some(ll) => cfg.instance.primary_ip = IpAddr::V6(ll),
                 None => {
                     return Err(VrrpError::Netlink {
@@ -371,7 +375,9 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         .collect();
     // A VIP left by a crashed run would make two holders: remove it before electing.
     // Only apivip's own (its mark): an address an operator configured stays.
-    let (stale, foreign) = vips.present_by_owner(&vip_list).await.map_err(netlink)?;
+    let (stale, foreign) = bounded(vips.present_by_owner(&vip_list))
+        .await
+        .map_err(netlink)?;
     if !foreign.is_empty() {
         tracing::warn!(
             vips = ?foreign,
@@ -381,9 +387,9 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
     }
     if !stale.is_empty() {
         tracing::warn!(vips = ?stale, "removing VIPs left on the interface by an earlier run");
-        vips.remove(&vip_list).await.map_err(netlink)?;
+        bounded(vips.remove(&vip_list)).await.map_err(netlink)?;
     }
-    let mac = vips.mac().await.map_err(netlink)?;
+    let mac = bounded(vips.mac()).await.map_err(netlink)?;
     let announcer = Announcer::new(&cfg.interface, vips.ifindex(), mac).map_err(netlink)?;
     let published = VrrpStatus {
         state: State::Initialize,
@@ -416,6 +422,8 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         status_changed,
         published,
         parser: Parser::new(cfg.instance.version.version()),
+        link: None,
+        link_error: None,
         handover: CancellationToken::new(),
         history: History::default(),
         transitions: Vec::new(),
@@ -446,6 +454,34 @@ enum Control {
     },
     /// Test-only fault injection: sleep this long (see [`VrrpHandle::stall_for_test`]).
     Stall(Duration),
+    /// The interface or its addresses may have changed (a netlink notification, or the
+    /// periodic check): read them again.
+    Link,
+}
+
+/// How long one netlink request may take before it counts as failed: the election
+/// thread never waits longer on the kernel (a stuck netlink call would otherwise stall
+/// adverts and timers).
+pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the interface is read even without a netlink notification (a missed
+/// notification, a full netlink buffer, or the notification socket could not open).
+const LINK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `fut` (a netlink request), failing with `TimedOut` after [`NETLINK_TIMEOUT`].
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(NETLINK_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "netlink did not answer within {}",
+                crate::units::format_duration(NETLINK_TIMEOUT)
+            ),
+        )),
+    }
 }
 
 /// The longest stall [`VrrpHandle::stall_for_test`] injects.
@@ -550,6 +586,7 @@ pub async fn spawn_dedicated(
             let _ended = ended_guard;
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
+                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,
@@ -583,7 +620,17 @@ pub async fn spawn_dedicated(
     let (reconfigure_tx, mut reconfigure_rx) = tokio::sync::mpsc::unbounded_channel();
     handle.reconfigure = Some(reconfigure_tx);
     let handover = handle.handover.clone();
+    let mut changes = match crate::vrrp::io::vip::watch_changes() {
+        Ok(changes) => Some(changes),
+        Err(e) => {
+            tracing::warn!(error = %e, interval = %crate::units::format_duration(LINK_CHECK_INTERVAL), "vrrp: no netlink notifications of link and address changes; the interface is read periodically only");
+            None
+        }
+    };
+    let mut link_tick = tokio::time::interval(LINK_CHECK_INTERVAL);
+    link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {
+        use futures_util::{FutureExt, StreamExt};
         let mut tracked = tracked;
         let mut last = serve;
         let mut health_open = true;
@@ -626,6 +673,17 @@ pub async fn spawn_dedicated(
                     handover_sent = true;
                     ctl_tx.send(Control::Handover);
                 }
+                change = async { changes.as_mut()?.next().await }, if changes.is_some() => {
+                    match change {
+                        Some(()) => {
+                            // One read covers a burst: take what is queued, then ask once.
+                            while let Some(Some(())) = changes.as_mut().and_then(|c| c.next().now_or_never()) {}
+                            ctl_tx.send(Control::Link);
+                        }
+                        None => changes = None,
+                    }
+                }
+                _ = link_tick.tick() => ctl_tx.send(Control::Link),
                 changed = health.changed(), if health_open => match changed {
                     Some(snap) => {
                         let now = tracked.can_serve(&snap);
@@ -683,6 +741,10 @@ pub(crate) struct Shell {
     /// Decodes received datagrams (keeps the last result: a Backup hears the same
     /// advert 100 times a second at 10 ms).
     parser: Parser,
+    /// The interface as last read (logged when it changes).
+    link: Option<crate::vrrp::machine::LinkState>,
+    /// The last error reading it (logged once until it changes).
+    link_error: Option<String>,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
@@ -832,6 +894,8 @@ impl Shell {
         let mut now = Instant::now();
         self.last_fed = now;
         self.instance.handle_health(now, serve);
+        // A node that starts with its link down starts in Fault.
+        self.check_link(rt, now);
         self.instance.handle_startup(now);
         loop {
             if self.drain_actions(rt) {
@@ -892,8 +956,10 @@ impl Shell {
                 }
             }
             if ready.control {
+                let mut link_changed = false;
                 for c in control.drain() {
                     match c {
+                        Control::Link => link_changed = true,
                         Control::Serve(serve) => {
                             tracing::info!(
                                 can_serve = serve,
@@ -909,7 +975,7 @@ impl Shell {
                             self.instance.handle_shutdown(now);
                         }
                         Control::Abort => {
-                            if let Err(e) = rt.block_on(self.vips.remove(&self.vip_list)) {
+                            if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list))) {
                                 tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                             }
                             return;
@@ -963,6 +1029,12 @@ impl Shell {
                             std::thread::sleep(pause);
                             tracing::warn!("vrrp: fault injection: the stall is over");
                         }
+                    }
+                }
+                if link_changed {
+                    self.check_link(rt, now);
+                    if self.drain_actions(rt) {
+                        return;
                     }
                 }
             }
@@ -1020,7 +1092,9 @@ impl Shell {
             if !is_link_local(primary) {
                 let ll = match self.cfg.instance.primary_ip {
                     IpAddr::V6(current) if is_link_local(current) => Some(current),
-                    _ => rt.block_on(self.vips.link_local_v6()).map_err(netlink)?,
+                    _ => rt
+                        .block_on(bounded(self.vips.link_local_v6()))
+                        .map_err(netlink)?,
                 };
                 let ll = ll.ok_or_else(|| {
                     netlink(std::io::Error::new(
@@ -1085,8 +1159,8 @@ impl Shell {
                 .collect();
             if !reprefixed.is_empty() {
                 let r = rt.block_on(async {
-                    self.vips.remove(&reprefixed).await?;
-                    self.vips.add(&reprefixed).await
+                    bounded(self.vips.remove(&reprefixed)).await?;
+                    bounded(self.vips.add(&reprefixed)).await
                 });
                 if let Err(e) = r {
                     tracing::error!(error = %e, "vrrp: cannot change the prefix length of a VIP");
@@ -1115,6 +1189,93 @@ impl Shell {
         self.parser.set_version(self.cfg.instance.version.version());
         self.repeat = None;
         self.instance.handle_health(now, serve);
+        Ok(())
+    }
+
+    /// Reads the interface (by name) and its addresses, and tells the machine: a link
+    /// fault takes the node out of the election, a VIP missing while Master is added
+    /// back. A re-created interface (same name, new index) gets a new socket, netlink
+    /// handle and announcer first. A failed read changes nothing (logged once).
+    fn check_link(&mut self, rt: &tokio::runtime::Runtime, now: Instant) {
+        let source = self.cfg.instance.primary_ip;
+        let read = rt.block_on(bounded(self.vips.link_state(source)));
+        let (mut state, index) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                let e = e.to_string();
+                if self.link_error.as_ref() != Some(&e) {
+                    tracing::warn!(interface = %self.cfg.interface, error = %e, "vrrp: cannot read the interface; keeping the last known state");
+                    self.link_error = Some(e);
+                }
+                return;
+            }
+        };
+        self.link_error = None;
+        if let Some(index) = index.filter(|&i| i != self.vips.ifindex()) {
+            if let Err(e) = self.reattach(rt) {
+                tracing::warn!(interface = %self.cfg.interface, ifindex = index, error = %e, "vrrp: the interface was re-created but cannot be used yet; staying out of the election");
+                state.exists = false;
+            } else {
+                tracing::info!(interface = %self.cfg.interface, ifindex = index, "vrrp: the interface was re-created: socket, netlink and announcer re-opened on it");
+            }
+        }
+        if self.link != Some(state) {
+            let faults = state.faults();
+            if faults.is_empty() {
+                tracing::info!(interface = %self.cfg.interface, "vrrp: interface usable (up, carrier, source address present)");
+            } else {
+                tracing::warn!(interface = %self.cfg.interface, %faults, exists = state.exists, up = state.up, carrier = state.carrier, source_present = state.source_present, "vrrp: interface fault: out of the election until it clears");
+            }
+            self.link = Some(state);
+        }
+        self.instance.handle_link(now, state);
+        if self.instance.state() == State::Master {
+            match rt.block_on(bounded(self.vips.present(&self.vip_list))) {
+                Ok(present) => {
+                    let missing: Vec<IpAddr> = self
+                        .vip_list
+                        .iter()
+                        .map(|v| v.addr)
+                        .filter(|a| !present.contains(a))
+                        .collect();
+                    if !missing.is_empty() {
+                        tracing::warn!(vips = ?missing, interface = %self.cfg.interface, "vrrp: a VIP was removed from the interface while this node is master (by someone else): adding it back and announcing it");
+                        self.history.push(
+                            crate::events::EventKind::Vrrp,
+                            format!("vrid {}: VIP restored", self.cfg.instance.vrid),
+                            "vip_removed",
+                        );
+                        self.instance.handle_vips_missing(now);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "vrrp: cannot read the VIPs on the interface");
+                }
+            }
+        }
+    }
+
+    /// Re-opens everything bound to the interface's index (after it was re-created).
+    fn reattach(&mut self, rt: &tokio::runtime::Runtime) -> std::io::Result<()> {
+        let vips = rt.block_on(bounded(self.vips.reopen()))?;
+        let mac = rt.block_on(bounded(vips.mac()))?;
+        let announcer = Announcer::new(&self.cfg.interface, vips.ifindex(), mac)?;
+        let delivery = match &self.cfg.instance.peers {
+            Some(p) => Delivery::Unicast(p.clone()),
+            None => Delivery::Multicast,
+        };
+        let socket = VrrpSocket::open(&self.cfg.interface, self.cfg.instance.primary_ip, delivery)?;
+        let doorbell = Doorbell::open(&socket)?;
+        self.destinations = socket.destinations();
+        self.socket = socket;
+        self.doorbell = doorbell;
+        self.armed = None;
+        self.watch_socket_until = None;
+        self.unmatched_rings = 0;
+        self.doorbell_off = false;
+        self.repeat = None;
+        self.vips = vips;
+        self.announcer = announcer;
         Ok(())
     }
 
@@ -1243,12 +1404,31 @@ impl Shell {
             match action {
                 Action::SendAdvert { priority } => self.send(priority),
                 Action::AddVips => {
-                    if let Err(e) = rt.block_on(self.vips.add(&self.vip_list)) {
-                        tracing::error!(error = %e, "vrrp: cannot add the VIPs");
+                    // Added, then confirmed: an address the kernel did not keep (the
+                    // interface went away meanwhile) is a failure too.
+                    let added = rt.block_on(async {
+                        bounded(self.vips.add(&self.vip_list)).await?;
+                        bounded(self.vips.present(&self.vip_list)).await
+                    });
+                    let missing: Vec<IpAddr> = match &added {
+                        Ok(present) => self
+                            .vip_list
+                            .iter()
+                            .map(|v| v.addr)
+                            .filter(|a| !present.contains(a))
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    if let Err(e) = &added {
+                        tracing::error!(error = %e, "vrrp: cannot add the VIPs: leaving the election (fault) so that another node takes them");
+                        self.instance.handle_vip_add_failed(Instant::now());
+                    } else if !missing.is_empty() {
+                        tracing::error!(vips = ?missing, "vrrp: the VIPs were added but are not on the interface: leaving the election (fault) so that another node takes them");
+                        self.instance.handle_vip_add_failed(Instant::now());
                     }
                 }
                 Action::RemoveVips => {
-                    if let Err(e) = rt.block_on(self.vips.remove(&self.vip_list)) {
+                    if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list))) {
                         tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                     }
                 }
@@ -1258,7 +1438,7 @@ impl Shell {
                         addr,
                         prefix_len: if addr.is_ipv4() { 32 } else { 128 },
                     });
-                    match rt.block_on(self.vips.add(&[vip])) {
+                    match rt.block_on(bounded(self.vips.add(&[vip]))) {
                         Ok(()) => tracing::info!(%addr, "vrrp: reload: VIP added"),
                         Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot add a VIP"),
                     }
@@ -1269,7 +1449,7 @@ impl Shell {
                         addr,
                         prefix_len: if addr.is_ipv4() { 32 } else { 128 },
                     };
-                    match rt.block_on(self.vips.remove(&[vip])) {
+                    match rt.block_on(bounded(self.vips.remove(&[vip]))) {
                         Ok(()) => tracing::info!(%addr, "vrrp: reload: VIP removed"),
                         Err(e) => tracing::error!(%addr, error = %e, "vrrp: cannot remove a VIP"),
                     }
@@ -1362,6 +1542,7 @@ impl Shell {
             masters_heard: m.masters_heard(now),
             advert_interval: m.master_adver_interval(),
             master_down_interval: m.master_down_interval(),
+            faults: m.faults().iter().map(|f| f.as_str()).collect(),
             stats: *m.stats(),
             transitions: self.transitions.clone(),
         }

@@ -42,8 +42,10 @@ use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressProtocol,
 };
-use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use rtnetlink::Handle;
+
+use crate::vrrp::machine::LinkState;
 
 /// One virtual address and the prefix length it is added with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -202,21 +204,76 @@ impl Vips {
 
     /// Every address on the interface now, with its netlink message.
     async fn addresses(&self) -> io::Result<Vec<(IpAddr, AddressMessage)>> {
+        self.addresses_of(self.ifindex).await
+    }
+
+    /// Every address on the interface with index `ifindex` now.
+    async fn addresses_of(&self, ifindex: u32) -> io::Result<Vec<(IpAddr, AddressMessage)>> {
         let what = format!("listing the addresses of {}", self.ifname);
         let msgs: Vec<AddressMessage> = self
             .handle
             .address()
             .get()
-            .set_link_index_filter(self.ifindex)
+            .set_link_index_filter(ifindex)
             .execute()
             .try_collect()
             .await
             .map_err(|e| nl_error(e, &what))?;
         Ok(msgs
             .into_iter()
-            .filter(|m| m.header.index == self.ifindex)
+            .filter(|m| m.header.index == ifindex)
             .filter_map(|m| message_addr(&m).map(|a| (a, m)))
             .collect())
+    }
+
+    /// The interface as it is now, looked up by name (a deleted and re-created
+    /// interface has a new index, returned beside the state): whether it exists, is
+    /// up, has carrier (`IFF_LOWER_UP`), and carries `source`.
+    pub async fn link_state(&self, source: IpAddr) -> io::Result<(LinkState, Option<u32>)> {
+        let what = format!("looking up interface {:?}", self.ifname);
+        let link = match self
+            .handle
+            .link()
+            .get()
+            .match_name(self.ifname.clone())
+            .execute()
+            .try_next()
+            .await
+        {
+            Ok(link) => link,
+            Err(e) if errno(&e) == Some(libc::ENODEV) => None,
+            Err(e) => return Err(nl_error(e, &what)),
+        };
+        let Some(link) = link else {
+            let gone = LinkState {
+                exists: false,
+                up: false,
+                carrier: false,
+                source_present: false,
+            };
+            return Ok((gone, None));
+        };
+        let index = link.header.index;
+        let flags = link.header.flags;
+        let source_present = self
+            .addresses_of(index)
+            .await?
+            .iter()
+            .any(|(a, _)| *a == source);
+        let state = LinkState {
+            exists: true,
+            up: flags.contains(LinkFlags::Up),
+            carrier: flags.contains(LinkFlags::LowerUp),
+            source_present,
+        };
+        Ok((state, Some(index)))
+    }
+
+    /// A new connection to the interface of the same name (after it was re-created:
+    /// the index is looked up again). Addresses this `Vips` added are forgotten: they
+    /// went with the old interface.
+    pub async fn reopen(&self) -> io::Result<Vips> {
+        Vips::new(&self.ifname, self.label.clone()).await
     }
 
     /// This interface's IPv6 link-local address (the source of IPv6 adverts,
@@ -361,4 +418,32 @@ impl Vips {
             .retain(|(a, _)| !vips.iter().any(|v| v.addr == *a));
         Ok(())
     }
+}
+
+/// Link and address changes on any interface, as the kernel announces them
+/// (`RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`). Each message is only a
+/// wake-up: the reader reads the state it cares about ([`Vips::link_state`],
+/// [`Vips::present`]) rather than tracking deltas, so a lost message (a full socket
+/// buffer) costs nothing but the delay to the next one. The connection task is
+/// spawned on the current runtime and lives as long as the receiver.
+pub fn watch_changes() -> io::Result<impl futures_util::Stream<Item = ()> + Unpin> {
+    use futures_util::StreamExt;
+    use rtnetlink::sys::AsyncSocket;
+    let (mut conn, _handle, messages) = rtnetlink::new_connection()
+        .map_err(|e| io::Error::new(e.kind(), format!("opening rtnetlink: {e}")))?;
+    let socket = conn.socket_mut().socket_mut();
+    for group in [
+        libc::RTNLGRP_LINK,
+        libc::RTNLGRP_IPV4_IFADDR,
+        libc::RTNLGRP_IPV6_IFADDR,
+    ] {
+        socket.add_membership(group).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("subscribing to link and address changes: {e}"),
+            )
+        })?;
+    }
+    tokio::spawn(conn);
+    Ok(messages.map(|_| ()))
 }

@@ -871,8 +871,9 @@ impl Instance {
             return;
         }
         let keep = self.faults.contains(Fault::VipAddFailed);
-        self.faults = link.faults();
-        self.faults.set(Fault::VipAddFailed, keep);
+        let mut faults = link.faults();
+        faults.set(Fault::VipAddFailed, keep);
+        self.set_faults(faults);
         self.apply_faults(now);
     }
 
@@ -884,7 +885,9 @@ impl Instance {
         if self.phase == Phase::Exited {
             return;
         }
-        self.faults.set(Fault::VipAddFailed, true);
+        let mut faults = self.faults;
+        faults.set(Fault::VipAddFailed, true);
+        self.set_faults(faults);
         let retry = (self.config.version.interval() * FAULT_RETRY_INTERVALS).max(FAULT_RETRY_MIN);
         self.timers.set(Timer::FaultRetry, now + retry);
         self.apply_faults(now);
@@ -911,6 +914,16 @@ impl Instance {
     }
 
     // --- internals ---
+
+    /// Replaces the fault set, counting the faults that start.
+    fn set_faults(&mut self, faults: Faults) {
+        for (i, fault) in Fault::ALL.into_iter().enumerate() {
+            if faults.contains(fault) && !self.faults.contains(fault) {
+                self.stats.fault_causes[i] += 1;
+            }
+        }
+        self.faults = faults;
+    }
 
     /// Enters or leaves [`State::Fault`] as the fault set says.
     fn apply_faults(&mut self, now: Instant) {

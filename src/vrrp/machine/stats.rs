@@ -110,6 +110,8 @@ pub struct Stats {
     pub vips_restored: u64,
     /// Times a fault took this node out of the election.
     pub faults: u64,
+    /// Times each [`Fault`](super::Fault) started, indexed in [`Fault::ALL`](super::Fault::ALL) order.
+    pub fault_causes: [u64; 5],
     /// Bad checksum (`vrrpv3RouterChecksumErrors`).
     pub checksum_errors: u64,
     /// Version not 2 or 3, or not ours (`vrrpv3RouterVersionErrors`).
