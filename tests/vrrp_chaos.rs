@@ -253,6 +253,29 @@ fn print_new_metrics(c: &Chaos, i: usize) {
     );
 }
 
+/// The sum of every sample of the counter family `name` (`None`: not exported, as
+/// before issue 11's metrics).
+fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// When node `i` exports the counter `name` (issue 11's metrics), asserts that it
+/// counted at least one; behaviour is asserted first, this only checks the count.
+fn assert_counted_if_exported(c: &Chaos, i: usize, name: &str, what: &str) {
+    let m = c.metrics(i);
+    if let Some(n) = metric_sum(&m, name) {
+        assert!(n >= 1.0, "node {i}: {what}, but {name} is {n}\n{m}");
+    }
+}
+
 /// Asserts that every two-holder episode (outside `excluded`) lasted at most one advert
 /// interval.
 fn assert_no_long_dual(
@@ -587,6 +610,13 @@ fn stalled_holder(name: &str, stalled_is_higher: bool) {
         mon.describe(),
         c.logs()
     );
+    // Node 0 (150) holds at the end and heard node 1 claim master with a lower priority.
+    assert_counted_if_exported(
+        &c,
+        0,
+        "apivip_vrrp_split_brain_total",
+        "it ended a split brain",
+    );
 }
 
 #[test]
@@ -743,9 +773,15 @@ fn holder_fault(name: &str, fault: Fault) {
             mon.describe(),
             c.logs()
         );
+        let what = "the fault took it out of the election";
+        assert_counted_if_exported(&c, 0, "apivip_vrrp_faults_total", what);
     } else {
         print_new_metrics(&c, 0);
         assert_no_long_dual(&c, &mon, &excluded, name);
+        if holder1 == vec![0] {
+            let what = "its VIP came back after someone removed it";
+            assert_counted_if_exported(&c, 0, "apivip_vrrp_vip_restored_total", what);
+        }
     }
 }
 

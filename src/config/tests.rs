@@ -358,7 +358,10 @@ fn vrrp_errors_are_named() {
             "vrid: 1\n  health_weight: 200",
             "test.yaml: vrrp: health_weight 200 is not below the priority",
         ),
-        ("vrid: 1\n  owner: nobody", "test.yaml: vrrp.owner: \"nobody\""),
+        (
+            "vrid: 1\n  owner: nobody",
+            "test.yaml: vrrp.owner: \"nobody\"",
+        ),
         (
             "vrid: 1\n  owner: 198.18.0.11",
             "test.yaml: vrrp: owner 198.18.0.11 names another node as the address owner",
