@@ -432,6 +432,7 @@ impl Snapshot {
             ("apivip_vrrp_master_conflicts", "Adverts from another router claiming master while this node was master (split-brain signal; a preemption or handover adds one or two).", c.master_conflicts),
             ("apivip_vrrp_split_brain", "Split brains ended: as master, a lower-priority router also claiming master was heard and this node re-asserted itself (advert and gratuitous ARP / NA at once).", c.split_brains),
             ("apivip_vrrp_vip_restored", "VIPs removed from the interface by someone else while this node was master, added back and announced.", c.vips_restored),
+            ("apivip_vrrp_kernel_drops", "Datagrams the kernel dropped on the VRRP socket because its receive buffer was full (a flood); a backup then restarts its master-down timer once per accepted advert.", c.kernel_drops),
         ] {
             family(e, name, help, MetricType::Counter, [(vl(), counter(value))])?;
         }

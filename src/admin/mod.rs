@@ -605,6 +605,7 @@ impl Daemon {
             master_conflicts: s.master_conflicts,
             split_brains: s.split_brains,
             vips_restored: s.vips_restored,
+            kernel_drops: s.rx_dropped,
             faults: crate::vrrp::machine::Fault::ALL
                 .iter()
                 .zip(s.fault_causes)

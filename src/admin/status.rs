@@ -177,6 +177,9 @@ pub struct VrrpCounters {
     /// VIPs removed by someone else while master, added back.
     #[serde(default)]
     pub vips_restored: u64,
+    /// Datagrams the kernel dropped on the VRRP socket (receive buffer full).
+    #[serde(default)]
+    pub kernel_drops: u64,
     /// Faults started, by cause.
     #[serde(default)]
     pub faults: BTreeMap<String, u64>,

@@ -321,6 +321,9 @@ pub struct Instance {
     faults: Faults,
     /// `handle_startup` ran (a fault before it only delays the start).
     started: bool,
+    /// A Backup extended its Master_Down_Timer for datagrams the kernel dropped since
+    /// the last accepted advert (at most once: see [`Instance::handle_rx_dropped`]).
+    extended_for_drops: bool,
     /// The source of the last accepted advert from the Active Router (or our own
     /// address while Master).
     master_ip: Option<IpAddr>,
@@ -357,6 +360,7 @@ impl Instance {
             announce_left: 0,
             faults: Faults::NONE,
             started: false,
+            extended_for_drops: false,
             master_ip: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
@@ -907,6 +911,26 @@ impl Instance {
         self.announce(now);
     }
 
+    /// The kernel dropped `dropped` datagrams for this socket (its receive buffer was
+    /// full: a flood of protocol-112 packets), read at `now`. One of them may have been
+    /// the Active Router's advert, so a Backup whose Master_Down_Timer runs on an
+    /// accepted advert restarts it once (counted in [`Stats::rx_dropped`]); it does so
+    /// at most once per accepted advert, so a flood delays the takeover after a real
+    /// crash by at most one Master_Down_Interval, and cannot postpone it forever.
+    /// Nothing else changes.
+    pub fn handle_rx_dropped(&mut self, now: Instant, dropped: u64) {
+        if dropped == 0 || self.phase == Phase::Exited {
+            return;
+        }
+        self.stats.rx_dropped += dropped;
+        let on_advert = matches!(self.down_armed, Some((_, DownWait::Interval)))
+            && self.master_ip.is_some();
+        if self.state == State::Backup && on_advert && !self.extended_for_drops {
+            self.extended_for_drops = true;
+            self.arm_master_down(now, DownWait::Interval);
+        }
+    }
+
     /// Whether adverts listing the VIPs this node had before its last reconfiguration
     /// are still accepted (see [`Instance::handle_reconfigure`]).
     pub fn accepts_previous_vips(&self) -> bool {
@@ -1063,6 +1087,7 @@ impl Instance {
 
     /// Learns the interval (VRRPv3) and restarts the Master_Down_Timer.
     fn accept_master(&mut self, now: Instant, src: IpAddr, repr: &Repr) {
+        self.extended_for_drops = false;
         self.learn_interval(repr);
         self.master_ip = Some(src);
         self.down_cause = Reason::MasterDown;

@@ -110,6 +110,9 @@ pub struct Stats {
     pub vips_restored: u64,
     /// Times a fault took this node out of the election.
     pub faults: u64,
+    /// Datagrams the kernel dropped on the VRRP socket (receive buffer full:
+    /// `SO_RXQ_OVFL`), as the shell reported them.
+    pub rx_dropped: u64,
     /// Times each [`Fault`](super::Fault) started, indexed in [`Fault::ALL`](super::Fault::ALL) order.
     pub fault_causes: [u64; 5],
     /// Bad checksum (`vrrpv3RouterChecksumErrors`).

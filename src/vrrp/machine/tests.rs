@@ -2552,3 +2552,43 @@ fn split_brains_are_counted_once_per_reassertion() {
     assert_eq!(instance.stats().split_brains, 1);
     assert_eq!(instance.stats().master_conflicts, 5);
 }
+
+/// Kernel drops during a flood: a Backup restarts its Master_Down_Timer once per
+/// accepted advert (the lost datagram may have been the master's), so a real crash is
+/// detected at most one Master_Down_Interval later; a Master ignores them.
+#[test]
+fn kernel_drops_extend_a_backups_timer_once_per_accepted_advert() {
+    let (mut instance, t0) = started(v3_config(100, 100));
+    // Before any advert the timer runs on startup: drops do not extend it.
+    instance.handle_rx_dropped(t0 + ms(10), 5);
+    assert_eq!(instance.poll_timeout(), Some(t0 + us(3_609_375)));
+    let t = t0 + ms(100);
+    instance
+        .handle_advert(t, v3_advert(ip(20), 150, 100))
+        .unwrap();
+    let mdi = instance.master_down_interval();
+    assert_eq!(instance.poll_timeout(), Some(t + mdi));
+    instance.handle_rx_dropped(t + ms(3000), 40);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(3000) + mdi));
+    // Once only: more drops do not postpone the takeover again.
+    instance.handle_rx_dropped(t + ms(6000), 40);
+    assert_eq!(instance.poll_timeout(), Some(t + ms(3000) + mdi));
+    assert_eq!(instance.stats().rx_dropped, 85);
+    instance.handle_timeout(t + ms(3000) + mdi);
+    assert_eq!(instance.state(), State::Master);
+    // A new accepted advert allows one more extension.
+    let (mut instance, t0) = started(v3_config(100, 100));
+    for k in 1..=3u64 {
+        let at = t0 + ms(1000 * k);
+        instance
+            .handle_advert(at, v3_advert(ip(20), 150, 100))
+            .unwrap();
+        instance.handle_rx_dropped(at + ms(500), 1);
+        assert_eq!(instance.poll_timeout(), Some(at + ms(500) + mdi));
+    }
+    let (mut master, at) = master(v3_config(100, 100));
+    let before = master.poll_timeout();
+    master.handle_rx_dropped(at + ms(1), 10);
+    assert_eq!(master.poll_timeout(), before);
+    assert_eq!(drain(&mut master), []);
+}
