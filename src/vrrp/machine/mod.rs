@@ -923,8 +923,8 @@ impl Instance {
             return;
         }
         self.stats.rx_dropped += dropped;
-        let on_advert = matches!(self.down_armed, Some((_, DownWait::Interval)))
-            && self.master_ip.is_some();
+        let on_advert =
+            matches!(self.down_armed, Some((_, DownWait::Interval))) && self.master_ip.is_some();
         if self.state == State::Backup && on_advert && !self.extended_for_drops {
             self.extended_for_drops = true;
             self.arm_master_down(now, DownWait::Interval);
