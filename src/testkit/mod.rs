@@ -11,6 +11,9 @@
 //! [`netns`] builds network-namespace topologies (a bridge, masters and a client) for the
 //! topology tests and `apivip demo`'s VIP mode; it needs root.
 //!
+//! [`fuzz`] holds the fuzz targets (the VRRP codec, the election machine, the config
+//! loader), shared by the fuzzer binaries in `fuzz/` and the corpus replay test.
+//!
 //! Used by the tests, the benchmarks and `apivip demo`.
 //!
 //! ```no_run
@@ -27,6 +30,7 @@
 
 pub mod apiserver;
 pub mod certs;
+pub mod fuzz;
 pub mod netns;
 
 /// Installs ring as the process-wide default rustls crypto provider, unless one is already

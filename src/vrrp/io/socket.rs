@@ -13,7 +13,7 @@
 //!   destination and TTL come from the header ([`Ipv4Meta::split`]). IPv6 hands over only the
 //!   payload: the source is the peer address of `recvmsg`, the hop limit comes from the
 //!   `IPV6_HOPLIMIT` control message and the destination from `IPV6_PKTINFO`.
-//! - **Checksums are ours on both families** (the codec's [`Checksum::Verify`], chosen
+//! - **Checksums are ours on both families** (the codec's [`crate::vrrp::packet::Checksum::Verify`], chosen
 //!   by [`crate::vrrp::packet::datagram::policy`]). The kernel could fill and verify the IPv6 one with
 //!   `IPV6_CHECKSUM` at offset 6, but neither socket2 nor nix exposes that option and this
 //!   crate forbids `unsafe`. It changes nothing on the wire: the sender knows its own source
