@@ -585,14 +585,14 @@ fn unit_has_what_the_daemon_needs_and_nothing_more() {
         ["/usr/local/bin/apivip run --config /etc/apivip/apivip.yaml"]
     );
     // Exactly the families apivip opens: TCP/UDP and raw IP (proxy, checks, VRRP),
-    // netlink (VIPs), packet (gratuitous ARP, src/vrrp/announce.rs), unix (sd_notify).
+    // netlink (VIPs), packet (gratuitous ARP, src/vrrp/io/announce.rs), unix (sd_notify).
     let mut families: Vec<&str> = get("RestrictAddressFamilies")[0].split(' ').collect();
     families.sort_unstable();
     assert_eq!(
         families,
         ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET", "AF_UNIX"]
     );
-    let announce = std::fs::read_to_string(root().join("src/vrrp/announce.rs")).unwrap();
+    let announce = std::fs::read_to_string(root().join("src/vrrp/io/announce.rs")).unwrap();
     assert!(
         announce.contains("Domain::PACKET"),
         "AF_PACKET is still used"

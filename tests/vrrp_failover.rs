@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::connect::ConnectLoop;
@@ -355,11 +355,13 @@ fn advert(dst: Ipv4Addr, prio: u8, good_checksum: bool) -> Vec<u8> {
 
 /// Forged adverts from the client namespace (not a peer, in unicast mode): priority 254
 /// with a good checksum and TTL 255, the same with TTL 64, a bad checksum, a truncated
-/// one. Each node drops and counts them (debug log), the holder never changes, and no
-/// backup is silenced into taking over.
+/// one. The kernel filter on each node's VRRP socket keeps them out (a non-peer source,
+/// a TTL below 255): none reaches the election (no drop logged or counted, that is the
+/// filter's job; nftables counters show them, see the README), the holder never
+/// changes, and no backup is silenced into taking over.
 #[test]
-fn forged_adverts_from_a_non_peer_change_nothing_and_are_counted() {
-    let name = "forged_adverts_from_a_non_peer_change_nothing_and_are_counted";
+fn forged_adverts_from_a_non_peer_are_kept_out_by_the_kernel_and_change_nothing() {
+    let name = "forged_adverts_from_a_non_peer_are_kept_out_by_the_kernel_and_change_nothing";
     if !need(name, &[]) {
         return;
     }
@@ -413,42 +415,30 @@ fn forged_adverts_from_a_non_peer_change_nothing_and_are_counted() {
         sent
     });
     let from_client = format!("src={CLIENT_V4}");
-    let dropped = |i: usize| {
+    let reached = |i: usize| {
         c.nodes[i]
             .log()
             .lines()
             .filter(|l| l.contains("advert dropped") && l.contains(&from_client))
             .count()
     };
-    // 200 drops per node: ~1 s of forged traffic, ten advert intervals.
-    let counted = support::wait_until_blocking(DEADLINE, || {
+    // Two seconds of forged traffic, twenty advert intervals.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
         assert_eq!(c.holders(), vec![1], "the holder changed\n{}", c.logs());
-        (0..3).all(|i| dropped(i) >= 200)
-    });
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
-    assert!(
-        counted,
-        "drops counted {:?} of {sent} sent\n{}",
-        (0..3).map(dropped).collect::<Vec<_>>(),
+    assert!(sent >= 400, "only {sent} forged adverts sent");
+    assert_eq!(
+        (0..3).map(reached).collect::<Vec<_>>(),
+        [0, 0, 0],
+        "forged adverts reached the election\n{}",
         c.logs()
     );
-    let log = c.nodes[1].log();
-    for reason in ["Ttl", "NotAPeer", "BadChecksum", "Truncated"] {
-        assert!(
-            log.lines()
-                .any(|l| l.contains("advert dropped") && l.contains(reason)),
-            "no drop for {reason} in node 1's log\n{}",
-            c.logs()
-        );
-    }
     assert_eq!(c.holders(), vec![1], "{}", c.logs());
-    // The same drops, counted by reason, through the admin endpoint.
     for i in 0..3 {
-        let d = status_of(&c, i).vrrp.unwrap().counters.dropped;
-        for reason in ["ttl", "not_a_peer", "checksum", "length"] {
-            assert!(d[reason] > 0, "node {i}: no {reason} drops counted: {d:?}");
-        }
         let m = metrics_of(&c, i);
         for reason in ["ttl", "not_a_peer", "checksum", "length"] {
             let n = metric(
@@ -456,16 +446,8 @@ fn forged_adverts_from_a_non_peer_change_nothing_and_are_counted() {
                 "apivip_vrrp_adverts_dropped_total",
                 &[("reason", reason)],
             );
-            assert!(n.is_some_and(|n| n > 0.0), "node {i}: {reason}: {n:?}\n{m}");
+            assert_eq!(n, Some(0.0), "node {i}: {reason} reached the election\n{m}");
         }
-        assert_eq!(
-            metric(
-                &m,
-                "apivip_vrrp_adverts_dropped_total",
-                &[("reason", "address_list")]
-            ),
-            Some(0.0)
-        );
     }
     let changes_after: Vec<usize> = (0..3).map(changes).collect();
     assert_eq!(

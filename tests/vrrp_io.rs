@@ -809,3 +809,310 @@ fn doorbell_rings_for_all_but_repeats_and_datagrams_carry_receive_times() {
         assert_eq!(ring_count(&[&b]), 1, "{family}: re-armed");
     }
 }
+
+/// A bare raw protocol 112 socket in `node`'s namespace that sends with TTL / hop limit
+/// `ttl` from `src` (what an off-link or misconfigured sender puts on the wire; a
+/// [`VrrpSocket`] always sends 255).
+fn raw_sender(node: &Node, src: IpAddr, ttl: u32) -> socket2::Socket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let ifname = node.ifname.clone();
+    run_in_ns(&node.ns, move || async move {
+        let domain = if src.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let sock = Socket::new(domain, Type::RAW, Some(Protocol::from(112))).expect("raw socket");
+        sock.bind_device(Some(ifname.as_bytes()))
+            .expect("bind_device");
+        let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).expect("ifindex");
+        match src {
+            IpAddr::V4(a) => {
+                sock.set_multicast_if_v4(&a).expect("IP_MULTICAST_IF");
+                sock.set_multicast_ttl_v4(ttl).expect("IP_MULTICAST_TTL");
+                sock.set_ttl_v4(ttl).expect("IP_TTL");
+            }
+            IpAddr::V6(a) => {
+                sock.bind(&std::net::SocketAddrV6::new(a, 0, 0, ifindex).into())
+                    .expect("bind the source");
+                sock.set_multicast_if_v6(ifindex)
+                    .expect("IPV6_MULTICAST_IF");
+                sock.set_multicast_hops_v6(ttl)
+                    .expect("IPV6_MULTICAST_HOPS");
+                sock.set_unicast_hops_v6(ttl).expect("IPV6_UNICAST_HOPS");
+            }
+        }
+        sock
+    })
+}
+
+fn raw_send(sock: &socket2::Socket, msg: &[u8], dst: IpAddr, ifindex: u32) {
+    let to: socket2::SockAddr = match dst {
+        IpAddr::V4(d) => std::net::SocketAddrV4::new(d, 0).into(),
+        IpAddr::V6(d) => std::net::SocketAddrV6::new(d, 0, 0, ifindex).into(),
+    };
+    let n = sock.send_to(msg, &to).expect("raw send");
+    assert_eq!(n, msg.len());
+}
+
+/// Receives on `witness` (a socket without a filter on the same interface) until
+/// `count` datagrams from `from` have arrived. The kernel hands each datagram to every
+/// raw socket of the protocol in one pass, so once the witness has them all, every
+/// other socket has queued or dropped its copy.
+fn witness_saw(witness: &VrrpSocket, from: IpAddr, count: usize) {
+    let mut buf = vec![0u8; RECV_BUFFER_LEN];
+    let mut seen = 0;
+    while seen < count {
+        let r = witness
+            .recv_timeout(&mut buf, DEADLINE)
+            .unwrap_or_else(|e| panic!("witness saw {seen} of {count} datagrams from {from}: {e}"));
+        if r.src == from {
+            seen += 1;
+        }
+    }
+}
+
+/// Everything queued on `sock`, without waiting.
+fn queued(sock: &VrrpSocket) -> Vec<(Received, Vec<u8>)> {
+    let mut buf = vec![0u8; RECV_BUFFER_LEN];
+    let mut out = Vec::new();
+    loop {
+        match sock.try_recv(&mut buf) {
+            Ok(r) => out.push((r, buf[..r.len].to_vec())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
+            Err(e) => panic!("try_recv: {e}"),
+        }
+    }
+}
+
+fn filter(version: u8, vrid: u8) -> apivip::vrrp::io::socket::Filter {
+    apivip::vrrp::io::socket::Filter {
+        version: apivip::vrrp::packet::Version::from(version),
+        vrid: Vrid::new_unchecked(vrid),
+    }
+}
+
+/// The kernel filter of a VRRP socket on a real kernel (multicast, IPv4 and IPv6): a
+/// datagram with TTL / hop limit 64, another VRID, version 2 on a VRRPv3 instance, or
+/// another message type never reaches the socket (nor rings its doorbell), while our
+/// adverts do, with no drop counted. An unfiltered socket beside it sees all of them, so
+/// the senders did put them on the wire.
+#[test]
+fn kernel_filter_drops_what_the_election_never_accepts() {
+    use apivip::vrrp::io::socket::Doorbell;
+    if !require_root("kernel_filter_drops_what_the_election_never_accepts") {
+        return;
+    }
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
+    let ifindex0 = m0.run_in({
+        let i = m0.ifname.clone();
+        move || nix::net::if_::if_nametoindex(i.as_str()).expect("ifindex")
+    });
+    let ifindex0 = ifindex0.expect("run_in");
+    let cases = [
+        (
+            IpAddr::V4(m0.ipv4),
+            IpAddr::V4(m1.ipv4),
+            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 230))],
+        ),
+        (
+            IpAddr::V6(ll0),
+            IpAddr::V6(ll1),
+            vec!["fe80::1:230".parse().unwrap()],
+        ),
+    ];
+    for (src, rx_addr, vips) in cases {
+        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+        let rx_if = m1.ifname.clone();
+        let (sock, bell, witness) = run_in_ns(&m1.ns, move || async move {
+            let sock =
+                VrrpSocket::open_filtered(&rx_if, rx_addr, Delivery::Multicast, filter(3, 40))
+                    .expect("open filtered");
+            let bell = Doorbell::open(&sock).expect("open the doorbell");
+            let witness = VrrpSocket::open(&rx_if, rx_addr, Delivery::Multicast).expect("open");
+            (sock, bell, witness)
+        });
+        assert_eq!(sock.filter(), Some(filter(3, 40)));
+        let tx_if = m0.ifname.clone();
+        let tx = run_in_ns(&m0.ns, move || async move {
+            VrrpSocket::open(&tx_if, src, Delivery::Multicast).expect("open sender")
+        });
+        let ttl64 = raw_sender(&m0, src, 64);
+        let dst = tx.destinations()[0];
+        let good = emit(&v3_advert(40, 100, &vips), &pair(src, dst));
+        let good2 = emit(&v3_advert(40, 101, &vips), &pair(src, dst));
+        let other_vrid = emit(&v3_advert(41, 100, &vips), &pair(src, dst));
+        let mut v2 = good.clone();
+        v2[0] = 0x21;
+        let mut other_type = good.clone();
+        other_type[0] = 0x32;
+        bell.ring_unless(&good).expect("arm the doorbell");
+
+        raw_send(&ttl64, &good, dst, ifindex0);
+        for m in [&other_vrid, &v2, &other_type, &good] {
+            tx.send_to(m, dst).expect("send");
+        }
+        witness_saw(&witness, src, 5);
+        let got = queued(&sock);
+        let bytes: Vec<&Vec<u8>> = got.iter().map(|(_, b)| b).collect();
+        assert_eq!(
+            bytes,
+            [&good],
+            "{family}: only the TTL 255, VRRPv3, VRID 40 advert may pass"
+        );
+        let (r, _) = &got[0];
+        assert_eq!(
+            (r.src, r.ttl_or_hop_limit, r.dropped),
+            (src, 255, 0),
+            "{family}"
+        );
+        assert_eq!(
+            bell.drain(),
+            0,
+            "{family}: the doorbell rang for what the filter drops"
+        );
+
+        // A different advert of ours passes and rings.
+        tx.send_to(&good2, dst).expect("send");
+        witness_saw(&witness, src, 1);
+        let got = queued(&sock);
+        assert_eq!(got.len(), 1, "{family}");
+        assert_eq!(got[0].1, good2, "{family}");
+        assert_eq!(bell.drain(), 1, "{family}: the doorbell did not ring");
+    }
+}
+
+/// In unicast mode the kernel filter admits only the peers (IPv4 and IPv6): a third
+/// node's advert, right in every other respect, never reaches the socket.
+#[test]
+fn kernel_filter_admits_only_unicast_peers() {
+    if !require_root("kernel_filter_admits_only_unicast_peers") {
+        return;
+    }
+    let topo = Topology::new(3).expect("topology");
+    let (m0, m1, m2) = (
+        topo.master(0).clone(),
+        topo.master(1).clone(),
+        topo.master(2).clone(),
+    );
+    let cases = [
+        (
+            [m0.ipv4, m1.ipv4, m2.ipv4].map(IpAddr::V4),
+            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 231))],
+        ),
+        (
+            [m0.ipv6, m1.ipv6, m2.ipv6].map(IpAddr::V6),
+            vec!["2001:db8::231".parse().unwrap()],
+        ),
+    ];
+    for ([peer, rx_addr, stranger], vips) in cases {
+        let family = if peer.is_ipv4() { "IPv4" } else { "IPv6" };
+        let rx_if = m1.ifname.clone();
+        let (sock, witness) = run_in_ns(&m1.ns, move || async move {
+            let peers = Delivery::Unicast(vec![peer]);
+            let sock = VrrpSocket::open_filtered(&rx_if, rx_addr, peers.clone(), filter(3, 41))
+                .expect("open filtered");
+            let witness = VrrpSocket::open(&rx_if, rx_addr, peers).expect("open");
+            (sock, witness)
+        });
+        let sender = |node: &Node, src: IpAddr| {
+            let ifname = node.ifname.clone();
+            run_in_ns(&node.ns, move || async move {
+                VrrpSocket::open(&ifname, src, Delivery::Unicast(vec![rx_addr])).expect("sender")
+            })
+        };
+        let (tx_peer, tx_stranger) = (sender(&m0, peer), sender(&m2, stranger));
+        let from_stranger = emit(&v3_advert(41, 200, &vips), &pair(stranger, rx_addr));
+        let from_peer = emit(&v3_advert(41, 100, &vips), &pair(peer, rx_addr));
+        tx_stranger.send_to(&from_stranger, rx_addr).expect("send");
+        witness_saw(&witness, stranger, 1);
+        tx_peer.send_to(&from_peer, rx_addr).expect("send");
+        witness_saw(&witness, peer, 1);
+        let got = queued(&sock);
+        let srcs: Vec<IpAddr> = got.iter().map(|(r, _)| r.src).collect();
+        assert_eq!(srcs, [peer], "{family}: only the peer may pass");
+        assert_eq!(got[0].1, from_peer, "{family}");
+    }
+}
+
+/// `SO_RXQ_OVFL` on a real kernel (IPv4 and IPv6): with a tiny receive buffer and nobody
+/// reading, a burst overflows the queue, and the next datagram read afterwards carries
+/// exactly how many the kernel dropped. A socket opened normally has a large buffer.
+#[test]
+fn drop_counter_reports_a_receive_buffer_overflow() {
+    if !require_root("drop_counter_reports_a_receive_buffer_overflow") {
+        return;
+    }
+    const BURST: usize = 200;
+    const BATCH: usize = 25;
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
+    let cases = [
+        (
+            IpAddr::V4(m0.ipv4),
+            IpAddr::V4(m1.ipv4),
+            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 232))],
+        ),
+        (
+            IpAddr::V6(ll0),
+            IpAddr::V6(ll1),
+            vec!["fe80::1:232".parse().unwrap()],
+        ),
+    ];
+    for (src, rx_addr, vips) in cases {
+        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+        let rx_if = m1.ifname.clone();
+        let (sock, witness) = run_in_ns(&m1.ns, move || async move {
+            let sock =
+                VrrpSocket::open_filtered(&rx_if, rx_addr, Delivery::Multicast, filter(3, 42))
+                    .expect("open filtered");
+            let witness = VrrpSocket::open(&rx_if, rx_addr, Delivery::Multicast).expect("open");
+            (sock, witness)
+        });
+        // Root has CAP_NET_ADMIN: SO_RCVBUFFORCE grants the full 1 MiB (doubled by the
+        // kernel for its bookkeeping), whatever net.core.rmem_max says.
+        let granted = witness.recv_buffer().expect("SO_RCVBUF");
+        assert!(
+            granted >= apivip::vrrp::io::socket::RECV_BUFFER_BYTES,
+            "{family}: receive buffer {granted}"
+        );
+        let small = sock.set_recv_buffer(1).expect("shrink the buffer");
+        assert!(small < 16 * 1024, "{family}: buffer {small}");
+        let tx_if = m0.ifname.clone();
+        let tx = run_in_ns(&m0.ns, move || async move {
+            VrrpSocket::open(&tx_if, src, Delivery::Multicast).expect("open sender")
+        });
+        let dst = tx.destinations()[0];
+        let msg = emit(&v3_advert(42, 100, &vips), &pair(src, dst));
+        // In batches the witness has seen, so no datagram is lost before the sockets
+        // (the device backlog holds 1,000).
+        for _ in 0..BURST / BATCH {
+            for _ in 0..BATCH {
+                tx.send_to(&msg, dst).expect("send");
+            }
+            witness_saw(&witness, src, BATCH);
+        }
+        let got = queued(&sock);
+        let kept = got.len();
+        assert!(
+            kept > 0 && kept < BURST,
+            "{family}: {kept} of {BURST} queued in a {small}-byte buffer"
+        );
+        assert!(
+            got.iter().all(|(r, _)| r.dropped == 0),
+            "{family}: nothing was dropped before the queue filled"
+        );
+        tx.send_to(&msg, dst).expect("send");
+        witness_saw(&witness, src, 1);
+        let after = queued(&sock);
+        assert_eq!(after.len(), 1, "{family}");
+        assert_eq!(
+            after[0].0.dropped as usize,
+            BURST - kept,
+            "{family}: the drop count"
+        );
+    }
+}

@@ -134,6 +134,20 @@ impl Net {
         net
     }
 
+    /// Two healthy VRRPv3 nodes (1 s adverts) with these priorities, run for 10 s: the
+    /// election is over.
+    fn settled_pair(priorities: [u8; 2]) -> Net {
+        let mut net = Net::start(
+            vec![
+                config(0, v3(), priorities[0]),
+                config(1, v3(), priorities[1]),
+            ],
+            true,
+        );
+        net.run_until(SECOND * 10);
+        net
+    }
+
     fn at(&self, offset: Duration) -> Instant {
         self.t0 + offset
     }
@@ -547,14 +561,7 @@ fn handover_falls_back_to_priority_zero() {
 #[test]
 fn partition_heals_to_one_master_within_an_interval() {
     for priorities in [[100, 100], [150, 100], [100, 150]] {
-        let mut net = Net::start(
-            vec![
-                config(0, v3(), priorities[0]),
-                config(1, v3(), priorities[1]),
-            ],
-            true,
-        );
-        net.run_until(SECOND * 10);
+        let mut net = Net::settled_pair(priorities);
         let winner = if priorities[0] > priorities[1] { 0 } else { 1 };
         assert_eq!(net.holders(), [winner], "{priorities:?}");
         net.partition(0, 1);
@@ -1038,14 +1045,7 @@ fn reload_of_the_interval_moves_nothing() {
 #[test]
 fn a_thawed_holder_leaves_one_holder_and_clients_on_it_within_an_interval() {
     for priorities in [[150, 100], [100, 150], [100, 100]] {
-        let mut net = Net::start(
-            vec![
-                config(0, v3(), priorities[0]),
-                config(1, v3(), priorities[1]),
-            ],
-            true,
-        );
-        net.run_until(SECOND * 10);
+        let mut net = Net::settled_pair(priorities);
         let stalled = net.holders()[0];
         let other = 1 - stalled;
         assert_eq!(net.client, Some(stalled));

@@ -6,12 +6,15 @@
 //! - [`daemon`]: `apivip` as a child process (killed on drop) and its output, line by line.
 //! - [`notify`]: a stand-in for systemd's `NOTIFY_SOCKET` that keeps every datagram.
 //! - [`vrrp`]: for the VRRP tests in namespaces: `apivip run` on a master, gratuitous ARPs.
+//! - [`chaos`]: for the chaos tests: link impairment (netem or a userspace relay), a VIP
+//!   holder monitor, an ARP prober, a recording client, protocol-112 floods.
 //! - skip/fail policy: [`require_root`], [`require_bin`] (skip, or fail when
 //!   `APIVIP_REQUIRE_NETNS=1`).
 //! - HTTPS clients: [`https_get`], [`https_get_with`], [`https_get_blocking`], and
 //!   [`wait_until`] for deadline-bounded polling.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod chaos;
 pub mod cluster;
 pub mod connect;
 pub mod daemon;

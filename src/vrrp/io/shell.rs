@@ -357,13 +357,16 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         Some(p) => Delivery::Unicast(p.clone()),
         None => Delivery::Multicast,
     };
-    let socket =
-        VrrpSocket::open(&cfg.interface, cfg.instance.primary_ip, delivery).map_err(|source| {
-            VrrpError::Socket {
-                interface: cfg.interface.clone(),
-                source,
-            }
-        })?;
+    let socket = VrrpSocket::open_filtered(
+        &cfg.interface,
+        cfg.instance.primary_ip,
+        delivery,
+        kernel_filter(&cfg.instance),
+    )
+    .map_err(|source| VrrpError::Socket {
+        interface: cfg.interface.clone(),
+        source,
+    })?;
     let doorbell = Doorbell::open(&socket).map_err(|source| VrrpError::Socket {
         interface: cfg.interface.clone(),
         source,
@@ -424,6 +427,9 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         parser: Parser::new(cfg.instance.version.version()),
         link: None,
         link_error: None,
+        kernel_dropped: 0,
+        drops_unlogged: 0,
+        drops_logged_at: None,
         handover: CancellationToken::new(),
         history: History::default(),
         transitions: Vec::new(),
@@ -745,6 +751,12 @@ pub(crate) struct Shell {
     link: Option<crate::vrrp::machine::LinkState>,
     /// The last error reading it (logged once until it changes).
     link_error: Option<String>,
+    /// The kernel's cumulative drop count (`SO_RXQ_OVFL`) as of the last datagram read
+    /// from this socket.
+    kernel_dropped: u32,
+    /// Kernel drops not logged yet, and when the last line was (rate limit).
+    drops_unlogged: u64,
+    drops_logged_at: Option<Instant>,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
@@ -826,6 +838,9 @@ fn kernel_timeout(remaining: Duration) -> Duration {
         remaining - remaining / 500 - DEFAULT_SLACK
     }
 }
+
+/// At most one log line about kernel drops per this interval.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// At most this many datagrams per batch (see [`Shell::receive_all`]).
 const BATCH: usize = 64;
@@ -1108,8 +1123,11 @@ impl Shell {
         new.instance
             .validate()
             .map_err(|e| ReconfigureError::Refused(e.into()))?;
+        // The kernel filter is fixed for a socket's life: a new version or VRID (the
+        // VRID cannot change in place) needs a new socket too.
         let reopen = new.instance.primary_ip != self.cfg.instance.primary_ip
-            || new.instance.peers != self.cfg.instance.peers;
+            || new.instance.peers != self.cfg.instance.peers
+            || kernel_filter(&new.instance) != kernel_filter(&self.cfg.instance);
         let opened = if reopen {
             let socket_error = |source| ReconfigureError::Socket {
                 interface: self.cfg.interface.clone(),
@@ -1119,8 +1137,13 @@ impl Shell {
                 Some(p) => Delivery::Unicast(p.clone()),
                 None => Delivery::Multicast,
             };
-            let socket = VrrpSocket::open(&self.cfg.interface, new.instance.primary_ip, delivery)
-                .map_err(socket_error)?;
+            let socket = VrrpSocket::open_filtered(
+                &self.cfg.interface,
+                new.instance.primary_ip,
+                delivery,
+                kernel_filter(&new.instance),
+            )
+            .map_err(socket_error)?;
             let doorbell = Doorbell::open(&socket).map_err(socket_error)?;
             Some((socket, doorbell))
         } else {
@@ -1130,15 +1153,7 @@ impl Shell {
             .handle_reconfigure(now, new.instance.clone())
             .map_err(ReconfigureError::Refused)?;
         if let Some((socket, doorbell)) = opened {
-            self.destinations = socket.destinations();
-            self.socket = socket;
-            self.doorbell = doorbell;
-            // The new doorbell rings for nothing; the socket itself is polled until a
-            // repeat is known again.
-            self.armed = None;
-            self.watch_socket_until = None;
-            self.unmatched_rings = 0;
-            self.doorbell_off = false;
+            self.use_socket(socket, doorbell);
         }
         let vip_list: Vec<VipConfig> = new
             .vips
@@ -1264,8 +1279,24 @@ impl Shell {
             Some(p) => Delivery::Unicast(p.clone()),
             None => Delivery::Multicast,
         };
-        let socket = VrrpSocket::open(&self.cfg.interface, self.cfg.instance.primary_ip, delivery)?;
+        let socket = VrrpSocket::open_filtered(
+            &self.cfg.interface,
+            self.cfg.instance.primary_ip,
+            delivery,
+            kernel_filter(&self.cfg.instance),
+        )?;
         let doorbell = Doorbell::open(&socket)?;
+        self.use_socket(socket, doorbell);
+        self.repeat = None;
+        self.vips = vips;
+        self.announcer = announcer;
+        Ok(())
+    }
+
+    /// Switches to a newly opened socket and its doorbell. The new doorbell rings for
+    /// nothing; the socket itself is polled until a repeat is known again.
+    fn use_socket(&mut self, socket: VrrpSocket, doorbell: Doorbell) {
+        self.kernel_dropped = 0;
         self.destinations = socket.destinations();
         self.socket = socket;
         self.doorbell = doorbell;
@@ -1273,10 +1304,6 @@ impl Shell {
         self.watch_socket_until = None;
         self.unmatched_rings = 0;
         self.doorbell_off = false;
-        self.repeat = None;
-        self.vips = vips;
-        self.announcer = announcer;
-        Ok(())
     }
 
     /// Points the doorbell at the advert a Backup may skip, or silences it; true if its
@@ -1356,6 +1383,21 @@ impl Shell {
                         at
                     };
                     self.last_fed = at;
+                    let dropped = rx.dropped.wrapping_sub(self.kernel_dropped);
+                    if dropped > 0 {
+                        self.kernel_dropped = rx.dropped;
+                        self.drops_unlogged += u64::from(dropped);
+                        // A flood must not flood the journal: one line per interval.
+                        if self
+                            .drops_logged_at
+                            .is_none_or(|t| now >= t + DROP_LOG_INTERVAL)
+                        {
+                            tracing::warn!(dropped = self.drops_unlogged, "vrrp: the kernel dropped datagrams on the VRRP socket (receive buffer full: a flood?); a backup waits at most one more master-down interval");
+                            self.drops_unlogged = 0;
+                            self.drops_logged_at = Some(now);
+                        }
+                        self.instance.handle_rx_dropped(at, u64::from(dropped));
+                    }
                     self.on_packet(at, &buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -1584,6 +1626,17 @@ impl Shell {
                 tracing::warn!(%dst, error = %e, "vrrp: sending an advert failed");
             }
         }
+    }
+}
+
+/// What the VRRP socket's kernel filter admits for `instance` (its version and VRID;
+/// the peers come with the delivery).
+fn kernel_filter(
+    instance: &crate::vrrp::machine::InstanceConfig,
+) -> crate::vrrp::io::socket::Filter {
+    crate::vrrp::io::socket::Filter {
+        version: instance.version.version(),
+        vrid: instance.vrid,
     }
 }
 

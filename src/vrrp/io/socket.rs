@@ -13,7 +13,7 @@
 //!   destination and TTL come from the header ([`Ipv4Meta::split`]). IPv6 hands over only the
 //!   payload: the source is the peer address of `recvmsg`, the hop limit comes from the
 //!   `IPV6_HOPLIMIT` control message and the destination from `IPV6_PKTINFO`.
-//! - **Checksums are ours on both families** (the codec's [`Checksum::Verify`], chosen
+//! - **Checksums are ours on both families** (the codec's [`crate::vrrp::packet::Checksum::Verify`], chosen
 //!   by [`crate::vrrp::packet::datagram::policy`]). The kernel could fill and verify the IPv6 one with
 //!   `IPV6_CHECKSUM` at offset 6, but neither socket2 nor nix exposes that option and this
 //!   crate forbids `unsafe`. It changes nothing on the wire: the sender knows its own source
@@ -22,8 +22,32 @@
 //!
 //! Multicast membership: [`Delivery::Multicast`] joins 224.0.0.18 or ff02::12 on the
 //! interface; [`Delivery::Unicast`] joins nothing and sends to each peer.
-//! The socket receives every protocol 112 datagram that reaches the interface for this
-//! host; checking the sender against the configured peers is the caller's job.
+//!
+//! # Flood resistance
+//!
+//! A raw socket receives every protocol 112 datagram that reaches the interface for this
+//! host, and a flood of them (any VRID, any TTL, from anywhere routed in unicast mode) must
+//! neither starve the genuine adverts in the receive queue nor keep the election thread
+//! busy. So:
+//! - **A kernel filter** ([`VrrpSocket::open_filtered`], program [`accept_filter`]) drops
+//!   before queueing what the election can never accept (RFC 9568 §7.1): TTL / hop limit
+//!   not 255, a first byte other than this instance's Version with Type ADVERTISEMENT,
+//!   another VRID, and in unicast mode a source that is not a peer. A dropped datagram
+//!   costs no receive-buffer space, no wakeup and no syscall. The filter is a first line
+//!   only: the machine still makes every check itself ([`VrrpSocket::open`] has no
+//!   filter at all). On IPv4 the filter sees the whole datagram, header first; on IPv6 it
+//!   sees only the VRRP message (the raw socket's data starts after the IPv6 header,
+//!   and the hop limit reaches `recvmsg` only as a control message), so it reads the
+//!   hop limit and the source from the IPv6 header through the kernel's `SKF_NET_OFF`
+//!   window (a load at `SKF_NET_OFF + n` reads byte `n` of the network header).
+//! - **A 1 MiB receive buffer** ([`RECV_BUFFER_BYTES`]; `SO_RCVBUFFORCE` with
+//!   `CAP_NET_ADMIN`, else `SO_RCVBUF`, which the kernel caps at `net.core.rmem_max`):
+//!   what gets past the filter has room while the election thread is busy.
+//! - **Drops are reported** (`SO_RXQ_OVFL`): every datagram carries the kernel's
+//!   cumulative count of datagrams this socket dropped for want of buffer space
+//!   ([`Received::dropped`]); a rise between two datagrams means adverts may have been
+//!   lost between them. Datagrams the filter drops are not counted (they were never
+//!   wanted).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
@@ -37,7 +61,10 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
-use crate::vrrp::packet::{IpPair, Ipv4Meta, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL};
+use crate::vrrp::packet::{
+    IpPair, Ipv4Meta, MsgType, Version, IP_PROTOCOL, MULTICAST_V4, MULTICAST_V6, TTL,
+};
+use crate::vrrp::units::Vrid;
 
 /// The IPv4 precedence "internetwork control" (DSCP CS6), as keepalived marks adverts.
 const TOS_INTERNETWORK_CONTROL: u32 = 0xc0;
@@ -45,6 +72,23 @@ const TOS_INTERNETWORK_CONTROL: u32 = 0xc0;
 /// A receive buffer large enough for any advertisement with its IPv4 header: at most 60
 /// bytes of header and 8 + 255 · 16 bytes of VRRP message.
 pub const RECV_BUFFER_LEN: usize = 60 + 8 + 255 * 16;
+
+/// The receive buffer [`VrrpSocket::open`] asks the kernel for: 1 MiB, room for several
+/// hundred queued datagrams (each costs its buffer's true size, about 1-2 KiB, not its
+/// length) while the election thread is busy or a flood gets past the filter.
+pub const RECV_BUFFER_BYTES: usize = 1 << 20;
+
+/// What the kernel filter of [`VrrpSocket::open_filtered`] admits: this instance's
+/// protocol version and virtual router. With the TTL / hop limit (always 255) and, in
+/// unicast mode, the peers of [`Delivery::Unicast`], these are the receive checks of
+/// RFC 9568 §7.1 that need no state: a datagram failing one can never be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filter {
+    /// The Version nibble the instance sends and accepts (2 or 3).
+    pub version: Version,
+    /// The instance's virtual router.
+    pub vrid: Vrid,
+}
 
 /// Where adverts go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +114,13 @@ pub struct Received {
     pub len: usize,
     /// When the kernel received it (`SO_TIMESTAMPNS`, the real-time clock), if it said.
     pub at: Option<SystemTime>,
+    /// How many datagrams the kernel had dropped on this socket for want of receive
+    /// buffer space when it queued this one (`SO_RXQ_OVFL`): cumulative since the socket
+    /// was opened, wrapping at `u32::MAX` (compare with `wrapping_sub`). A rise since the
+    /// previous datagram means datagrams were lost between the two, genuine adverts
+    /// possibly among them. Drops after the last queued datagram show on the next one.
+    /// Datagrams the kernel filter drops are not counted.
+    pub dropped: u32,
 }
 
 impl Received {
@@ -96,6 +147,8 @@ pub struct VrrpSocket {
     ifindex: u32,
     primary: IpAddr,
     delivery: Delivery,
+    /// The kernel filter attached, if any (the [`Doorbell`] applies it too).
+    filter: Option<Filter>,
 }
 
 /// `EPERM`/`EACCES` -> a message naming the capability; anything else with `what`.
@@ -119,14 +172,25 @@ pub(crate) fn ifindex_of(ifname: &str) -> io::Result<u32> {
     })
 }
 
-/// A non-blocking raw IP protocol 112 socket bound to interface `device`.
-fn raw_socket(domain: Domain, device: &[u8], what: &str) -> io::Result<Socket> {
+/// A non-blocking raw IP protocol 112 socket bound to interface `device`, with `filter`
+/// attached first (before the socket is bound to the interface it receives from every
+/// interface; the filter keeps those datagrams out of its queue).
+fn raw_socket(
+    domain: Domain,
+    device: &[u8],
+    what: &str,
+    filter: Option<&[socket2::SockFilter]>,
+) -> io::Result<Socket> {
     let sock = Socket::new(
         domain,
         Type::RAW.nonblocking().cloexec(),
         Some(Protocol::from(i32::from(IP_PROTOCOL))),
     )
     .map_err(|e| context(e, what, "CAP_NET_RAW"))?;
+    if let Some(filter) = filter {
+        sock.attach_filter(filter)
+            .map_err(|e| io::Error::new(e.kind(), format!("{what}: SO_ATTACH_FILTER: {e}")))?;
+    }
     sock.bind_device(Some(device)).map_err(|e| {
         let name = String::from_utf8_lossy(device);
         context(e, &format!("SO_BINDTODEVICE {name}"), "CAP_NET_RAW")
@@ -145,7 +209,36 @@ impl VrrpSocket {
     ///
     /// Errors: the interface does not exist (`NotFound`), a unicast peer of the other
     /// family (`InvalidInput`), no `CAP_NET_RAW` (`PermissionDenied`, "needs CAP_NET_RAW").
+    ///
+    /// No kernel filter: the socket queues every protocol 112 datagram (a watcher, or a
+    /// test that must see what the election drops). The election opens its socket with
+    /// [`VrrpSocket::open_filtered`].
     pub fn open(ifname: &str, primary: IpAddr, delivery: Delivery) -> io::Result<VrrpSocket> {
+        VrrpSocket::open_with(ifname, primary, delivery, None)
+    }
+
+    /// [`VrrpSocket::open`] with the kernel filter of the module docs ("Flood
+    /// resistance"): only datagrams with TTL / hop limit 255, `filter`'s version and VRID
+    /// and, for [`Delivery::Unicast`], a peer's source address reach the queue.
+    /// [`Doorbell::open`] on this socket applies the same filter to the doorbell.
+    ///
+    /// The filter is fixed for the socket's life: open a new socket when the version or
+    /// the peers change.
+    pub fn open_filtered(
+        ifname: &str,
+        primary: IpAddr,
+        delivery: Delivery,
+        filter: Filter,
+    ) -> io::Result<VrrpSocket> {
+        VrrpSocket::open_with(ifname, primary, delivery, Some(filter))
+    }
+
+    fn open_with(
+        ifname: &str,
+        primary: IpAddr,
+        delivery: Delivery,
+        filter: Option<Filter>,
+    ) -> io::Result<VrrpSocket> {
         let ifindex = ifindex_of(ifname)?;
         if let Delivery::Unicast(peers) = &delivery {
             if let Some(p) = peers.iter().find(|p| p.is_ipv4() != primary.is_ipv4()) {
@@ -160,10 +253,18 @@ impl VrrpSocket {
             Domain::IPV6
         };
         let what = format!("opening a raw IP protocol {IP_PROTOCOL} (VRRP) socket on {ifname}");
-        let sock = raw_socket(domain, ifname.as_bytes(), &what)?;
+        let program = filter.map(|f| accept_filter(&primary, &delivery, f));
+        let sock = raw_socket(domain, ifname.as_bytes(), &what, program.as_deref())?;
         let opt = |r: io::Result<()>, name: &str| {
             r.map_err(|e| io::Error::new(e.kind(), format!("{name} on {ifname}: {e}")))
         };
+        set_recv_buffer(&sock, RECV_BUFFER_BYTES)
+            .map_err(|e| io::Error::new(e.kind(), format!("on {ifname}: {e}")))?;
+        // The kernel's drop counter on every datagram (module docs, "Flood resistance").
+        opt(
+            setsockopt(&sock, sockopt::RxqOvfl, &1).map_err(io::Error::from),
+            "SO_RXQ_OVFL",
+        )?;
         match primary {
             IpAddr::V4(src) => {
                 opt(sock.set_ttl_v4(u32::from(TTL)), "IP_TTL")?;
@@ -217,15 +318,41 @@ impl VrrpSocket {
         Ok(VrrpSocket {
             fd: sock,
             cmsg: std::cell::RefCell::new(match primary {
-                IpAddr::V4(_) => nix::cmsg_space!(nix::sys::time::TimeSpec),
+                IpAddr::V4(_) => nix::cmsg_space!(nix::sys::time::TimeSpec, u32),
                 IpAddr::V6(_) => {
-                    nix::cmsg_space!(libc::in6_pktinfo, libc::c_int, nix::sys::time::TimeSpec)
+                    nix::cmsg_space!(
+                        libc::in6_pktinfo,
+                        libc::c_int,
+                        nix::sys::time::TimeSpec,
+                        u32
+                    )
                 }
             }),
             ifindex,
             primary,
             delivery,
+            filter,
         })
+    }
+
+    /// The kernel filter of [`VrrpSocket::open_filtered`], if the socket has one.
+    pub fn filter(&self) -> Option<Filter> {
+        self.filter
+    }
+
+    /// Asks for a receive buffer of `bytes` (`SO_RCVBUFFORCE` with `CAP_NET_ADMIN`, else
+    /// `SO_RCVBUF`, capped by `net.core.rmem_max`) and returns what the kernel granted
+    /// ([`VrrpSocket::recv_buffer`]). [`VrrpSocket::open`] asks for
+    /// [`RECV_BUFFER_BYTES`].
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<usize> {
+        set_recv_buffer(&self.fd, bytes)?;
+        self.recv_buffer()
+    }
+
+    /// The receive buffer the kernel granted, in bytes (`SO_RCVBUF`: the kernel doubles
+    /// what was asked for, to account for its bookkeeping).
+    pub fn recv_buffer(&self) -> io::Result<usize> {
+        self.fd.recv_buffer_size()
     }
 
     /// The interface index.
@@ -260,7 +387,8 @@ impl VrrpSocket {
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         match self.primary {
             IpAddr::V4(_) => {
-                let (n, at) = recv_v4(self.fd.as_raw_fd(), buf, &mut self.cmsg.borrow_mut())?;
+                let (n, at, dropped) =
+                    recv_v4(self.fd.as_raw_fd(), buf, &mut self.cmsg.borrow_mut())?;
                 let (meta, msg) = Ipv4Meta::split(&buf[..n]).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -276,6 +404,7 @@ impl VrrpSocket {
                     ttl_or_hop_limit: meta.ttl,
                     len,
                     at,
+                    dropped,
                 };
                 buf.copy_within(start..start + len, 0);
                 Ok(received)
@@ -367,30 +496,52 @@ const RING: u32 = 1;
 pub struct Doorbell {
     fd: Socket,
     v4: bool,
+    /// What the VRRP socket's kernel filter was built from: its checks go before each
+    /// repeat filter, so that a flood the VRRP socket drops does not ring the doorbell.
+    guard: Option<(IpAddr, Delivery, Filter)>,
 }
 
 impl Doorbell {
     /// Opens the doorbell for the interface and family of `socket`, ringing for nothing
-    /// yet ([`Doorbell::silence`]).
+    /// yet ([`Doorbell::silence`]). If `socket` has a kernel filter
+    /// ([`VrrpSocket::open_filtered`]), the doorbell never rings for what that filter
+    /// drops.
     pub fn open(socket: &VrrpSocket) -> io::Result<Doorbell> {
         let v4 = socket.primary.is_ipv4();
         let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
         let device = socket.fd.device()?.unwrap_or_default();
-        let fd = raw_socket(domain, &device, "opening the VRRP doorbell socket")?;
-        let bell = Doorbell { fd, v4 };
-        bell.silence()?;
-        Ok(bell)
+        let fd = raw_socket(
+            domain,
+            &device,
+            "opening the VRRP doorbell socket",
+            Some(&[drop_all()]),
+        )?;
+        let guard = socket
+            .filter
+            .map(|f| (socket.primary, socket.delivery.clone(), f));
+        Ok(Doorbell { fd, v4, guard })
     }
 
-    /// Rings for every datagram except those whose VRRP message is exactly `msg`.
+    /// Rings for every datagram except those whose VRRP message is exactly `msg` (and,
+    /// with a filtered VRRP socket, those its filter drops).
     pub fn ring_unless(&self, msg: &[u8]) -> io::Result<()> {
-        self.fd.attach_filter(&repeat_filter(self.v4, msg))
+        let repeat = repeat_filter(self.v4, msg);
+        let mut prog = match &self.guard {
+            Some((primary, delivery, filter)) => guard(primary, delivery, *filter),
+            None => Vec::new(),
+        };
+        if prog.len() + repeat.len() > BPF_MAXINSNS {
+            // A long message and many IPv6 peers: ring for what the VRRP socket's filter
+            // drops too (more wakeups, the same decisions).
+            return self.fd.attach_filter(&repeat);
+        }
+        prog.extend(repeat);
+        self.fd.attach_filter(&prog)
     }
 
     /// Rings for nothing (while the VRRP socket itself is polled).
     pub fn silence(&self) -> io::Result<()> {
-        self.fd
-            .attach_filter(&[bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0)])
+        self.fd.attach_filter(&[drop_all()])
     }
 
     /// Empties the doorbell; returns how many times it had rung.
@@ -413,6 +564,132 @@ impl AsFd for Doorbell {
 fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> socket2::SockFilter {
     // Every BPF opcode fits in 16 bits.
     socket2::SockFilter::new(u16::try_from(code).unwrap_or(u16::MAX), jt, jf, k)
+}
+
+/// The most instructions a classic BPF program may have (the kernel's `BPF_MAXINSNS`).
+const BPF_MAXINSNS: usize = 4096;
+
+/// `ret #0`: drop the datagram.
+fn drop_all() -> socket2::SockFilter {
+    bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0)
+}
+
+/// Sets the receive buffer: `SO_RCVBUFFORCE` (needs `CAP_NET_ADMIN`, ignores
+/// `net.core.rmem_max`), else `SO_RCVBUF`.
+fn set_recv_buffer(sock: &Socket, bytes: usize) -> io::Result<()> {
+    match setsockopt(sock, sockopt::RcvBufForce, &bytes) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => sock
+            .set_recv_buffer_size(bytes)
+            .map_err(|e| io::Error::new(e.kind(), format!("SO_RCVBUF {bytes}: {e}"))),
+        Err(e) => Err(io::Error::new(
+            io::Error::from(e).kind(),
+            format!("SO_RCVBUFFORCE {bytes}: {e}"),
+        )),
+    }
+}
+
+/// The classic BPF program of [`VrrpSocket::open_filtered`]: keep (whole) a datagram that
+/// passes every check of [`Filter`] (see the module docs, "Flood resistance"), drop any
+/// other. `primary` gives the family, `delivery` the peers in unicast mode.
+pub fn accept_filter(
+    primary: &IpAddr,
+    delivery: &Delivery,
+    filter: Filter,
+) -> Vec<socket2::SockFilter> {
+    let mut prog = guard(primary, delivery, filter);
+    prog.push(bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
+    prog
+}
+
+/// The checks of [`accept_filter`] as a program prefix: each failing check returns 0
+/// (drop), a datagram that passes them all falls through to what follows. Every jump is
+/// local (at most 8 instructions, or a `ja` with a 32-bit offset), so the prefix can go
+/// before any program.
+///
+/// Where the fields are: an IPv4 raw socket's filter sees the IP header at offset 0
+/// (TTL at 8, source at 12) and the VRRP message after it (`ldx 4*([0]&0xf)`); an IPv6
+/// one sees the VRRP message at offset 0 and reads the fixed IPv6 header through
+/// `SKF_NET_OFF` (hop limit at 7, source at 8..24; the network header stays the fixed
+/// header whatever extension headers follow).
+fn guard(primary: &IpAddr, delivery: &Delivery, filter: Filter) -> Vec<socket2::SockFilter> {
+    use libc::{
+        BPF_ABS, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_MSH,
+        BPF_RET, BPF_W,
+    };
+    let v4 = primary.is_ipv4();
+    // A load from the network header: absolute on IPv4, through SKF_NET_OFF on IPv6.
+    let net = |offset: i32| -> u32 {
+        if v4 {
+            offset.cast_unsigned()
+        } else {
+            (libc::SKF_NET_OFF + offset).cast_unsigned()
+        }
+    };
+    let mut prog = Vec::new();
+    // `A == value` or drop.
+    let equal_or_drop = |prog: &mut Vec<socket2::SockFilter>, value: u32| {
+        prog.push(bpf(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, value));
+        prog.push(bpf(BPF_RET | BPF_K, 0, 0, 0));
+    };
+    // RFC 9568 §7.1: TTL / hop limit 255.
+    prog.push(bpf(
+        BPF_LD | BPF_B | BPF_ABS,
+        0,
+        0,
+        net(if v4 { 8 } else { 7 }),
+    ));
+    equal_or_drop(&mut prog, u32::from(TTL));
+    // Unicast: the source is one of the peers. Per peer, its words compared in turn (a
+    // mismatch jumps to the next peer), then `ja` past the rest; after the last peer, drop.
+    if let Delivery::Unicast(peers) = delivery {
+        let words: Vec<Vec<u32>> = peers
+            .iter()
+            .filter(|p| p.is_ipv4() == v4)
+            .map(|p| match p {
+                IpAddr::V4(a) => vec![u32::from(*a)],
+                IpAddr::V6(a) => a
+                    .octets()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            })
+            .collect();
+        let src = if v4 { 12 } else { 8 };
+        let block = |n: usize| 2 * n + 1;
+        for (i, peer) in words.iter().enumerate() {
+            let n = peer.len();
+            for (j, word) in peer.iter().enumerate() {
+                let offset = i32::try_from(src + 4 * j).unwrap_or(i32::MAX);
+                prog.push(bpf(BPF_LD | BPF_W | BPF_ABS, 0, 0, net(offset)));
+                // To the next peer: past the remaining compares of this one and its `ja`.
+                let next = u8::try_from(2 * (n - 1 - j) + 1).unwrap_or(u8::MAX);
+                prog.push(bpf(BPF_JMP | BPF_JEQ | BPF_K, 0, next, *word));
+            }
+            // Past the remaining peers and the final drop.
+            let rest: usize = words[i + 1..].iter().map(|w| block(w.len())).sum::<usize>() + 1;
+            prog.push(bpf(
+                BPF_JMP | BPF_JA,
+                0,
+                0,
+                u32::try_from(rest).unwrap_or(u32::MAX),
+            ));
+        }
+        prog.push(bpf(BPF_RET | BPF_K, 0, 0, 0));
+    }
+    // The VRRP message: Version and Type (one byte), then the VRID.
+    let mode = if v4 {
+        prog.push(bpf(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0));
+        BPF_IND
+    } else {
+        BPF_ABS
+    };
+    let first = (u8::from(filter.version) << 4) | (u8::from(MsgType::Advertisement) & 0x0f);
+    prog.push(bpf(BPF_LD | BPF_B | mode, 0, 0, 0));
+    equal_or_drop(&mut prog, u32::from(first));
+    prog.push(bpf(BPF_LD | BPF_B | mode, 0, 0, 1));
+    equal_or_drop(&mut prog, u32::from(filter.vrid.get()));
+    prog
 }
 
 /// The classic BPF program of [`Doorbell::ring_unless`]: drop (return 0) a datagram whose
@@ -473,16 +750,25 @@ fn ifindex_c(ifindex: u32) -> io::Result<i32> {
     i32::try_from(ifindex).map_err(|_| invalid(format!("interface index {ifindex} too large")))
 }
 
-fn recv_v4(fd: i32, buf: &mut [u8], cmsg: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+/// One IPv4 datagram: its length, kernel receive time and drop counter.
+fn recv_v4(
+    fd: i32,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> io::Result<(usize, Option<SystemTime>, u32)> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(cmsg), MsgFlags::empty())?;
     let mut at = None;
+    let mut dropped = 0;
     for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmTimestampns(ts) = c {
-            at = system_time(ts);
+        match c {
+            ControlMessageOwned::ScmTimestampns(ts) => at = system_time(ts),
+            // Absent while the count is 0.
+            ControlMessageOwned::RxqOvfl(n) => dropped = n,
+            _ => {}
         }
     }
-    Ok((msg.bytes, at))
+    Ok((msg.bytes, at, dropped))
 }
 
 /// A `SCM_TIMESTAMPNS` time as a `SystemTime` (`None` before the epoch).
@@ -502,8 +788,10 @@ fn recv_v6(fd: i32, buf: &mut [u8], cmsg: &mut [u8]) -> io::Result<Received> {
     let mut dst = None;
     let mut hop_limit = None;
     let mut at = None;
+    let mut dropped = 0;
     for c in msg.cmsgs()? {
         match c {
+            ControlMessageOwned::RxqOvfl(n) => dropped = n,
             ControlMessageOwned::Ipv6PacketInfo(info) => {
                 dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
             }
@@ -526,6 +814,7 @@ fn recv_v6(fd: i32, buf: &mut [u8], cmsg: &mut [u8]) -> io::Result<Received> {
         ttl_or_hop_limit: ttl,
         len: msg.bytes,
         at,
+        dropped,
     })
 }
 

@@ -224,6 +224,10 @@ const FAULT_RETRY_INTERVALS: u32 = 3;
 /// The shortest retry after a failed VIP addition.
 const FAULT_RETRY_MIN: Duration = Duration::from_secs(1);
 
+/// Linux's default neighbour `locktime` (`net.ipv4.neigh.*.locktime`, 1 s): an ARP
+/// that would change an entry updated less than this before is ignored.
+const NEIGH_LOCKTIME: Duration = Duration::from_secs(1);
+
 /// The delay of the first repeated announcement: longer than the router we took over
 /// from takes to hear our advert on a LAN, far shorter than a client's connect
 /// timeout. That router may have sent one of its own repeats just before it heard us
@@ -1148,7 +1152,19 @@ impl Instance {
             self.reassert_after = Some(now + self.master_down_interval());
             self.stats.split_brains += 1;
             self.announce(now);
+            self.announce_left = self.announce_left.max(self.repeats_after_claim());
             self.send_advert(now);
+        } else if self.phase == Phase::Running {
+            // Rate-limited, but the other node still claims master and may still send
+            // gratuitous ARPs: keep announcing until `announce_count` repetitions after
+            // the last claim heard, so that ours come last (seen under 30 % loss with
+            // reordering: the loser's last ARP came after our re-assertion and clients
+            // stayed on it for seconds).
+            self.announce_left = self.announce_left.max(self.repeats_after_claim());
+            if self.announce_left > 0 && self.timers.get(Timer::Announce).is_none() {
+                self.timers
+                    .set(Timer::Announce, now + self.config.announce_interval);
+            }
         }
     }
 
@@ -1175,6 +1191,17 @@ impl Instance {
         } else {
             self.timers.stop(Timer::Announce);
         }
+    }
+
+    /// How many repeated announcements follow a lower-priority claim heard as Master:
+    /// `announce_count` - 1, and at least enough to go on for [`NEIGH_LOCKTIME`] plus
+    /// one `announce_interval`: Linux ignores an ARP that would change a neighbour
+    /// entry updated less than `locktime` (1 s) before, so an announcement that
+    /// follows the other node's last gratuitous ARP too closely changes nothing.
+    fn repeats_after_claim(&self) -> u32 {
+        let interval = self.config.announce_interval.max(Duration::from_millis(1));
+        let cover = (NEIGH_LOCKTIME.as_nanos() / interval.as_nanos()) as u32 + 1;
+        self.config.announce_count.saturating_sub(1).max(cover)
     }
 
     /// Sends an advert with the current advertised priority and restarts the

@@ -2592,3 +2592,46 @@ fn kernel_drops_extend_a_backups_timer_once_per_accepted_advert() {
     assert_eq!(master.poll_timeout(), before);
     assert_eq!(drain(&mut master), []);
 }
+
+/// While the other node keeps claiming master inside the re-assertion's rate limit, the
+/// announcements go on until `announce_count` repetitions after the last claim heard.
+#[test]
+fn announcements_continue_while_a_lower_priority_keeps_claiming_master() {
+    let mut config = v3_config(100, 100);
+    config.announce_count = 3;
+    config.announce_interval = ms(200);
+    let (mut instance, at) = master(config);
+    for k in 1..=2 {
+        instance.handle_timeout(at + EARLY_REPEAT + ms(200) * (k - 1));
+    }
+    drain(&mut instance);
+    // The series is over: only the advert timer runs.
+    assert_eq!(instance.poll_timeout(), Some(at + ms(1000)));
+    let t = at + ms(500);
+    instance
+        .handle_advert(t, v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
+    // Inside the rate limit: no advert, but the series is kept going.
+    let mut now = t + EARLY_REPEAT;
+    instance.handle_timeout(now);
+    assert_eq!(drain(&mut instance), [Action::Announce]);
+    instance
+        .handle_advert(now + ms(100), v3_advert(ip(20), 90, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    // After that claim they go on past Linux's 1 s neighbour locktime: six more, 200 ms
+    // apart (announce_count alone would give two).
+    let claim = now + ms(100);
+    let mut announced = Vec::new();
+    while let Some(next) = instance.poll_timeout().filter(|&d| d < claim + ms(3000)) {
+        now = next;
+        instance.handle_timeout(now);
+        if drain(&mut instance).contains(&Action::Announce) {
+            announced.push(now - claim);
+        }
+    }
+    assert_eq!(announced.len(), 6, "{announced:?}");
+    assert!(*announced.last().unwrap() > NEIGH_LOCKTIME, "{announced:?}");
+    assert_eq!(instance.stats().split_brains, 1);
+}
