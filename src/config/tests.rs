@@ -359,6 +359,10 @@ fn vrrp_errors_are_named() {
             "test.yaml: vrrp: health_weight 200 is not below the priority",
         ),
         (
+            "vrid: 1\n  announce_interval: 0s",
+            "test.yaml: vrrp: announce_interval 0 with announce_count 5",
+        ),
+        (
             "vrid: 1\n  owner: nobody",
             "test.yaml: vrrp.owner: \"nobody\"",
         ),

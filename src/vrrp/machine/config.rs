@@ -224,6 +224,11 @@ impl InstanceConfig {
                 priority: self.base_priority,
             });
         }
+        if self.announce_count > 1 && self.announce_interval.is_zero() {
+            return Err(ConfigError::ZeroAnnounceInterval {
+                count: self.announce_count,
+            });
+        }
         let min = self.min_handover_timeout();
         if !self.handover_timeout.is_zero() && self.handover_timeout < min {
             return Err(ConfigError::HandoverTooShort {
@@ -306,6 +311,12 @@ pub enum ConfigError {
         weight: u8,
         /// The base priority.
         priority: Priority,
+    },
+    /// Repeated announcements need time between them.
+    #[error("announce_interval 0 with announce_count {count}: repeated announcements need an interval; set announce_interval (e.g. 200ms) or announce_count 1")]
+    ZeroAnnounceInterval {
+        /// The count given.
+        count: u32,
     },
     /// A handover this short always ends in the priority-0 fallback; use at least 4 x the interval, or 0.
     #[error("handover_timeout {got:?} is shorter than a backup needs to take over ({min:?}, 4 x the advert interval); raise it, or set 0 to resign at once")]
