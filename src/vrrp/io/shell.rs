@@ -34,7 +34,21 @@
 //! change, make the thread watch the socket itself for 1 ms; a real-time clock step
 //! between two batches makes the batch be handled at "now" as the datagrams are read,
 //! without the stamps; and a batch reads at most 64 datagrams, so a flood cannot starve
-//! timers and controls.
+//! timers and controls. A full batch makes the next turn read the socket itself again
+//! (not sleep on the doorbell while the queue fills), and a Backup fires no timer at
+//! "now" while datagrams that arrived earlier are still queued.
+//!
+//! # Floods of valid adverts
+//!
+//! The kernel filter drops what can never be accepted; a flood of *valid* adverts of
+//! our VRID with a priority below ours passes it. A preempting Backup discards them
+//! (RFC 9568 §6.4.2), and once it has discarded one they change nothing:
+//! [`Instance::priority_floor`] says so, and the shell installs that floor in the
+//! kernel filter of the socket and of the doorbell ([`VrrpSocket::set_priority_floor`]),
+//! so the flood takes no queue space and the Active Router's adverts keep arriving.
+//! A discarded advert never becomes the doorbell's template (the doorbell would sleep
+//! through a flood of it while the queue filled, which is how 12,000 such adverts a
+//! second moved the VIP). Adverts the machine drops are logged at most once a second.
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -430,6 +444,9 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         kernel_dropped: 0,
         drops_unlogged: 0,
         drops_logged_at: None,
+        adverts_dropped_unlogged: 0,
+        adverts_dropped_logged_at: None,
+        floor_off: false,
         handover: CancellationToken::new(),
         history: History::default(),
         transitions: Vec::new(),
@@ -757,6 +774,11 @@ pub(crate) struct Shell {
     /// Kernel drops not logged yet, and when the last line was (rate limit).
     drops_unlogged: u64,
     drops_logged_at: Option<Instant>,
+    /// Adverts the machine dropped not logged yet, and when the last line was.
+    adverts_dropped_unlogged: u64,
+    adverts_dropped_logged_at: Option<Instant>,
+    /// Setting the priority floor failed once: not tried again.
+    floor_off: bool,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
@@ -842,6 +864,9 @@ fn kernel_timeout(remaining: Duration) -> Duration {
 /// At most one log line about kernel drops per this interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// At most one debug line about adverts the machine dropped per this interval.
+const DROPPED_ADVERT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// At most this many datagrams per batch (see [`Shell::receive_all`]).
 const BATCH: usize = 64;
 
@@ -855,6 +880,8 @@ struct Batch {
     exit: bool,
     /// Datagrams read that the doorbell rang for (not the armed message).
     rang: usize,
+    /// [`BATCH`] datagrams were read: more may be queued.
+    full: bool,
 }
 
 /// Whether the real-time clock was stepped between two readings of both clocks: their
@@ -916,6 +943,7 @@ impl Shell {
             if self.drain_actions(rt) {
                 return;
             }
+            self.apply_priority_floor(now);
             if self.arm_doorbell() {
                 // A datagram the kernel was delivering while the filter changed may have
                 // met the old filter and not yet be in the socket: read it now and watch
@@ -949,6 +977,7 @@ impl Shell {
                 self.unmatched_rings = 0;
             }
             let mut rings = 0;
+            let mut backlog = false;
             if (doorbell && ready.socket) || watching {
                 // The doorbell first: whatever rings after this is still to be read below,
                 // or rings again (a ring after `ppoll` returned makes the next one return
@@ -967,6 +996,13 @@ impl Shell {
                 // the socket must not send the thread back to sleep on the doorbell.
                 self.unmatched_rings = (self.unmatched_rings + rings).saturating_sub(got.rang);
                 if rings > 0 && self.unmatched_rings > 0 {
+                    self.watch_socket_until = Some(now + SOCKET_WATCH);
+                }
+                // More may be queued: read on next turn (after the controls) instead of
+                // sleeping on the doorbell while the queue fills and the kernel drops
+                // what arrives next, the Active Router's adverts among it.
+                backlog = got.full;
+                if backlog {
                     self.watch_socket_until = Some(now + SOCKET_WATCH);
                 }
             }
@@ -1053,10 +1089,17 @@ impl Shell {
                     }
                 }
             }
-            if self.instance.poll_timeout().is_some_and(|d| d <= now) {
+            // A Backup with datagrams still queued fires no timer at `now`: those
+            // datagrams arrived before `now` and may move the Master_Down deadline; the
+            // replay of the next batch fires each timer at its turn. A Master's timers
+            // (its adverts) do not wait for the queue.
+            let replaying = backlog && self.instance.state() == State::Backup;
+            if !replaying && self.instance.poll_timeout().is_some_and(|d| d <= now) {
                 self.instance.handle_timeout(now);
             }
-            self.last_fed = now;
+            if !replaying || ready.control {
+                self.last_fed = now;
+            }
         }
     }
 
@@ -1359,7 +1402,10 @@ impl Shell {
             .clocks
             .is_some_and(|(n0, w0)| clock_stepped(n0, w0, now, wall));
         self.clocks = Some((now, wall));
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            full: true,
+            ..Batch::default()
+        };
         for _ in 0..BATCH {
             match self.socket.try_recv(buf) {
                 Ok(rx) => {
@@ -1400,7 +1446,10 @@ impl Shell {
                     }
                     self.on_packet(at, &buf[..rx.len], rx.src, rx.dst, rx.ttl_or_hop_limit);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    batch.full = false;
+                    break;
+                }
                 // An unreadable datagram is consumed: go on.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     tracing::debug!(error = %e, "vrrp: datagram dropped");
@@ -1408,6 +1457,7 @@ impl Shell {
                 Err(e) => {
                     tracing::warn!(error = %e, "vrrp: receive failed");
                     std::thread::sleep(Duration::from_millis(10));
+                    batch.full = false;
                     break;
                 }
             }
@@ -1424,6 +1474,15 @@ impl Shell {
             result,
         };
         match self.instance.handle_advert(now, rx) {
+            // Discarded (below the priority floor): it changed nothing, the template
+            // stays. A discarded advert must not become the template: the doorbell would
+            // then sleep through a flood of it while the queue fills.
+            Ok(())
+                if priority.is_some_and(|p| {
+                    self.instance
+                        .priority_floor(now)
+                        .is_some_and(|floor| !p.is_resign() && p < floor)
+                }) => {}
             Ok(())
                 if self.instance.state() == State::Backup
                     && priority.is_some_and(|p| !p.is_resign()) =>
@@ -1435,8 +1494,41 @@ impl Shell {
             Ok(()) => self.repeat = None,
             Err(reason) => {
                 self.repeat = None;
-                tracing::debug!(%src, ?reason, "vrrp: advert dropped");
+                // One line per interval: datagrams past the kernel filter that the
+                // machine drops can come as a flood too.
+                self.adverts_dropped_unlogged += 1;
+                if self
+                    .adverts_dropped_logged_at
+                    .is_none_or(|t| now >= t + DROPPED_ADVERT_LOG_INTERVAL)
+                {
+                    tracing::debug!(%src, ?reason, dropped = self.adverts_dropped_unlogged, "vrrp: advert dropped (count since the last line)");
+                    self.adverts_dropped_unlogged = 0;
+                    self.adverts_dropped_logged_at = Some(now);
+                }
             }
+        }
+    }
+
+    /// Installs the machine's priority floor ([`Instance::priority_floor`]) in the VRRP
+    /// socket's kernel filter and the doorbell's guard when it changed, so that a flood of
+    /// adverts the machine would discard never takes receive-queue space.
+    fn apply_priority_floor(&mut self, now: Instant) {
+        let want = self.instance.priority_floor(now).map(|p| p.get());
+        if want == self.socket.priority_floor() || self.floor_off {
+            return;
+        }
+        if let Err(e) = self.socket.set_priority_floor(want) {
+            // The election stays exact without it (the machine discards those adverts);
+            // only a flood of them can crowd out the Active Router's.
+            tracing::warn!(error = %e, "vrrp: cannot set the priority floor in the kernel filter; lower-priority adverts are read and discarded");
+            self.floor_off = true;
+            return;
+        }
+        self.doorbell.set_priority_floor(want);
+        if self.armed.is_some() {
+            // Re-armed by `arm_doorbell` with the new guard.
+            self.armed = None;
+            let _ = self.doorbell.silence();
         }
     }
 

@@ -149,6 +149,8 @@ pub struct VrrpSocket {
     delivery: Delivery,
     /// The kernel filter attached, if any (the [`Doorbell`] applies it too).
     filter: Option<Filter>,
+    /// The priority floor in the kernel filter ([`VrrpSocket::set_priority_floor`]).
+    floor: Option<u8>,
 }
 
 /// `EPERM`/`EACCES` -> a message naming the capability; anything else with `what`.
@@ -332,12 +334,39 @@ impl VrrpSocket {
             primary,
             delivery,
             filter,
+            floor: None,
         })
     }
 
     /// The kernel filter of [`VrrpSocket::open_filtered`], if the socket has one.
     pub fn filter(&self) -> Option<Filter> {
         self.filter
+    }
+
+    /// Adds to the kernel filter (a filtered socket only; a no-op on others) a priority
+    /// floor: with `Some(floor)`, adverts with a priority in `1..floor` are dropped
+    /// before queueing, priority 0 and `floor` and above still pass; `None` removes it.
+    /// The election installs the machine's `Instance::priority_floor` here, so that a
+    /// flood of adverts a preempting Backup discards anyway cannot crowd the Active
+    /// Router's adverts out of the receive queue (module docs, "Flood resistance").
+    /// Datagrams already queued stay. Give the [`Doorbell`] the same floor.
+    pub fn set_priority_floor(&mut self, floor: Option<u8>) -> io::Result<()> {
+        let Some(filter) = self.filter else {
+            return Ok(());
+        };
+        if floor == self.floor {
+            return Ok(());
+        }
+        let mut prog = guard(&self.primary, &self.delivery, filter, floor);
+        prog.push(bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
+        self.fd.attach_filter(&prog)?;
+        self.floor = floor;
+        Ok(())
+    }
+
+    /// The priority floor in the kernel filter ([`VrrpSocket::set_priority_floor`]).
+    pub fn priority_floor(&self) -> Option<u8> {
+        self.floor
     }
 
     /// Asks for a receive buffer of `bytes` (`SO_RCVBUFFORCE` with `CAP_NET_ADMIN`, else
@@ -499,6 +528,8 @@ pub struct Doorbell {
     /// What the VRRP socket's kernel filter was built from: its checks go before each
     /// repeat filter, so that a flood the VRRP socket drops does not ring the doorbell.
     guard: Option<(IpAddr, Delivery, Filter)>,
+    /// The VRRP socket's priority floor, also part of the guard.
+    floor: Option<u8>,
 }
 
 impl Doorbell {
@@ -519,7 +550,12 @@ impl Doorbell {
         let guard = socket
             .filter
             .map(|f| (socket.primary, socket.delivery.clone(), f));
-        Ok(Doorbell { fd, v4, guard })
+        Ok(Doorbell {
+            fd,
+            v4,
+            guard,
+            floor: None,
+        })
     }
 
     /// Rings for every datagram except those whose VRRP message is exactly `msg` (and,
@@ -527,7 +563,7 @@ impl Doorbell {
     pub fn ring_unless(&self, msg: &[u8]) -> io::Result<()> {
         let repeat = repeat_filter(self.v4, msg);
         let mut prog = match &self.guard {
-            Some((primary, delivery, filter)) => guard(primary, delivery, *filter),
+            Some((primary, delivery, filter)) => guard(primary, delivery, *filter, self.floor),
             None => Vec::new(),
         };
         if prog.len() + repeat.len() > BPF_MAXINSNS {
@@ -537,6 +573,13 @@ impl Doorbell {
         }
         prog.extend(repeat);
         self.fd.attach_filter(&prog)
+    }
+
+    /// The VRRP socket's priority floor ([`VrrpSocket::set_priority_floor`]) for the
+    /// guard of the next [`Doorbell::ring_unless`]; a filter already attached keeps
+    /// the previous one until then.
+    pub fn set_priority_floor(&mut self, floor: Option<u8>) {
+        self.floor = floor;
     }
 
     /// Rings for nothing (while the VRRP socket itself is polled).
@@ -597,7 +640,7 @@ pub fn accept_filter(
     delivery: &Delivery,
     filter: Filter,
 ) -> Vec<socket2::SockFilter> {
-    let mut prog = guard(primary, delivery, filter);
+    let mut prog = guard(primary, delivery, filter, None);
     prog.push(bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
     prog
 }
@@ -612,10 +655,15 @@ pub fn accept_filter(
 /// one sees the VRRP message at offset 0 and reads the fixed IPv6 header through
 /// `SKF_NET_OFF` (hop limit at 7, source at 8..24; the network header stays the fixed
 /// header whatever extension headers follow).
-fn guard(primary: &IpAddr, delivery: &Delivery, filter: Filter) -> Vec<socket2::SockFilter> {
+fn guard(
+    primary: &IpAddr,
+    delivery: &Delivery,
+    filter: Filter,
+    floor: Option<u8>,
+) -> Vec<socket2::SockFilter> {
     use libc::{
-        BPF_ABS, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_MSH,
-        BPF_RET, BPF_W,
+        BPF_ABS, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
+        BPF_MSH, BPF_RET, BPF_W,
     };
     let v4 = primary.is_ipv4();
     // A load from the network header: absolute on IPv4, through SKF_NET_OFF on IPv6.
@@ -689,6 +737,14 @@ fn guard(primary: &IpAddr, delivery: &Delivery, filter: Filter) -> Vec<socket2::
     equal_or_drop(&mut prog, u32::from(first));
     prog.push(bpf(BPF_LD | BPF_B | mode, 0, 0, 1));
     equal_or_drop(&mut prog, u32::from(filter.vrid.get()));
+    // The priority floor (`VrrpSocket::set_priority_floor`): priority >= floor or 0,
+    // else drop.
+    if let Some(floor) = floor {
+        prog.push(bpf(BPF_LD | BPF_B | mode, 0, 0, 2));
+        prog.push(bpf(BPF_JMP | BPF_JGE | BPF_K, 2, 0, u32::from(floor)));
+        prog.push(bpf(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0));
+        prog.push(bpf(BPF_RET | BPF_K, 0, 0, 0));
+    }
     prog
 }
 

@@ -177,11 +177,18 @@
 //!   mandatory drop unless the sender is the owner), as keepalived does.
 //! - **Our own adverts** (source = `primary_ip`, e.g. multicast loopback) are dropped
 //!   and counted.
+//! - **Discarded adverts may never arrive** ([`Instance::priority_floor`]): once a
+//!   preempting Backup has discarded a lower-priority advert, it tells the shell that
+//!   further ones change nothing, and the shell drops them in the socket's kernel
+//!   filter, so that a flood of valid lower-priority adverts cannot crowd the Active
+//!   Router's adverts out of the receive queue (a false takeover). The RFC discards
+//!   them too; they are then only missing from `adverts_received` and the peer list.
 //! - **Exit is final**: after [`Action::Exit`] every input is ignored; build a new
 //!   [`Instance`] to run again. RFC 9568 lets Initialize start again.
 
 mod config;
 mod fault;
+mod floor;
 mod fsm;
 mod stats;
 mod timer;
