@@ -374,7 +374,7 @@ fn five_percent_loss_moves_no_vip_in_60_s() {
 /// 30 % loss, 50 ms delay (+ up to 40 ms jitter: reordering) and 10 % duplication on
 /// both nodes' links for 5 s (the VIP may flap meanwhile); once the impairment is
 /// removed, exactly one node holds the VIP within one advert interval and the client
-/// reaches it within one second.
+/// reaches it within [`CLIENT_BACK_AFTER_IMPAIRMENT`].
 #[test]
 fn heavy_impairment_removed_leaves_one_holder_within_an_interval() {
     let name = "heavy_impairment_removed_leaves_one_holder_within_an_interval";
@@ -427,9 +427,14 @@ fn heavy_impairment_removed_leaves_one_holder_within_an_interval() {
         }
     }
     let neigh_cleared = c.client_neigh();
-    // "Clients reach it" (issue 11); how soon is printed, not asserted: after this much
-    // impairment the client's neighbour entry sometimes stays on the loser's MAC for
-    // seconds (3.6 to 20.7 s measured, a known open problem), so the wait is generous.
+    // "Clients reach it" (issue 11). During the impairment the backup may take the VIP
+    // for a few milliseconds and announce it; its gratuitous ARP can reach the client
+    // while its advert never reaches the master, which then has no reason to announce
+    // (seen: the client on the loser's MAC for 3.6 to 20.7 s, until its neighbour entry
+    // was probed). The holder refreshes its announcement every second
+    // (`announce_refresh`, default 1 s), so the client's entry points at it at most 1 s
+    // after the impairment ends; its connect that failed meanwhile times out after
+    // 300 ms. Bound: 2 s.
     let back = client.wait_back_after(t_clear, 40, Duration::from_secs(60));
     println!(
         "{name}: the client's neighbour entry for the VIP 1 s after clearing: {neigh_cleared}; at the end {}",
@@ -480,11 +485,27 @@ fn heavy_impairment_removed_leaves_one_holder_within_an_interval() {
         vrrp::tail(&arp, 60),
         c.logs()
     );
+    let took = client.back_after(t_clear);
     println!(
         "{name}: the client reached the VIP again {} after the impairment was removed",
-        secs(client.back_after(t_clear))
+        secs(took)
+    );
+    assert!(
+        took <= CLIENT_BACK_AFTER_IMPAIRMENT,
+        "the client reached the VIP only {} after the impairment was removed (bound {}): {}\nARP seen by the client ({}):\n{}\n{}",
+        secs(took),
+        secs(CLIENT_BACK_AFTER_IMPAIRMENT),
+        client.summary(t_clear),
+        macs.join(", "),
+        vrrp::tail(&arp, 60),
+        c.logs()
     );
 }
+
+/// How soon after the impairment ends the client must reach the VIP again: the
+/// holder's announcement refresh (1 s) plus the 300 ms timeout of the connect that was
+/// failing, with room for a loaded machine.
+const CLIENT_BACK_AFTER_IMPAIRMENT: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------
 // A stalled holder

@@ -110,6 +110,7 @@ pub(crate) struct RawVrrp {
     pub(crate) handover_timeout: Option<String>,
     pub(crate) announce_count: Option<i64>,
     pub(crate) announce_interval: Option<String>,
+    pub(crate) announce_refresh: Option<String>,
     pub(crate) track: Option<String>,
 }
 

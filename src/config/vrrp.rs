@@ -189,6 +189,23 @@ impl Validator {
                 Duration::from_millis(200),
             )
             .unwrap_or_default();
+        // While Master, announce again every second (0: never), so that a client a
+        // node pulled away during a split its claim never reached comes back.
+        instance.announce_refresh = match self.duration(
+            "vrrp.announce_refresh",
+            raw.announce_refresh.as_deref(),
+            Duration::from_secs(1),
+        ) {
+            Some(d) if !d.is_zero() && d < Duration::from_millis(100) => {
+                self.issue(
+                    "vrrp.announce_refresh",
+                    raw.announce_refresh.clone(),
+                    "below 100ms (a broadcast storm); use 0 to turn it off",
+                );
+                Duration::ZERO
+            }
+            d => d.unwrap_or_default(),
+        };
         let track = self.track(&raw, frontends);
         // The election's own cross-checks (families, weight below priority, ...) once
         // every field parsed.

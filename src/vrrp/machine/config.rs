@@ -105,12 +105,16 @@ pub struct InstanceConfig {
     pub announce_count: u32,
     /// The time between two repeated announcements.
     pub announce_interval: Duration,
+    /// While Master, the VIPs are announced again this long after the last
+    /// announcement, for as long as it holds them (keepalived's `garp_master_refresh`);
+    /// zero: never. See the machine's module doc ("Deviations").
+    pub announce_refresh: Duration,
 }
 
 impl InstanceConfig {
     /// A configuration with the defaults: priority 100, multicast, preemption on
     /// without delay, no health weight, a handover timeout of ten intervals, and five
-    /// announcements 200 ms apart.
+    /// announcements 200 ms apart, not refreshed.
     pub fn new(
         vrid: Vrid,
         version: VersionConfig,
@@ -131,6 +135,7 @@ impl InstanceConfig {
             owner: None,
             announce_count: 5,
             announce_interval: Duration::from_millis(200),
+            announce_refresh: Duration::ZERO,
         }
     }
 

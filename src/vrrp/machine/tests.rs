@@ -2635,3 +2635,71 @@ fn announcements_continue_while_a_lower_priority_keeps_claiming_master() {
     assert!(*announced.last().unwrap() > NEIGH_LOCKTIME, "{announced:?}");
     assert_eq!(instance.stats().split_brains, 1);
 }
+
+// === announcement refresh (issue 11: a split the Master never heard) ===
+
+/// With `announce_refresh`, a Master announces again that long after its last
+/// announcement for as long as it holds the VIPs; a lower-priority claim still gets
+/// its repetitions at `announce_interval` (the refresh does not delay them), and
+/// leaving Master stops everything. Without it (zero) the series ends.
+#[test]
+fn a_master_refreshes_its_announcement_while_it_holds_the_vips() {
+    let mut config = v3_config(100, 10);
+    config.announce_count = 2;
+    config.announce_interval = ms(200);
+    config.announce_refresh = ms(1000);
+    let (mut instance, at) = master(config);
+    instance.handle_timeout(at + EARLY_REPEAT);
+    let announces = |actions: Vec<Action>| {
+        actions
+            .into_iter()
+            .filter(|a| *a == Action::Announce)
+            .count()
+    };
+    assert_eq!(announces(drain(&mut instance)), 1);
+    // Then once a second, whatever else happens (adverts every 100 ms).
+    let mut t = at + EARLY_REPEAT;
+    let mut seen = Vec::new();
+    while t < at + ms(3100) {
+        t = instance.poll_timeout().unwrap();
+        instance.handle_timeout(t);
+        if announces(drain(&mut instance)) > 0 {
+            seen.push(t - at);
+        }
+    }
+    assert_eq!(
+        seen,
+        [ms(1010), ms(2010), ms(3010)],
+        "refreshed every second after the series"
+    );
+    // A claim heard: announce at once, then every 200 ms (not after the refresh).
+    let c = at + ms(3050);
+    instance
+        .handle_advert(c, v3_advert(ip(20), 99, 10))
+        .unwrap();
+    assert_eq!(announces(drain(&mut instance)), 1);
+    assert_eq!(instance.timers.get(Timer::Announce), Some(c + EARLY_REPEAT));
+    instance.handle_timeout(c + EARLY_REPEAT);
+    drain(&mut instance);
+    let rate_limited = c + ms(100);
+    instance
+        .handle_advert(rate_limited, v3_advert(ip(20), 99, 10))
+        .unwrap();
+    assert_eq!(announces(drain(&mut instance)), 0, "rate-limited");
+    assert!(instance.timers.get(Timer::Announce).unwrap() <= rate_limited + ms(200));
+    // Leaving Master stops the refresh.
+    instance
+        .handle_advert(c + ms(150), v3_advert(ip(20), 200, 10))
+        .unwrap();
+    drain(&mut instance);
+    assert_eq!(instance.state(), State::Backup);
+    assert_eq!(instance.timers.get(Timer::Announce), None);
+
+    // Zero: the series ends and only the advert timer runs.
+    let mut config = v3_config(100, 10);
+    config.announce_count = 2;
+    let (mut instance, at) = master(config);
+    instance.handle_timeout(at + EARLY_REPEAT);
+    drain(&mut instance);
+    assert_eq!(instance.timers.get(Timer::Announce), None);
+}
