@@ -54,7 +54,7 @@ pub const ELECTION_BOUND: Duration = Duration::from_secs(1);
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(45);
 
 /// The VRRP state changes a node can go through, exported at 0 before they happen.
-const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Reason); 13] = {
+const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Reason); 14] = {
     use crate::vrrp::machine::{Reason as R, State as S};
     [
         (S::Backup, R::Startup),
@@ -70,6 +70,7 @@ const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Rea
         (S::Fault, R::Fault),
         (S::Backup, R::FaultCleared),
         (S::Master, R::FaultCleared),
+        (S::Backup, R::SyncGroup),
     ]
 };
 
