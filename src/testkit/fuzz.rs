@@ -1079,7 +1079,7 @@ pub fn config(data: &[u8]) {
     let source = Path::new(CONFIG_SOURCE);
     match Config::from_yaml_with(&text, source, MissingFiles::Warn) {
         Ok((config, _warnings)) => {
-            if let Some(vrrp) = &config.vrrp {
+            for vrrp in &config.vrrp {
                 if let Err(e) = Instance::try_new(vrrp.instance.clone()) {
                     panic!("a validated config builds no VRRP instance: {e}");
                 }
