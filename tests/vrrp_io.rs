@@ -1116,3 +1116,82 @@ fn drop_counter_reports_a_receive_buffer_overflow() {
         );
     }
 }
+
+/// The priority floor in the kernel filter (IPv4 and IPv6), as a preempting Backup at
+/// priority 100 installs it while a flood of lower priorities goes on: adverts of
+/// priority 1 to 99 never reach the socket nor ring its doorbell; priority 0 (a
+/// resignation) and 100 and above still do; removing the floor lets everything
+/// through again. An unfiltered socket beside it sees all of them.
+#[test]
+fn kernel_priority_floor_drops_only_lower_non_zero_priorities() {
+    use apivip::vrrp::io::socket::Doorbell;
+    if !require_root("kernel_priority_floor_drops_only_lower_non_zero_priorities") {
+        return;
+    }
+    let topo = Topology::new(2).expect("topology");
+    let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
+    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
+    let cases = [
+        (
+            IpAddr::V4(m0.ipv4),
+            IpAddr::V4(m1.ipv4),
+            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 230))],
+        ),
+        (
+            IpAddr::V6(ll0),
+            IpAddr::V6(ll1),
+            vec!["fe80::1:230".parse().unwrap()],
+        ),
+    ];
+    for (src, rx_addr, vips) in cases {
+        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+        let rx_if = m1.ifname.clone();
+        let (mut sock, mut bell, witness) = run_in_ns(&m1.ns, move || async move {
+            let sock =
+                VrrpSocket::open_filtered(&rx_if, rx_addr, Delivery::Multicast, filter(3, 43))
+                    .expect("open filtered");
+            let bell = Doorbell::open(&sock).expect("open the doorbell");
+            let witness = VrrpSocket::open(&rx_if, rx_addr, Delivery::Multicast).expect("open");
+            (sock, bell, witness)
+        });
+        let tx_if = m0.ifname.clone();
+        let tx = run_in_ns(&m0.ns, move || async move {
+            VrrpSocket::open(&tx_if, src, Delivery::Multicast).expect("open sender")
+        });
+        let dst = tx.destinations()[0];
+        let advert = |p: u8| emit(&v3_advert(43, p, &vips), &pair(src, dst));
+        sock.set_priority_floor(Some(100)).expect("set the floor");
+        assert_eq!(sock.priority_floor(), Some(100));
+        bell.set_priority_floor(Some(100));
+        // The doorbell armed with a template none of these is: all that pass ring.
+        bell.ring_unless(&advert(254)).expect("arm the doorbell");
+        let sent = [1u8, 50, 99, 0, 100, 150, 255];
+        for p in sent {
+            tx.send_to(&advert(p), dst).expect("send");
+        }
+        witness_saw(&witness, src, sent.len());
+        let got: Vec<u8> = queued(&sock).iter().map(|(_, b)| b[2]).collect();
+        assert_eq!(
+            got,
+            [0, 100, 150, 255],
+            "{family}: only priority 0 and 100 or above may pass the floor"
+        );
+        assert_eq!(
+            bell.drain(),
+            4,
+            "{family}: the doorbell rang for the others"
+        );
+
+        sock.set_priority_floor(None).expect("remove the floor");
+        for p in [1u8, 99] {
+            tx.send_to(&advert(p), dst).expect("send");
+        }
+        witness_saw(&witness, src, 2);
+        let got: Vec<u8> = queued(&sock).iter().map(|(_, b)| b[2]).collect();
+        assert_eq!(
+            got,
+            [1, 99],
+            "{family}: without the floor everything passes"
+        );
+    }
+}
