@@ -853,6 +853,8 @@ struct FloodKind {
     prio: u8,
     ttl: u32,
     unicast: bool,
+    /// Sent to the VRRP group (both nodes hear it), not to the backup's address.
+    to_group: bool,
 }
 
 /// A protocol-112 flood from the third namespace, as fast as one thread sends, at the
@@ -884,8 +886,10 @@ fn flood(name: &str, kind: FloodKind) {
         )
     };
     let before = reason_count(&c.metrics(1));
-    let packet = advert_v3(third.ipv4, backup_ip, kind.vrid, kind.prio, 10, &[VIP]);
-    let mut fl = Flood::start(third, backup_ip, kind.ttl, packet).unwrap();
+    let dst = if kind.to_group { MCAST } else { backup_ip };
+    let packet = advert_v3(third.ipv4, dst, kind.vrid, kind.prio, 10, &[VIP]);
+    let master_before = c.metrics(0);
+    let mut fl = Flood::start(third, dst, kind.ttl, packet).unwrap();
     let t0 = Instant::now();
     let mut health = Vec::new();
     let mut status_ok = 0;
@@ -958,6 +962,21 @@ fn flood(name: &str, kind: FloodKind) {
     }) {
         println!("  {l}");
     }
+    // What the master did meanwhile (it hears a flood sent to the group).
+    let master_after = c.metrics(0);
+    let counters: Vec<String> = [
+        "apivip_vrrp_adverts_received_total",
+        "apivip_vrrp_adverts_sent_total",
+        "apivip_vrrp_split_brain_total",
+        "apivip_vrrp_kernel_drops_total",
+    ]
+    .iter()
+    .map(|n| {
+        let get = |m: &str| metric_sum(m, n).unwrap_or(0.0);
+        format!("{n} {} -> {}", get(&master_before), get(&master_after))
+    })
+    .collect();
+    println!("  master: {}", counters.join("; "));
     let changed: Vec<String> = (0..NODES)
         .flat_map(|i| {
             c.node(i)
@@ -1026,6 +1045,7 @@ fn flood_of_another_vrid_at_the_backup_changes_nothing() {
             prio: 200,
             ttl: 255,
             unicast: false,
+            to_group: false,
         },
     );
 }
@@ -1040,6 +1060,7 @@ fn flood_with_ttl_1_at_the_backup_changes_nothing() {
             prio: 200,
             ttl: 1,
             unicast: false,
+            to_group: false,
         },
     );
 }
@@ -1054,6 +1075,7 @@ fn flood_from_a_non_peer_in_unicast_mode_changes_nothing() {
             prio: 200,
             ttl: 255,
             unicast: true,
+            to_group: false,
         },
     );
 }
@@ -1073,6 +1095,26 @@ fn flood_of_valid_lower_priority_adverts_at_the_backup_changes_nothing() {
             prio: 50,
             ttl: 255,
             unicast: false,
+            to_group: false,
+        },
+    );
+}
+
+/// The same flood sent to the VRRP group: the master hears it too. It re-asserts itself
+/// (an advert and announcements) at most once per Master_Down_Interval and keeps
+/// announcing every `announce_interval` while claims go on, never per datagram; it
+/// needs none of these adverts in time, so its receive queue may overflow.
+#[test]
+fn flood_of_valid_lower_priority_adverts_to_the_group_changes_nothing() {
+    flood(
+        "flood_of_valid_lower_priority_adverts_to_the_group_changes_nothing",
+        FloodKind {
+            reason: None,
+            vrid: VRID,
+            prio: 50,
+            ttl: 255,
+            unicast: false,
+            to_group: true,
         },
     );
 }
