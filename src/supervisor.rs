@@ -1054,13 +1054,18 @@ async fn run_sync_group(
         .map(|h| Some(h.status_changed.clone()))
         .collect();
     loop {
-        for (i, h) in members.iter().enumerate() {
-            let posture = if changes[i].is_some() {
-                h.status.load().posture
-            } else {
-                crate::vrrp::machine::Posture::Stopped
-            };
-            for (j, input) in group.update(i, posture) {
+        // Every member's posture first: an input is never computed from a half-read
+        // group.
+        let postures: Vec<_> = members
+            .iter()
+            .zip(&changes)
+            .map(|(h, c)| match c {
+                Some(_) => h.status.load().posture,
+                None => crate::vrrp::machine::Posture::Stopped,
+            })
+            .collect();
+        {
+            for (j, input) in group.update_all(&postures) {
                 tracing::info!(
                     sync_group = %name,
                     instance = %members[j].name,

@@ -966,7 +966,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     assert_eq!(v.vips[0].present, Some(false));
     assert!(
         old.events.iter().any(
-            |e| e.what == format!("vrid {VRID}: master -> backup") && e.reason == "maintenance"
+            |e| e.what == format!("vrid-{VRID}: master -> backup") && e.reason == "maintenance"
         ),
         "{:#?}",
         old.events
@@ -985,7 +985,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     assert!(
         new.events
             .iter()
-            .any(|e| e.what == format!("vrid {VRID}: backup -> master")),
+            .any(|e| e.what == format!("vrid-{VRID}: backup -> master")),
         "{:#?}",
         new.events
     );

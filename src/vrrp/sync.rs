@@ -61,6 +61,23 @@ impl SyncGroup {
         if let Some(p) = self.postures.get_mut(member) {
             *p = posture;
         }
+        self.tell()
+    }
+
+    /// Every member's posture at once (`postures[i]` for member `i`; missing ones
+    /// are left as they were): what a coordinator that reads all of them after any
+    /// change calls, so that no input is computed from a half-read group (a fresh
+    /// coordinator would otherwise see the members it has not read yet as stopped,
+    /// and take a Master out of its group for nothing).
+    pub fn update_all(&mut self, postures: &[Posture]) -> Vec<(usize, SyncInput)> {
+        for (p, &new) in self.postures.iter_mut().zip(postures) {
+            *p = new;
+        }
+        self.tell()
+    }
+
+    /// The inputs that differ from what each member was last told.
+    fn tell(&mut self) -> Vec<(usize, SyncInput)> {
         let mut out = Vec::new();
         for i in 0..self.postures.len() {
             let want = self.wish(i);
@@ -150,6 +167,21 @@ mod tests {
         assert_eq!(g.update(2, Posture::Backup), []);
         // The fault clears: nobody is faulted, and nobody may take over yet.
         assert_eq!(g.update(1, Posture::Backup), [(0, WAIT), (2, WAIT)]);
+    }
+
+    #[test]
+    fn a_group_read_at_once_keeps_its_masters() {
+        // A coordinator restarted (a reload) over two Masters tells them to stay.
+        let mut g = SyncGroup::new(2);
+        assert_eq!(
+            g.update_all(&[Posture::Master, Posture::Master]),
+            [(0, GO), (1, GO)]
+        );
+        assert_eq!(g.update_all(&[Posture::Master, Posture::Master]), []);
+        assert_eq!(
+            g.update_all(&[Posture::Master, Posture::Backup]),
+            [(0, WAIT)]
+        );
     }
 
     #[test]

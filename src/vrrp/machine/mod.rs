@@ -923,9 +923,12 @@ impl Instance {
         if self.phase == Phase::Exited {
             return;
         }
-        let keep = self.faults.contains(Fault::VipAddFailed);
+        // The link's faults only: a failed VIP addition and a sibling's fault are
+        // cleared by their own inputs.
         let mut faults = link.faults();
-        faults.set(Fault::VipAddFailed, keep);
+        for other in [Fault::VipAddFailed, Fault::SyncGroup] {
+            faults.set(other, self.faults.contains(other));
+        }
         self.set_faults(faults);
         self.apply_faults(now);
     }

@@ -2818,6 +2818,11 @@ fn a_sibling_fault_takes_the_member_out_without_being_its_own() {
     );
     assert_eq!(i.faults().iter().collect::<Vec<_>>(), [Fault::SyncGroup]);
     assert_eq!(i.posture(), Posture::Backup, "not a fault of its own");
+    // A healthy link read meanwhile (the sibling's fault was on another address of
+    // the same interface) does not end the group's fault.
+    i.handle_link(at, LinkState::HEALTHY);
+    assert_eq!(drain(&mut i), []);
+    assert_eq!(i.state(), State::Fault);
     // Its own fault on top: now it is one.
     i.handle_link(
         at,
