@@ -293,6 +293,7 @@ fn vrrp_section_defaults() {
     assert_eq!(v.instance.health_weight, 50);
     assert_eq!(v.instance.version.interval(), Duration::from_millis(100));
     assert_eq!(v.instance.announce_count, 5);
+    assert_eq!(v.instance.announce_refresh, Duration::from_secs(1));
 }
 
 #[test]
@@ -361,6 +362,10 @@ fn vrrp_errors_are_named() {
         (
             "vrid: 1\n  announce_interval: 0s",
             "test.yaml: vrrp: announce_interval 0 with announce_count 5",
+        ),
+        (
+            "vrid: 1\n  announce_refresh: 50ms",
+            "test.yaml: vrrp.announce_refresh: \"50ms\": below 100ms",
         ),
         (
             "vrid: 1\n  owner: nobody",
