@@ -670,7 +670,12 @@ impl Instance {
                     self.apply_faults(now);
                 }
                 Timer::Announce => {
-                    self.actions.push_back(Action::Announce);
+                    // With none left this is the refresh: not while handing over (the
+                    // new holder's announcements must stay the last ones clients hear).
+                    let refresh = self.announce_left == 0;
+                    if !refresh || self.phase == Phase::Running {
+                        self.actions.push_back(Action::Announce);
+                    }
                     self.announce_left = self.announce_left.saturating_sub(1);
                     if self.announce_left > 0 {
                         self.timers

@@ -2695,6 +2695,16 @@ fn a_master_refreshes_its_announcement_while_it_holds_the_vips() {
     assert_eq!(instance.state(), State::Backup);
     assert_eq!(instance.timers.get(Timer::Announce), None);
 
+    // Not while handing over: the new holder's announcements come last.
+    let mut config = v3_config(100, 10);
+    config.announce_refresh = ms(1000);
+    let (mut instance, at) = master(config);
+    instance.handle_shutdown(at + ms(500));
+    drain(&mut instance);
+    instance.handle_timeout(at + ms(1000));
+    assert!(!drain(&mut instance).contains(&Action::Announce));
+    assert!(instance.is_handing_over());
+
     // Zero: the series ends and only the advert timer runs.
     let mut config = v3_config(100, 10);
     config.announce_count = 2;
