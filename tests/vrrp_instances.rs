@@ -146,21 +146,7 @@ fn a_sync_group_moves_the_ipv4_and_ipv6_vips_together() {
     let dir = tempfile::tempdir().unwrap();
     let topo = Topology::new(2).unwrap();
     let apis = (0..2)
-        .map(|i| {
-            let m = topo.master(i);
-            m.spawn(
-                BIN,
-                [
-                    "demo".to_owned(),
-                    "--listen".to_owned(),
-                    format!("{}:6443", m.ipv4),
-                    "--dir".to_owned(),
-                    dir.path().join(format!("demo-{i}")).display().to_string(),
-                ],
-                &dir.path().join(format!("demo-{i}.log")),
-            )
-            .unwrap()
-        })
+        .map(|i| vrrp::start_demo(topo.master(i), dir.path(), i))
         .collect();
     write_config(&topo, dir.path(), 0, 150, 150, true);
     write_config(&topo, dir.path(), 1, 100, 100, true);
@@ -208,19 +194,7 @@ fn a_sync_group_moves_the_ipv4_and_ipv6_vips_together() {
             && text.contains("VRRP api-v6 (sync group api) vrid 51"),
         "{text}"
     );
-    let metrics = || {
-        let out = topo
-            .master(0)
-            .exec(&[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                "http://127.0.0.1:9469/metrics",
-            ])
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let metrics = || vrrp::metrics(topo.master(0));
     let m = metrics();
     for v in ["4", "6"] {
         let series = format!(
