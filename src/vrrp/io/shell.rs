@@ -708,6 +708,7 @@ pub async fn spawn_dedicated(
                         Some(()) => {
                             // One read covers a burst: take what is queued, then ask once.
                             while let Some(Some(())) = changes.as_mut().and_then(|c| c.next().now_or_never()) {}
+                            tracing::debug!("vrrp: netlink: link or address change");
                             ctl_tx.send(Control::Link);
                         }
                         None => changes = None,
