@@ -811,18 +811,7 @@ fn status_of(c: &Cluster, i: usize) -> apivip::admin::status::StatusDoc {
 
 /// Node `i`'s metrics (Prometheus text).
 fn metrics_of(c: &Cluster, i: usize) -> String {
-    let out = c
-        .topo
-        .master(i)
-        .exec(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "http://127.0.0.1:9469/metrics",
-        ])
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    vrrp::metrics(c.topo.master(i))
 }
 
 fn state_metric(c: &Cluster, i: usize, state: &str) -> Option<f64> {
