@@ -31,6 +31,8 @@ pub const FEED_CAPACITY: usize = 1024;
 pub enum Change {
     /// The VRRP instance changed state.
     Vrrp {
+        /// The instance's name (`vrrp[].name`).
+        instance: String,
         /// The virtual router.
         vrid: u8,
         /// The state left.
@@ -59,9 +61,9 @@ impl Change {
     /// The history's kind and text for it.
     fn describe(&self) -> (EventKind, String) {
         match self {
-            Change::Vrrp { vrid, from, to, .. } => {
-                (EventKind::Vrrp, format!("vrid {vrid}: {from} -> {to}"))
-            }
+            Change::Vrrp {
+                instance, from, to, ..
+            } => (EventKind::Vrrp, format!("{instance}: {from} -> {to}")),
             Change::Backend {
                 id, name, from, to, ..
             } => (
@@ -225,9 +227,9 @@ mod tests {
         assert_eq!(
             texts,
             [
-                "vrid 51: initialize -> backup",
-                "vrid 51: backup -> master",
-                "vrid 51: master -> backup"
+                "vrid-51: initialize -> backup",
+                "vrid-51: backup -> master",
+                "vrid-51: master -> backup"
             ]
         );
     }
@@ -252,6 +254,7 @@ mod tests {
 
     fn vrrp(from: State, to: State) -> Change {
         Change::Vrrp {
+            instance: "vrid-51".to_owned(),
             vrid: 51,
             from,
             to,

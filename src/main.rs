@@ -404,10 +404,21 @@ fn check(path: &std::path::Path) -> ExitCode {
                 })
                 .collect();
             let mut summary = summary;
-            if let Some(v) = &c.vrrp {
+            for v in &c.vrrp {
                 let vips: Vec<String> = v.vips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+                // The name only when there are several (the summary of one is unchanged).
+                let name = if c.vrrp.len() > 1 {
+                    format!(" {}", v.name)
+                } else {
+                    String::new()
+                };
+                let group = v
+                    .sync_group
+                    .as_ref()
+                    .map(|g| format!(" in sync group {g}"))
+                    .unwrap_or_default();
                 summary.push(format!(
-                    "vrrp v{} vrid {} on {} for {} at priority {}",
+                    "vrrp{name} v{} vrid {} on {} for {} at priority {}{group}",
                     match v.instance.version {
                         apivip::vrrp::machine::VersionConfig::V3 { .. } => 3,
                         apivip::vrrp::machine::VersionConfig::V2 { .. } => 2,

@@ -27,7 +27,7 @@ use crate::config::Config;
 
 /// The capabilities `config` needs for the daemon's life (pure).
 pub fn needed(config: &Config) -> Vec<Capability> {
-    if config.vrrp.is_some() {
+    if !config.vrrp.is_empty() {
         vec![Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW]
     } else {
         Vec::new()

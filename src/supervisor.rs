@@ -67,9 +67,11 @@ struct Listener {
     stop: CancellationToken,
 }
 
-/// The running election.
+/// One running election (a VRRP instance).
 #[derive(Debug)]
 struct RunningVrrp {
+    /// The instance's name (`vrrp[].name`): its identity across reloads.
+    name: String,
     handle: crate::vrrp::io::shell::VrrpHandle,
     done: tokio::sync::oneshot::Receiver<()>,
     /// How long a handover may take before the VIP is released anyway.
@@ -110,8 +112,10 @@ pub struct Supervisor {
     /// Ends checkers and watchers.
     background: CancellationToken,
     connections: TaskTracker,
-    /// The VRRP election, when configured.
-    vrrp: Option<RunningVrrp>,
+    /// The VRRP elections, in config order.
+    vrrp: Vec<RunningVrrp>,
+    /// Ends the sync groups' coordinators (restarted whenever the elections change).
+    sync_groups: CancellationToken,
     /// The accept loops, waited for before draining so that the count is final.
     acceptors: TaskTracker,
     tasks: TaskTracker,
@@ -234,7 +238,8 @@ impl Supervisor {
             hard_stop,
             background,
             connections: TaskTracker::new(),
-            vrrp: None,
+            vrrp: Vec::new(),
+            sync_groups: CancellationToken::new(),
             acceptors: TaskTracker::new(),
             tasks,
             // Replaced below, once the election runs.
@@ -244,8 +249,8 @@ impl Supervisor {
                     frontends: Vec::new(),
                     listen: Vec::new(),
                     check_stats: observers.stats.clone(),
-                    vrrp: None,
-                    vips: None,
+                    vrrp: Vec::new(),
+                    vips: Vec::new(),
                 },
                 view.clone(),
                 publisher.clone(),
@@ -274,9 +279,21 @@ impl Supervisor {
             }
             sup.frontends.push(running);
         }
-        if let Some(v) = &config.vrrp {
-            sup.vrrp = Some(sup.spawn_vrrp(v, config.proxy_listens()).await?);
+        for v in &config.vrrp {
+            match sup.spawn_vrrp(v, config.proxy_listens()).await {
+                Ok(r) => sup.vrrp.push(r),
+                Err(e) => {
+                    // Nothing runs half-started: the elections already up release
+                    // their VIPs (they hold none yet, or only just) and end.
+                    for started in std::mem::take(&mut sup.vrrp) {
+                        started.abort.cancel();
+                        let _ = started.done.await;
+                    }
+                    return Err(e);
+                }
+            }
         }
+        sup.start_sync_groups();
         let vips = vips_reader(config).await;
         let fault_injection = crate::admin::fault_injection_requested();
         if fault_injection {
@@ -358,6 +375,7 @@ impl Supervisor {
         )
         .await?;
         Ok(RunningVrrp {
+            name: v.name.clone(),
             handle,
             done,
             bound: handover_bound(v),
@@ -365,8 +383,41 @@ impl Supervisor {
         })
     }
 
+    /// (Re)starts one coordinator per sync group of the running config, over the
+    /// running elections (see [`crate::vrrp::sync`]); an election in no group is told
+    /// it is alone (it may have been in one before a reload).
+    fn start_sync_groups(&mut self) {
+        self.sync_groups.cancel();
+        self.sync_groups = self.background.child_token();
+        let mut groups: Vec<(String, Vec<crate::vrrp::io::shell::VrrpHandle>)> = Vec::new();
+        for r in &self.vrrp {
+            let group = self
+                .config
+                .vrrp
+                .iter()
+                .find(|v| v.name == r.name)
+                .and_then(|v| v.sync_group.clone());
+            match group {
+                None => {
+                    r.handle.sync(crate::vrrp::machine::SyncInput {
+                        may_master: true,
+                        sibling_fault: false,
+                    });
+                }
+                Some(g) => match groups.iter_mut().find(|(n, _)| *n == g) {
+                    Some((_, members)) => members.push(r.handle.clone()),
+                    None => groups.push((g, vec![r.handle.clone()])),
+                },
+            }
+        }
+        for (name, members) in groups {
+            self.tasks
+                .spawn(run_sync_group(name, members, self.sync_groups.clone()));
+        }
+    }
+
     /// What the admin endpoint reads for the running config.
-    fn running(&self, vips: Option<crate::vrrp::io::vip::Vips>) -> crate::admin::Running {
+    fn running(&self, vips: Vec<(String, crate::vrrp::io::vip::Vips)>) -> crate::admin::Running {
         crate::admin::Running {
             config: Arc::clone(&self.config),
             frontends: self.frontends.iter().map(|f| f.cell.load_full()).collect(),
@@ -376,7 +427,7 @@ impl Supervisor {
                 .map(|f| (f.kind, f.listeners.iter().map(|l| l.local).collect()))
                 .collect(),
             check_stats: self.observers.stats.clone(),
-            vrrp: self.vrrp.as_ref().map(|v| v.handle.clone()),
+            vrrp: self.vrrp.iter().map(|v| v.handle.clone()).collect(),
             vips,
         }
     }
@@ -413,29 +464,42 @@ impl Supervisor {
             .map(|f| f.cell.load_full())
     }
 
-    /// Why the running election is lost, if it is: its thread ended, or has not
+    /// Why a running election is lost, if one is: its thread ended, or has not
     /// answered a report for [`ELECTION_STALL_LIMIT`] (`unanswered_since` keeps when
-    /// it stopped answering, across calls).
-    async fn election_lost(&self, unanswered_since: &mut Option<Instant>) -> Option<String> {
-        let Some(v) = &self.vrrp else {
-            *unanswered_since = None;
-            return None;
-        };
-        if v.handle.status_changed.has_changed().is_err() {
-            return Some("the election thread ended".to_owned());
+    /// each instance stopped answering, by name, across calls).
+    async fn election_lost(&self, unanswered_since: &mut Vec<(String, Instant)>) -> Option<String> {
+        unanswered_since.retain(|(name, _)| self.vrrp.iter().any(|v| v.name == *name));
+        let answers = futures_util::future::join_all(
+            self.vrrp
+                .iter()
+                .map(|v| v.handle.report(Duration::from_millis(500))),
+        )
+        .await;
+        for (v, answer) in self.vrrp.iter().zip(answers) {
+            if v.handle.status_changed.has_changed().is_err() {
+                return Some(format!("{}: the election thread ended", v.name));
+            }
+            if answer.is_some() {
+                unanswered_since.retain(|(name, _)| *name != v.name);
+                continue;
+            }
+            let since = match unanswered_since.iter().find(|(name, _)| *name == v.name) {
+                Some((_, since)) => *since,
+                None => {
+                    unanswered_since.push((v.name.clone(), Instant::now()));
+                    continue;
+                }
+            };
+            let quiet = since.elapsed();
+            if quiet >= ELECTION_STALL_LIMIT {
+                return Some(format!(
+                    "{}: the election thread has not answered for {}",
+                    v.name,
+                    crate::units::format_duration(quiet)
+                ));
+            }
         }
-        if v.handle.report(Duration::from_millis(500)).await.is_some() {
-            *unanswered_since = None;
-            return None;
-        }
-        let since = *unanswered_since.get_or_insert_with(Instant::now);
-        let quiet = since.elapsed();
-        (quiet >= ELECTION_STALL_LIMIT).then(|| {
-            format!(
-                "the election thread has not answered for {}",
-                crate::units::format_duration(quiet)
-            )
-        })
+        None
     }
 
     /// The running config.
@@ -570,14 +634,21 @@ impl Supervisor {
             &mut Prebound::default(),
         )
         .map_err(err)?;
-        // 2. An election that starts now must start before anything else changes.
-        let mut vrrp_started = None;
-        if let (VrrpChange::Added, Some(v)) = (&plan.vrrp, &config.vrrp) {
-            vrrp_started = Some(
-                self.spawn_vrrp(v, config.proxy_listens())
-                    .await
-                    .map_err(err)?,
-            );
+        // 2. Elections that start now must start before anything else changes.
+        let mut vrrp_started: Vec<RunningVrrp> = Vec::new();
+        for v in &config.vrrp {
+            if *plan.vrrp_change(&v.name) == VrrpChange::Added {
+                match self.spawn_vrrp(v, config.proxy_listens()).await {
+                    Ok(r) => vrrp_started.push(r),
+                    Err(e) => {
+                        for r in vrrp_started {
+                            r.abort.cancel();
+                            let _ = r.done.await;
+                        }
+                        return Err(err(e));
+                    }
+                }
+            }
         }
         // 3. Health and checkers: a new generation, when a master or a check changed
         // (otherwise the checkers keep running, streaks and all).
@@ -695,103 +766,155 @@ impl Supervisor {
         self.daemon
             .set_running(self.running(self.daemon.running().vips.clone()))
             .await;
-        // 6. The election.
-        let mut replace = None;
-        let mut vrrp_failed = None;
-        match (&plan.vrrp, &config.vrrp) {
-            // Configured, but no election runs (a replacement failed to start): start it.
-            (VrrpChange::Unchanged, Some(v)) if self.vrrp.is_none() => replace = Some(v),
-            (VrrpChange::Unchanged, Some(v)) => {
-                // A no-op for the election, apart from moving its track to the health
-                // view's new generation (step 3).
-                if let Some(running) = &self.vrrp {
-                    if let Err(e) = running
-                        .handle
-                        .reconfigure(v.clone(), config.proxy_listens(), RECONFIGURE_BOUND)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "vrrp: the election did not take the new health view");
-                    }
-                }
-            }
-            (VrrpChange::Unchanged, None) => {}
-            (VrrpChange::InPlace, Some(v)) if self.vrrp.is_some() => {
-                let running = self.vrrp.as_mut().expect("checked above");
-                let applied = running
-                    .handle
-                    .reconfigure(v.clone(), config.proxy_listens(), RECONFIGURE_BOUND)
-                    .await;
-                match applied {
-                    Ok(()) => running.bound = handover_bound(v),
-                    Err(crate::vrrp::io::shell::ReconfigureError::Refused(e)) => {
-                        // A handover or maintenance runs: replacing the election would
-                        // end it. Keep the running election as it is and say so.
-                        vrrp_failed = Some(format!(
-                            "{}: vrrp: not applied: {e}; the election keeps its previous settings (after `apivip resume`, reload again)",
-                            config.source.display()
-                        ));
-                    }
-                    Err(e) => {
-                        // A socket that cannot open, no answer: apply it the other way.
-                        tracing::warn!(error = %e, "vrrp: cannot apply in place; replacing the election");
-                        replace = Some(v);
-                    }
-                }
-            }
-            (VrrpChange::Added, _) => {
-                self.vrrp = vrrp_started;
-                // It started before the health view moved: give it the section again
-                // so that its track follows the new generation.
-                if let (Some(running), Some(v)) = (&self.vrrp, &config.vrrp) {
-                    if let Err(e) = running
-                        .handle
-                        .reconfigure(v.clone(), config.proxy_listens(), RECONFIGURE_BOUND)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "vrrp: the new election did not take the new health view");
-                    }
-                }
-            }
-            (VrrpChange::Removed, _) => {
-                if let Some(v) = self.vrrp.take() {
-                    stop_vrrp(v).await;
-                }
-            }
-            (VrrpChange::InPlace | VrrpChange::Replace(_), Some(v)) => replace = Some(v),
-            (VrrpChange::InPlace | VrrpChange::Replace(_), None) => {}
-        }
-        if let Some(v) = replace {
-            lines.push("vrrp: the election is started anew with this section (after a planned handover of the running one, if any)".to_owned());
-            if let Some(old) = self.vrrp.take() {
-                stop_vrrp(old).await;
-            }
-            match self.spawn_vrrp(v, config.proxy_listens()).await {
-                Ok(r) => self.vrrp = Some(r),
-                Err(e) => {
-                    // Everything else is applied: keep it, and say that no election runs.
-                    vrrp_failed = Some(format!(
-                        "{}: {e}; the rest of the file is applied, but this node takes no part in the election until a reload or restart succeeds",
-                        config.source.display()
-                    ));
+        // 6. The elections, instance by instance (by name): removed ones hand their
+        // VIPs over first, then the others change in place, are replaced or start.
+        let mut vrrp_failed = Vec::new();
+        for (name, change) in &plan.vrrp {
+            if *change == VrrpChange::Removed {
+                if let Some(i) = self.vrrp.iter().position(|r| r.name == *name) {
+                    stop_vrrp(self.vrrp.remove(i)).await;
                 }
             }
         }
+        let proxy_listens = config.proxy_listens();
+        let mut running = Vec::with_capacity(config.vrrp.len());
+        for v in &config.vrrp {
+            let change = plan.vrrp_change(&v.name);
+            let old = self
+                .vrrp
+                .iter()
+                .position(|r| r.name == v.name)
+                .map(|i| self.vrrp.remove(i));
+            let started = vrrp_started
+                .iter()
+                .position(|r| r.name == v.name)
+                .map(|i| vrrp_started.remove(i));
+            let (kept, failed) = self
+                .apply_vrrp(
+                    v,
+                    change,
+                    old,
+                    started,
+                    proxy_listens,
+                    &config.source,
+                    &mut lines,
+                )
+                .await;
+            running.extend(kept);
+            vrrp_failed.extend(failed);
+        }
+        // Anything left is no longer configured (a renamed instance was matched above
+        // as removed and added).
+        for left in std::mem::take(&mut self.vrrp) {
+            stop_vrrp(left).await;
+        }
+        self.vrrp = running;
+        self.start_sync_groups();
         // New VIPs, instance name and timeout; new hooks only at a restart (the plan
         // says so).
         self.notifier.reconfigure(&config);
-        let vips = if plan.vrrp == VrrpChange::Unchanged {
+        let vips = if plan.vrrp_unchanged() {
             self.daemon.running().vips.clone()
         } else {
             vips_reader(&self.config).await
         };
         self.daemon.set_running(self.running(vips)).await;
-        match vrrp_failed {
-            None => Ok(lines),
-            Some(e) => Err(ReloadFailed {
+        if vrrp_failed.is_empty() {
+            Ok(lines)
+        } else {
+            Err(ReloadFailed {
                 applied: true,
-                lines: lines.into_iter().chain(std::iter::once(e)).collect(),
-            }),
+                lines: lines.into_iter().chain(vrrp_failed).collect(),
+            })
         }
+    }
+
+    /// Applies one instance's part of a reload: `old` is its running election (if
+    /// any), `started` the one step 2 started for it (when added). Returns the election
+    /// that runs afterwards and the error line when it could not be applied.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_vrrp(
+        &self,
+        v: &crate::config::Vrrp,
+        change: &crate::config::diff::VrrpChange,
+        old: Option<RunningVrrp>,
+        started: Option<RunningVrrp>,
+        proxy_listens: bool,
+        source: &std::path::Path,
+        lines: &mut Vec<String>,
+    ) -> (Option<RunningVrrp>, Option<String>) {
+        use crate::config::diff::VrrpChange;
+        use crate::vrrp::io::shell::ReconfigureError;
+        let key = format!("vrrp {}", v.name);
+        // A running election takes the section again: its track follows the health
+        // view's new generation (step 3), and in-place changes apply.
+        let reconfigure = |r: &RunningVrrp| {
+            let handle = r.handle.clone();
+            let v = v.clone();
+            async move {
+                handle
+                    .reconfigure(v, proxy_listens, RECONFIGURE_BOUND)
+                    .await
+            }
+        };
+        let mut replace = false;
+        let mut failed = None;
+        let mut keep = None;
+        match (change, old, started) {
+            (VrrpChange::Added, _, Some(r)) => {
+                if let Err(e) = reconfigure(&r).await {
+                    tracing::warn!(instance = %v.name, error = %e, "vrrp: the new election did not take the new health view");
+                }
+                keep = Some(r);
+            }
+            // Configured, but no election runs (a replacement failed to start): start it.
+            (_, None, _) => replace = true,
+            (VrrpChange::Unchanged | VrrpChange::Added | VrrpChange::Removed, Some(r), _) => {
+                if let Err(e) = reconfigure(&r).await {
+                    tracing::warn!(instance = %v.name, error = %e, "vrrp: the election did not take the new health view");
+                }
+                keep = Some(r);
+            }
+            (VrrpChange::InPlace, Some(mut r), _) => match reconfigure(&r).await {
+                Ok(()) => {
+                    r.bound = handover_bound(v);
+                    keep = Some(r);
+                }
+                Err(ReconfigureError::Refused(e)) => {
+                    // A handover or maintenance runs: replacing the election would end
+                    // it. Keep the running election as it is and say so.
+                    failed = Some(format!(
+                        "{}: {key}: not applied: {e}; the election keeps its previous settings (after `apivip resume`, reload again)",
+                        source.display()
+                    ));
+                    keep = Some(r);
+                }
+                Err(e) => {
+                    // A socket that cannot open, no answer: apply it the other way.
+                    tracing::warn!(instance = %v.name, error = %e, "vrrp: cannot apply in place; replacing the election");
+                    stop_vrrp(r).await;
+                    replace = true;
+                }
+            },
+            (VrrpChange::Replace(_), Some(r), _) => {
+                stop_vrrp(r).await;
+                replace = true;
+            }
+        }
+        if replace {
+            lines.push(format!("{key}: the election is started anew with this section (after a planned handover of the running one, if any)"));
+            match self.spawn_vrrp(v, proxy_listens).await {
+                Ok(r) => keep = Some(r),
+                Err(e) => {
+                    // Everything else is applied: keep it, and say that no election runs.
+                    failed = Some(format!(
+                        "{}: {key}: {e}; the rest of the file is applied, but this node takes no part in this election until a reload or restart succeeds",
+                        source.display()
+                    ));
+                }
+            }
+        }
+        (keep, failed)
     }
 
     /// Stops accepting, waits up to `drain` for connections to end, closes the rest and
@@ -808,23 +931,23 @@ impl Supervisor {
         force: impl std::future::Future<Output = ()>,
     ) -> DrainReport {
         tokio::pin!(force);
-        // First hand the VIP over while the proxy keeps serving, so that clients
-        // connecting to the VIP never find nobody holding it.
-        if let Some(v) = self.vrrp {
+        // First hand the VIPs over while the proxy keeps serving, so that clients
+        // connecting to a VIP never find nobody holding it. Every instance at once.
+        self.sync_groups.cancel();
+        let handovers = futures_util::future::join_all(self.vrrp.into_iter().map(|v| async move {
             v.handle.handover.cancel();
             let mut done = v.done;
-            tokio::select! {
-                r = tokio::time::timeout(v.bound, &mut done) => {
-                    if r.is_err() {
-                        tracing::warn!("vrrp: handover did not finish in time; releasing the VIP");
-                        v.abort.cancel();
-                        let _ = done.await;
-                    }
-                }
-                _ = &mut force => {
-                    v.abort.cancel();
-                    let _ = done.await;
-                }
+            if tokio::time::timeout(v.bound, &mut done).await.is_err() {
+                tracing::warn!(instance = %v.name, "vrrp: handover did not finish in time; releasing the VIP");
+                v.abort.cancel();
+                let _ = done.await;
+            }
+        }));
+        tokio::select! {
+            _ = handovers => {}
+            _ = &mut force => {
+                // Aborting: every election is a child of the hard stop.
+                self.hard_stop.cancel();
             }
         }
         self.stop_accepting.cancel();
@@ -896,20 +1019,85 @@ async fn stop_vrrp(v: RunningVrrp) {
     v.handle.handover.cancel();
     let mut done = v.done;
     if tokio::time::timeout(v.bound, &mut done).await.is_err() {
-        tracing::warn!("vrrp: handover did not finish in time; releasing the VIP");
+        tracing::warn!(instance = %v.name, "vrrp: handover did not finish in time; releasing the VIP");
         v.abort.cancel();
         let _ = done.await;
     }
 }
 
-/// The netlink reader of the VIPs, for the status document.
-async fn vips_reader(config: &Config) -> Option<crate::vrrp::io::vip::Vips> {
-    let v = config.vrrp.as_ref()?;
-    match crate::vrrp::io::vip::Vips::new(&v.interface, None).await {
-        Ok(vips) => Some(vips),
-        Err(e) => {
-            tracing::warn!(error = %e, "admin: cannot read the interface's addresses; status shows VIP presence as unknown");
-            None
+/// The netlink readers of the VIPs, by instance name, for the status document.
+async fn vips_reader(config: &Config) -> Vec<(String, crate::vrrp::io::vip::Vips)> {
+    let mut out = Vec::new();
+    for v in &config.vrrp {
+        match crate::vrrp::io::vip::Vips::new(&v.interface, None).await {
+            Ok(vips) => out.push((v.name.clone(), vips)),
+            Err(e) => {
+                tracing::warn!(instance = %v.name, error = %e, "admin: cannot read the interface's addresses; status shows VIP presence as unknown");
+            }
+        }
+    }
+    out
+}
+
+/// Runs the coordinator of sync group `name` until `stop`: reads every member's
+/// posture whenever one publishes a change, and tells each member what the group
+/// wants of it ([`crate::vrrp::sync::SyncGroup`] decides).
+async fn run_sync_group(
+    name: String,
+    members: Vec<crate::vrrp::io::shell::VrrpHandle>,
+    stop: CancellationToken,
+) {
+    use futures_util::FutureExt;
+    let mut group = crate::vrrp::sync::SyncGroup::new(members.len());
+    let mut changes: Vec<Option<tokio::sync::watch::Receiver<()>>> = members
+        .iter()
+        .map(|h| Some(h.status_changed.clone()))
+        .collect();
+    loop {
+        // Every member's posture first: an input is never computed from a half-read
+        // group.
+        let postures: Vec<_> = members
+            .iter()
+            .zip(&changes)
+            .map(|(h, c)| match c {
+                Some(_) => h.status.load().posture,
+                None => crate::vrrp::machine::Posture::Stopped,
+            })
+            .collect();
+        {
+            for (j, input) in group.update_all(&postures) {
+                tracing::info!(
+                    sync_group = %name,
+                    instance = %members[j].name,
+                    may_master = input.may_master,
+                    sibling_fault = input.sibling_fault,
+                    postures = ?group.postures(),
+                    "vrrp: sync group"
+                );
+                members[j].sync(input);
+            }
+        }
+        let ended = {
+            let waits: Vec<_> = changes
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    c.as_mut()
+                        .map(|c| c.changed().map(move |r| (i, r.is_err())).boxed())
+                })
+                .collect();
+            if waits.is_empty() {
+                stop.cancelled().await;
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                ((i, ended), _, _) = futures_util::future::select_all(waits) => ended.then_some(i),
+            }
+        };
+        if let Some(i) = ended {
+            // The member's thread ended: it is stopped for the group.
+            changes[i] = None;
         }
     }
 }
@@ -989,7 +1177,7 @@ pub async fn run(
     sup.daemon().serve_reloads(tx);
     let mut election_check = tokio::time::interval(ELECTION_CHECK_INTERVAL);
     election_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut unanswered_since = None;
+    let mut unanswered_since = Vec::new();
     loop {
         tokio::select! {
             _ = election_check.tick() => {
@@ -997,12 +1185,13 @@ pub async fn run(
                     tracing::error!(reason = %why, "vrrp: the election is lost; removing the VIPs and exiting non-zero");
                     notifier.stop();
                     crate::systemd::stopping();
-                    if let Some(vips) = vips_reader(&sup.config()).await {
-                        let list = vip_configs(&sup.config());
+                    let config = sup.config();
+                    for (name, vips) in vips_reader(&config).await {
+                        let list = vip_configs(&config, &name);
                         match tokio::time::timeout(Duration::from_secs(2), vips.remove(&list)).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::error!(error = %e, "vrrp: cannot remove the VIPs"),
-                            Err(_) => tracing::error!("vrrp: removing the VIPs timed out"),
+                            Ok(Err(e)) => tracing::error!(instance = %name, error = %e, "vrrp: cannot remove the VIPs"),
+                            Err(_) => tracing::error!(instance = %name, "vrrp: removing the VIPs timed out"),
                         }
                     }
                     return Err(StartError::ElectionLost(why));
@@ -1040,14 +1229,15 @@ const ELECTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// is bounded (2 s), so only a bug stalls it this long.
 pub const ELECTION_STALL_LIMIT: Duration = Duration::from_secs(10);
 
-/// The VIPs of `config`'s election as netlink adds them.
-fn vip_configs(config: &Config) -> Vec<crate::vrrp::io::vip::VipConfig> {
-    config.vrrp.as_ref().map_or_else(Vec::new, |v| {
-        v.vips
-            .iter()
-            .map(|&(addr, prefix_len)| crate::vrrp::io::vip::VipConfig { addr, prefix_len })
-            .collect()
-    })
+/// The VIPs of `config`'s instance `name` as netlink adds them.
+fn vip_configs(config: &Config, name: &str) -> Vec<crate::vrrp::io::vip::VipConfig> {
+    config
+        .vrrp
+        .iter()
+        .filter(|v| v.name == name)
+        .flat_map(|v| &v.vips)
+        .map(|&(addr, prefix_len)| crate::vrrp::io::vip::VipConfig { addr, prefix_len })
+        .collect()
 }
 
 /// SIGTERM, SIGINT and SIGHUP streams.

@@ -110,16 +110,17 @@ pub struct Role<'a> {
     pub vips: &'a [(IpAddr, u8)],
 }
 
-/// The one-line `STATUS=`: the VRRP role (when there is an election) and, per
-/// frontend, how many backends are up, e.g.
+/// The one-line `STATUS=`: the VRRP role of each election (when there are any) and,
+/// per frontend, how many backends are up, e.g.
 /// `master for 198.18.0.5; apiserver 3/3 up, etcd 2/3 up`. Drained backends are
 /// named (`apiserver 3/3 up (1 drained)`): up, but given no new connections.
-pub fn status_line(role: Option<Role<'_>>, health: &HealthSnapshot) -> String {
+pub fn status_line(roles: &[Role<'_>], health: &HealthSnapshot) -> String {
     let mut parts = Vec::new();
-    if let Some(r) = role {
+    let mut elections = Vec::new();
+    for r in roles {
         let vips: Vec<String> = r.vips.iter().map(|(a, _)| a.to_string()).collect();
         let vips = vips.join(",");
-        parts.push(match r.status.state {
+        elections.push(match r.status.state {
             State::Master => format!("master for {vips}"),
             State::Backup => match r.status.master {
                 Some(m) => format!("backup for {vips} (master {m})"),
@@ -128,6 +129,9 @@ pub fn status_line(role: Option<Role<'_>>, health: &HealthSnapshot) -> String {
             State::Initialize => format!("not in the election for {vips} (initialize)"),
             State::Fault => format!("fault: out of the election for {vips}"),
         });
+    }
+    if !elections.is_empty() {
+        parts.push(elections.join(", "));
     }
     let frontends: Vec<String> = health
         .frontends
@@ -151,15 +155,22 @@ pub fn status_line(role: Option<Role<'_>>, health: &HealthSnapshot) -> String {
 /// The current line for `daemon`.
 fn current_line(daemon: &Daemon) -> String {
     let running = daemon.running();
-    let status = running.vrrp.as_ref().map(|h| h.status.load_full());
-    let role = match (&status, &running.config.vrrp) {
-        (Some(s), Some(v)) => Some(Role {
+    let statuses: Vec<_> = running
+        .vrrp
+        .iter()
+        .filter_map(|h| {
+            let v = running.config.vrrp.iter().find(|v| v.name == h.name)?;
+            Some((h.status.load_full(), v))
+        })
+        .collect();
+    let roles: Vec<Role<'_>> = statuses
+        .iter()
+        .map(|(s, v)| Role {
             status: s,
             vips: &v.vips,
-        }),
-        _ => None,
-    };
-    status_line(role, &daemon.health.current())
+        })
+        .collect();
+    status_line(&roles, &daemon.health.current())
 }
 
 /// The running notifications: the status task and the watchdog thread. Dropping it
@@ -249,23 +260,23 @@ const RESUBSCRIBE: Duration = Duration::from_secs(1);
 async fn keep_status(daemon: Arc<Daemon>, mut last: String, cancel: CancellationToken) {
     let mut health = daemon.health.clone();
     let mut health_open = true;
-    // The election whose changes are watched (a reload may replace it), and its
-    // receiver while that thread runs.
-    let mut watched: Option<Arc<ArcSwap<VrrpStatus>>> = None;
-    let mut vrrp: Option<tokio::sync::watch::Receiver<()>> = None;
+    // The elections whose changes are watched (a reload may replace them), and their
+    // receivers while those threads run.
+    let mut watched: Vec<Arc<ArcSwap<VrrpStatus>>> = Vec::new();
+    let mut vrrp: Vec<tokio::sync::watch::Receiver<()>> = Vec::new();
     let mut tick = tokio::time::interval(RESUBSCRIBE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let running = daemon.running();
-        let now = running.vrrp.as_ref();
-        let same = match (now, &watched) {
-            (Some(h), Some(w)) => Arc::ptr_eq(&h.status, w),
-            (None, None) => true,
-            _ => false,
-        };
+        let now = &running.vrrp;
+        let same = now.len() == watched.len()
+            && now
+                .iter()
+                .zip(&watched)
+                .all(|(h, w)| Arc::ptr_eq(&h.status, w));
         if !same {
-            watched = now.map(|h| Arc::clone(&h.status));
-            vrrp = now.map(|h| h.status_changed.clone());
+            watched = now.iter().map(|h| Arc::clone(&h.status)).collect();
+            vrrp = now.iter().map(|h| h.status_changed.clone()).collect();
         }
         drop(running);
         let line = current_line(&daemon);
@@ -280,10 +291,14 @@ async fn keep_status(daemon: Arc<Daemon>, mut last: String, cancel: Cancellation
                 // The publisher is gone: nothing will change any more.
                 health_open = changed.is_some();
             }
-            changed = async { vrrp.as_mut()?.changed().await.ok() }, if vrrp.is_some() => {
-                // The election thread ended: its status will not change any more.
-                if changed.is_none() {
-                    vrrp = None;
+            (i, ended) = async {
+                use futures_util::FutureExt;
+                let waits = vrrp.iter_mut().enumerate().map(|(i, r)| r.changed().map(move |c| (i, c.is_err())).boxed());
+                futures_util::future::select_all(waits).await.0
+            }, if !vrrp.is_empty() => {
+                // An election thread ended: its status will not change any more.
+                if ended {
+                    vrrp.remove(i);
                 }
             }
             _ = tick.tick() => {}
@@ -392,13 +407,14 @@ mod tests {
             state: State::Master,
             priority: 150,
             master: None,
+            posture: crate::vrrp::machine::Posture::Master,
         };
         let line = |s: &VrrpStatus, snap: &HealthSnapshot| {
             status_line(
-                Some(Role {
+                &[Role {
                     status: s,
                     vips: &vips,
-                }),
+                }],
                 snap,
             )
         };
@@ -426,9 +442,9 @@ mod tests {
         let mut snap = snapshot(
             "backends: [{address: 198.18.0.11}, {address: 198.18.0.12}]\napiserver: {check: {kind: tcp}}\n",
         );
-        assert_eq!(status_line(None, &snap), "apiserver 0/2 up");
+        assert_eq!(status_line(&[], &snap), "apiserver 0/2 up");
         set(&mut snap, 0, 1, true, false);
-        assert_eq!(status_line(None, &snap), "apiserver 1/2 up");
+        assert_eq!(status_line(&[], &snap), "apiserver 1/2 up");
     }
 
     #[test]
@@ -442,12 +458,13 @@ mod tests {
             state: State::Master,
             priority: 255,
             master: None,
+            posture: crate::vrrp::machine::Posture::Master,
         };
         assert!(status_line(
-            Some(Role {
+            &[Role {
                 status: &s,
                 vips: &vips
-            }),
+            }],
             &snap
         )
         .starts_with("master for 198.18.0.5,2001:db8::5; "));

@@ -879,7 +879,9 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            m.contains("apivip_vrrp_adverts_sent_total{vrid=\"51\"}"),
+            m.contains(
+                "apivip_vrrp_adverts_sent_total{vrid=\"51\",family=\"ipv4\",vrrp_instance=\"vrid-51\"}"
+            ),
             "{m}"
         );
     }

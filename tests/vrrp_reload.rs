@@ -57,6 +57,8 @@ fn section(topo: &Topology, i: usize, prio: u8, vips: &[Ipv4Addr]) -> Vrrp {
     // Long enough for 1 s adverts too (at least 4 intervals).
     instance.handover_timeout = Duration::from_secs(10);
     Vrrp {
+        name: format!("vrid-{}", instance.vrid.get()),
+        sync_group: None,
         interface: m.ifname.clone(),
         instance,
         vips: vips.iter().map(|&v| (IpAddr::V4(v), 24)).collect(),

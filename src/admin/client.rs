@@ -151,11 +151,18 @@ pub fn render(doc: &StatusDoc) -> String {
             }
         }
     }
-    match &doc.vrrp {
-        Some(v) => render_vrrp(&mut o, v, now),
-        None => {
-            let _ = writeln!(o, "\nVRRP: not configured (no VIP on this node)");
-        }
+    // Documents from before several instances have only `vrrp`.
+    let instances = if doc.vrrp_instances.is_empty() {
+        doc.vrrp.iter().cloned().collect()
+    } else {
+        doc.vrrp_instances.clone()
+    };
+    if instances.is_empty() {
+        let _ = writeln!(o, "\nVRRP: not configured (no VIP on this node)");
+    }
+    let several = instances.len() > 1;
+    for v in &instances {
+        render_vrrp(&mut o, v, now, several);
     }
     for f in &doc.frontends {
         let _ = writeln!(
@@ -228,7 +235,7 @@ pub fn render(doc: &StatusDoc) -> String {
     o
 }
 
-fn render_vrrp(o: &mut String, v: &VrrpDoc, now: u64) {
+fn render_vrrp(o: &mut String, v: &VrrpDoc, now: u64, named: bool) {
     let since = v
         .since_ms
         .map(|s| {
@@ -244,9 +251,15 @@ fn render_vrrp(o: &mut String, v: &VrrpDoc, now: u64) {
         .as_deref()
         .map(|r| format!(", because {r}"))
         .unwrap_or_default();
+    // With several instances each is named (and its sync group given).
+    let name = match (named, &v.sync_group) {
+        (false, _) => String::new(),
+        (true, None) => format!(" {}", v.name),
+        (true, Some(g)) => format!(" {} (sync group {g})", v.name),
+    };
     let _ = writeln!(
         o,
-        "\nVRRP vrid {} on {}: {}{since}{reason}",
+        "\nVRRP{name} vrid {} on {}: {}{since}{reason}",
         v.vrid,
         v.interface,
         v.state.to_uppercase()

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::admin::status::StatusDoc;
+use crate::admin::status::{StatusDoc, VrrpDoc};
 use crate::health::stats::{DurationHistogram, HealthStats};
 
 /// The Prometheus text format's content type.
@@ -355,116 +355,138 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Every VRRP series carries the instance's `vrid`, `family` (with the VRID, the
+    /// virtual router on the link) and `vrrp_instance` (its name); the series of all
+    /// instances go into one family per metric.
     fn encode_vrrp(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let Some(v) = &self.doc.vrrp else {
+        let docs = &self.doc.vrrp_instances;
+        if docs.is_empty() {
             return Ok(());
+        }
+        let base = |v: &VrrpDoc| {
+            l(&[
+                ("vrid", &v.vrid.to_string()),
+                ("family", &v.family),
+                ("vrrp_instance", &v.name),
+            ])
         };
-        let vrid = v.vrid.to_string();
-        let vl = || l(&[("vrid", &vrid)]);
+        let with = |v: &VrrpDoc, extra: &[(&'static str, &str)]| {
+            let mut labels = base(v);
+            labels.extend(extra.iter().map(|(k, val)| (*k, (*val).to_owned())));
+            labels
+        };
         family(
             e,
             "apivip_vrrp_state",
             "VRRP state: 1 for the current one of initialize, backup, master, fault.",
             MetricType::Gauge,
-            ["initialize", "backup", "master", "fault"]
-                .into_iter()
-                .map(|s| {
-                    let mut labels = vl();
-                    labels.push(("state", s.to_owned()));
-                    (labels, gauge(i64::from(v.state == s)))
-                }),
+            docs.iter().flat_map(|v| {
+                ["initialize", "backup", "master", "fault"]
+                    .into_iter()
+                    .map(move |s| (with(v, &[("state", s)]), gauge(i64::from(v.state == s))))
+            }),
         )?;
         family(
             e,
             "apivip_vrrp_priority",
             "The configured VRRP priority.",
             MetricType::Gauge,
-            [(vl(), gauge(i64::from(v.priority)))],
+            docs.iter().map(|v| (base(v), gauge(i64::from(v.priority)))),
         )?;
         family(
             e,
             "apivip_vrrp_vip_present",
             "1 while the VIP is on this node's interface (read from netlink).",
             MetricType::Gauge,
-            v.vips.iter().filter_map(|x| {
-                Some((
-                    l(&[("vrid", &vrid), ("vip", &x.address)]),
-                    gauge(i64::from(x.present?)),
-                ))
+            docs.iter().flat_map(|v| {
+                v.vips.iter().filter_map(move |x| {
+                    Some((
+                        with(v, &[("vip", &x.address)]),
+                        gauge(i64::from(x.present?)),
+                    ))
+                })
             }),
         )?;
-        // The election thread did not answer: no counters rather than zeros, which
-        // Prometheus would take for a counter reset.
-        if v.state == "unknown" {
-            return Ok(());
-        }
-        let c = &v.counters;
+        // An election thread that did not answer: no counters rather than zeros,
+        // which Prometheus would take for a counter reset.
+        let answered: Vec<&VrrpDoc> = docs.iter().filter(|v| v.state != "unknown").collect();
         let now_ms = self.doc.daemon.now_ms;
-        let age = v.since_ms.map_or(0, |s| now_ms.saturating_sub(s)) as f64 / 1000.0;
         for (name, help, value) in [
-            ("apivip_vrrp_effective_priority", "The priority used and advertised now (lowered while unable to serve, during a handover and in maintenance).", i64::from(v.effective_priority)),
-            ("apivip_vrrp_maintenance", "1 while `apivip handover` maintenance is in force (until `apivip resume`).", i64::from(v.maintenance)),
-            ("apivip_vrrp_masters_heard", "Routers claiming master in the last three advert intervals, this one included: above 1 means two VIP holders.", v.masters_heard as i64),
+            ("apivip_vrrp_effective_priority", "The priority used and advertised now (lowered while unable to serve, during a handover and in maintenance).", (|v: &VrrpDoc| i64::from(v.effective_priority)) as fn(&VrrpDoc) -> i64),
+            ("apivip_vrrp_maintenance", "1 while `apivip handover` maintenance is in force (until `apivip resume`).", |v| i64::from(v.maintenance)),
+            ("apivip_vrrp_masters_heard", "Routers claiming master in the last three advert intervals, this one included: above 1 means two VIP holders.", |v| v.masters_heard as i64),
         ] {
-            family(e, name, help, MetricType::Gauge, [(vl(), gauge(value))])?;
+            family(e, name, help, MetricType::Gauge, answered.iter().map(|v| (base(v), gauge(value(v)))))?;
         }
         family(
             e,
             "apivip_vrrp_state_duration_seconds",
             "Seconds since the last VRRP state change.",
             MetricType::Gauge,
-            [(vl(), ConstGauge::new(age))],
+            answered.iter().map(|v| {
+                let age = v.since_ms.map_or(0, |s| now_ms.saturating_sub(s)) as f64 / 1000.0;
+                (base(v), ConstGauge::new(age))
+            }),
         )?;
-        if let Some(m) = &v.master {
+        if answered.iter().any(|v| v.master.is_some()) {
             family(
                 e,
                 "apivip_vrrp_master_info",
                 "The current master's address as this node knows it (always 1).",
                 MetricType::Gauge,
-                [(l(&[("vrid", &vrid), ("master", m)]), gauge(1))],
+                answered.iter().filter_map(|v| {
+                    let m = v.master.as_deref()?;
+                    Some((with(v, &[("master", m)]), gauge(1)))
+                }),
             )?;
         }
+        type Get = fn(&crate::admin::status::VrrpCounters) -> u64;
         for (name, help, value) in [
-            ("apivip_vrrp_adverts_sent", "VRRP adverts sent.", c.adverts_sent),
-            ("apivip_vrrp_adverts_received", "Valid VRRP adverts received.", c.adverts_received),
-            ("apivip_vrrp_priority_zero_sent", "Priority-0 (resign) adverts sent.", c.priority_zero_sent),
-            ("apivip_vrrp_priority_zero_received", "Priority-0 (resign) adverts received.", c.priority_zero_received),
-            ("apivip_vrrp_master_conflicts", "Adverts from another router claiming master while this node was master (split-brain signal; a preemption or handover adds one or two).", c.master_conflicts),
-            ("apivip_vrrp_split_brain", "Split brains ended: as master, a lower-priority router also claiming master was heard and this node re-asserted itself (advert and gratuitous ARP / NA at once).", c.split_brains),
-            ("apivip_vrrp_vip_restored", "VIPs removed from the interface by someone else while this node was master, added back and announced.", c.vips_restored),
-            ("apivip_vrrp_kernel_drops", "Datagrams the kernel dropped on the VRRP socket because its receive buffer was full (a flood); a backup then restarts its master-down timer once per accepted advert.", c.kernel_drops),
+            ("apivip_vrrp_adverts_sent", "VRRP adverts sent.", (|c: &crate::admin::status::VrrpCounters| c.adverts_sent) as Get),
+            ("apivip_vrrp_adverts_received", "Valid VRRP adverts received.", |c| c.adverts_received),
+            ("apivip_vrrp_priority_zero_sent", "Priority-0 (resign) adverts sent.", |c| c.priority_zero_sent),
+            ("apivip_vrrp_priority_zero_received", "Priority-0 (resign) adverts received.", |c| c.priority_zero_received),
+            ("apivip_vrrp_master_conflicts", "Adverts from another router claiming master while this node was master (split-brain signal; a preemption or handover adds one or two).", |c| c.master_conflicts),
+            ("apivip_vrrp_split_brain", "Split brains ended: as master, a lower-priority router also claiming master was heard and this node re-asserted itself (advert and gratuitous ARP / NA at once).", |c| c.split_brains),
+            ("apivip_vrrp_vip_restored", "VIPs removed from the interface by someone else while this node was master, added back and announced.", |c| c.vips_restored),
+            ("apivip_vrrp_kernel_drops", "Datagrams the kernel dropped on the VRRP socket because its receive buffer was full (a flood); a backup then restarts its master-down timer once per accepted advert.", |c| c.kernel_drops),
         ] {
-            family(e, name, help, MetricType::Counter, [(vl(), counter(value))])?;
+            family(e, name, help, MetricType::Counter, answered.iter().map(|v| (base(v), counter(value(&v.counters)))))?;
         }
         family(
             e,
             "apivip_vrrp_faults",
-            "Faults that took (or kept) this node out of the election, by cause (interface_gone, link_down, no_carrier, no_source_address, vip_add_failed).",
+            "Faults that took (or kept) this node out of the election, by cause (interface_gone, link_down, no_carrier, no_source_address, vip_add_failed, sync_group).",
             MetricType::Counter,
-            c.faults
-                .iter()
-                .map(|(cause, n)| (l(&[("vrid", &vrid), ("cause", cause)]), counter(*n))),
+            answered.iter().flat_map(|v| {
+                v.counters
+                    .faults
+                    .iter()
+                    .map(move |(cause, n)| (with(v, &[("cause", cause)]), counter(*n)))
+            }),
         )?;
         family(
             e,
             "apivip_vrrp_adverts_dropped",
             "Received VRRP adverts dropped, by reason.",
             MetricType::Counter,
-            c.dropped
-                .iter()
-                .map(|(reason, n)| (l(&[("vrid", &vrid), ("reason", reason)]), counter(*n))),
+            answered.iter().flat_map(|v| {
+                v.counters
+                    .dropped
+                    .iter()
+                    .map(move |(reason, n)| (with(v, &[("reason", reason)]), counter(*n)))
+            }),
         )?;
         family(
             e,
             "apivip_vrrp_transitions",
             "VRRP state changes by the state entered and the reason.",
             MetricType::Counter,
-            c.transitions.iter().filter_map(|(k, n)| {
-                let (to, reason) = k.split_once('/')?;
-                Some((
-                    l(&[("vrid", &vrid), ("to", to), ("reason", reason)]),
-                    counter(*n),
-                ))
+            answered.iter().flat_map(|v| {
+                v.counters.transitions.iter().filter_map(move |(k, n)| {
+                    let (to, reason) = k.split_once('/')?;
+                    Some((with(v, &[("to", to), ("reason", reason)]), counter(*n)))
+                })
             }),
         )
     }

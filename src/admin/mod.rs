@@ -54,7 +54,7 @@ pub const ELECTION_BOUND: Duration = Duration::from_secs(1);
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(45);
 
 /// The VRRP state changes a node can go through, exported at 0 before they happen.
-const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Reason); 13] = {
+const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Reason); 14] = {
     use crate::vrrp::machine::{Reason as R, State as S};
     [
         (S::Backup, R::Startup),
@@ -70,6 +70,7 @@ const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Rea
         (S::Fault, R::Fault),
         (S::Backup, R::FaultCleared),
         (S::Master, R::FaultCleared),
+        (S::Backup, R::SyncGroup),
     ]
 };
 
@@ -98,10 +99,10 @@ pub struct Running {
     pub listen: Vec<(FrontendKind, Vec<SocketAddr>)>,
     /// The checkers' counters.
     pub check_stats: HealthStats,
-    /// The election, when configured.
-    pub vrrp: Option<VrrpHandle>,
-    /// Reads which VIPs are on the interface (netlink), when VRRP is configured.
-    pub vips: Option<Vips>,
+    /// The running elections (each handle names its instance), in config order.
+    pub vrrp: Vec<VrrpHandle>,
+    /// Reads which VIPs are on each instance's interface (netlink), by instance name.
+    pub vips: Vec<(String, Vips)>,
 }
 
 /// The outcome of the last reload, for the status document.
@@ -141,8 +142,9 @@ pub struct Daemon {
     controls: [[AtomicU64; 2]; CONTROLS.len()],
     /// Config reloads: success, failure.
     pub reloads: [AtomicU64; 2],
-    /// The last election report and when it was read (see [`REPORT_REUSE`]).
-    report: tokio::sync::Mutex<Option<(Instant, Option<VrrpReport>)>>,
+    /// The last election reports (one per running instance, in `Running::vrrp`
+    /// order) and when they were read (see [`REPORT_REUSE`]).
+    report: tokio::sync::Mutex<Option<(Instant, Vec<Option<VrrpReport>>)>>,
     /// The last status document and when it was built (see [`Daemon::status`]).
     doc: tokio::sync::Mutex<Option<(Instant, Arc<StatusDoc>)>>,
     /// A control that changes the election is running (one at a time).
@@ -207,7 +209,7 @@ impl Daemon {
         if !matches!(runtime, Ok(Ok(()))) {
             return Err("the runtime did not run a task within 1s");
         }
-        if self.running().vrrp.is_some() && self.vrrp_report().await.is_none() {
+        if self.vrrp_reports().await.iter().any(Option::is_none) {
             return Err("the election thread did not answer within 1s");
         }
         Ok(())
@@ -273,31 +275,39 @@ impl Daemon {
             .map_err(|_| (503, "the daemon is stopping".to_owned()))
     }
 
-    /// The election's report: a fresh one, or one read less than [`REPORT_REUSE`]
-    /// ago; `None` when there is no election or its thread did not answer within
-    /// [`ELECTION_BOUND`].
-    pub async fn vrrp_report(&self) -> Option<VrrpReport> {
+    /// The elections' reports, one per running instance (in `Running::vrrp` order):
+    /// fresh ones, or ones read less than [`REPORT_REUSE`] ago; `None` for a thread
+    /// that did not answer within [`ELECTION_BOUND`]. The instances are asked at once.
+    pub async fn vrrp_reports(&self) -> Vec<Option<VrrpReport>> {
         let run = self.running();
-        let handle = run.vrrp.as_ref()?;
+        if run.vrrp.is_empty() {
+            return Vec::new();
+        }
         let mut cached = self.report.lock().await;
-        if let Some((at, report)) = &*cached {
-            if at.elapsed() < REPORT_REUSE {
-                return report.clone();
+        if let Some((at, reports)) = &*cached {
+            if at.elapsed() < REPORT_REUSE && reports.len() == run.vrrp.len() {
+                return reports.clone();
             }
         }
-        let report = handle.report(ELECTION_BOUND).await;
-        *cached = Some((Instant::now(), report.clone()));
-        report
+        let reports =
+            futures_util::future::join_all(run.vrrp.iter().map(|h| h.report(ELECTION_BOUND))).await;
+        *cached = Some((Instant::now(), reports.clone()));
+        reports
     }
 
-    /// Why the daemon is not ready (empty: ready): listeners bound and the election
+    /// The report of the first running instance (the only one in most configs).
+    pub async fn vrrp_report(&self) -> Option<VrrpReport> {
+        self.vrrp_reports().await.into_iter().next().flatten()
+    }
+
+    /// Why the daemon is not ready (empty: ready): listeners bound and the elections
     /// running.
     pub async fn not_ready(&self) -> Vec<String> {
-        let report = self.vrrp_report().await;
-        self.not_ready_with(report.as_ref())
+        let reports = self.vrrp_reports().await;
+        self.not_ready_with(&reports)
     }
 
-    fn not_ready_with(&self, report: Option<&VrrpReport>) -> Vec<String> {
+    fn not_ready_with(&self, reports: &[Option<VrrpReport>]) -> Vec<String> {
         let run = self.running();
         let mut why = Vec::new();
         for f in &run.config.frontends {
@@ -310,19 +320,33 @@ impl Daemon {
                 why.push(format!("{}: not every listener is bound", f.kind));
             }
         }
-        if run.vrrp.is_some() {
-            match report {
-                None => why.push("vrrp: the election thread does not answer".to_owned()),
+        // `vrrp` alone when there is one instance, as before several.
+        let key = |name: &str| {
+            if run.config.vrrp.len() > 1 {
+                format!("vrrp {name}")
+            } else {
+                "vrrp".to_owned()
+            }
+        };
+        for (i, h) in run.vrrp.iter().enumerate() {
+            match reports.get(i).and_then(Option::as_ref) {
+                None => why.push(format!(
+                    "{}: the election thread does not answer",
+                    key(&h.name)
+                )),
                 Some(r) if r.state == crate::vrrp::machine::State::Initialize => {
-                    why.push("vrrp: not running (initialize)".to_owned())
+                    why.push(format!("{}: not running (initialize)", key(&h.name)))
                 }
                 Some(_) => {}
             }
-        } else if run.config.vrrp.is_some() {
-            why.push(
-                "vrrp: configured, but no election runs (the last reload could not start it)"
-                    .to_owned(),
-            );
+        }
+        for v in &run.config.vrrp {
+            if !run.vrrp.iter().any(|h| h.name == v.name) {
+                why.push(format!(
+                    "{}: configured, but no election runs (the last reload could not start it)",
+                    key(&v.name)
+                ));
+            }
         }
         why
     }
@@ -381,12 +405,17 @@ impl Daemon {
 
     async fn build_status(&self) -> StatusDoc {
         let run = self.running();
-        let report = self.vrrp_report().await;
-        let vrrp = match &run.config.vrrp {
-            None => None,
-            Some(v) => Some(self.vrrp_doc(v, report.as_ref()).await),
-        };
-        let not_ready = self.not_ready_with(report.as_ref());
+        let reports = self.vrrp_reports().await;
+        let mut vrrp_instances = Vec::with_capacity(run.config.vrrp.len());
+        for v in &run.config.vrrp {
+            let report = run
+                .vrrp
+                .iter()
+                .position(|h| h.name == v.name)
+                .and_then(|i| reports.get(i).cloned().flatten());
+            vrrp_instances.push(self.vrrp_doc(v, report.as_ref()).await);
+        }
+        let not_ready = self.not_ready_with(&reports);
         let snap = self.health.current();
         let mut frontends = Vec::new();
         for fe in &run.frontends {
@@ -490,7 +519,8 @@ impl Daemon {
             },
             ready: not_ready.is_empty(),
             not_ready,
-            vrrp,
+            vrrp: vrrp_instances.first().cloned(),
+            vrrp_instances,
             frontends,
             events: self.history.latest(20),
             controls,
@@ -527,8 +557,8 @@ impl Daemon {
             .iter()
             .map(|&(addr, prefix_len)| VipConfig { addr, prefix_len })
             .collect();
-        let present = match &run.vips {
-            Some(vips) => tokio::time::timeout(Duration::from_secs(1), vips.present(&vip_cfg))
+        let present = match run.vips.iter().find(|(name, _)| *name == v.name) {
+            Some((_, vips)) => tokio::time::timeout(Duration::from_secs(1), vips.present(&vip_cfg))
                 .await
                 .ok()
                 .and_then(Result::ok),
@@ -545,6 +575,13 @@ impl Daemon {
         let now = SystemTime::now();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut doc = VrrpDoc {
+            name: v.name.clone(),
+            sync_group: v.sync_group.clone(),
+            family: match v.instance.family() {
+                crate::vrrp::packet::Family::Ipv4 => "ipv4",
+                crate::vrrp::packet::Family::Ipv6 => "ipv6",
+            }
+            .to_owned(),
             vrid: v.instance.vrid.get(),
             interface: v.interface.clone(),
             state: "unknown".to_owned(),
@@ -626,46 +663,60 @@ impl Daemon {
         doc
     }
 
-    /// `apivip handover`: gives the VIP away and stays a Backup at priority 1. Waits
-    /// until another node holds the VIP (or the handover timed out) and says what
-    /// happened.
+    /// `apivip handover`: gives the VIPs away and stays a Backup at priority 1, every
+    /// instance of this node. Waits until other nodes hold the VIPs (or the handovers
+    /// timed out) and says what happened, per instance when there are several.
     pub async fn handover(&self, who: &str) -> Result<String, (u16, String)> {
         let run = self.running();
-        let (handle, v) = match (&run.vrrp, &run.config.vrrp) {
-            (Some(h), Some(v)) => (h, v),
-            _ => {
-                return Err((
-                    409,
-                    "no vrrp section in the config: there is no VIP to hand over".to_owned(),
-                ))
-            }
-        };
+        if run.vrrp.is_empty() {
+            return Err((
+                409,
+                "no vrrp section in the config: there is no VIP to hand over".to_owned(),
+            ));
+        }
         let Some(_running) = self.begin_control() else {
             return Err((409, "another handover or resume is running".to_owned()));
         };
         let started = Instant::now();
-        handle
-            .maintenance(ELECTION_BOUND)
-            .await
-            .map_err(|e| refused(e, "handover"))?;
+        let mut refusals = Vec::new();
+        for (i, h) in run.vrrp.iter().enumerate() {
+            match h.maintenance(ELECTION_BOUND).await {
+                Ok(()) => {}
+                // Nothing changed yet: refuse the whole control.
+                Err(e) if i == 0 => return Err(refused(e, "handover")),
+                Err(e) => refusals.push(format!("{}: {}", h.name, refused(e, "handover").1)),
+            }
+        }
         self.history
             .push(EventKind::Control, "handover", format!("asked by {who}"));
         tracing::info!(who, "control: handover (maintenance until resume)");
-        // Wait for the outcome, watching the state the election thread publishes on
-        // every change (no wakeup of that thread): bounded by the handover timeout and
-        // a few adverts, and by the admin connection's own timeout.
-        let bound = (v.instance.handover_timeout
-            + v.instance.version.interval() * 4
-            + Duration::from_secs(1))
-        .min(HANDOVER_WAIT);
-        while handle.status.load().state == crate::vrrp::machine::State::Master
-            && started.elapsed() < bound
-        {
+        // Wait for the outcome, watching the state the election threads publish on
+        // every change (no wakeup of those threads): bounded by the handover timeout
+        // and a few adverts, and by the admin connection's own timeout.
+        let bound = run
+            .config
+            .vrrp
+            .iter()
+            .map(|v| {
+                v.instance.handover_timeout
+                    + v.instance.version.interval() * 4
+                    + Duration::from_secs(1)
+            })
+            .max()
+            .unwrap_or_default()
+            .min(HANDOVER_WAIT);
+        let holding = || {
+            run.vrrp
+                .iter()
+                .any(|h| h.status.load().state == crate::vrrp::machine::State::Master)
+        };
+        while holding() && started.elapsed() < bound {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let took = crate::units::format_duration(started.elapsed());
         self.invalidate().await;
-        Ok(match self.vrrp_report().await {
+        let outcome = |r: Option<VrrpReport>| {
+            match r {
             Some(r) if r.handing_over => format!(
                 "handover: still waiting for another node after {took}; `apivip status` shows when it is done"
             ),
@@ -679,46 +730,77 @@ impl Daemon {
                 r.master.map(|m| format!("; master is {m}")).unwrap_or_default()
             ),
             None => "handover: started; the election thread did not report".to_owned(),
-        })
+        }
+        };
+        let reports = self.vrrp_reports().await;
+        Ok(per_instance(
+            &run.vrrp,
+            reports.into_iter().map(outcome),
+            refusals,
+        ))
     }
 
-    /// `apivip resume`: leaves maintenance.
+    /// `apivip resume`: leaves maintenance, every instance of this node.
     pub async fn resume(&self, who: &str) -> Result<String, (u16, String)> {
         let run = self.running();
-        let Some(handle) = &run.vrrp else {
+        if run.vrrp.is_empty() {
             return Err((
                 409,
                 "no vrrp section in the config: nothing to resume".to_owned(),
             ));
-        };
+        }
         let Some(running) = self.begin_control() else {
             return Err((
                 409,
                 "a handover is running; resume when it has finished".to_owned(),
             ));
         };
-        let r = handle.resume(ELECTION_BOUND).await;
+        let mut refusals = Vec::new();
+        let mut resumed = 0;
+        for h in &run.vrrp {
+            match h.resume(ELECTION_BOUND).await {
+                Ok(()) => resumed += 1,
+                Err(e) => refusals.push((h.name.clone(), refused(e, "resume"))),
+            }
+        }
         drop(running);
-        r.map_err(|e| refused(e, "resume"))?;
+        if resumed == 0 {
+            // Nothing changed: the first refusal is the answer.
+            if let Some((_, e)) = refusals.first() {
+                return Err(e.clone());
+            }
+        }
         self.invalidate().await;
         self.history
             .push(EventKind::Control, "resume", format!("asked by {who}"));
         tracing::info!(who, "control: resume");
-        let p = self.vrrp_report().await.map(|r| r.effective_priority);
-        Ok(format!(
-            "resume: maintenance over; priority {}{}",
-            p.map_or_else(|| "restored".to_owned(), |p| p.to_string()),
-            if self
-                .running()
-                .config
-                .vrrp
-                .as_ref()
-                .is_some_and(|v| v.instance.preempt)
-            {
-                "; preemption takes the VIP back if this node has the highest priority"
-            } else {
-                ""
-            }
+        let reports = self.vrrp_reports().await;
+        let outcome = |(r, v): (Option<VrrpReport>, Option<&crate::config::Vrrp>)| {
+            format!(
+                "resume: maintenance over; priority {}{}",
+                r.map_or_else(
+                    || "restored".to_owned(),
+                    |r| r.effective_priority.to_string()
+                ),
+                if v.is_some_and(|v| v.instance.preempt) {
+                    "; preemption takes the VIP back if this node has the highest priority"
+                } else {
+                    ""
+                }
+            )
+        };
+        let configs = run
+            .vrrp
+            .iter()
+            .map(|h| run.config.vrrp.iter().find(|v| v.name == h.name));
+        let refusals = refusals
+            .into_iter()
+            .map(|(name, (_, e))| format!("{name}: {e}"))
+            .collect();
+        Ok(per_instance(
+            &run.vrrp,
+            reports.into_iter().zip(configs).map(outcome),
+            refusals,
         ))
     }
 
@@ -800,6 +882,26 @@ impl Drop for ControlGuard<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = false;
     }
+}
+
+/// A control's answer: one line per instance, named when there are several, then
+/// what was refused.
+fn per_instance(
+    handles: &[VrrpHandle],
+    lines: impl Iterator<Item = String>,
+    refusals: Vec<String>,
+) -> String {
+    let mut out: Vec<String> = if handles.len() == 1 {
+        lines.collect()
+    } else {
+        handles
+            .iter()
+            .zip(lines)
+            .map(|(h, line)| format!("{}: {line}", h.name))
+            .collect()
+    };
+    out.extend(refusals.into_iter().map(|r| format!("refused: {r}")));
+    out.join("\n")
 }
 
 fn refused(e: Option<crate::vrrp::machine::ControlRefused>, what: &str) -> (u16, String) {

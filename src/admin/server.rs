@@ -356,7 +356,8 @@ fn stall_election(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)>
             )
         })?;
     let running = daemon.running();
-    let handle = running.vrrp.as_ref().ok_or((
+    // The first election (the test topologies run one).
+    let handle = running.vrrp.first().ok_or((
         409,
         "no vrrp section in the config: no election thread".to_owned(),
     ))?;
@@ -387,7 +388,7 @@ mod tests {
     use super::*;
     use crate::health::stats::HealthStats;
 
-    fn daemon(vrrp: Option<crate::vrrp::io::shell::VrrpHandle>) -> Daemon {
+    fn daemon(vrrp: Vec<crate::vrrp::io::shell::VrrpHandle>) -> Daemon {
         let config = crate::config::Config::from_yaml(
             "backends: [{address: 198.18.0.11}]\napiserver: {listen: [], check: {kind: tcp}}\n",
             std::path::Path::new("t.yaml"),
@@ -402,7 +403,7 @@ mod tests {
                 listen: Vec::new(),
                 check_stats: HealthStats::new(&config),
                 vrrp,
-                vips: None,
+                vips: Vec::new(),
             },
             view,
             publisher,
@@ -419,7 +420,7 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_election_thread_turns_healthz_503() {
         let (handle, _held) = crate::vrrp::io::shell::VrrpHandle::stalled();
-        let d = daemon(Some(handle));
+        let d = daemon(vec![handle]);
         let started = std::time::Instant::now();
         let (code, text) = body(healthz(&d).await).await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
@@ -437,7 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_an_election_healthz_needs_only_the_runtime() {
-        let d = daemon(None);
+        let d = daemon(Vec::new());
         assert_eq!(
             body(healthz(&d).await).await,
             (StatusCode::OK, "ok\n".to_owned())

@@ -25,8 +25,12 @@ pub struct StatusDoc {
     pub ready: bool,
     /// Why not ready (empty when ready).
     pub not_ready: Vec<String>,
-    /// The election, when configured.
+    /// The first VRRP instance, when configured (as in documents before several
+    /// instances; [`StatusDoc::vrrp_instances`] has them all).
     pub vrrp: Option<VrrpDoc>,
+    /// Every VRRP instance, in config order.
+    #[serde(default)]
+    pub vrrp_instances: Vec<VrrpDoc>,
     /// The frontends in config order.
     pub frontends: Vec<FrontendDoc>,
     /// The newest events, oldest first (at most 20).
@@ -91,6 +95,15 @@ pub struct DaemonInfo {
 /// The VRRP instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VrrpDoc {
+    /// The instance's name (`vrrp[].name`).
+    #[serde(default)]
+    pub name: String,
+    /// Its sync group, if it is in one.
+    #[serde(default)]
+    pub sync_group: Option<String>,
+    /// `ipv4` or `ipv6`: with the VRID, what identifies the virtual router on the link.
+    #[serde(default)]
+    pub family: String,
     /// The virtual router id.
     pub vrid: u8,
     /// The interface.

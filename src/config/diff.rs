@@ -18,8 +18,10 @@ pub struct ReloadPlan {
     pub frontends: Vec<FrontendChange>,
     /// `admin.listen`.
     pub admin: ListenChange,
-    /// `vrrp:`.
-    pub vrrp: VrrpChange,
+    /// `vrrp:`: one entry per instance in either config, by name (an instance keeps
+    /// its identity across a reload by its name): the new config's order, then the
+    /// removed ones.
+    pub vrrp: Vec<(String, VrrpChange)>,
     /// Changes that only apply at the next restart (said in the reload's answer and
     /// the log; the rest of the file is applied).
     pub at_restart: Vec<String>,
@@ -150,6 +152,37 @@ pub enum VrrpChange {
     Removed,
 }
 
+/// The change of every instance, matched by name.
+fn vrrp_changes(old: &[Vrrp], new: &[Vrrp]) -> Vec<(String, VrrpChange)> {
+    let find = |list: &[Vrrp], name: &str| list.iter().find(|v| v.name == name).cloned();
+    let mut out: Vec<(String, VrrpChange)> = new
+        .iter()
+        .map(|n| {
+            let change = VrrpChange::between(find(old, &n.name).as_ref(), Some(n));
+            (n.name.clone(), change)
+        })
+        .collect();
+    for o in old.iter().filter(|o| find(new, &o.name).is_none()) {
+        out.push((o.name.clone(), VrrpChange::Removed));
+    }
+    out
+}
+
+impl ReloadPlan {
+    /// The change of the instance `name` (unchanged when it is in neither config).
+    pub fn vrrp_change(&self, name: &str) -> &VrrpChange {
+        self.vrrp
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(&VrrpChange::Unchanged, |(_, c)| c)
+    }
+
+    /// Whether no election changes.
+    pub fn vrrp_unchanged(&self) -> bool {
+        self.vrrp.iter().all(|(_, c)| *c == VrrpChange::Unchanged)
+    }
+}
+
 impl VrrpChange {
     /// The change from `old` to `new`.
     pub fn between(old: Option<&Vrrp>, new: Option<&Vrrp>) -> Self {
@@ -235,7 +268,7 @@ impl ReloadPlan {
         ReloadPlan {
             frontends,
             admin: ListenChange::between(&old.admin.listen, &new.admin.listen),
-            vrrp: VrrpChange::between(old.vrrp.as_ref(), new.vrrp.as_ref()),
+            vrrp: vrrp_changes(&old.vrrp, &new.vrrp),
             at_restart,
         }
     }
@@ -307,17 +340,20 @@ impl ReloadPlan {
             }
         }
         listen(&mut out, "admin.listen", &self.admin);
-        match &self.vrrp {
-            VrrpChange::Unchanged => {}
-            VrrpChange::InPlace => out.push(
-                "vrrp: changed in place (the VIP stays unless the new priority loses)".to_owned(),
-            ),
-            VrrpChange::Replace(what) => out.push(format!(
-                "vrrp: {what}: planned handover of the old instance, then the new one starts"
-            )),
-            VrrpChange::Added => out.push("vrrp: election added".to_owned()),
-            VrrpChange::Removed => {
-                out.push("vrrp: election removed (planned handover of the VIP)".to_owned())
+        for (name, change) in &self.vrrp {
+            let key = format!("vrrp {name}");
+            match change {
+                VrrpChange::Unchanged => {}
+                VrrpChange::InPlace => out.push(format!(
+                    "{key}: changed in place (the VIP stays unless the new priority loses)"
+                )),
+                VrrpChange::Replace(what) => out.push(format!(
+                    "{key}: {what}: planned handover of the old instance, then the new one starts"
+                )),
+                VrrpChange::Added => out.push(format!("{key}: election added")),
+                VrrpChange::Removed => out.push(format!(
+                    "{key}: election removed (planned handover of the VIP)"
+                )),
             }
         }
         if old.shutdown != new.shutdown {
@@ -490,29 +526,63 @@ apiserver:
         let prio = vrrp("  priority: 150\n");
         let vips = vrrp("").clone();
         assert_eq!(
-            VrrpChange::between(base.vrrp.as_ref(), vips.vrrp.as_ref()),
+            VrrpChange::between(base.vrrp.first(), vips.vrrp.first()),
             VrrpChange::Unchanged
         );
         assert_eq!(
-            VrrpChange::between(base.vrrp.as_ref(), prio.vrrp.as_ref()),
+            VrrpChange::between(base.vrrp.first(), prio.vrrp.first()),
             VrrpChange::InPlace
         );
-        let mut other = base.vrrp.clone().unwrap();
+        let mut other = base.vrrp[0].clone();
         other.interface = "eth1".to_owned();
         other.instance.vrid = crate::vrrp::units::Vrid::new_unchecked(52);
-        match VrrpChange::between(base.vrrp.as_ref(), Some(&other)) {
+        match VrrpChange::between(base.vrrp.first(), Some(&other)) {
             VrrpChange::Replace(what) => {
                 assert!(what.contains("interface eth0 -> eth1") && what.contains("vrid 51 -> 52"))
             }
             c => panic!("{c:?}"),
         }
         assert_eq!(
-            VrrpChange::between(None, base.vrrp.as_ref()),
+            VrrpChange::between(None, base.vrrp.first()),
             VrrpChange::Added
         );
         assert_eq!(
-            VrrpChange::between(base.vrrp.as_ref(), None),
+            VrrpChange::between(base.vrrp.first(), None),
             VrrpChange::Removed
         );
+    }
+
+    #[test]
+    fn instances_are_matched_by_name() {
+        let two = |a_prio: u8, b: &str| {
+            config(&format!(
+                "{BASE}vrrp:\n  - {{name: a, interface: eth0, address: 198.18.0.11, vrid: 51, priority: {a_prio}, vips: [198.18.0.5/24]}}\n  - {{name: {b}, interface: eth0, address: 198.18.0.11, vrid: 52, vips: [198.18.0.6/24]}}\n"
+            ))
+        };
+        let old = two(100, "b");
+        let new = two(150, "c");
+        let plan = ReloadPlan::between(&old, &new);
+        assert_eq!(
+            plan.vrrp,
+            [
+                ("a".to_owned(), VrrpChange::InPlace),
+                ("c".to_owned(), VrrpChange::Added),
+                ("b".to_owned(), VrrpChange::Removed),
+            ]
+        );
+        assert_eq!(*plan.vrrp_change("c"), VrrpChange::Added);
+        assert_eq!(*plan.vrrp_change("nowhere"), VrrpChange::Unchanged);
+        assert!(!plan.vrrp_unchanged());
+        let lines = plan.describe(&old, &new);
+        assert!(
+            lines.contains(
+                &"vrrp a: changed in place (the VIP stays unless the new priority loses)"
+                    .to_owned()
+            ) && lines.contains(&"vrrp c: election added".to_owned())
+                && lines
+                    .contains(&"vrrp b: election removed (planned handover of the VIP)".to_owned()),
+            "{lines:#?}"
+        );
+        assert!(ReloadPlan::between(&old, &old).vrrp_unchanged());
     }
 }

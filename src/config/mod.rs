@@ -41,8 +41,8 @@ pub struct Config {
     pub source: PathBuf,
     /// The frontends: always the apiserver, optionally etcd.
     pub frontends: Vec<Frontend>,
-    /// The virtual IP, when configured.
-    pub vrrp: Option<Vrrp>,
+    /// The VRRP instances (the virtual IPs), in config order; empty without `vrrp:`.
+    pub vrrp: Vec<Vrrp>,
     /// Shutdown behaviour.
     pub shutdown: Shutdown,
     /// Logging.

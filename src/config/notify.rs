@@ -54,8 +54,6 @@ pub struct Notify {
     pub hooks: Vec<Hook>,
     /// How long one run may take before it is killed (with its process group).
     pub timeout: Duration,
-    /// The instance NAME passed to `vrrp:` hooks (keepalived's `vrrp_instance` name).
-    pub instance: String,
 }
 
 impl Default for Notify {
@@ -63,7 +61,6 @@ impl Default for Notify {
         Notify {
             hooks: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
-            instance: String::new(),
         }
     }
 }
@@ -121,7 +118,7 @@ pub struct Hook {
 
 impl Validator {
     /// Validates `notify:`; VRRP hooks need `vrrp:`.
-    pub(super) fn notify(&mut self, raw: Option<RawNotify>, vrrp: Option<&Vrrp>) -> Notify {
+    pub(super) fn notify(&mut self, raw: Option<RawNotify>, vrrp: &[Vrrp]) -> Notify {
         let Some(raw) = raw else {
             return Notify::default();
         };
@@ -139,7 +136,7 @@ impl Validator {
             let Some(value) = value else { continue };
             let commands = value.into_vec();
             let key = format!("notify.{}", on.key());
-            if on.is_vrrp() && vrrp.is_none() {
+            if on.is_vrrp() && vrrp.is_empty() {
                 self.issue(
                     &key,
                     Some(commands.join(", ")),
@@ -164,24 +161,15 @@ impl Validator {
                 }
             }
         }
-        let instance = match (raw.instance, vrrp) {
-            (Some(name), _) if name.trim().is_empty() || name.contains(char::is_whitespace) => {
-                self.issue(
-                    "notify.instance",
-                    Some(name),
-                    "expected a name without spaces, e.g. VI_1",
-                );
-                String::new()
-            }
-            (Some(name), _) => name,
-            (None, Some(v)) => format!("vrid-{}", v.instance.vrid.get()),
-            (None, None) => String::new(),
-        };
-        Notify {
-            hooks,
-            timeout,
-            instance,
+        // The NAME of a single instance (`vrrp.name` now); `vrrp_section` uses it.
+        if let Some(name) = raw.instance.filter(|n| !super::vrrp::is_instance_name(n)) {
+            self.issue(
+                "notify.instance",
+                Some(name),
+                super::vrrp::INSTANCE_NAME_EXPECTED,
+            );
         }
+        Notify { hooks, timeout }
     }
 
     /// Parses `PATH ARGS...` and checks the file.
@@ -298,7 +286,7 @@ vrrp: {interface: eth0, address: 198.18.0.11, vrid: 51, priority: 100, vips: 198
         let c = parse_at(&yaml, d.path()).unwrap();
         let n = &c.notify;
         assert_eq!(n.timeout, Duration::from_secs(3));
-        assert_eq!(n.instance, "vrid-51");
+        assert_eq!(c.vrrp[0].name, "vrid-51");
         let got: Vec<(&str, HookOn, Vec<&str>)> = n
             .hooks
             .iter()
@@ -408,6 +396,6 @@ vrrp: {interface: eth0, address: 198.18.0.11, vrid: 51, priority: 100, vips: 198
             "{VRRP}notify: {{vrrp: '{}', instance: VI_1}}\n",
             s.display()
         );
-        assert_eq!(parse_at(&yaml, d.path()).unwrap().notify.instance, "VI_1");
+        assert_eq!(parse_at(&yaml, d.path()).unwrap().vrrp[0].name, "VI_1");
     }
 }

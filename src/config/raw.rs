@@ -19,9 +19,9 @@ pub(crate) struct RawConfig {
     /// The optional etcd frontend; off unless present.
     #[serde(default)]
     pub(crate) etcd: Option<RawFrontend>,
-    /// The virtual IP (VRRP); off unless present.
+    /// The virtual IP (VRRP); off unless present. One instance, or a list.
     #[serde(default)]
-    pub(crate) vrrp: Option<RawVrrp>,
+    pub(crate) vrrp: Option<RawVrrpSection>,
     /// Shutdown behaviour.
     #[serde(default)]
     pub(crate) shutdown: Option<RawShutdown>,
@@ -90,10 +90,50 @@ pub(crate) struct RawCheck {
     pub(crate) jitter_percent: Option<i64>,
 }
 
-/// `vrrp:`.
+/// `vrrp:`: one instance (a map, as before multi-instance), or a list of them.
+#[derive(Debug)]
+pub(crate) enum RawVrrpSection {
+    One(Box<RawVrrp>),
+    Many(Vec<RawVrrp>),
+}
+
+impl<'de> Deserialize<'de> for RawVrrpSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawVrrpSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a VRRP instance (interface, address, vrid, vips, ...) or a list of them",
+                )
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawVrrpSection, A::Error> {
+                RawVrrp::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|r| RawVrrpSection::One(Box::new(r)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<RawVrrpSection, A::Error> {
+                Vec::<RawVrrp>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawVrrpSection::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One VRRP instance (`vrrp:` or `vrrp[N]`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVrrp {
+    /// The instance's name (logs, status, metrics, notify).
+    pub(crate) name: Option<String>,
+    /// Instances of one sync group move together.
+    pub(crate) sync_group: Option<String>,
     pub(crate) interface: Option<String>,
     pub(crate) address: Option<String>,
     pub(crate) vrid: Option<i64>,

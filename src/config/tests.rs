@@ -284,7 +284,7 @@ vrrp:
 #[test]
 fn vrrp_section_defaults() {
     let c = parse(VRRP).unwrap();
-    let v = c.vrrp.unwrap();
+    let v = c.vrrp.into_iter().next().unwrap();
     assert_eq!(v.interface, "eth0");
     assert_eq!(v.vips, vec![("198.18.0.5".parse().unwrap(), 24)]);
     assert_eq!(v.track, Track::Proxy(FrontendKind::Apiserver));
@@ -316,7 +316,7 @@ vrrp:
     )
     .unwrap();
     assert!(c.frontends[0].listen.is_empty());
-    let v = c.vrrp.unwrap();
+    let v = c.vrrp.into_iter().next().unwrap();
     assert_eq!(
         v.track,
         Track::Backend(BackendId {
@@ -433,4 +433,89 @@ fn admin_listen_errors_name_the_key_and_value() {
         lines[0].contains("admin.listn") || lines[0].contains("unknown field `listn`"),
         "{lines:?}"
     );
+}
+
+const DUAL_STACK: &str = "
+backends:
+  - {name: master-1, address: 198.18.0.11}
+apiserver: {listen: '[::]:8443'}
+vrrp:
+  - name: api-v4
+    interface: eth0
+    address: 198.18.0.11
+    vrid: 51
+    vips: [198.18.0.5/24]
+    sync_group: api
+  - interface: eth0
+    address: 2001:db8::11
+    vrid: 51
+    vips: [2001:db8::5/64]
+    sync_group: api
+";
+
+#[test]
+fn a_list_of_instances_with_a_sync_group() {
+    let c = parse(DUAL_STACK).unwrap();
+    let names: Vec<(&str, Option<&str>)> = c
+        .vrrp
+        .iter()
+        .map(|v| (v.name.as_str(), v.sync_group.as_deref()))
+        .collect();
+    // The unnamed IPv6 instance of VRID 51 does not collide with the IPv4 one.
+    assert_eq!(
+        names,
+        [("api-v4", Some("api")), ("vrid-51-ipv6", Some("api"))]
+    );
+    assert_eq!(c.vrrp[1].vips, vec![("2001:db8::5".parse().unwrap(), 64)]);
+    // One instance as a map, as before, is one instance named by its VRID.
+    let single = parse(VRRP).unwrap();
+    assert_eq!(single.vrrp.len(), 1);
+    assert_eq!(single.vrrp[0].name, "vrid-51");
+    assert_eq!(single.vrrp[0].sync_group, None);
+}
+
+#[test]
+fn instances_are_checked_against_each_other_under_their_own_keys() {
+    let base = "backends: [{name: m1, address: 198.18.0.11}]\n";
+    let lines = issues(&format!(
+        "{base}vrrp:
+  - {{name: a, interface: eth0, address: 198.18.0.11, vrid: 51, vips: [198.18.0.5/24], sync_group: g}}
+  - {{name: a, interface: eth0, address: 198.18.0.11, vrid: 51, vips: [198.18.0.5/24]}}
+  - {{name: 'b c', interface: eth1, address: 198.18.0.11, vrid: 0, vips: [198.18.0.6/24]}}
+"
+    ));
+    let want = [
+        "test.yaml: vrrp[2].vrid: \"0\": out of range",
+        "test.yaml: vrrp[2].name: \"b c\": expected 1 to 64 letters",
+        "test.yaml: vrrp[0].sync_group: \"g\": is the only instance of this sync group",
+        "test.yaml: vrrp[1].name: \"a\": is also the name of vrrp[0]",
+        "test.yaml: vrrp[1].vrid: \"51\": vrrp[0] already runs this virtual router (IPv4 on eth0)",
+        "test.yaml: vrrp[1].vips: \"198.18.0.5\": is also a VIP of vrrp[0]",
+    ];
+    for w in want {
+        assert!(
+            lines.iter().any(|l| l.starts_with(w)),
+            "{w:?} not in {lines:#?}"
+        );
+    }
+    assert_eq!(lines.len(), want.len(), "{lines:#?}");
+    // Unknown keys in a list entry name the entry.
+    let lines = issues(&format!(
+        "{base}vrrp:\n  - {{interface: eth0, address: 198.18.0.11, vrid: 51, vips: [198.18.0.5/24], sync: g}}\n"
+    ));
+    assert!(lines[0].starts_with("test.yaml: vrrp[0]"), "{lines:?}");
+    assert!(lines[0].contains("sync"), "{lines:?}");
+    assert_eq!(issues(&format!("{base}vrrp: []\n")).len(), 1);
+    // notify.instance names a single instance only.
+    let lines = issues(&format!(
+        "{base}vrrp:\n  - {{interface: eth0, address: 198.18.0.11, vrid: 51, vips: [198.18.0.5/24]}}\nnotify: {{instance: VI_1}}\n"
+    ));
+    assert!(
+        lines[0].starts_with("test.yaml: notify.instance: \"VI_1\""),
+        "{lines:?}"
+    );
+    let lines = issues(&format!(
+        "{base}vrrp: {{name: a, interface: eth0, address: 198.18.0.11, vrid: 51, vips: [198.18.0.5/24]}}\nnotify: {{instance: VI_1}}\n"
+    ));
+    assert!(lines[0].contains("differs from vrrp.name (a)"), "{lines:?}");
 }

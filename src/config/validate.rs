@@ -174,9 +174,10 @@ impl Validator {
                 "not a log filter; expected error, warn, info, debug, trace or a directive like apivip=debug",
             );
         }
-        let vrrp = raw.vrrp.map(|v| self.vrrp(v, &frontends));
+        let notify_instance = raw.notify.as_ref().and_then(|n| n.instance.clone());
+        let vrrp = self.vrrp_section(raw.vrrp, notify_instance.as_deref(), &frontends);
         let admin = self.admin(raw.admin.unwrap_or_default(), &frontends);
-        let notify = self.notify(raw.notify, vrrp.as_ref());
+        let notify = self.notify(raw.notify, &vrrp);
         Config {
             source: source.to_owned(),
             frontends,

@@ -1,4 +1,21 @@
-//! `vrrp:`: the election for the virtual IP.
+//! `vrrp:`: the elections for the virtual IPs: one instance (a map), or a list of
+//! instances, each its own election, optionally in sync groups that move together.
+//!
+//! ```yaml
+//! vrrp:                       # a dual-stack control plane: both VIPs move together
+//!   - name: api-v4
+//!     interface: eth0
+//!     address: 198.18.0.11
+//!     vrid: 51
+//!     vips: [198.18.0.5/24]
+//!     sync_group: api
+//!   - name: api-v6
+//!     interface: eth0
+//!     address: 2001:db8::11
+//!     vrid: 51
+//!     vips: [2001:db8::5/64]
+//!     sync_group: api
+//! ```
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -7,9 +24,17 @@ use super::raw;
 use super::validate::Validator;
 use super::{BackendId, Frontend, FrontendKind};
 
-/// `vrrp:`: the election for the virtual IP.
+/// One VRRP instance (`vrrp:` or `vrrp[N]`): the election for its virtual IPs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vrrp {
+    /// The instance's name, unique in the file: logs, status, the `vrrp_instance`
+    /// label of metrics and the NAME of notify hooks (keepalived's `vrrp_instance`).
+    /// Defaults to `vrid-VRID` (`vrid-VRID-ipv6` for IPv6 in a list), or
+    /// `notify.instance` for a single instance.
+    pub name: String,
+    /// The sync group this instance belongs to (keepalived's `vrrp_sync_group`): every
+    /// instance with the same name moves together (`crate::vrrp::sync`).
+    pub sync_group: Option<String>,
     /// The interface the VIP lives on and adverts are sent on.
     pub interface: String,
     /// The election itself (VRID, version and interval, priority, VIPs, peers, ...).
@@ -30,8 +55,155 @@ pub enum Track {
     Backend(BackendId),
 }
 
+/// The longest instance or sync group name: it goes into logs, metric labels and
+/// notify arguments.
+const MAX_NAME_LEN: usize = 64;
+
+/// What an instance or sync group name must be.
+pub(super) const INSTANCE_NAME_EXPECTED: &str =
+    "expected 1 to 64 letters, digits, '-', '_' or '.', e.g. api-v4 or VI_1";
+
+/// Whether `text` is a usable instance or sync group name: one word of letters,
+/// digits, `-`, `_` and `.` (it is a notify argument and a metric label).
+pub(super) fn is_instance_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_NAME_LEN
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 impl Validator {
-    pub(super) fn vrrp(&mut self, mut raw: raw::RawVrrp, frontends: &[Frontend]) -> Vrrp {
+    /// `vrrp:`, one instance or a list, with the checks across instances.
+    /// `notify_instance` is `notify.instance`, the name of a single instance before
+    /// instances had names.
+    pub(super) fn vrrp_section(
+        &mut self,
+        raw: Option<raw::RawVrrpSection>,
+        notify_instance: Option<&str>,
+        frontends: &[Frontend],
+    ) -> Vec<Vrrp> {
+        let (raws, listed) = match raw {
+            None => return Vec::new(),
+            Some(raw::RawVrrpSection::One(r)) => (vec![*r], false),
+            Some(raw::RawVrrpSection::Many(list)) => (list, true),
+        };
+        if listed && raws.is_empty() {
+            self.issue(
+                "vrrp",
+                Some("[]".to_owned()),
+                "is an empty list; expected at least one instance, or no vrrp section",
+            );
+        }
+        let mut out = Vec::with_capacity(raws.len());
+        for (i, r) in raws.into_iter().enumerate() {
+            let key = if listed {
+                format!("vrrp[{i}]")
+            } else {
+                "vrrp".to_owned()
+            };
+            let named = r.name.is_some();
+            let before = self.issues.len();
+            let mut v = self.vrrp(r, frontends);
+            // Every issue of this instance under its own key.
+            if listed {
+                for issue in &mut self.issues[before..] {
+                    if let Some(rest) = issue.path.strip_prefix("vrrp") {
+                        issue.path = format!("{key}{rest}");
+                    }
+                }
+            }
+            match notify_instance.filter(|n| is_instance_name(n)) {
+                Some(n) if listed => self.issue(
+                    "notify.instance",
+                    Some(n.to_owned()),
+                    "names the only instance; with a list under vrrp, name each instance (vrrp[N].name)",
+                ),
+                Some(n) if named && v.name != n => self.issue(
+                    "notify.instance",
+                    Some(n.to_owned()),
+                    format!("differs from vrrp.name ({}); keep one of them", v.name),
+                ),
+                Some(n) if !named => v.name = n.to_owned(),
+                _ => {}
+            }
+            if !named && listed && v.instance.family() == crate::vrrp::packet::Family::Ipv6 {
+                v.name.push_str("-ipv6");
+            }
+            out.push((key, v));
+        }
+        self.across_instances(&out);
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Names, virtual routers and VIPs distinct across instances; sync groups of two
+    /// or more.
+    fn across_instances(&mut self, list: &[(String, Vrrp)]) {
+        for (i, (key, v)) in list.iter().enumerate() {
+            let earlier = &list[..i];
+            if let Some((k, _)) = earlier.iter().find(|(_, o)| o.name == v.name) {
+                self.issue(
+                    format!("{key}.name"),
+                    Some(v.name.clone()),
+                    format!("is also the name of {k}; expected a name per instance"),
+                );
+            }
+            if let Some((k, _)) = earlier.iter().find(|(_, o)| {
+                o.interface == v.interface
+                    && o.instance.vrid == v.instance.vrid
+                    && o.instance.family() == v.instance.family()
+            }) {
+                self.issue(
+                    format!("{key}.vrid"),
+                    Some(v.instance.vrid.get().to_string()),
+                    format!(
+                        "{k} already runs this virtual router ({} on {}); expected another vrid, interface or address family",
+                        match v.instance.family() {
+                            crate::vrrp::packet::Family::Ipv4 => "IPv4",
+                            crate::vrrp::packet::Family::Ipv6 => "IPv6",
+                        },
+                        v.interface
+                    ),
+                );
+            }
+            for (vip, _) in &v.vips {
+                if let Some((k, _)) = earlier
+                    .iter()
+                    .find(|(_, o)| o.vips.iter().any(|(a, _)| a == vip))
+                {
+                    self.issue(
+                        format!("{key}.vips"),
+                        Some(vip.to_string()),
+                        format!("is also a VIP of {k}; expected each VIP in one instance"),
+                    );
+                }
+            }
+            if let Some(g) = &v.sync_group {
+                let members = list
+                    .iter()
+                    .filter(|(_, o)| o.sync_group.as_ref() == Some(g))
+                    .count();
+                if members < 2 {
+                    self.issue(
+                        format!("{key}.sync_group"),
+                        Some(g.clone()),
+                        "is the only instance of this sync group; expected two or more instances with the same sync_group, or none",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Checks a name for logs, labels and notify arguments at `key`.
+    fn instance_name(&mut self, key: &str, text: &str) -> bool {
+        let ok = is_instance_name(text);
+        if !ok {
+            self.issue(key, Some(text.to_owned()), INSTANCE_NAME_EXPECTED);
+        }
+        ok
+    }
+
+    fn vrrp(&mut self, mut raw: raw::RawVrrp, frontends: &[Frontend]) -> Vrrp {
         use crate::vrrp::machine::InstanceConfig;
         use crate::vrrp::units::{Priority, Vrid};
         let issues_before = self.issues.len();
@@ -197,7 +369,17 @@ impl Validator {
                 self.issue("vrrp", None, e.to_string());
             }
         }
+        let name = match raw.name.take() {
+            Some(n) if self.instance_name("vrrp.name", &n) => n,
+            _ => format!("vrid-{}", vrid.get()),
+        };
+        let sync_group = raw
+            .sync_group
+            .take()
+            .filter(|g| self.instance_name("vrrp.sync_group", g));
         Vrrp {
+            name,
+            sync_group,
             interface,
             instance,
             vips,

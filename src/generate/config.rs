@@ -942,7 +942,7 @@ mod tests {
         );
         let c = validate(&g.text);
         assert_eq!(Shape::of(&c), Shape::VipProxy);
-        let v = c.vrrp.unwrap();
+        let v = c.vrrp.into_iter().next().unwrap();
         assert_eq!(v.interface, "eth0");
         assert_eq!(
             v.instance.primary_ip,
@@ -974,7 +974,7 @@ mod tests {
         let g = generate(&opts(Shape::VipOnly), &node2()).unwrap();
         let c = validate(&g.text);
         assert_eq!(Shape::of(&c), Shape::VipOnly);
-        let v = c.vrrp.unwrap();
+        let v = c.vrrp.into_iter().next().unwrap();
         match v.track {
             Track::Backend(id) => assert_eq!(c.frontends[0].backends[id.master].name, "master-2"),
             other => panic!("{other:?}"),
@@ -1000,7 +1000,7 @@ mod tests {
         assert_eq!(g.detected, ["this node: not one of the masters (a worker)"]);
         let c = validate(&g.text);
         assert_eq!(Shape::of(&c), Shape::LocalProxy);
-        assert!(c.vrrp.is_none());
+        assert!(c.vrrp.is_empty());
         assert_eq!(
             c.frontends[0].listen,
             vec!["127.0.0.1:8443".parse().unwrap()]
@@ -1026,7 +1026,7 @@ mod tests {
         o.unicast = true;
         o.etcd = true;
         let c = validate(&generate(&o, &node2()).unwrap().text);
-        let peers = c.vrrp.unwrap().instance.peers.unwrap();
+        let peers = c.vrrp.into_iter().next().unwrap().instance.peers.unwrap();
         assert_eq!(
             peers,
             vec![
@@ -1048,7 +1048,7 @@ mod tests {
         o.priority = Some(100);
         let g = generate(&o, &node2()).unwrap();
         let c = validate(&g.text);
-        let v = c.vrrp.unwrap();
+        let v = c.vrrp.into_iter().next().unwrap();
         assert!(matches!(
             v.instance.version,
             crate::vrrp::machine::VersionConfig::V2 { auth: Some(_), .. }
@@ -1091,7 +1091,7 @@ mod tests {
                 "address: 198.18.0.42 (198.18.0.42/24 on bond0)"
             ]
         );
-        let v = validate(&g.text).vrrp.unwrap();
+        let v = validate(&g.text).vrrp.into_iter().next().unwrap();
         assert_eq!(v.interface, "bond0");
         assert_eq!(v.instance.base_priority.get(), 140);
         // Nothing matches: the error names the flag.
@@ -1101,7 +1101,11 @@ mod tests {
         );
         // Given the interface, its address serves even outside the VIP's subnet.
         o.interface = Some("bond0".to_owned());
-        let v = validate(&generate(&o, &facts).unwrap().text).vrrp.unwrap();
+        let v = validate(&generate(&o, &facts).unwrap().text)
+            .vrrp
+            .into_iter()
+            .next()
+            .unwrap();
         assert_eq!(
             v.instance.primary_ip,
             "198.18.0.42".parse::<IpAddr>().unwrap()
@@ -1126,7 +1130,13 @@ mod tests {
             .insert(0, ("198.18.0.5".parse().unwrap(), 24));
         let g = generate(&opts(Shape::VipProxy), &facts).unwrap();
         assert_eq!(
-            validate(&g.text).vrrp.unwrap().instance.primary_ip,
+            validate(&g.text)
+                .vrrp
+                .into_iter()
+                .next()
+                .unwrap()
+                .instance
+                .primary_ip,
             "198.18.0.12".parse::<IpAddr>().unwrap()
         );
     }
@@ -1144,7 +1154,7 @@ mod tests {
         let g = generate(&o, &facts).unwrap();
         let c = validate(&g.text);
         assert_eq!(
-            c.vrrp.unwrap().instance.primary_ip,
+            c.vrrp.into_iter().next().unwrap().instance.primary_ip,
             "2001:db8::11".parse::<IpAddr>().unwrap()
         );
         assert_eq!(c.frontends[0].listen, vec!["[::]:8443".parse().unwrap()]);

@@ -72,9 +72,11 @@ fn endpoint(config: &Config, shape: Shape) -> Result<(String, u16), GenerateErro
         .frontend(FrontendKind::Apiserver)
         .ok_or_else(|| GenerateError::Config("the config has no apiserver frontend".to_owned()))?;
     let first_vip = || {
+        // The first instance's first VIP: with several (dual stack), the first is
+        // the endpoint kubeadm writes into every kubeconfig.
         config
             .vrrp
-            .as_ref()
+            .first()
             .and_then(|v| v.vips.first())
             .map(|(ip, _)| *ip)
             .ok_or_else(|| GenerateError::Config("the vrrp section has no VIP".to_owned()))
@@ -99,7 +101,7 @@ fn endpoint(config: &Config, shape: Shape) -> Result<(String, u16), GenerateErro
         }
         Shape::VipOnly => {
             let vip = first_vip()?;
-            let port = match config.vrrp.as_ref().map(|v| &v.track) {
+            let port = match config.vrrp.first().map(|v| &v.track) {
                 Some(Track::Backend(id)) => config.backend(*id).map(|b| b.addr.port()),
                 _ => None,
             }

@@ -111,7 +111,7 @@ pub fn generate(config: &Config, opts: &ManifestOptions) -> Result<String, Gener
         }
     }
     let mut caps_add: Vec<&str> = Vec::new();
-    if config.vrrp.is_some() {
+    if !config.vrrp.is_empty() {
         caps_add.extend(["NET_ADMIN", "NET_RAW"]);
     }
     let low_port = config
@@ -132,8 +132,10 @@ pub fn generate(config: &Config, opts: &ManifestOptions) -> Result<String, Gener
         .map(|a| reachable_locally(*a));
     let handover = config
         .vrrp
-        .as_ref()
-        .map_or(Duration::ZERO, |v| v.instance.handover_timeout);
+        .iter()
+        .map(|v| v.instance.handover_timeout)
+        .max()
+        .unwrap_or(Duration::ZERO);
     let grace = seconds(config.shutdown.drain_timeout + handover) + 5;
 
     let mut o = String::new();

@@ -63,7 +63,7 @@ impl Shape {
     /// The shape a validated config has: a VIP with a listening proxy, a VIP without
     /// one, or no VIP.
     pub fn of(config: &Config) -> Shape {
-        match (&config.vrrp, config.proxy_listens()) {
+        match (config.vrrp.first(), config.proxy_listens()) {
             (Some(_), true) => Shape::VipProxy,
             (Some(_), false) => Shape::VipOnly,
             (None, _) => Shape::LocalProxy,

@@ -61,9 +61,18 @@ pub const ENV: &[(&str, &str)] = &[
     ),
 ];
 
-/// Facts about this node that every VRRP run carries.
+/// Facts about this node's VRRP instances that their runs carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
+    /// Per instance, in config order.
+    pub instances: Vec<InstanceFacts>,
+}
+
+/// What a VRRP run says about its instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceFacts {
+    /// `vrrp[].name`.
+    pub name: String,
     /// The VRRP interface.
     pub interface: String,
     /// The VIPs, `198.18.0.5/24 2001:db8::5/64`.
@@ -73,18 +82,34 @@ pub struct Context {
 impl Context {
     /// From the config's `vrrp:`.
     pub fn from_config(config: &Config) -> Context {
-        match &config.vrrp {
-            None => Context::default(),
-            Some(v) => Context {
-                interface: v.interface.clone(),
-                vips: v
-                    .vips
-                    .iter()
-                    .map(|(a, p)| format!("{a}/{p}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            },
+        Context {
+            instances: config
+                .vrrp
+                .iter()
+                .map(|v| InstanceFacts {
+                    name: v.name.clone(),
+                    interface: v.interface.clone(),
+                    vips: v
+                        .vips
+                        .iter()
+                        .map(|(a, p)| format!("{a}/{p}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                })
+                .collect(),
         }
+    }
+
+    /// The facts of instance `name` (empty ones for an instance no longer configured).
+    fn instance(&self, name: &str) -> InstanceFacts {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .cloned()
+            .unwrap_or_else(|| InstanceFacts {
+                name: name.to_owned(),
+                ..InstanceFacts::default()
+            })
     }
 }
 
@@ -121,11 +146,13 @@ pub fn plan(notify: &Notify, ctx: &Context, notice: &Notice) -> Vec<Run> {
     let mut runs = Vec::new();
     match &notice.change {
         Change::Vrrp {
+            instance,
             vrid,
             from,
             to,
             priority,
         } => {
+            let facts = ctx.instance(instance);
             let state = vrrp_state(*to);
             let env = |hook: &str| {
                 vec![
@@ -135,14 +162,18 @@ pub fn plan(notify: &Notify, ctx: &Context, notice: &Notice) -> Vec<Run> {
                     ("APIVIP_FROM", vrrp_state(*from).to_owned()),
                     ("APIVIP_REASON", notice.reason.clone()),
                     ("APIVIP_TIME_MS", notice.at_ms.to_string()),
-                    ("APIVIP_INSTANCE", notify.instance.clone()),
+                    ("APIVIP_INSTANCE", instance.clone()),
                     ("APIVIP_VRID", vrid.to_string()),
                     ("APIVIP_PRIORITY", priority.to_string()),
-                    ("APIVIP_VIP", ctx.vips.clone()),
-                    ("APIVIP_INTERFACE", ctx.interface.clone()),
+                    ("APIVIP_VIP", facts.vips.clone()),
+                    ("APIVIP_INTERFACE", facts.interface.clone()),
                 ]
             };
-            let what = format!("vrrp {} -> {state} ({})", vrrp_state(*from), notice.reason);
+            let what = format!(
+                "vrrp {instance} {} -> {state} ({})",
+                vrrp_state(*from),
+                notice.reason
+            );
             let wanted = match to {
                 State::Master => HookOn::Master,
                 State::Backup => HookOn::Backup,
@@ -161,7 +192,7 @@ pub fn plan(notify: &Notify, ctx: &Context, notice: &Notice) -> Vec<Run> {
                     if pass == HookOn::Vrrp {
                         args.extend([
                             "INSTANCE".to_owned(),
-                            notify.instance.clone(),
+                            instance.clone(),
                             state.to_ascii_uppercase(),
                             priority.to_string(),
                         ]);
@@ -255,14 +286,16 @@ mod tests {
                 hook("backend", HookOn::Backend, &["-v"]),
             ],
             timeout: std::time::Duration::from_secs(10),
-            instance: "VI_1".to_owned(),
         }
     }
 
     fn ctx() -> Context {
         Context {
-            interface: "eth0".to_owned(),
-            vips: "198.18.0.5/24".to_owned(),
+            instances: vec![InstanceFacts {
+                name: "VI_1".to_owned(),
+                interface: "eth0".to_owned(),
+                vips: "198.18.0.5/24".to_owned(),
+            }],
         }
     }
 
@@ -270,6 +303,7 @@ mod tests {
         Notice {
             at_ms: 1_700_000_000_000,
             change: Change::Vrrp {
+                instance: "VI_1".to_owned(),
                 vrid: 51,
                 from,
                 to,
@@ -360,7 +394,7 @@ mod tests {
         ] {
             assert_eq!(env(r, k), v, "{k}");
         }
-        assert_eq!(r.what, "vrrp master -> backup (higher_priority)");
+        assert_eq!(r.what, "vrrp VI_1 master -> backup (higher_priority)");
         // Every variable set is documented.
         for (k, _) in &r.env {
             assert!(ENV.iter().any(|(d, _)| d == k), "{k} is not in ENV");

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use crate::config::diff::ReloadPlan;
 use crate::config::{Config, ConfigError, MissingFiles};
 use crate::vrrp::machine::{
-    Action, Instance, InstanceConfig, LinkState, Reason, Received, State, VersionConfig,
+    Action, Instance, InstanceConfig, LinkState, Posture, Reason, Received, State, SyncInput,
+    VersionConfig,
 };
 use crate::vrrp::packet::datagram::{self, Parser};
 use crate::vrrp::packet::{
@@ -198,6 +199,7 @@ pub const MACHINE_EVENTS: &[(&str, MachineEvent)] = &[
     ("vip add failed", Driver::vip_add_failed),
     ("vips missing", Driver::vips_missing),
     ("rx dropped", Driver::rx_dropped),
+    ("sync", Driver::sync),
 ];
 
 /// How many timer expiries one input may drive before the run stops (returning, not
@@ -306,6 +308,8 @@ enum Kind {
     Timeout,
     /// `handle_vips_missing`: the only input that may add the VIPs while they are held.
     VipsMissing,
+    /// `handle_sync`: may make a [`Posture::Ready`] member Master.
+    Sync,
     Other,
 }
 
@@ -465,6 +469,10 @@ pub struct Driver {
     actions: Vec<Action>,
     /// The received-datagram parser, as the shell keeps one per instance.
     parser: Parser,
+    /// The last sync-group input, once the run made the instance a member.
+    sync: Option<SyncInput>,
+    /// The posture before the input being checked.
+    posture_before: Posture,
 }
 
 impl Driver {
@@ -497,6 +505,8 @@ impl Driver {
             last_actions: 0,
             actions: Vec::new(),
             parser,
+            sync: None,
+            posture_before: Posture::Stopped,
         };
         let can_serve = bytes.bool();
         driver.input(Kind::Other, |i, now| i.handle_health(now, can_serve));
@@ -509,6 +519,7 @@ impl Driver {
         let now = self.now;
         let due_before = self.instance.poll_timeout();
         let state_before = self.instance.state();
+        self.posture_before = self.instance.posture();
         let out = feed(&mut self.instance, now);
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
@@ -570,6 +581,12 @@ impl Driver {
                 "{at}: an early handle_timeout changed the state"
             );
         }
+        if self.sync.is_some_and(|s| !s.may_master) && self.state == State::Master {
+            assert!(
+                self.instance.is_handing_over(),
+                "{at}: Master although its sync group holds it back"
+            );
+        }
         let _ = self.instance.masters_heard(now);
         out
     }
@@ -601,6 +618,10 @@ impl Driver {
                                 Reason::MasterDown | Reason::MasterResigned | Reason::Preempt
                             )
                             && due_before.is_some_and(|due| due <= now);
+                        // A sync group lets a member that was waiting for it.
+                        let by_group = kind == Kind::Sync
+                            && from == State::Backup
+                            && self.posture_before == Posture::Ready;
                         let owner = self.instance.effective_priority().is_owner();
                         let by_owner = owner
                             && ((kind == Kind::Startup
@@ -608,8 +629,8 @@ impl Driver {
                                 && reason == Reason::OwnerStartup)
                                 || (from == State::Fault && reason == Reason::FaultCleared));
                         assert!(
-                            by_timer || by_owner,
-                            "{at}: Master entered by {kind:?} ({reason}, from {from}), not by the Master_Down_Timer or an owner's (re)start"
+                            by_timer || by_owner || by_group,
+                            "{at}: Master entered by {kind:?} ({reason}, from {from}), not by the Master_Down_Timer, an owner's (re)start or its sync group"
                         );
                         self.masters += 1;
                     }
@@ -789,6 +810,17 @@ impl Driver {
     /// A VIP went missing from the interface.
     fn vips_missing(&mut self, _: &mut Bytes<'_>) {
         self.input(Kind::VipsMissing, |i, now| i.handle_vips_missing(now));
+    }
+
+    /// What the sync group says: two flags from one byte.
+    fn sync(&mut self, bytes: &mut Bytes<'_>) {
+        let b = bytes.u8();
+        let input = SyncInput {
+            may_master: b & 0x01 != 0,
+            sibling_fault: b & 0x02 != 0,
+        };
+        self.sync = Some(input);
+        self.input(Kind::Sync, |i, now| i.handle_sync(now, input));
     }
 
     /// The kernel dropped datagrams (SO_RXQ_OVFL).
@@ -1047,7 +1079,7 @@ pub fn config(data: &[u8]) {
     let source = Path::new(CONFIG_SOURCE);
     match Config::from_yaml_with(&text, source, MissingFiles::Warn) {
         Ok((config, _warnings)) => {
-            if let Some(vrrp) = &config.vrrp {
+            for vrrp in &config.vrrp {
                 if let Err(e) = Instance::try_new(vrrp.instance.clone()) {
                     panic!("a validated config builds no VRRP instance: {e}");
                 }

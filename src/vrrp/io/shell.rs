@@ -53,7 +53,8 @@ use crate::vrrp::io::announce::Announcer;
 use crate::vrrp::io::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::io::vip::{VipConfig, Vips};
 use crate::vrrp::machine::{
-    Action, ControlRefused, Instance, Reason, Received, ReconfigureRefused, State, Stats,
+    Action, ControlRefused, Instance, Posture, Reason, Received, ReconfigureRefused, State, Stats,
+    SyncInput,
 };
 use crate::vrrp::packet::datagram::{self, Parser};
 use crate::vrrp::packet::Repr;
@@ -132,6 +133,8 @@ pub struct VrrpStatus {
     pub priority: u8,
     /// The master's address, as last heard.
     pub master: Option<IpAddr>,
+    /// Where the instance stands for its sync group (read by the group's coordinator).
+    pub posture: Posture,
 }
 
 /// Everything the admin side shows about the election, read by the election thread
@@ -193,11 +196,13 @@ impl VrrpHandle {
     pub(crate) fn stalled() -> (VrrpHandle, impl Sized) {
         let (tx, rx) = control_channel().expect("socket pair");
         let handle = VrrpHandle {
+            name: "vrid-51".to_owned(),
             handover: CancellationToken::new(),
             status: Arc::new(ArcSwap::from_pointee(VrrpStatus {
                 state: State::Backup,
                 priority: 100,
                 master: None,
+                posture: Posture::Backup,
             })),
             status_changed: tokio::sync::watch::channel(()).1,
             control: Some(Arc::new(tx)),
@@ -210,6 +215,8 @@ impl VrrpHandle {
 /// The running election's handle.
 #[derive(Debug, Clone)]
 pub struct VrrpHandle {
+    /// The instance's name (`vrrp[].name`).
+    pub name: String,
     /// Starts the planned handover (SIGTERM).
     pub handover: CancellationToken,
     /// Latest status.
@@ -308,6 +315,18 @@ impl VrrpHandle {
         }
     }
 
+    /// Tells the election what its sync group wants of it (see [`crate::vrrp::sync`]);
+    /// never waits. Returns whether the thread runs to hear it.
+    pub fn sync(&self, input: SyncInput) -> bool {
+        match &self.control {
+            Some(c) => {
+                c.send(Control::Sync(input));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// `apivip resume`: leaves maintenance; `Err(None)` if the thread did not answer.
     pub async fn resume(&self, bound: Duration) -> Result<(), Option<ControlRefused>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -398,6 +417,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         state: State::Initialize,
         priority: cfg.instance.base_priority.get(),
         master: None,
+        posture: Posture::Stopped,
     };
     let status = Arc::new(ArcSwap::from_pointee(published.clone()));
     let (status_changed, _) = tokio::sync::watch::channel(());
@@ -460,6 +480,8 @@ enum Control {
     },
     /// Test-only fault injection: sleep this long (see [`VrrpHandle::stall_for_test`]).
     Stall(Duration),
+    /// What this instance's sync group wants of it.
+    Sync(SyncInput),
     /// The interface or its addresses may have changed (a netlink notification, or the
     /// periodic check): read them again.
     Link,
@@ -590,6 +612,8 @@ pub async fn spawn_dedicated(
         .name("apivip-vrrp".into())
         .spawn(move || {
             let _ended = ended_guard;
+            // Every log line of this election names its instance.
+            let _span = tracing::info_span!("vrrp", instance = %cfg.name).entered();
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .enable_time()
@@ -893,6 +917,7 @@ impl Shell {
     /// The handle to start a handover and read the status.
     pub(crate) fn handle(&self) -> VrrpHandle {
         VrrpHandle {
+            name: self.cfg.name.clone(),
             handover: self.handover.clone(),
             status: self.status.clone(),
             status_changed: self.status_changed.subscribe(),
@@ -909,6 +934,10 @@ impl Shell {
         let mut now = Instant::now();
         self.last_fed = now;
         self.instance.handle_health(now, serve);
+        if self.cfg.sync_group.is_some() {
+            // A member waits for its group before it becomes Master.
+            self.instance.handle_sync(now, SyncInput::WAIT);
+        }
         // A node that starts with its link down starts in Fault.
         self.check_link(rt, now);
         self.instance.handle_startup(now);
@@ -975,6 +1004,14 @@ impl Shell {
                 for c in control.drain() {
                     match c {
                         Control::Link => link_changed = true,
+                        Control::Sync(input) => {
+                            tracing::debug!(
+                                may_master = input.may_master,
+                                sibling_fault = input.sibling_fault,
+                                "vrrp: sync group"
+                            );
+                            self.instance.handle_sync(now, input);
+                        }
                         Control::Serve(serve) => {
                             tracing::info!(
                                 can_serve = serve,
@@ -1502,6 +1539,7 @@ impl Shell {
                     // Never waits: the notify hooks read it from a broadcast.
                     self.history.record(
                         Change::Vrrp {
+                            instance: self.cfg.name.clone(),
                             vrid: self.cfg.instance.vrid.get(),
                             from,
                             to,
@@ -1535,6 +1573,7 @@ impl Shell {
             state: self.instance.state(),
             priority: self.instance.advertised_priority().get(),
             master: self.instance.master_ip(),
+            posture: self.instance.posture(),
         };
         if self.published != now {
             self.status.store(Arc::new(now.clone()));

@@ -21,16 +21,20 @@ pub enum Fault {
     /// Adding the VIPs failed (a netlink error, or they did not appear). Cleared by the
     /// machine itself after a while, so that the node tries again.
     VipAddFailed,
+    /// Another instance of this node's sync group is in FAULT (keepalived's
+    /// `vrrp_sync_group`): the group leaves the election together.
+    SyncGroup,
 }
 
 impl Fault {
     /// Every fault, in the order they are reported.
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::InterfaceGone,
         Fault::LinkDown,
         Fault::NoCarrier,
         Fault::NoSourceAddress,
         Fault::VipAddFailed,
+        Fault::SyncGroup,
     ];
 
     /// A short name for logs and metrics labels.
@@ -41,6 +45,7 @@ impl Fault {
             Fault::NoCarrier => "no_carrier",
             Fault::NoSourceAddress => "no_source_address",
             Fault::VipAddFailed => "vip_add_failed",
+            Fault::SyncGroup => "sync_group",
         }
     }
 
@@ -80,6 +85,12 @@ impl Faults {
         } else {
             self.0 &= !fault.bit();
         }
+    }
+
+    /// The set without `fault`.
+    pub fn without(mut self, fault: Fault) -> Faults {
+        self.set(fault, false);
+        self
     }
 
     /// The faults in the set, in [`Fault::ALL`] order.

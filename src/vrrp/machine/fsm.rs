@@ -72,6 +72,10 @@ pub enum Reason {
     Fault,
     /// Every fault cleared: back in the election (Backup, or Master for the owner).
     FaultCleared,
+    /// Another instance of this node's sync group left Master or cannot take over,
+    /// so this one left Master too (a priority-0 advert first): the group moves
+    /// together ([`Instance::handle_sync`](super::Instance::handle_sync)).
+    SyncGroup,
 }
 
 impl Reason {
@@ -90,6 +94,7 @@ impl Reason {
             Reason::Maintenance => "maintenance",
             Reason::Fault => "fault",
             Reason::FaultCleared => "fault_cleared",
+            Reason::SyncGroup => "sync_group",
         }
     }
 }

@@ -183,6 +183,7 @@
 mod config;
 mod fault;
 mod fsm;
+mod group;
 mod stats;
 mod timer;
 
@@ -196,6 +197,8 @@ use std::time::{Duration, Instant};
 pub use self::config::{ConfigError, InstanceConfig, VersionConfig, MAX_LEARNED_FACTOR};
 pub use self::fault::{Fault, Faults, LinkState};
 pub use self::fsm::{Action, ControlRefused, Reason, ReconfigureRefused, State, StateChange};
+use self::group::Gate;
+pub use self::group::{Posture, SyncInput};
 use self::stats::PeerTable;
 pub use self::stats::{DropReason, Peer, Stats};
 use self::timer::{Timer, TimerTable};
@@ -328,6 +331,9 @@ pub struct Instance {
     /// A Backup extended its Master_Down_Timer for datagrams the kernel dropped since
     /// the last accepted advert (at most once: see [`Instance::handle_rx_dropped`]).
     extended_for_drops: bool,
+    /// Membership of a sync group: what the group last said, and whether this
+    /// member waits for it to become Master. `None` while alone (no gate).
+    gate: Option<Gate>,
     /// The source of the last accepted advert from the Active Router (or our own
     /// address while Master).
     master_ip: Option<IpAddr>,
@@ -365,6 +371,7 @@ impl Instance {
             faults: Faults::NONE,
             started: false,
             extended_for_drops: false,
+            gate: None,
             master_ip: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
@@ -400,6 +407,22 @@ impl Instance {
     /// empty, once started).
     pub fn faults(&self) -> Faults {
         self.faults
+    }
+
+    /// Where this instance stands for its sync group ([`Instance::handle_sync`]).
+    pub fn posture(&self) -> Posture {
+        if self.phase == Phase::Exited {
+            return Posture::Stopped;
+        }
+        match self.state {
+            State::Initialize => Posture::Stopped,
+            State::Master => Posture::Master,
+            State::Fault if !self.faults.without(Fault::SyncGroup).is_empty() => Posture::Fault,
+            // Out only because a sibling is: not a cause of its own.
+            State::Fault => Posture::Backup,
+            State::Backup if self.gate.is_some_and(|g| g.ready.is_some()) => Posture::Ready,
+            State::Backup => Posture::Backup,
+        }
     }
 
     /// Whether the shell last reported that this node can serve.
@@ -555,7 +578,7 @@ impl Instance {
         if !self.faults.is_empty() {
             self.change_state(now, State::Fault, Reason::Fault);
         } else if self.effective_priority().is_owner() {
-            self.change_state(now, State::Master, Reason::OwnerStartup);
+            self.take_over(now, Reason::OwnerStartup);
         } else {
             self.master_adver_interval = self.config.version.interval();
             self.change_state(now, State::Backup, Reason::Startup);
@@ -620,7 +643,7 @@ impl Instance {
                 // RFC 9568 §6.4.2: "If the Master_Down_Timer fires".
                 Timer::MasterDown => {
                     let reason = self.down_cause;
-                    self.change_state(now, State::Master, reason);
+                    self.take_over(now, reason);
                 }
                 // RFC 9568 §6.4.3: "If the Adver_Timer fires": send, reset.
                 Timer::Adver => self.send_advert(now),
@@ -878,9 +901,12 @@ impl Instance {
         if self.phase == Phase::Exited {
             return;
         }
-        let keep = self.faults.contains(Fault::VipAddFailed);
+        // The link's faults only: a failed VIP addition and a sibling's fault are
+        // cleared by their own inputs.
         let mut faults = link.faults();
-        faults.set(Fault::VipAddFailed, keep);
+        for other in [Fault::VipAddFailed, Fault::SyncGroup] {
+            faults.set(other, self.faults.contains(other));
+        }
         self.set_faults(faults);
         self.apply_faults(now);
     }
@@ -935,6 +961,49 @@ impl Instance {
         }
     }
 
+    /// What this instance's sync group wants of it (keepalived's `vrrp_sync_group`;
+    /// the group's rule is in [`crate::vrrp::sync`]). The first call makes the
+    /// instance a member: from then on it becomes Master only while `may_master`
+    /// holds; when its Master_Down_Timer runs out (or the owner starts) while not,
+    /// it waits as Backup ([`Posture::Ready`]) and takes over when the group lets it.
+    /// A Master told `may_master: false` leaves at once: a priority-0 advert (the
+    /// Backups of that virtual router take over after Skew_Time), the VIPs removed,
+    /// Backup ([`Reason::SyncGroup`]). `sibling_fault` puts the member in FAULT
+    /// ([`Fault::SyncGroup`]) until it clears. During a shutdown handover nothing
+    /// changes but what is recorded.
+    pub fn handle_sync(&mut self, now: Instant, input: SyncInput) {
+        if self.phase == Phase::Exited {
+            return;
+        }
+        let gate = self.gate.get_or_insert(Gate { input, ready: None });
+        gate.input = input;
+        if self.faults.contains(Fault::SyncGroup) != input.sibling_fault {
+            let mut faults = self.faults;
+            faults.set(Fault::SyncGroup, input.sibling_fault);
+            self.set_faults(faults);
+            self.apply_faults(now);
+        }
+        match self.state {
+            State::Master if !input.may_master => match self.phase {
+                Phase::Running | Phase::MaintenanceHandover => {
+                    self.phase = Phase::Running;
+                    self.timers.stop(Timer::Handover);
+                    // As on a fault: Backups take over after Skew_Time.
+                    self.push_advert(Priority::RESIGN);
+                    self.master_adver_interval = self.config.version.interval();
+                    self.change_state(now, State::Backup, Reason::SyncGroup);
+                }
+                Phase::HandingOver | Phase::Exited => {}
+            },
+            State::Backup if input.may_master => {
+                if let Some(reason) = self.gate.and_then(|g| g.ready) {
+                    self.change_state(now, State::Master, reason);
+                }
+            }
+            State::Initialize | State::Backup | State::Master | State::Fault => {}
+        }
+    }
+
     /// Whether adverts listing the VIPs this node had before its last reconfiguration
     /// are still accepted (see [`Instance::handle_reconfigure`]).
     pub fn accepts_previous_vips(&self) -> bool {
@@ -976,7 +1045,7 @@ impl Instance {
             (false, State::Backup) => self.change_state(now, State::Fault, Reason::Fault),
             (true, State::Fault) => {
                 if self.effective_priority().is_owner() {
-                    self.change_state(now, State::Master, Reason::FaultCleared);
+                    self.take_over(now, Reason::FaultCleared);
                 } else {
                     self.master_adver_interval = self.config.version.interval();
                     self.change_state(now, State::Backup, Reason::FaultCleared);
@@ -1177,6 +1246,34 @@ impl Instance {
         };
         self.down_armed = Some((from, wait));
         self.timers.set(Timer::MasterDown, from + span);
+        if let Some(gate) = &mut self.gate {
+            gate.ready = None;
+        }
+    }
+
+    /// Becomes Master for `reason` (the Master_Down_Timer ran out, or the owner
+    /// starts), unless a sync group holds this member back: then it waits as Backup,
+    /// [`Posture::Ready`], until [`Instance::handle_sync`] lets it or an advert it
+    /// accepts restarts its Master_Down_Timer.
+    fn take_over(&mut self, now: Instant, reason: Reason) {
+        if self.gate.is_none_or(|g| g.input.may_master) {
+            self.change_state(now, State::Master, reason);
+            return;
+        }
+        if self.state != State::Backup {
+            let via = if self.state == State::Fault {
+                Reason::FaultCleared
+            } else {
+                Reason::Startup
+            };
+            self.master_adver_interval = self.config.version.interval();
+            self.change_state(now, State::Backup, via);
+        }
+        self.timers.stop(Timer::MasterDown);
+        self.down_armed = None;
+        if let Some(gate) = &mut self.gate {
+            gate.ready = Some(reason);
+        }
     }
 
     /// Announces the VIPs now and starts the repetitions: `announce_count` in all,
@@ -1249,7 +1346,12 @@ impl Instance {
                 self.maintenance_timed_out = false;
                 self.actions.push_back(Action::RemoveVips);
             }
-            State::Backup => self.timers.stop(Timer::MasterDown),
+            State::Backup => {
+                self.timers.stop(Timer::MasterDown);
+                if let Some(gate) = &mut self.gate {
+                    gate.ready = None;
+                }
+            }
             State::Initialize | State::Fault => {}
         }
         self.state = to;

@@ -114,7 +114,7 @@ pub struct Stats {
     /// `SO_RXQ_OVFL`), as the shell reported them.
     pub rx_dropped: u64,
     /// Times each [`Fault`](super::Fault) started, indexed in [`Fault::ALL`](super::Fault::ALL) order.
-    pub fault_causes: [u64; 5],
+    pub fault_causes: [u64; 6],
     /// Bad checksum (`vrrpv3RouterChecksumErrors`).
     pub checksum_errors: u64,
     /// Version not 2 or 3, or not ours (`vrrpv3RouterVersionErrors`).

@@ -2635,3 +2635,164 @@ fn announcements_continue_while_a_lower_priority_keeps_claiming_master() {
     assert!(*announced.last().unwrap() > NEIGH_LOCKTIME, "{announced:?}");
     assert_eq!(instance.stats().split_brains, 1);
 }
+
+// === sync groups ===
+
+const GO: SyncInput = SyncInput {
+    may_master: true,
+    sibling_fault: false,
+};
+
+/// A sync-group member told to wait, started at `t0`, actions drained.
+fn member(config: InstanceConfig) -> (Instance, Instant) {
+    let t0 = Instant::now();
+    let mut instance = Instance::try_new(config).unwrap();
+    instance.handle_sync(t0, SyncInput::WAIT);
+    instance.handle_startup(t0);
+    drain(&mut instance);
+    (instance, t0)
+}
+
+#[test]
+fn a_held_member_waits_ready_when_its_timer_runs_out_and_takes_over_when_let() {
+    let (mut i, t0) = member(v3_config(100, 100));
+    assert_eq!(i.posture(), Posture::Backup);
+    let down = i.poll_timeout().unwrap();
+    assert_eq!(down, t0 + i.master_down_interval());
+    i.handle_timeout(down);
+    assert_eq!(drain(&mut i), []);
+    assert_eq!((i.state(), i.posture()), (State::Backup, Posture::Ready));
+    assert_eq!(i.poll_timeout(), None, "a ready member runs no timer");
+    // Told again to wait: nothing. Let go: Master for the reason its timer had.
+    i.handle_sync(down + ms(5), SyncInput::WAIT);
+    assert_eq!(drain(&mut i), []);
+    i.handle_sync(down + ms(10), GO);
+    assert_eq!(
+        drain(&mut i),
+        becoming_master(State::Backup, Reason::MasterDown, 100)
+    );
+    assert_eq!(i.posture(), Posture::Master);
+}
+
+#[test]
+fn an_accepted_advert_ends_the_wait() {
+    let (mut i, _) = member(v3_config(100, 100));
+    let down = i.poll_timeout().unwrap();
+    i.handle_timeout(down);
+    assert_eq!(i.posture(), Posture::Ready);
+    // A higher priority is heard: content to be Backup again, timer running.
+    i.handle_advert(down + ms(1), v3_advert(ip(20), 200, 100))
+        .unwrap();
+    assert_eq!(i.posture(), Posture::Backup);
+    assert_eq!(
+        i.poll_timeout(),
+        Some(down + ms(1) + i.master_down_interval())
+    );
+    i.handle_sync(down + ms(2), GO);
+    assert_eq!(drain(&mut i), [], "let go, but an Active Router is heard");
+    assert_eq!(i.state(), State::Backup);
+    // A lower priority (preempting) does not end the wait.
+    let (mut j, _) = member(v3_config(100, 100));
+    let down = j.poll_timeout().unwrap();
+    j.handle_timeout(down);
+    j.handle_advert(down + ms(1), v3_advert(ip(20), 50, 100))
+        .unwrap();
+    assert_eq!(j.posture(), Posture::Ready);
+}
+
+#[test]
+fn a_master_told_to_wait_resigns_and_becomes_backup() {
+    let (mut i, t0) = member(v3_config(100, 100));
+    i.handle_sync(t0, GO);
+    let down = i.poll_timeout().unwrap();
+    i.handle_timeout(down);
+    drain(&mut i);
+    assert_eq!(i.state(), State::Master);
+    let at = down + ms(30);
+    i.handle_sync(at, SyncInput::WAIT);
+    assert_eq!(
+        drain(&mut i),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::SyncGroup),
+        ]
+    );
+    // Back in the election with the configured interval: ready again after
+    // Master_Down_Interval if nobody takes over.
+    assert_eq!(i.poll_timeout(), Some(at + i.master_down_interval()));
+    assert_eq!(i.posture(), Posture::Backup);
+    assert_eq!(i.stats().priority_zero_sent, 1);
+}
+
+#[test]
+fn a_sibling_fault_takes_the_member_out_without_being_its_own() {
+    let (mut i, t0) = member(v3_config(100, 100));
+    i.handle_sync(t0, GO);
+    let down = i.poll_timeout().unwrap();
+    i.handle_timeout(down);
+    drain(&mut i);
+    let at = down + ms(1);
+    i.handle_sync(
+        at,
+        SyncInput {
+            may_master: false,
+            sibling_fault: true,
+        },
+    );
+    assert_eq!(
+        drain(&mut i),
+        [
+            send(0),
+            Action::RemoveVips,
+            changed(State::Master, State::Fault, Reason::Fault),
+        ]
+    );
+    assert_eq!(i.faults().iter().collect::<Vec<_>>(), [Fault::SyncGroup]);
+    assert_eq!(i.posture(), Posture::Backup, "not a fault of its own");
+    // A healthy link read meanwhile (the sibling's fault was on another address of
+    // the same interface) does not end the group's fault.
+    i.handle_link(at, LinkState::HEALTHY);
+    assert_eq!(drain(&mut i), []);
+    assert_eq!(i.state(), State::Fault);
+    // Its own fault on top: now it is one.
+    i.handle_link(
+        at,
+        LinkState {
+            up: false,
+            carrier: false,
+            ..LinkState::HEALTHY
+        },
+    );
+    assert_eq!(i.posture(), Posture::Fault);
+    i.handle_link(at, LinkState::HEALTHY);
+    i.handle_sync(at + ms(1), SyncInput::WAIT);
+    assert_eq!(
+        drain(&mut i),
+        [changed(State::Fault, State::Backup, Reason::FaultCleared)]
+    );
+    let fault_index = Fault::ALL
+        .iter()
+        .position(|&f| f == Fault::SyncGroup)
+        .unwrap();
+    assert_eq!(i.stats().fault_causes[fault_index], 1);
+}
+
+#[test]
+fn a_held_owner_waits_at_startup_and_alone_nothing_changes() {
+    let mut config = v3_config(255, 100);
+    config.owner = None;
+    let (mut i, t0) = member(config.clone());
+    assert_eq!((i.state(), i.posture()), (State::Backup, Posture::Ready));
+    i.handle_sync(t0 + ms(1), GO);
+    assert_eq!(
+        drain(&mut i),
+        becoming_master(State::Backup, Reason::OwnerStartup, 255)
+    );
+    // Without a group the owner is Master at once, as before.
+    let (alone, _) = started(config);
+    assert_eq!(
+        (alone.state(), alone.posture()),
+        (State::Master, Posture::Master)
+    );
+}
