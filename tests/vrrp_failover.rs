@@ -811,18 +811,7 @@ fn status_of(c: &Cluster, i: usize) -> apivip::admin::status::StatusDoc {
 
 /// Node `i`'s metrics (Prometheus text).
 fn metrics_of(c: &Cluster, i: usize) -> String {
-    let out = c
-        .topo
-        .master(i)
-        .exec(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "http://127.0.0.1:9469/metrics",
-        ])
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    vrrp::metrics(c.topo.master(i))
 }
 
 fn state_metric(c: &Cluster, i: usize, state: &str) -> Option<f64> {
@@ -966,7 +955,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     assert_eq!(v.vips[0].present, Some(false));
     assert!(
         old.events.iter().any(
-            |e| e.what == format!("vrid {VRID}: master -> backup") && e.reason == "maintenance"
+            |e| e.what == format!("vrid-{VRID}: master -> backup") && e.reason == "maintenance"
         ),
         "{:#?}",
         old.events
@@ -985,7 +974,7 @@ fn handover_and_resume_move_the_vip_and_show_in_status_metrics_and_history() {
     assert!(
         new.events
             .iter()
-            .any(|e| e.what == format!("vrid {VRID}: backup -> master")),
+            .any(|e| e.what == format!("vrid-{VRID}: backup -> master")),
         "{:#?}",
         new.events
     );

@@ -146,21 +146,7 @@ fn a_sync_group_moves_the_ipv4_and_ipv6_vips_together() {
     let dir = tempfile::tempdir().unwrap();
     let topo = Topology::new(2).unwrap();
     let apis = (0..2)
-        .map(|i| {
-            let m = topo.master(i);
-            m.spawn(
-                BIN,
-                [
-                    "demo".to_owned(),
-                    "--listen".to_owned(),
-                    format!("{}:6443", m.ipv4),
-                    "--dir".to_owned(),
-                    dir.path().join(format!("demo-{i}")).display().to_string(),
-                ],
-                &dir.path().join(format!("demo-{i}.log")),
-            )
-            .unwrap()
-        })
+        .map(|i| vrrp::start_demo(topo.master(i), dir.path(), i))
         .collect();
     write_config(&topo, dir.path(), 0, 150, 150, true);
     write_config(&topo, dir.path(), 1, 100, 100, true);
@@ -208,19 +194,7 @@ fn a_sync_group_moves_the_ipv4_and_ipv6_vips_together() {
             && text.contains("VRRP api-v6 (sync group api) vrid 51"),
         "{text}"
     );
-    let metrics = || {
-        let out = topo
-            .master(0)
-            .exec(&[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                "http://127.0.0.1:9469/metrics",
-            ])
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let metrics = || vrrp::metrics(topo.master(0));
     let m = metrics();
     for v in ["4", "6"] {
         let series = format!(
@@ -285,5 +259,87 @@ fn a_sync_group_moves_the_ipv4_and_ipv6_vips_together() {
     nodes.wait_holders(
         (vec![0], vec![1]),
         "ungrouped: the IPv6 VIP to node 1 alone",
+    );
+}
+
+/// VRRPv3 over IPv6 multicast sends from the interface's link-local address. When the
+/// holder's interface is deleted and re-created (a new MAC, so a new link-local
+/// address), the node comes back with adverts from the new address: node 0 (150)
+/// takes its IPv6 VIP back from node 1 (100).
+#[test]
+fn an_ipv6_instance_returns_on_a_re_created_interface_with_its_new_link_local_source() {
+    let name = "an_ipv6_instance_returns_on_a_re_created_interface_with_its_new_link_local_source";
+    if !need(name, &[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::new(2).unwrap();
+    let vip6: IpAddr = VIP6.parse().unwrap();
+    let nodes: Vec<NsProcess> = [(0, 150), (1, 100)]
+        .iter()
+        .map(|&(i, prio)| {
+            let m = topo.master(i);
+            let config = dir.path().join(format!("apivip-{i}.yaml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "backends: [{{name: m, address: '127.0.0.1:9'}}]\napiserver: {{listen: '[::1]:0', check: {{kind: tcp}}}}\nvrrp:\n  interface: {}\n  address: '{}'\n  vrid: 53\n  priority: {prio}\n  advert_interval: 100ms\n  vips: ['{VIP6}/64']\n  handover_timeout: 1s\nshutdown: {{drain_timeout: 1s}}\n",
+                    m.ifname, m.ipv6
+                ),
+            )
+            .unwrap();
+            vrrp::run_node(m, dir.path(), i, &config)
+        })
+        .collect();
+    let logs = || {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i}\n{}", vrrp::tail(&n.log(), 60)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let holders = || topo.holders_of(vip6).unwrap_or_default();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![0]),
+        "node 0 never held the IPv6 VIP alone: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    let link_local = |i: usize| {
+        let m = topo.master(i);
+        let out = m
+            .exec_ok(&[
+                "ip", "-6", "-o", "addr", "show", "dev", &m.ifname, "scope", "link",
+            ])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = link_local(0);
+    support::chaos::delete_link(&topo, 0).unwrap();
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![1]),
+        "node 1 did not take the IPv6 VIP over: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    support::chaos::recreate_link(&topo, 0).unwrap();
+    let after = link_local(0);
+    assert_ne!(
+        before, after,
+        "the re-created interface kept its link-local address"
+    );
+    assert!(
+        support::wait_until_blocking(DEADLINE, || holders() == vec![0]),
+        "node 0 did not take the IPv6 VIP back on its re-created interface: {:?}\n{}",
+        holders(),
+        logs()
+    );
+    assert!(
+        nodes[0]
+            .log()
+            .contains("adverts now go from the re-created interface's link-local address"),
+        "{}",
+        logs()
     );
 }

@@ -1116,3 +1116,45 @@ fn drop_counter_reports_a_receive_buffer_overflow() {
         );
     }
 }
+
+/// The election thread learns of link and address changes from netlink notifications,
+/// not only from its once-a-second read: `vip::watch_changes` yields after an address
+/// is removed, a link set down and up. (An unbound netlink socket receives no kernel
+/// notification at all; this caught exactly that.)
+#[test]
+fn netlink_notifications_arrive_for_address_and_link_changes() {
+    if !require_root("netlink_notifications_arrive_for_address_and_link_changes") {
+        return;
+    }
+    let topo = Topology::new(1).expect("topology");
+    let m0 = topo.master(0).clone();
+    let ns = m0.ns.clone();
+    let seen = run_in_ns(&ns, move || async move {
+        use futures_util::StreamExt;
+        let mut changes = apivip::vrrp::io::vip::watch_changes().expect("watch");
+        let mut seen = Vec::new();
+        let addr = format!("{}/24", "198.18.0.221");
+        let steps: [&[&str]; 3] = [
+            &["addr", "add", &addr, "dev", &m0.ifname],
+            &["link", "set", &m0.ifname, "down"],
+            &["link", "set", &m0.ifname, "up"],
+        ];
+        for step in steps {
+            // `ip` in this thread's namespace (the thread joined it).
+            let ok = std::process::Command::new("ip")
+                .args(step)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {step:?}");
+            let got = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+            seen.push(matches!(got, Ok(Some(()))));
+            // What else that change caused.
+            while tokio::time::timeout(Duration::from_millis(50), changes.next())
+                .await
+                .is_ok()
+            {}
+        }
+        seen
+    });
+    assert_eq!(seen, [true, true, true]);
+}

@@ -16,9 +16,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use apivip::vrrp::machine::{
-    Action, Instance, InstanceConfig, LinkState, Reason, Received, State, VersionConfig,
+    Action, Instance, InstanceConfig, LinkState, Reason, Received, State, SyncInput, VersionConfig,
 };
 use apivip::vrrp::packet::{Checksum, Family, IpPair, Packet, Repr, MULTICAST_V4};
+use apivip::vrrp::sync::SyncGroup;
 use apivip::vrrp::units::{Centisecs, Password, Priority, Secs, Vrid};
 
 const DELAY: Duration = Duration::from_millis(1);
@@ -96,12 +97,18 @@ struct Net {
     /// gratuitous ARP it heard.
     client: Option<usize>,
     log: Vec<(Instant, usize, Event)>,
+    /// The virtual router (link) of each instance: adverts reach only the others of
+    /// the same one. All 0 unless the test says otherwise.
+    router: Vec<usize>,
+    /// Sync groups: the rule and its members (instance indices of one host), as the
+    /// supervisor runs them, without delay.
+    groups: Vec<(SyncGroup, Vec<usize>)>,
 }
 
 impl Net {
     fn new(configs: Vec<InstanceConfig>) -> Net {
         let t0 = Instant::now();
-        let nodes = configs
+        let nodes: Vec<Node> = configs
             .into_iter()
             .map(|c| Node {
                 instance: Instance::try_new(c).unwrap(),
@@ -110,6 +117,7 @@ impl Net {
                 frozen: false,
             })
             .collect();
+        let router = vec![0; nodes.len()];
         Net {
             t0,
             now: t0,
@@ -118,7 +126,71 @@ impl Net {
             cut: Vec::new(),
             client: None,
             log: Vec::new(),
+            router,
+            groups: Vec::new(),
         }
+    }
+
+    /// Healthy instances on the routers `router[i]`, grouped by `groups` (each a
+    /// host's members), started at `t0`; members wait for their group from the start,
+    /// as the shell makes them.
+    fn start_grouped(
+        configs: Vec<InstanceConfig>,
+        router: Vec<usize>,
+        groups: Vec<Vec<usize>>,
+    ) -> Net {
+        let mut net = Net::new(configs);
+        net.router = router;
+        net.groups = groups
+            .into_iter()
+            .map(|members| (SyncGroup::new(members.len()), members))
+            .collect();
+        for i in 0..net.nodes.len() {
+            let now = net.now;
+            net.nodes[i].instance.handle_health(now, true);
+            if net.groups.iter().any(|(_, m)| m.contains(&i)) {
+                net.nodes[i].instance.handle_sync(now, SyncInput::WAIT);
+            }
+        }
+        for i in 0..net.nodes.len() {
+            let now = net.now;
+            net.nodes[i].instance.handle_startup(now);
+            net.flush(i);
+        }
+        net
+    }
+
+    /// Performs node `i`'s actions, then lets its sync group (if any) react.
+    fn flush(&mut self, i: usize) {
+        self.perform(i);
+        let Some(g) = self.groups.iter().position(|(_, m)| m.contains(&i)) else {
+            return;
+        };
+        for _ in 0..100 {
+            let members = self.groups[g].1.clone();
+            let postures: Vec<_> = members
+                .iter()
+                .map(|&m| {
+                    if self.nodes[m].crashed {
+                        apivip::vrrp::machine::Posture::Stopped
+                    } else {
+                        self.nodes[m].instance.posture()
+                    }
+                })
+                .collect();
+            let inputs = self.groups[g].0.update_all(&postures);
+            if inputs.is_empty() {
+                return;
+            }
+            for (j, input) in inputs {
+                let m = members[j];
+                if !self.nodes[m].crashed {
+                    self.nodes[m].instance.handle_sync(self.now, input);
+                    self.perform(m);
+                }
+            }
+        }
+        panic!("sync group {g} did not settle");
     }
 
     /// Every node reports health `healthy[i]`, then starts, at `t0`.
@@ -153,7 +225,7 @@ impl Net {
     }
 
     /// Performs node `i`'s actions; adverts go on the wire as bytes.
-    fn flush(&mut self, i: usize) {
+    fn perform(&mut self, i: usize) {
         while let Some(action) = self.nodes[i].instance.poll_action() {
             let event = match action {
                 Action::SendAdvert { priority } => {
@@ -165,7 +237,10 @@ impl Net {
                         Checksum::Verify,
                     );
                     for to in 0..self.nodes.len() {
-                        if to != i && !self.cut.contains(&(i, to)) {
+                        if to != i
+                            && self.router[to] == self.router[i]
+                            && !self.cut.contains(&(i, to))
+                        {
                             self.in_flight.push(InFlight {
                                 at: self.now + DELAY,
                                 from: i,
@@ -1144,4 +1219,110 @@ fn a_vip_removed_from_the_holder_is_restored_and_announced() {
     net.run_until(SECOND * 20);
     assert_eq!(net.masters(), [0]);
     net.assert_held_alone(0, at);
+}
+
+// === sync groups ===
+
+/// Two hosts with an instance on each of two virtual routers (A: instances 0 and 1,
+/// B: 2 and 3), each host's pair in a sync group: host 0 has instances 0 (A) and 2
+/// (B) at priorities `h0`, host 1 instances 1 (A) and 3 (B) at `h1`. Run for 10 s.
+fn two_groups(h0: [u8; 2], h1: [u8; 2]) -> Net {
+    let mut net = Net::start_grouped(
+        vec![
+            config(0, v3(), h0[0]),
+            config(1, v3(), h1[0]),
+            config(2, v3(), h0[1]),
+            config(3, v3(), h1[1]),
+        ],
+        vec![0, 0, 1, 1],
+        vec![vec![0, 2], vec![1, 3]],
+    );
+    net.run_until(SECOND * 10);
+    net
+}
+
+/// When instance `i` last entered `to`.
+fn entered(net: &Net, i: usize, to: State) -> Option<Instant> {
+    net.log
+        .iter()
+        .rev()
+        .find(|(_, n, e)| *n == i && matches!(e, Event::Changed(_, t, _) if *t == to))
+        .map(|(t, _, _)| *t)
+}
+
+#[test]
+fn a_sync_group_takes_both_vips_on_one_host_at_the_same_instant() {
+    let net = two_groups([150, 150], [100, 100]);
+    assert_eq!(net.holders(), [0, 2]);
+    // Each member waited for the other: both became Master at the later one's
+    // Master_Down_Interval (3 s + skew of 150 at 1 s adverts).
+    let down = SECOND * 3 + skew(150);
+    assert_eq!(entered(&net, 0, State::Master), Some(net.at(down)));
+    assert_eq!(entered(&net, 2, State::Master), Some(net.at(down)));
+    assert_eq!(net.masters(), [0, 2]);
+}
+
+#[test]
+fn a_fault_of_one_member_moves_the_whole_group_at_once() {
+    let mut net = two_groups([150, 150], [100, 100]);
+    let t = net.now;
+    net.link(
+        0,
+        LinkState {
+            up: false,
+            carrier: false,
+            ..LinkState::HEALTHY
+        },
+    );
+    // Instance 0 faulted, its sibling 2 with it; both resigned with priority 0.
+    assert_eq!(net.nodes[2].instance.state(), State::Fault);
+    assert_eq!(net.holders(), Vec::<usize>::new());
+    net.run_until(SECOND * 20);
+    assert_eq!(net.holders(), [1, 3]);
+    // Host 1's members took over together, one skew time (priority 100) after the
+    // resignations arrived.
+    let took = t + DELAY + skew(100);
+    assert_eq!(entered(&net, 1, State::Master), Some(took));
+    assert_eq!(entered(&net, 3, State::Master), Some(took));
+    // The fault clears: host 0 (150) preempts both back, together.
+    let cleared = net.now;
+    net.link(0, LinkState::HEALTHY);
+    assert_eq!(net.nodes[2].instance.state(), State::Backup);
+    net.run_until(SECOND * 30);
+    assert_eq!(net.holders(), [0, 2]);
+    let back = entered(&net, 0, State::Master).unwrap();
+    assert!(back > cleared);
+    assert_eq!(entered(&net, 2, State::Master), Some(back));
+}
+
+#[test]
+fn a_group_that_wins_only_one_router_does_not_thrash() {
+    // Host 0 wins router A (150 > 100) but loses B (50 < 100): neither host's group can
+    // have both, so the first to hold them keeps them; nothing moves afterwards.
+    let mut net = two_groups([150, 50], [100, 100]);
+    let holders = net.holders();
+    assert!(holders == [0, 2] || holders == [1, 3], "{holders:?}");
+    let settled = net.log.len();
+    net.run_until(SECOND * 120);
+    assert_eq!(net.holders(), holders);
+    let changes: Vec<_> = net.log[settled..]
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::Changed(..) | Event::Holds(_)))
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+}
+
+#[test]
+fn a_crashed_host_loses_both_vips_to_the_other_group_together() {
+    let mut net = two_groups([150, 150], [100, 100]);
+    let t = net.now;
+    net.crash(0);
+    net.crash(2);
+    net.run_until(SECOND * 20);
+    assert_eq!(net.holders(), [1, 3]);
+    // Master_Down_Interval after the last advert each heard: both adverts were sent at
+    // the same instants, so both take over at the same one.
+    let one = entered(&net, 1, State::Master).unwrap();
+    assert_eq!(entered(&net, 3, State::Master), Some(one));
+    assert!(one - t <= SECOND * 3 + skew(100) + DELAY, "{:?}", one - t);
 }

@@ -64,3 +64,35 @@ pub fn assert_garp(timeout: Duration, cap: &mut Capture, from: &Node, vip: impl 
         "no gratuitous ARP for {vip} from {mac} on the wire:\n{text}"
     );
 }
+
+/// `apivip demo --listen IPV4:6443` on master `i` (`m`): its "apiserver", logging to
+/// `dir/demo-{i}.log`.
+pub fn start_demo(m: &Node, dir: &Path, i: usize) -> NsProcess {
+    m.spawn(
+        env!("CARGO_BIN_EXE_apivip"),
+        [
+            "demo".to_owned(),
+            "--listen".to_owned(),
+            format!("{}:6443", m.ipv4),
+            "--dir".to_owned(),
+            dir.join(format!("demo-{i}")).display().to_string(),
+        ],
+        &dir.join(format!("demo-{i}.log")),
+    )
+    .unwrap()
+}
+
+/// `m`'s metrics (Prometheus text) from its admin endpoint (127.0.0.1:9469, the
+/// default, in its namespace); empty if it does not answer.
+pub fn metrics(m: &Node) -> String {
+    let out = m
+        .exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9469/metrics",
+        ])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

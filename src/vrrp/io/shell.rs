@@ -708,6 +708,7 @@ pub async fn spawn_dedicated(
                         Some(()) => {
                             // One read covers a burst: take what is queued, then ask once.
                             while let Some(Some(())) = changes.as_mut().and_then(|c| c.next().now_or_never()) {}
+                            tracing::debug!("vrrp: netlink: link or address change");
                             ctl_tx.send(Control::Link);
                         }
                         None => changes = None,
@@ -1264,11 +1265,23 @@ impl Shell {
         };
         self.link_error = None;
         if let Some(index) = index.filter(|&i| i != self.vips.ifindex()) {
-            if let Err(e) = self.reattach(rt) {
-                tracing::warn!(interface = %self.cfg.interface, ifindex = index, error = %e, "vrrp: the interface was re-created but cannot be used yet; staying out of the election");
-                state.exists = false;
-            } else {
-                tracing::info!(interface = %self.cfg.interface, ifindex = index, "vrrp: the interface was re-created: socket, netlink and announcer re-opened on it");
+            match self.reattach(rt, now) {
+                Err(e) => {
+                    tracing::warn!(interface = %self.cfg.interface, ifindex = index, error = %e, "vrrp: the interface was re-created but cannot be used yet; staying out of the election");
+                    state.exists = false;
+                }
+                Ok(()) => {
+                    tracing::info!(interface = %self.cfg.interface, ifindex = index, "vrrp: the interface was re-created: socket, netlink and announcer re-opened on it");
+                    if self.cfg.instance.primary_ip != source {
+                        // A new advert source (IPv6 link-local): is it there?
+                        let source = self.cfg.instance.primary_ip;
+                        if let Ok((now_state, _)) =
+                            rt.block_on(bounded(self.vips.link_state(source)))
+                        {
+                            state = now_state;
+                        }
+                    }
+                }
             }
         }
         if self.link != Some(state) {
@@ -1308,7 +1321,7 @@ impl Shell {
     }
 
     /// Re-opens everything bound to the interface's index (after it was re-created).
-    fn reattach(&mut self, rt: &tokio::runtime::Runtime) -> std::io::Result<()> {
+    fn reattach(&mut self, rt: &tokio::runtime::Runtime, now: Instant) -> std::io::Result<()> {
         let vips = rt.block_on(bounded(self.vips.reopen()))?;
         let mac = rt.block_on(bounded(vips.mac()))?;
         let announcer = Announcer::new(&self.cfg.interface, vips.ifindex(), mac)?;
@@ -1316,9 +1329,26 @@ impl Shell {
             Some(p) => Delivery::Unicast(p.clone()),
             None => Delivery::Multicast,
         };
+        // As at start: VRRPv3 over IPv6 multicast sends from the link-local address,
+        // and a re-created interface has a new one (from its new MAC).
+        let mut primary = self.cfg.instance.primary_ip;
+        if let (IpAddr::V6(configured), None) = (
+            self.configured.instance.primary_ip,
+            &self.cfg.instance.peers,
+        ) {
+            if !is_link_local(configured) {
+                let ll = rt.block_on(bounded(vips.link_local_v6()))?.ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no IPv6 link-local address on it yet",
+                    )
+                })?;
+                primary = IpAddr::V6(ll);
+            }
+        }
         let socket = VrrpSocket::open_filtered(
             &self.cfg.interface,
-            self.cfg.instance.primary_ip,
+            primary,
             delivery,
             kernel_filter(&self.cfg.instance),
         )?;
@@ -1327,6 +1357,21 @@ impl Shell {
         self.repeat = None;
         self.vips = vips;
         self.announcer = announcer;
+        if primary != self.cfg.instance.primary_ip {
+            let mut instance = self.cfg.instance.clone();
+            instance.primary_ip = primary;
+            match self.instance.handle_reconfigure(now, instance.clone()) {
+                Ok(()) => {
+                    tracing::info!(from = %self.cfg.instance.primary_ip, to = %primary, "vrrp: adverts now go from the re-created interface's link-local address");
+                    self.cfg.instance = instance;
+                    self.encoded.clear();
+                    self.encoded_for = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, to = %primary, "vrrp: cannot take the re-created interface's link-local address as the advert source yet");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -429,9 +429,15 @@ impl Vips {
 pub fn watch_changes() -> io::Result<impl futures_util::Stream<Item = ()> + Unpin> {
     use futures_util::StreamExt;
     use rtnetlink::sys::AsyncSocket;
-    let (mut conn, _handle, messages) = rtnetlink::new_connection()
+    let (mut conn, handle, messages) = rtnetlink::new_connection()
         .map_err(|e| io::Error::new(e.kind(), format!("opening rtnetlink: {e}")))?;
     let socket = conn.socket_mut().socket_mut();
+    // Bound first: the kernel sends its notifications from port id 0, and skips a
+    // socket whose own port id is that of the sender, so an unbound socket (port id 0;
+    // a socket that never sends is never bound automatically) would receive nothing.
+    socket
+        .bind_auto()
+        .map_err(|e| io::Error::new(e.kind(), format!("binding the rtnetlink socket: {e}")))?;
     for group in [
         libc::RTNLGRP_LINK,
         libc::RTNLGRP_IPV4_IFADDR,
@@ -445,5 +451,8 @@ pub fn watch_changes() -> io::Result<impl futures_util::Stream<Item = ()> + Unpi
         })?;
     }
     tokio::spawn(conn);
-    Ok(messages.map(|_| ()))
+    // The stream keeps a handle, so that the connection never ends for want of one.
+    Ok(messages.map(move |_| {
+        let _keep = &handle;
+    }))
 }
