@@ -1,6 +1,7 @@
 //! VRRP failover comparison: a keepalived pair and an apivip pair on the same topology
-//! (two masters and a client in network namespaces, `tests/support/netns.rs`), at advert
-//! intervals 1 s, 100 ms and 10 ms. Root only. `BENCHMARKS.md` ("VRRP failover")
+//! (two masters and a client in network namespaces, `tests/support/netns.rs`; the pair,
+//! client, keepalived and CPU helpers shared with `vrrp_faults` are in
+//! `benches/common/mod.rs`), at advert intervals 1 s, 100 ms and 10 ms. Root only. `BENCHMARKS.md` ("VRRP failover")
 //! records a run.
 //!
 //! Per daemon, interval and run, a fresh topology: master 0 (priority 150) holds the VIP
@@ -48,45 +49,27 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sched::CloneFlags;
+use common::{
+    env_intervals, env_list, env_num, fmt_interval, median, ms, Attempt, Client, Daemon, Pair,
+    APIVIP, CONNECT_TIMEOUT, PORT, PRIORITIES, VIP, VRID,
+};
 use nix::sys::signal::Signal;
-use support::netns::{NsProcess, Topology};
+use support::netns::Topology;
 
-const APIVIP: &str = env!("CARGO_BIN_EXE_apivip");
-const ROLE_ENV: &str = "APIVIP_BENCH_ROLE";
-const LISTEN_ENV: &str = "APIVIP_BENCH_LISTEN";
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
-const PORT: u16 = 8443;
-const VRID: u8 = 51;
-const PRIORITIES: [u8; 2] = [150, 100];
 /// How often the client starts a connect: 2 ms (`APIVIP_BENCH_CONNECT_US` for crash
 /// runs, whose figure it quantizes; planned runs always use 2 ms, as the issue says).
 const CONNECT_EVERY: Duration = Duration::from_millis(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
 const NAME: &str = "failover_compare";
 
 fn main() {
-    if std::env::var(ROLE_ENV).as_deref() == Ok("acceptor") {
-        acceptor_main();
-        return;
-    }
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo bench -- --list` and `cargo test --benches` probing: nothing to list.
-        return;
-    }
-    if !support::require_root(NAME) {
-        return;
-    }
-    let Some(keepalived) = support::require_bin(NAME, "keepalived") else {
+    let Some(keepalived) = common::prelude(NAME) else {
         return;
     };
     let cfg = BenchConfig::from_env(keepalived);
@@ -172,41 +155,7 @@ fn main() {
 }
 
 // ---------------------------------------------------------------------------
-// The acceptor role: this binary re-executed in a master namespace as the apiserver.
-
-/// Accepts on `$APIVIP_BENCH_LISTEN` and closes every connection at once.
-fn acceptor_main() {
-    let addr: SocketAddr = std::env::var(LISTEN_ENV)
-        .expect("APIVIP_BENCH_LISTEN")
-        .parse()
-        .expect("APIVIP_BENCH_LISTEN is an address");
-    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    println!("acceptor listening on {addr}");
-    for conn in listener.incoming() {
-        drop(conn);
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Configuration
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Daemon {
-    Keepalived,
-    Apivip,
-    /// `APIVIP_BENCH_BEFORE_BIN`: another build of apivip (cpu only).
-    ApivipBefore,
-}
-
-impl Daemon {
-    fn name(self) -> &'static str {
-        match self {
-            Daemon::Keepalived => "keepalived",
-            Daemon::Apivip => "apivip",
-            Daemon::ApivipBefore => "apivip-before",
-        }
-    }
-}
 
 struct BenchConfig {
     keepalived: PathBuf,
@@ -233,36 +182,19 @@ enum Phase {
 
 impl BenchConfig {
     fn from_env(keepalived: PathBuf) -> BenchConfig {
-        let num = |k: &str, d: u64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(d)
-        };
-        let intervals = std::env::var("APIVIP_BENCH_INTERVALS")
-            .unwrap_or_else(|_| "1000,100,10".into())
-            .split(',')
-            .filter_map(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .collect();
-        let modes = std::env::var("APIVIP_BENCH_MODES")
-            .unwrap_or_else(|_| "crash,planned,cpu".into())
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .collect();
         BenchConfig {
             keepalived,
-            runs: num("APIVIP_BENCH_RUNS", 10) as usize,
-            cpu_secs: num("APIVIP_BENCH_CPU_SECS", 60),
-            intervals,
-            modes,
-            keep_logs: std::env::var("APIVIP_BENCH_KEEP_LOGS").is_ok_and(|v| v == "1"),
+            runs: env_num("APIVIP_BENCH_RUNS", 10) as usize,
+            cpu_secs: env_num("APIVIP_BENCH_CPU_SECS", 60),
+            intervals: env_intervals("APIVIP_BENCH_INTERVALS", "1000,100,10"),
+            modes: env_list("APIVIP_BENCH_MODES", "crash,planned,cpu"),
+            keep_logs: common::keep_logs(),
             phase: match std::env::var("APIVIP_BENCH_PHASE").as_deref() {
                 Ok("random") => Phase::Random,
                 _ => Phase::AfterAdvert,
             },
             crash_connect_every: Duration::from_micros(
-                num("APIVIP_BENCH_CONNECT_US", 2000).max(100),
+                env_num("APIVIP_BENCH_CONNECT_US", 2000).max(100),
             ),
             before_bin: std::env::var_os("APIVIP_BENCH_BEFORE_BIN").map(PathBuf::from),
         }
@@ -277,32 +209,20 @@ impl BenchConfig {
     }
 
     fn print_header(&self) {
-        let kv = Command::new(&self.keepalived)
-            .arg("--version")
-            .output()
-            .map(|o| {
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                text.lines().next().unwrap_or_default().to_owned()
-            })
-            .unwrap_or_default();
-        let version = |bin: &Path| {
-            Command::new(bin)
-                .arg("version")
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .unwrap_or_default()
-        };
-        let mut av = version(Path::new(APIVIP));
+        let mut av = common::version(Path::new(APIVIP), "version");
         if let Some(b) = &self.before_bin {
-            av += &format!("; apivip-before {}: {}", b.display(), version(b));
+            av += &format!(
+                "; apivip-before {}: {}",
+                b.display(),
+                common::version(b, "version")
+            );
         }
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         println!("# VRRP failover comparison");
-        println!("- {kv}; {av}; kernel {}", kernel.trim());
+        println!(
+            "- {}; {av}; kernel {}",
+            common::version(&self.keepalived, "--version"),
+            common::kernel()
+        );
         println!(
             "- runs {}, intervals {}, modes {}, crash kill phase {:?}, cpu {} s; client: a TCP connect to {VIP}:{PORT} every {} us in crash runs and {} ms in planned runs, timeout {} ms",
             self.runs,
@@ -324,136 +244,60 @@ impl BenchConfig {
 // ---------------------------------------------------------------------------
 // A pair of masters and a client
 
-struct Pair {
-    daemon: Daemon,
-    interval: Duration,
-    /// Per master: the VRRP daemon.
-    daemons: Vec<NsProcess>,
-    /// Per master (keepalived only): the `apivip run` proxy without VRRP.
-    listeners: Vec<NsProcess>,
-    _acceptors: Vec<NsProcess>,
-    // Dropped after the processes (declaration order): kills leftovers, deletes the
-    // namespaces.
-    topo: Topology,
-    dir: tempfile::TempDir,
-}
-
-impl Pair {
-    fn start(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Pair, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("apivip-failover-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let topo = Topology::new(2).map_err(|e| format!("topology: {e}"))?;
-        let d = dir.path();
-        let mut acceptors = Vec::new();
-        for i in 0..2 {
-            let m = topo.master(i);
-            let mut cmd = m.command(std::env::current_exe().map_err(|e| e.to_string())?);
-            cmd.env(ROLE_ENV, "acceptor")
-                .env(LISTEN_ENV, format!("{}:6443", m.ipv4));
-            let p = m
-                .spawn_command(cmd, &d.join(format!("acceptor-{i}.log")))
-                .map_err(|e| format!("acceptor {i}: {e}"))?;
-            if !p.wait_for_log("listening", Duration::from_secs(10)) {
-                return Err(format!("acceptor {i} did not start: {}", p.log()));
+/// Master 0 and 1 of a fresh topology: an acceptor on `MASTER:6443` as the apiserver and
+/// the daemon on each (for keepalived, an `apivip run` proxy without VRRP beside it).
+fn start_pair(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Pair, String> {
+    let (dir, topo) = Pair::scratch("apivip-failover-")?;
+    let d = dir.path();
+    let acceptors = common::spawn_acceptors(&topo, d, |m| SocketAddr::from((m.ipv4, 6443)))?;
+    let mut daemons = Vec::new();
+    let mut listeners = Vec::new();
+    for i in 0..2 {
+        let m = topo.master(i);
+        match daemon {
+            Daemon::Apivip | Daemon::ApivipBefore => {
+                let conf = d.join(format!("apivip-{i}.yaml"));
+                std::fs::write(&conf, apivip_config(&topo, i, Some(interval)))
+                    .map_err(|e| e.to_string())?;
+                daemons.push(
+                    m.spawn(
+                        cfg.apivip_bin(daemon),
+                        ["run", "-c", &conf.display().to_string()],
+                        &d.join(format!("apivip-{i}.log")),
+                    )
+                    .map_err(|e| format!("apivip {i}: {e}"))?,
+                );
             }
-            acceptors.push(p);
-        }
-        let mut daemons = Vec::new();
-        let mut listeners = Vec::new();
-        for i in 0..2 {
-            let m = topo.master(i);
-            match daemon {
-                Daemon::Apivip | Daemon::ApivipBefore => {
-                    let conf = d.join(format!("apivip-{i}.yaml"));
-                    std::fs::write(&conf, apivip_config(&topo, i, Some(interval)))
-                        .map_err(|e| e.to_string())?;
-                    daemons.push(
-                        m.spawn(
-                            cfg.apivip_bin(daemon),
-                            ["run", "-c", &conf.display().to_string()],
-                            &d.join(format!("apivip-{i}.log")),
-                        )
-                        .map_err(|e| format!("apivip {i}: {e}"))?,
-                    );
-                }
-                Daemon::Keepalived => {
-                    let conf = d.join(format!("proxy-{i}.yaml"));
-                    std::fs::write(&conf, apivip_config(&topo, i, None))
-                        .map_err(|e| e.to_string())?;
-                    listeners.push(
-                        m.spawn(
-                            APIVIP,
-                            ["run", "-c", &conf.display().to_string()],
-                            &d.join(format!("proxy-{i}.log")),
-                        )
-                        .map_err(|e| format!("proxy {i}: {e}"))?,
-                    );
-                    daemons.push(start_keepalived(cfg, &topo, d, i, interval)?);
-                }
+            Daemon::Keepalived => {
+                let conf = d.join(format!("proxy-{i}.yaml"));
+                std::fs::write(&conf, apivip_config(&topo, i, None)).map_err(|e| e.to_string())?;
+                listeners.push(
+                    m.spawn(
+                        APIVIP,
+                        ["run", "-c", &conf.display().to_string()],
+                        &d.join(format!("proxy-{i}.log")),
+                    )
+                    .map_err(|e| format!("proxy {i}: {e}"))?,
+                );
+                daemons.push(common::start_keepalived(
+                    &cfg.keepalived,
+                    &topo,
+                    d,
+                    i,
+                    interval,
+                )?);
             }
         }
-        Ok(Pair {
-            daemon,
-            interval,
-            daemons,
-            listeners,
-            _acceptors: acceptors,
-            topo,
-            dir,
-        })
     }
-
-    /// Waits until master 0 alone holds the VIP, the client has connected for 300 ms
-    /// without a failure, and three more intervals (plus 200 ms) have passed so the backup
-    /// has heard the master.
-    fn wait_steady(&self, client: &Client) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30) + self.interval * 10;
-        let since_ok = Duration::from_millis(300);
-        loop {
-            let holders = self.topo.holders_of(VIP.into()).unwrap_or_default();
-            if holders == [0] && client.clean_for(since_ok) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "master 0 never held the VIP steadily (holders {holders:?})\n{}",
-                    self.logs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(self.interval * 3 + Duration::from_millis(200));
-        let holders = self.topo.holders_of(VIP.into()).unwrap_or_default();
-        if holders != [0] {
-            return Err(format!("holders changed to {holders:?}\n{}", self.logs()));
-        }
-        Ok(())
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for (i, p) in self.daemons.iter().enumerate() {
-            out += &format!("--- {} {i}\n{}\n", self.daemon.name(), tail(&p.log(), 40));
-        }
-        for (i, p) in self.listeners.iter().enumerate() {
-            out += &format!("--- proxy {i}\n{}\n", tail(&p.log(), 10));
-        }
-        out
-    }
-
-    fn keep(self, cfg: &BenchConfig, what: &str) {
-        if cfg.keep_logs {
-            let path = self.dir.keep();
-            eprintln!("  [{what}] logs kept in {}", path.display());
-        }
-    }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    Ok(Pair {
+        daemon,
+        interval,
+        daemons,
+        listeners,
+        acceptors,
+        topo,
+        dir,
+    })
 }
 
 /// `apivip run` config for master `i`: the proxy on 0.0.0.0:8443 in front of both
@@ -494,217 +338,18 @@ fn apivip_config(topo: &Topology, i: usize, interval: Option<Duration>) -> Strin
     )
 }
 
-fn start_keepalived(
-    cfg: &BenchConfig,
-    topo: &Topology,
-    dir: &Path,
-    i: usize,
-    interval: Duration,
-) -> Result<NsProcess, String> {
-    let m = topo.master(i);
-    let state = if i == 0 { "MASTER" } else { "BACKUP" };
-    let advert = format!("{}", interval.as_secs_f64());
-    let conf = dir.join(format!("keepalived-{i}.conf"));
-    let text = format!(
-        "global_defs {{\n  router_id bench{i}\n  vrrp_version 3\n}}\n\nvrrp_instance VI_1 {{\n  state {state}\n  interface {}\n  virtual_router_id {VRID}\n  priority {}\n  advert_int {advert}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
-        m.ifname, PRIORITIES[i]
-    );
-    std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-    let pid = |n: &str| {
-        dir.join(format!("keepalived-{i}-{n}.pid"))
-            .display()
-            .to_string()
-    };
-    m.spawn(
-        &cfg.keepalived,
-        [
-            "-n".to_owned(),
-            "-l".to_owned(),
-            "-D".to_owned(),
-            "-f".to_owned(),
-            conf.display().to_string(),
-            "-p".to_owned(),
-            pid("main"),
-            "-r".to_owned(),
-            pid("vrrp"),
-            "-c".to_owned(),
-            pid("checkers"),
-            "-b".to_owned(),
-            pid("bfd"),
-        ],
-        &dir.join(format!("keepalived-{i}.log")),
-    )
-    .map_err(|e| format!("keepalived {i}: {e}"))
-}
-
-// ---------------------------------------------------------------------------
-// The client
-
-#[derive(Debug, Clone, Copy)]
-struct Attempt {
-    start: Instant,
-    end: Instant,
-    ok: bool,
-    /// Why it failed: `timeout`, or the connect error's kind.
-    error: Option<&'static str>,
-}
-
-/// A thread in the client namespace connecting to the VIP every 2 ms.
-struct Client {
-    stop: Arc<AtomicBool>,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    thread: Option<JoinHandle<Result<(), String>>>,
-}
-
-impl Client {
-    fn start(ns: &str, every: Duration) -> Client {
-        let stop = Arc::new(AtomicBool::new(false));
-        let attempts = Arc::new(Mutex::new(Vec::with_capacity(16_384)));
-        let (stop2, attempts2) = (stop.clone(), attempts.clone());
-        let path = format!("/run/netns/{ns}");
-        let thread = std::thread::spawn(move || {
-            let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-            nix::sched::setns(file, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("setns {path}: {e}"))?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(client_loop(stop2, attempts2, every));
-            Ok(())
-        });
-        Client {
-            stop,
-            attempts,
-            thread: Some(thread),
-        }
-    }
-
-    fn snapshot(&self) -> Vec<Attempt> {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Whether every connect that ended in the last `span` succeeded, and the client has
-    /// been connecting for at least that long.
-    fn clean_for(&self, span: Duration) -> bool {
-        let now = Instant::now();
-        let a = self.snapshot();
-        let Some(first) = a.first() else {
-            return false;
-        };
-        if now.duration_since(first.start) < span {
-            return false;
-        }
-        let recent: Vec<&Attempt> = a
-            .iter()
-            .filter(|x| now.duration_since(x.end) <= span)
-            .collect();
-        recent.len() >= 10 && recent.iter().all(|x| x.ok)
-    }
-
-    /// The first successful connect that started at or after `after`, waiting up to
-    /// `timeout` for it.
-    fn wait_success_after(&self, after: Instant, timeout: Duration) -> Option<Attempt> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self
-                .snapshot()
-                .into_iter()
-                .filter(|a| a.ok && a.start >= after)
-                .min_by_key(|a| a.end);
-            if found.is_some() {
-                // Later-started connects can end earlier: let in-flight ones finish.
-                std::thread::sleep(CONNECT_TIMEOUT + Duration::from_millis(10));
-                return self
-                    .snapshot()
-                    .into_iter()
-                    .filter(|a| a.ok && a.start >= after)
-                    .min_by_key(|a| a.end);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn finish(mut self) -> Result<Vec<Attempt>, String> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join()
-                .map_err(|_| "client thread panicked".to_owned())??;
-        }
-        Ok(self.snapshot())
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn client_loop(stop: Arc<AtomicBool>, attempts: Arc<Mutex<Vec<Attempt>>>, every: Duration) {
-    let target = SocketAddr::from((VIP, PORT));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Ordering::SeqCst) {
-        tick.tick().await;
-        let attempts = attempts.clone();
-        tokio::spawn(async move {
-            let start = Instant::now();
-            let r =
-                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
-            let end = Instant::now();
-            let ok = matches!(r, Ok(Ok(_)));
-            let error = match &r {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(match e.kind() {
-                    std::io::ErrorKind::ConnectionRefused => "refused",
-                    std::io::ErrorKind::ConnectionReset => "reset",
-                    std::io::ErrorKind::HostUnreachable => "host unreachable",
-                    std::io::ErrorKind::NetworkUnreachable => "network unreachable",
-                    _ => "other error",
-                }),
-                Err(_) => Some("timeout"),
-            };
-            if let Ok(Ok(stream)) = r {
-                // RST on close: no TIME_WAIT, no lingering connection through the proxy.
-                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            }
-            attempts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Attempt {
-                    start,
-                    end,
-                    ok,
-                    error,
-                });
-        });
-    }
-    // Let the connects in flight end.
-    tokio::time::sleep(CONNECT_TIMEOUT + Duration::from_millis(20)).await;
-}
-
 // ---------------------------------------------------------------------------
 // Runs
 
 /// kill -9 of the holder until the first completed connect (started after the kill).
 fn crash_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Duration, String> {
-    let pair = Pair::start(cfg, daemon, interval)?;
+    let pair = start_pair(cfg, daemon, interval)?;
     let watch = match cfg.phase {
         Phase::AfterAdvert => Some(AdvertWatch::open(pair.topo.client())?),
         Phase::Random => None,
     };
-    let client = Client::start(&pair.topo.client().ns, cfg.crash_connect_every);
-    pair.wait_steady(&client)?;
+    let client = Client::start(pair.topo.client(), cfg.crash_connect_every);
+    pair.wait_steady(Some(&client))?;
     match cfg.phase {
         // A random phase against the master's advert timer: the takeover comes
         // 3 x interval + skew after the *last advert*, so a fixed delay would bias one
@@ -739,7 +384,7 @@ fn crash_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Du
             pair.logs()
         )),
     };
-    pair.keep(cfg, "crash");
+    pair.keep(cfg.keep_logs, "crash");
     result
 }
 
@@ -792,9 +437,9 @@ struct Planned {
 
 /// SIGTERM of the holder: failed connects and the longest gap between successes.
 fn planned_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<Planned, String> {
-    let pair = Pair::start(cfg, daemon, interval)?;
-    let client = Client::start(&pair.topo.client().ns, CONNECT_EVERY);
-    pair.wait_steady(&client)?;
+    let pair = start_pair(cfg, daemon, interval)?;
+    let client = Client::start(pair.topo.client(), CONNECT_EVERY);
+    pair.wait_steady(Some(&client))?;
     let t0 = Instant::now();
     pair.daemons[0]
         .kill(Signal::SIGTERM)
@@ -888,10 +533,10 @@ fn planned_run(cfg: &BenchConfig, daemon: Daemon, interval: Duration) -> Result<
         eprintln!(
             "    attempts in window {}; master 0 log tail:\n{}",
             p.attempts,
-            tail(&log, 12)
+            support::vrrp::tail(&log, 12)
         );
     }
-    pair.keep(cfg, "planned");
+    pair.keep(cfg.keep_logs, "planned");
     Ok(p)
 }
 
@@ -918,7 +563,7 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
     }
     let pairs: Vec<Pair> = daemons
         .into_iter()
-        .map(|d| Pair::start(cfg, d, interval))
+        .map(|d| start_pair(cfg, d, interval))
         .collect::<Result<_, _>>()?;
     for p in &pairs {
         if p.topo
@@ -936,11 +581,17 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
     // Sampled in 10 s windows: the total gives the figure, the windows its spread.
     // [daemon 0, daemon 1, node 0, node 1].
     let sample = |p: &Pair| -> Vec<u64> {
-        let daemons: Vec<u64> = p.daemons.iter().map(|d| tree_cpu_ns(d.pid())).collect();
-        let nodes = daemons
+        let daemons: Vec<u64> = p
+            .daemons
             .iter()
-            .enumerate()
-            .map(|(i, d)| d + p.listeners.get(i).map_or(0, |l| tree_cpu_ns(l.pid())));
+            .map(|d| common::tree_cpu(d.pid()).0)
+            .collect();
+        let nodes = daemons.iter().enumerate().map(|(i, d)| {
+            d + p
+                .listeners
+                .get(i)
+                .map_or(0, |l| common::tree_cpu(l.pid()).0)
+        });
         daemons.iter().copied().chain(nodes).collect()
     };
     let windows = (cfg.cpu_secs / 10).max(1);
@@ -985,7 +636,7 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
     };
     let window_ratios = window_ratios(0);
     for p in pairs {
-        p.keep(cfg, "cpu");
+        p.keep(cfg.keep_logs, "cpu");
     }
     Ok(Cpu {
         secs: cfg.cpu_secs,
@@ -994,55 +645,6 @@ fn cpu_run(cfg: &BenchConfig) -> Result<Cpu, String> {
         window_ratios,
         before_window_ratios,
     })
-}
-
-/// The parent of a process, from /proc/PID/stat.
-fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces: fields after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // rest[0] is field 3 (state), rest[1] field 4 (ppid).
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Nanoseconds on a CPU of every thread of `pid`, from /proc/PID/task/*/schedstat (the
-/// scheduler's own clock, exact; utime + stime in /proc/PID/stat are sampled at the
-/// timer tick, which for a daemon waking 100 times a second on a timer is biased by
-/// where its wakeups fall against the tick).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    rd.flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// CPU nanoseconds of `root` and all its descendants.
-fn tree_cpu_ns(root: u32) -> u64 {
-    let mut procs = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-                if let Some(ppid) = ppid_of(pid) {
-                    procs.push((pid, ppid));
-                }
-            }
-        }
-    }
-    let mut tree = vec![root];
-    let mut k = 0;
-    while k < tree.len() {
-        let p = tree[k];
-        for &(pid, ppid) in &procs {
-            if ppid == p && !tree.contains(&pid) {
-                tree.push(pid);
-            }
-        }
-        k += 1;
-    }
-    tree.into_iter().map(cpu_ns).sum()
 }
 
 // ---------------------------------------------------------------------------
@@ -1055,25 +657,6 @@ struct Row {
     crash: Vec<Duration>,
     planned: Vec<Planned>,
     errors: usize,
-}
-
-fn median<T: Copy + Ord>(v: &[T]) -> Option<T> {
-    let mut s = v.to_vec();
-    s.sort();
-    // Lower median for an even count.
-    s.get(s.len().saturating_sub(1) / 2).copied()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn fmt_interval(d: Duration) -> String {
-    if d >= Duration::from_secs(1) && d.subsec_nanos() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{} ms", d.as_millis())
-    }
 }
 
 fn print_report(cfg: &BenchConfig, rows: &[Row], cpu: Option<&Cpu>) {

@@ -1,6 +1,7 @@
 //! VRRP under faults (issue 11): an apivip pair and a keepalived pair on the same
-//! topology (two masters and a client in network namespaces, `tests/support/netns.rs`),
-//! in the same run, compared as ratios. Root only; `BENCHMARKS.md` ("VRRP under faults")
+//! topology (two masters and a client in network namespaces, `tests/support/netns.rs`;
+//! the pair, client, keepalived and CPU helpers shared with `failover_compare` are in
+//! `benches/common/mod.rs`), in the same run, compared as ratios. Root only; `BENCHMARKS.md` ("VRRP under faults")
 //! records a run.
 //!
 //! Per daemon and run, a fresh topology: master 0 (priority 150) holds the VIP
@@ -38,54 +39,35 @@
 //! `APIVIP_BENCH_FLOOD_SECS` (10), `APIVIP_BENCH_CPU_SECS` (30), `APIVIP_BENCH_KEEP_LOGS=1`,
 //! `APIVIP_REQUIRE_NETNS=1` (missing root, keepalived or nft fails instead of skipping).
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apivip::vrrp::io::socket::{Delivery, VrrpSocket};
 use apivip::vrrp::packet::{AddrList, AdvertV3, Checksum, IpPair, Packet, Repr, VirtualAddrs};
 use apivip::vrrp::units::{Centisecs, Priority, Vrid};
-use nix::sched::CloneFlags;
+use common::{
+    env_intervals, env_list, env_num, fmt_interval, median, ms, Attempt, Client, Daemon, Pair,
+    APIVIP, CONNECT_TIMEOUT, PORT, PRIORITIES, VIP, VRID,
+};
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
-use support::netns::{NsProcess, Topology};
+use support::netns::{Node, Topology};
 
-const APIVIP: &str = env!("CARGO_BIN_EXE_apivip");
-const ROLE_ENV: &str = "APIVIP_BENCH_ROLE";
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
-const PORT: u16 = 8443;
-const VRID: u8 = 51;
-const PRIORITIES: [u8; 2] = [150, 100];
 const CONNECT_EVERY: Duration = Duration::from_millis(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long the client must connect without a failure to count as recovered.
 const CLEAN: Duration = Duration::from_secs(1);
 const NAME: &str = "vrrp_faults";
 
 fn main() {
-    if std::env::var(ROLE_ENV).as_deref() == Ok("acceptor") {
-        let listener = TcpListener::bind(("0.0.0.0", PORT)).expect("bind 0.0.0.0:8443");
-        println!("acceptor listening");
-        for conn in listener.incoming() {
-            drop(conn);
-        }
-        return;
-    }
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if !support::require_root(NAME) {
-        return;
-    }
-    let Some(keepalived) = support::require_bin(NAME, "keepalived") else {
+    let Some(keepalived) = common::prelude(NAME) else {
         return;
     };
     if support::require_bin(NAME, "nft").is_none() {
@@ -155,21 +137,6 @@ fn main() {
 // ---------------------------------------------------------------------------
 // Configuration
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Daemon {
-    Keepalived,
-    Apivip,
-}
-
-impl Daemon {
-    fn name(self) -> &'static str {
-        match self {
-            Daemon::Keepalived => "keepalived",
-            Daemon::Apivip => "apivip",
-        }
-    }
-}
-
 struct Cfg {
     keepalived: PathBuf,
     scenarios: Vec<String>,
@@ -183,34 +150,21 @@ struct Cfg {
 
 impl Cfg {
     fn from_env(keepalived: PathBuf) -> Cfg {
-        let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-        let num = |k: &str, d: u64| var(k, "").parse::<u64>().unwrap_or(d);
-        let list = |k: &str, d: &str| -> Vec<String> {
-            var(k, d)
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        };
         Cfg {
             keepalived,
-            scenarios: list("APIVIP_BENCH_SCENARIOS", "split,partition,flood,cpu"),
-            runs: num("APIVIP_BENCH_RUNS", 10) as usize,
-            intervals: list("APIVIP_BENCH_INTERVALS", "100,1000")
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .map(Duration::from_millis)
-                .collect(),
-            flood_rates: list(
+            scenarios: env_list("APIVIP_BENCH_SCENARIOS", "split,partition,flood,cpu"),
+            runs: env_num("APIVIP_BENCH_RUNS", 10) as usize,
+            intervals: env_intervals("APIVIP_BENCH_INTERVALS", "100,1000"),
+            flood_rates: env_list(
                 "APIVIP_BENCH_FLOOD_RATES",
                 "10,100,1000,5000,20000,50000,max",
             )
             .iter()
             .map(|s| s.parse().ok())
             .collect(),
-            flood_secs: num("APIVIP_BENCH_FLOOD_SECS", 10),
-            cpu_secs: num("APIVIP_BENCH_CPU_SECS", 30),
-            keep_logs: var("APIVIP_BENCH_KEEP_LOGS", "") == "1",
+            flood_secs: env_num("APIVIP_BENCH_FLOOD_SECS", 10),
+            cpu_secs: env_num("APIVIP_BENCH_CPU_SECS", 30),
+            keep_logs: common::keep_logs(),
         }
     }
 
@@ -219,26 +173,13 @@ impl Cfg {
     }
 
     fn print_header(&self) {
-        let kv = Command::new(&self.keepalived)
-            .arg("--version")
-            .output()
-            .map(|o| {
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                text.lines().next().unwrap_or_default().to_owned()
-            })
-            .unwrap_or_default();
-        let av = Command::new(APIVIP)
-            .arg("version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         println!("# VRRP under faults");
-        println!("- {kv}; {av}; kernel {}", kernel.trim());
+        println!(
+            "- {}; {}; kernel {}",
+            common::version(&self.keepalived, "--version"),
+            common::version(Path::new(APIVIP), "version"),
+            common::kernel()
+        );
         println!(
             "- scenarios {}, runs {}, intervals {}, flood rates {} for {} s each, cpu {} s; client: a TCP connect to {VIP}:{PORT} every {} ms, timeout {} ms",
             self.scenarios.join(","),
@@ -260,158 +201,59 @@ impl Cfg {
 // ---------------------------------------------------------------------------
 // A pair of masters
 
-struct Pair {
-    daemon: Daemon,
-    interval: Duration,
-    daemons: Vec<NsProcess>,
-    _acceptors: Vec<NsProcess>,
-    // Dropped after the processes: kills leftovers, deletes the namespaces.
-    topo: Topology,
-    dir: tempfile::TempDir,
+/// Master 0 and 1 of a fresh topology: an acceptor on `0.0.0.0:8443` and the daemon on
+/// each.
+fn start_pair(cfg: &Cfg, daemon: Daemon, interval: Duration) -> Result<Pair, String> {
+    let (dir, topo) = Pair::scratch("apivip-faults-")?;
+    let d = dir.path();
+    let acceptors = common::spawn_acceptors(&topo, d, |_| {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT))
+    })?;
+    let mut daemons = Vec::new();
+    for (i, prio) in PRIORITIES.into_iter().enumerate() {
+        let m = topo.master(i);
+        let p = match daemon {
+            Daemon::Apivip | Daemon::ApivipBefore => {
+                let conf = d.join(format!("apivip-{i}.yaml"));
+                let text = format!(
+                    "backends:\n  - {{name: self, address: '{ip}:{PORT}'}}\napiserver:\n  listen: []\n  check: {{kind: tcp, interval: 1s, timeout: 500ms}}\nvrrp:\n  interface: {ifname}\n  address: {ip}\n  vrid: {VRID}\n  version: 3\n  priority: {prio}\n  advert_interval: {iv}ms\n  vips: [{VIP}/24]\n  track: backend:self\n",
+                    ip = m.ipv4,
+                    ifname = m.ifname,
+                    prio = prio,
+                    iv = interval.as_millis()
+                );
+                std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+                m.spawn(
+                    APIVIP,
+                    ["run", "-c", &conf.display().to_string()],
+                    &d.join(format!("apivip-{i}.log")),
+                )
+                .map_err(|e| format!("apivip {i}: {e}"))?
+            }
+            Daemon::Keepalived => common::start_keepalived(&cfg.keepalived, &topo, d, i, interval)?,
+        };
+        daemons.push(p);
+    }
+    Ok(Pair {
+        daemon,
+        interval,
+        daemons,
+        listeners: Vec::new(),
+        acceptors,
+        topo,
+        dir,
+    })
 }
 
-impl Pair {
-    fn start(cfg: &Cfg, daemon: Daemon, interval: Duration) -> Result<Pair, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("apivip-faults-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let topo = Topology::new(2).map_err(|e| format!("topology: {e}"))?;
-        let d = dir.path();
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut acceptors = Vec::new();
-        for i in 0..2 {
-            let m = topo.master(i);
-            let mut cmd = m.command(&exe);
-            cmd.env(ROLE_ENV, "acceptor");
-            let p = m
-                .spawn_command(cmd, &d.join(format!("acceptor-{i}.log")))
-                .map_err(|e| format!("acceptor {i}: {e}"))?;
-            if !p.wait_for_log("listening", Duration::from_secs(10)) {
-                return Err(format!("acceptor {i} did not start: {}", p.log()));
-            }
-            acceptors.push(p);
-        }
-        let mut daemons = Vec::new();
-        for (i, prio) in PRIORITIES.into_iter().enumerate() {
-            let m = topo.master(i);
-            let p = match daemon {
-                Daemon::Apivip => {
-                    let conf = d.join(format!("apivip-{i}.yaml"));
-                    let text = format!(
-                        "backends:\n  - {{name: self, address: '{ip}:{PORT}'}}\napiserver:\n  listen: []\n  check: {{kind: tcp, interval: 1s, timeout: 500ms}}\nvrrp:\n  interface: {ifname}\n  address: {ip}\n  vrid: {VRID}\n  version: 3\n  priority: {prio}\n  advert_interval: {iv}ms\n  vips: [{VIP}/24]\n  track: backend:self\n",
-                        ip = m.ipv4,
-                        ifname = m.ifname,
-                        prio = prio,
-                        iv = interval.as_millis()
-                    );
-                    std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-                    m.spawn(
-                        APIVIP,
-                        ["run", "-c", &conf.display().to_string()],
-                        &d.join(format!("apivip-{i}.log")),
-                    )
-                    .map_err(|e| format!("apivip {i}: {e}"))?
-                }
-                Daemon::Keepalived => {
-                    let state = if i == 0 { "MASTER" } else { "BACKUP" };
-                    let conf = d.join(format!("keepalived-{i}.conf"));
-                    let text = format!(
-                        "global_defs {{\n  router_id bench{i}\n  vrrp_version 3\n}}\n\nvrrp_instance VI_1 {{\n  state {state}\n  interface {}\n  virtual_router_id {VRID}\n  priority {}\n  advert_int {}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
-                        m.ifname,
-                        prio,
-                        interval.as_secs_f64()
-                    );
-                    std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-                    let pid = |n: &str| d.join(format!("keepalived-{i}-{n}.pid"));
-                    let mut cmd = m.command(&cfg.keepalived);
-                    cmd.args(["-n", "-l", "-D", "-f"]).arg(&conf);
-                    for (flag, n) in [
-                        ("-p", "main"),
-                        ("-r", "vrrp"),
-                        ("-c", "checkers"),
-                        ("-b", "bfd"),
-                    ] {
-                        cmd.arg(flag).arg(pid(n));
-                    }
-                    m.spawn_command(cmd, &d.join(format!("keepalived-{i}.log")))
-                        .map_err(|e| format!("keepalived {i}: {e}"))?
-                }
-            };
-            daemons.push(p);
-        }
-        Ok(Pair {
-            daemon,
-            interval,
-            daemons,
-            _acceptors: acceptors,
-            topo,
-            dir,
-        })
-    }
-
-    fn holders(&self) -> Vec<usize> {
-        self.topo.holders_of(VIP.into()).unwrap_or_default()
-    }
-
-    /// Waits until master 0 alone holds the VIP (and, with a client, the client has
-    /// connected for 300 ms without a failure), then three more intervals so the backup
-    /// has heard the master.
-    fn wait_steady(&self, client: Option<&Client>) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30) + self.interval * 10;
-        loop {
-            if self.holders() == [0]
-                && client.is_none_or(|c| c.clean_for(Duration::from_millis(300)))
-            {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "master 0 never held the VIP steadily (holders {:?})\n{}",
-                    self.holders(),
-                    self.logs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(self.interval * 3 + Duration::from_millis(200));
-        match self.holders().as_slice() {
-            [0] => Ok(()),
-            h => Err(format!("holders changed to {h:?}\n{}", self.logs())),
-        }
-    }
-
-    /// Signals master `i`'s daemon and everything in its process group.
-    fn signal(&self, i: usize, sig: Signal) -> Result<(), String> {
-        let pid = i32::try_from(self.daemons[i].pid()).map_err(|e| e.to_string())?;
-        nix::sys::signal::killpg(Pid::from_raw(pid), sig).map_err(|e| format!("{sig}: {e}"))
-    }
-
-    /// How many times master `i`'s daemon logged a transition to master so far.
-    fn master_transitions(&self, i: usize) -> usize {
-        let log = self.daemons[i].log();
-        match self.daemon {
-            Daemon::Keepalived => log.matches("Entering MASTER STATE").count(),
-            Daemon::Apivip => log
-                .lines()
-                .filter(|l| l.contains("state changed") && l.contains("to=Master"))
-                .count(),
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for (i, p) in self.daemons.iter().enumerate() {
-            out += &format!("--- {} {i}\n{}\n", self.daemon.name(), tail(&p.log(), 30));
-        }
-        out
-    }
-
-    fn keep(self, cfg: &Cfg, what: &str) {
-        if cfg.keep_logs {
-            let path = self.dir.keep();
-            eprintln!("  [{what}] logs kept in {}", path.display());
-        }
+/// How many times master `i`'s daemon logged a transition to master so far.
+fn master_transitions(pair: &Pair, i: usize) -> usize {
+    let log = pair.daemons[i].log();
+    match pair.daemon {
+        Daemon::Keepalived => log.matches("Entering MASTER STATE").count(),
+        Daemon::Apivip | Daemon::ApivipBefore => log
+            .lines()
+            .filter(|l| l.contains("state changed") && l.contains("to=Master"))
+            .count(),
     }
 }
 
@@ -467,14 +309,6 @@ impl Drop for VrrpCut {
     }
 }
 
-/// The MAC address of master `m`'s interface.
-fn mac_of(m: &apivip::testkit::netns::Node) -> Option<String> {
-    let out = m
-        .exec(&["cat", &format!("/sys/class/net/{}/address", m.ifname)])
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 /// The MAC address the client's neighbour entry for the VIP holds, if any.
 fn client_mac(topo: &Topology) -> Option<String> {
     let out = topo
@@ -485,112 +319,6 @@ fn client_mac(topo: &Topology) -> Option<String> {
     json.as_array()?
         .iter()
         .find_map(|n| Some(n["lladdr"].as_str()?.to_owned()))
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-// ---------------------------------------------------------------------------
-// The client
-
-#[derive(Debug, Clone, Copy)]
-struct Attempt {
-    start: Instant,
-    end: Instant,
-    ok: bool,
-}
-
-/// A thread in the client namespace connecting to the VIP every 5 ms.
-struct Client {
-    stop: Arc<AtomicBool>,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    thread: Option<JoinHandle<Result<(), String>>>,
-}
-
-impl Client {
-    fn start(ns: &str) -> Client {
-        let stop = Arc::new(AtomicBool::new(false));
-        let attempts = Arc::new(Mutex::new(Vec::with_capacity(16_384)));
-        let (stop2, attempts2) = (stop.clone(), attempts.clone());
-        let path = format!("/run/netns/{ns}");
-        let thread = std::thread::spawn(move || {
-            enter(&path)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(client_loop(stop2, attempts2));
-            Ok(())
-        });
-        Client {
-            stop,
-            attempts,
-            thread: Some(thread),
-        }
-    }
-
-    fn snapshot(&self) -> Vec<Attempt> {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Whether at least 10 connects ended in the last `span`, all of them successful.
-    fn clean_for(&self, span: Duration) -> bool {
-        let now = Instant::now();
-        let a = self.snapshot();
-        if a.first().is_none_or(|f| now.duration_since(f.start) < span) {
-            return false;
-        }
-        let recent: Vec<&Attempt> = a
-            .iter()
-            .filter(|x| now.duration_since(x.end) <= span)
-            .collect();
-        recent.len() >= 10 && recent.iter().all(|x| x.ok)
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn enter(path: &str) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    nix::sched::setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {path}: {e}"))
-}
-
-async fn client_loop(stop: Arc<AtomicBool>, attempts: Arc<Mutex<Vec<Attempt>>>) {
-    let target = SocketAddr::from((VIP, PORT));
-    let mut tick = tokio::time::interval(CONNECT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Ordering::SeqCst) {
-        tick.tick().await;
-        let attempts = attempts.clone();
-        tokio::spawn(async move {
-            let start = Instant::now();
-            let r =
-                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
-            let end = Instant::now();
-            let ok = matches!(r, Ok(Ok(_)));
-            if let Ok(Ok(stream)) = r {
-                // RST on close: no TIME_WAIT piling up.
-                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            }
-            attempts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Attempt { start, end, ok });
-        });
-    }
-    tokio::time::sleep(CONNECT_TIMEOUT + Duration::from_millis(20)).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -613,8 +341,8 @@ fn recovery_run(
     daemon: Daemon,
     interval: Duration,
 ) -> Result<Recovery, String> {
-    let pair = Pair::start(cfg, daemon, interval)?;
-    let client = Client::start(&pair.topo.client().ns);
+    let pair = start_pair(cfg, daemon, interval)?;
+    let client = Client::start(pair.topo.client(), CONNECT_EVERY);
     pair.wait_steady(Some(&client))?;
     let cut = if scenario == "split" {
         pair.signal(0, Signal::SIGSTOP)?;
@@ -627,7 +355,7 @@ fn recovery_run(
     // moved the client: the client now points at the node that will lose), and the
     // client reaches master 1.
     let want: &[usize] = &[0, 1];
-    let mac1 = mac_of(pair.topo.master(1));
+    let mac1 = Some(support::vrrp::mac(pair.topo.master(1)));
     let deadline = Instant::now() + interval * 10 + Duration::from_secs(10);
     let mut moved = false;
     while Instant::now() < deadline {
@@ -687,7 +415,7 @@ fn recovery_run(
             .min()
             .map_or(limit, |e| e.duration_since(t0)),
     };
-    pair.keep(cfg, scenario);
+    pair.keep(cfg.keep_logs, scenario);
     Ok(Recovery {
         recovery,
         failed,
@@ -779,7 +507,7 @@ fn flood_steps(cfg: &Cfg, daemon: Daemon, kind: FloodKind) -> FloodRow {
         error: None,
     };
     let interval = Duration::from_millis(100);
-    let pair = match Pair::start(cfg, daemon, interval).and_then(|p| {
+    let pair = match start_pair(cfg, daemon, interval).and_then(|p| {
         p.wait_steady(None)?;
         Ok(p)
     }) {
@@ -790,12 +518,16 @@ fn flood_steps(cfg: &Cfg, daemon: Daemon, kind: FloodKind) -> FloodRow {
         }
     };
     for &rate in &cfg.flood_rates {
-        let before = pair.master_transitions(1);
+        let before = master_transitions(&pair, 1);
         let client = pair.topo.client().clone();
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (stop2, sent2) = (stop.clone(), sent.clone());
-        let sender = std::thread::spawn(move || flood(&client, kind, rate, &stop2, &sent2));
+        let sender = std::thread::spawn(move || {
+            let node = client.clone();
+            node.run_in(move || flood(&client, kind, rate, &stop2, &sent2))
+                .map_err(|e| format!("client namespace: {e}"))?
+        });
         let t0 = Instant::now();
         let mut takeover = false;
         while t0.elapsed() < Duration::from_secs(cfg.flood_secs) {
@@ -813,7 +545,7 @@ fn flood_steps(cfg: &Cfg, daemon: Daemon, kind: FloodKind) -> FloodRow {
             row.error = Some(e);
             break;
         }
-        takeover |= pair.master_transitions(1) > before;
+        takeover |= master_transitions(&pair, 1) > before;
         let step = FloodStep {
             rate,
             sent_rate: sent.load(Ordering::SeqCst) as f64 / elapsed,
@@ -837,20 +569,19 @@ fn flood_steps(cfg: &Cfg, daemon: Daemon, kind: FloodKind) -> FloodRow {
         // Let the pair settle before the next step.
         std::thread::sleep(Duration::from_secs(1));
     }
-    pair.keep(cfg, "flood");
+    pair.keep(cfg.keep_logs, "flood");
     row
 }
 
-/// Sends the flood from the client namespace at `rate` per second (`None`: flat out)
+/// Sends the flood (on a thread in the client namespace) at `rate` per second (`None`: flat out)
 /// until `stop`, counting what left in `sent`.
 fn flood(
-    client: &apivip::testkit::netns::Node,
+    client: &Node,
     kind: FloodKind,
     rate: Option<u64>,
     stop: &AtomicBool,
     sent: &AtomicU64,
 ) -> Result<(), String> {
-    enter(&format!("/run/netns/{}", client.ns))?;
     let src = client.ipv4;
     let sock = VrrpSocket::open(&client.ifname, IpAddr::V4(src), Delivery::Multicast)
         .map_err(|e| format!("flood socket: {e}"))?;
@@ -899,7 +630,7 @@ fn cpu_run(cfg: &Cfg) -> Result<Cpu, String> {
     let interval = Duration::from_millis(10);
     let pairs: Vec<Pair> = [Daemon::Keepalived, Daemon::Apivip]
         .into_iter()
-        .map(|d| Pair::start(cfg, d, interval))
+        .map(|d| start_pair(cfg, d, interval))
         .collect::<Result<_, _>>()?;
     for p in &pairs {
         p.wait_steady(None)
@@ -908,12 +639,7 @@ fn cpu_run(cfg: &Cfg) -> Result<Cpu, String> {
     let sample = |p: &Pair| -> Vec<(u64, u64)> {
         p.daemons
             .iter()
-            .map(|d| {
-                tree(d.pid())
-                    .into_iter()
-                    .map(cpu_of)
-                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-            })
+            .map(|d| common::tree_cpu(d.pid()))
             .collect()
     };
     let first: Vec<_> = pairs.iter().map(sample).collect();
@@ -946,7 +672,7 @@ fn cpu_run(cfg: &Cfg) -> Result<Cpu, String> {
         ticks.push((p.daemon, m.1, b.1));
     }
     for p in pairs {
-        p.keep(cfg, "cpu");
+        p.keep(cfg.keep_logs, "cpu");
     }
     Ok(Cpu {
         secs: cfg.cpu_secs,
@@ -955,89 +681,8 @@ fn cpu_run(cfg: &Cfg) -> Result<Cpu, String> {
     })
 }
 
-/// `pid` and all its descendants.
-fn tree(root: u32) -> Vec<u32> {
-    let mut procs = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let ppid = stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                procs.push((pid, ppid));
-            }
-        }
-    }
-    let mut tree = vec![root];
-    let mut k = 0;
-    while k < tree.len() {
-        let p = tree[k];
-        for &(pid, ppid) in &procs {
-            if ppid == p && !tree.contains(&pid) {
-                tree.push(pid);
-            }
-        }
-        k += 1;
-    }
-    tree
-}
-
-/// The fields of /proc/PID/stat after the command name (field 3 first).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// (ns on a CPU from every thread's schedstat, utime + stime in clock ticks) of `pid`.
-fn cpu_of(pid: u32) -> (u64, u64) {
-    let ns = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    // utime and stime are fields 14 and 15 (indices 11 and 12 from field 3).
-    let ticks = stat_fields(pid)
-        .map(|f| {
-            [11, 12]
-                .iter()
-                .filter_map(|&i| f.get(i)?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    (ns, ticks)
-}
-
 // ---------------------------------------------------------------------------
 // Report
-
-fn median(v: &[Duration]) -> Option<Duration> {
-    let mut s = v.to_vec();
-    s.sort();
-    s.get(s.len().saturating_sub(1) / 2).copied()
-}
-
-fn median_usize(v: &[usize]) -> Option<usize> {
-    let mut s = v.to_vec();
-    s.sort();
-    s.get(s.len().saturating_sub(1) / 2).copied()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn fmt_interval(d: Duration) -> String {
-    if d >= Duration::from_secs(1) && d.subsec_nanos() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{} ms", d.as_millis())
-    }
-}
 
 fn ratio(a: f64, k: f64) -> String {
     if k > 0.0 {
@@ -1068,7 +713,7 @@ fn print_report(rows: &[RecoveryRow], floods: &[FloodRow], cpu: Option<&Cpu>, cp
                 opt(median(&rec)),
                 opt(rec.iter().min().copied()),
                 opt(rec.iter().max().copied()),
-                median_usize(&failed).map_or("-".into(), |m| m.to_string()),
+                median(&failed).map_or("-".into(), |m| m.to_string()),
                 failed.iter().max().map_or("-".into(), |m| m.to_string()),
                 opt(median(&one)),
                 opt(one.iter().max().copied()),
@@ -1086,8 +731,7 @@ fn print_report(rows: &[RecoveryRow], floods: &[FloodRow], cpu: Option<&Cpu>, cp
                     .as_secs_f64()
             };
             let fail = |r: &RecoveryRow| {
-                median_usize(&r.runs.iter().map(|x| x.failed).collect::<Vec<_>>()).unwrap_or(0)
-                    as f64
+                median(&r.runs.iter().map(|x| x.failed).collect::<Vec<_>>()).unwrap_or(0) as f64
             };
             if k.runs.is_empty() || a.runs.is_empty() {
                 println!(
