@@ -73,21 +73,7 @@ impl Chaos {
         let dir = tempfile::tempdir().unwrap();
         let topo = Topology::new(NODES + 1).unwrap();
         let apis = (0..NODES)
-            .map(|i| {
-                let m = topo.master(i);
-                m.spawn(
-                    BIN,
-                    [
-                        "demo".to_owned(),
-                        "--listen".to_owned(),
-                        format!("{}:6443", m.ipv4),
-                        "--dir".to_owned(),
-                        dir.path().join(format!("demo-{i}")).display().to_string(),
-                    ],
-                    &dir.path().join(format!("demo-{i}.log")),
-                )
-                .unwrap()
-            })
+            .map(|i| vrrp::start_demo(topo.master(i), dir.path(), i))
             .collect();
         let extra: Vec<String> = (0..NODES).map(|i| extra(&topo, i)).collect();
         let mut c = Chaos {
@@ -177,18 +163,7 @@ impl Chaos {
 
     /// Node `i`'s metrics (Prometheus text), from its admin endpoint.
     fn metrics(&self, i: usize) -> String {
-        let out = self
-            .topo
-            .master(i)
-            .exec(&[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                "http://127.0.0.1:9469/metrics",
-            ])
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        vrrp::metrics(self.topo.master(i))
     }
 
     /// How many state changes node `i` logged.

@@ -48,14 +48,7 @@ fn start_node(
     extra: &str,
 ) -> NsProcess {
     let m = topo.master(i);
-    let backends: String = (0..topo.masters().len())
-        .map(|k| {
-            format!(
-                "  - {{name: master-{k}, address: '{}:6443'}}\n",
-                topo.master(k).ipv4
-            )
-        })
-        .collect();
+    let backends = vrrp::backends_yaml(topo);
     let (listen, track) = match shape {
         Shape::Proxy => ("0.0.0.0:8443".to_owned(), "proxy".to_owned()),
         Shape::VipOnly => ("[]".to_owned(), format!("backend:master-{i}")),

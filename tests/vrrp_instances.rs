@@ -34,14 +34,7 @@ fn instance(topo: &Topology, i: usize, family: u8, prio: u8, group: Option<&str>
 /// Writes node `i`'s config: the two instances with priorities `v4` and `v6`, both in
 /// sync group `api` when `grouped`.
 fn write_config(topo: &Topology, dir: &Path, i: usize, v4: u8, v6: u8, grouped: bool) {
-    let backends: String = (0..topo.masters().len())
-        .map(|k| {
-            format!(
-                "  - {{name: master-{k}, address: '{}:6443'}}\n",
-                topo.master(k).ipv4
-            )
-        })
-        .collect();
+    let backends = vrrp::backends_yaml(topo);
     let group = grouped.then_some("api");
     std::fs::write(
         dir.join(format!("apivip-{i}.yaml")),

@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
-use super::netns::{Capture, Node, NsProcess};
+use super::netns::{Capture, Node, NsProcess, Topology};
 
 /// Root and every one of `bins`: false (the test skips, or fails under
 /// `APIVIP_REQUIRE_NETNS=1`) otherwise.
@@ -95,4 +95,17 @@ pub fn metrics(m: &Node) -> String {
         ])
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `backends:` entries of every master of `topo`, named `master-K`, each at its
+/// IPv4 address on port 6443 (where `start_demo` listens).
+pub fn backends_yaml(topo: &Topology) -> String {
+    (0..topo.masters().len())
+        .map(|k| {
+            format!(
+                "  - {{name: master-{k}, address: '{}:6443'}}\n",
+                topo.master(k).ipv4
+            )
+        })
+        .collect()
 }
