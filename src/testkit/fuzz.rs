@@ -727,8 +727,9 @@ impl Driver {
                 same_instant += 1;
                 assert!(
                     same_instant <= SAME_INSTANT_FIRES,
-                    "{}: timers keep firing without time passing (busy loop)",
-                    self.at(self.now)
+                    "{}: timers keep firing without time passing (busy loop): {:?}",
+                    self.at(self.now),
+                    self.instance
                 );
             } else {
                 same_instant = 0;

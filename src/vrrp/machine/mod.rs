@@ -249,6 +249,10 @@ const FAULT_RETRY_MIN: Duration = Duration::from_secs(1);
 /// that would change an entry updated less than this before is ignored.
 const NEIGH_LOCKTIME: Duration = Duration::from_secs(1);
 
+/// The shortest spacing of the announcements that follow a lower-priority claim heard
+/// as Master (see `Instance::repeats_after_claim`).
+const MIN_CLAIM_REPEAT: Duration = Duration::from_millis(10);
+
 /// The delay of the first repeated announcement: longer than the router we took over
 /// from takes to hear our advert on a LAN, far shorter than a client's connect
 /// timeout. That router may have sent one of its own repeats just before it heard us
@@ -1326,10 +1330,19 @@ impl Instance {
     /// one `announce_interval`: Linux ignores an ARP that would change a neighbour
     /// entry updated less than `locktime` (1 s) before, so an announcement that
     /// follows the other node's last gratuitous ARP too closely changes nothing.
+    ///
+    /// With `announce_interval` 0 (only allowed with one announcement) there is nothing
+    /// to spread over time: no repetition (found by fuzzing: 1,001 announcements at one
+    /// instant). Intervals below [`MIN_CLAIM_REPEAT`] count as that, so the burst stays
+    /// bounded (at most 101 repetitions over the locktime).
     fn repeats_after_claim(&self) -> u32 {
-        let interval = self.config.announce_interval.max(Duration::from_millis(1));
+        let count = self.config.announce_count.saturating_sub(1);
+        if self.config.announce_interval.is_zero() {
+            return count;
+        }
+        let interval = self.config.announce_interval.max(MIN_CLAIM_REPEAT);
         let cover = (NEIGH_LOCKTIME.as_nanos() / interval.as_nanos()) as u32 + 1;
-        self.config.announce_count.saturating_sub(1).max(cover)
+        count.max(cover)
     }
 
     /// Sends an advert with the current advertised priority and restarts the

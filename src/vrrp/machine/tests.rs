@@ -487,6 +487,27 @@ fn master_reasserts_on_a_lower_priority() {
     assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
 }
 
+/// One announcement with `announce_interval` 0 (a valid config): lower-priority claims
+/// heard as Master re-assert once, and never start a burst of repetitions at one
+/// instant (the fuzzer found 1,001 of them).
+#[test]
+fn claims_with_a_zero_announce_interval_repeat_nothing() {
+    let mut config = v3_config(100, 100);
+    config.announce_interval = Duration::ZERO;
+    let (mut instance, at) = master(config);
+    let t = at + ms(10);
+    for k in 0..3 {
+        instance
+            .handle_advert(t + ms(k), v3_advert(ip(20), 99, 100))
+            .unwrap();
+    }
+    assert_eq!(drain(&mut instance), [Action::Announce, send(100)]);
+    // Only the Adver_Timer runs.
+    assert_eq!(instance.poll_timeout(), Some(t + ms(1000)));
+    instance.handle_timeout(t + ms(2));
+    assert_eq!(drain(&mut instance), []);
+}
+
 /// A new Master announces `announce_count` times: at once, after EARLY_REPEAT, then
 /// every `announce_interval`; leaving Master stops the repetitions.
 #[test]
