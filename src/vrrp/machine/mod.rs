@@ -19,6 +19,7 @@
 //!    `apivip resume`          ------->     handle_resume(now)       (Err: HTTP 409)
 //!    reload (SIGHUP)          ------->     handle_reconfigure(now, config)  (Err: refused)
 //!    netlink: link, addresses ------->     handle_link(now, LinkState)      (FAULT in/out)
+//!    its sync group's wish    ------->     handle_sync(now, SyncInput)      (gate, FAULT)
 //!    AddVips failed           ------->     handle_vip_add_failed(now)
 //!    a held VIP disappeared   ------->     handle_vips_missing(now)
 //!    SIGTERM                  ------->     handle_shutdown(now)
@@ -65,6 +66,18 @@
 //! startup: Backup (the owner Master), Master_Down_Interval with the configured
 //! interval. A Master that finds a VIP gone from the interface
 //! ([`Instance::handle_vips_missing`]) adds it back and announces it again.
+//!
+//! # Sync groups
+//!
+//! An instance in a sync group (keepalived's `vrrp_sync_group`; the group's rule is
+//! [`crate::vrrp::sync`]) gets [`Instance::handle_sync`] from its group and reports
+//! [`Instance::posture`]. While the group does not let it be Master, a Master resigns
+//! (priority 0, the VIPs removed, [`Reason::SyncGroup`]) and a Backup whose
+//! Master_Down_Timer runs out (or the owner at startup) does not take over: it waits,
+//! [`Posture::Ready`], with no timer running, until the group lets it (then it becomes
+//! Master for the reason its timer had) or an advert it accepts restarts its timer. A
+//! sibling's fault is [`Fault::SyncGroup`]. An instance never told anything is alone:
+//! nothing changes for it.
 //!
 //! # Planned handover
 //!
@@ -184,6 +197,9 @@
 //!   value, up to 40.95 s), so a forged or broken advert leaves the VIPs unheld for
 //!   at most 3 x 4 intervals + skew instead of two minutes.
 //! - **FAULT state** (see above), as keepalived has.
+//! - **Sync groups** (see above; keepalived's `vrrp_sync_group`, not in the RFC): a
+//!   Backup whose Master_Down_Timer ran out may wait for its group instead of taking
+//!   over, and a Master may resign because another instance of its node lost.
 //! - **Address list mismatch drops the advert** (the RFC's optional check, with its
 //!   mandatory drop unless the sender is the owner), as keepalived does.
 //! - **Our own adverts** (source = `primary_ip`, e.g. multicast loopback) are dropped
