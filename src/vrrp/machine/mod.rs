@@ -187,7 +187,9 @@
 //!   the impairment ended a client kept its MAC for 7.3 s (its neighbour entry went
 //!   STALE, DELAY 5 s, three unanswered unicast probes, then a broadcast); 3.6 to
 //!   20.7 s in earlier runs. The refresh bounds that by `announce_refresh`. The RFC
-//!   asks for announcements on becoming Master only.
+//!   asks for announcements on becoming Master only. No refresh while handing over or
+//!   while the priority is lowered (a takeover is expected: the new holder's
+//!   announcements must be the last ones clients hear).
 //! - **Priority 255 only from the configured owner** (`owner`): RFC 9568 lets any
 //!   advert with priority 255 win at once, and skips the address-list check for it,
 //!   so one forged packet would take the VIP; others are dropped
@@ -690,10 +692,15 @@ impl Instance {
                     self.apply_faults(now);
                 }
                 Timer::Announce => {
-                    // With none left this is the refresh: not while handing over (the
-                    // new holder's announcements must stay the last ones clients hear).
+                    // With none left this is the refresh: not while handing over, nor
+                    // while this node's priority is lowered (unable to serve, in
+                    // maintenance): a preempting Backup may take over any moment, and
+                    // a refresh just before that would, by Linux's 1 s neighbour
+                    // locktime, hide the new holder's announcements from clients (seen:
+                    // a timed-out connect across a health-driven handover).
                     let refresh = self.announce_left == 0;
-                    if !refresh || self.phase == Phase::Running {
+                    let lowered = self.advertised_priority() < self.config.base_priority;
+                    if !refresh || (self.phase == Phase::Running && !lowered) {
                         self.actions.push_back(Action::Announce);
                     }
                     self.announce_left = self.announce_left.saturating_sub(1);

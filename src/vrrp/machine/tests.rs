@@ -2726,6 +2726,21 @@ fn a_master_refreshes_its_announcement_while_it_holds_the_vips() {
     assert!(!drain(&mut instance).contains(&Action::Announce));
     assert!(instance.is_handing_over());
 
+    // Not while the priority is lowered (unable to serve): a preempting Backup is about
+    // to take over; back to refreshing when it can serve again.
+    let mut config = v3_config(100, 10);
+    config.announce_refresh = ms(1000);
+    config.health_weight = 50;
+    let (mut instance, at) = master(config);
+    instance.handle_health(at + ms(500), false);
+    drain(&mut instance);
+    instance.handle_timeout(at + ms(1000));
+    assert!(!drain(&mut instance).contains(&Action::Announce));
+    instance.handle_health(at + ms(1500), true);
+    drain(&mut instance);
+    instance.handle_timeout(at + ms(2000));
+    assert!(drain(&mut instance).contains(&Action::Announce));
+
     // Zero: the series ends and only the advert timer runs.
     let mut config = v3_config(100, 10);
     config.announce_count = 2;
