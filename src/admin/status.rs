@@ -141,7 +141,8 @@ pub struct VrrpDoc {
     pub masters_heard: usize,
     /// Master_Adver_Interval.
     pub advert_interval_ms: u64,
-    /// Master_Down_Interval now.
+    /// Master_Down_Interval now, with the lossy-link extension (see
+    /// `counters.adverts_missed`).
     pub master_down_interval_ms: u64,
     /// Counters.
     pub counters: VrrpCounters,
@@ -187,6 +188,9 @@ pub struct VrrpCounters {
     /// Split brains ended by re-asserting (advert + announcement at once).
     #[serde(default)]
     pub split_brains: u64,
+    /// Adverts of the master this node missed as backup (gaps in the stream).
+    #[serde(default)]
+    pub adverts_missed: u64,
     /// VIPs removed by someone else while master, added back.
     #[serde(default)]
     pub vips_restored: u64,

@@ -180,7 +180,8 @@ pub struct VrrpReport {
     pub masters_heard: usize,
     /// Master_Adver_Interval.
     pub advert_interval: Duration,
-    /// Master_Down_Interval for this node's priority now.
+    /// What this node waits as Backup before it declares the master down, for its
+    /// priority now: Master_Down_Interval, longer after lost adverts.
     pub master_down_interval: Duration,
     /// What keeps the node out of the election (State::Fault), by name.
     pub faults: Vec<&'static str>,
@@ -1759,7 +1760,7 @@ impl Shell {
                 .collect(),
             masters_heard: m.masters_heard(now),
             advert_interval: m.master_adver_interval(),
-            master_down_interval: m.master_down_interval(),
+            master_down_interval: m.backup_down_interval(),
             faults: m.faults().iter().map(|f| f.as_str()).collect(),
             stats: *m.stats(),
             transitions: self.transitions.clone(),

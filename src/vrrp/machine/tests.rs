@@ -2385,6 +2385,129 @@ fn the_learned_interval_is_bounded() {
     assert_eq!(MAX_LEARNED_FACTOR, 4);
 }
 
+// === lossy-link hysteresis ===
+
+/// Feeds a Backup (priority 100, 100 ms) adverts of priority 200 from `ip(20)` at
+/// `t0 + 1 ms + 100 ms * k` for each `k`; returns the instant of the last one.
+fn adverts_at(instance: &mut Instance, t0: Instant, ks: impl IntoIterator<Item = u32>) -> Instant {
+    let mut last = t0;
+    for k in ks {
+        last = t0 + ms(1) + ms(100) * k;
+        instance
+            .handle_advert(last, v3_advert(ip(20), 200, 10))
+            .unwrap();
+    }
+    assert!(drain(instance).is_empty());
+    last
+}
+
+/// Skew_Time at priority 100 and a 100 ms interval.
+const SKEW_100: Duration = Duration::from_nanos(60_937_500);
+
+/// A Backup that saw one advert go missing waits one interval longer before it takes
+/// over; a stream without gaps keeps the RFC's Master_Down_Interval exactly.
+#[test]
+fn a_missed_advert_lengthens_master_down_by_one_interval() {
+    let (mut instance, t0) = started(v3_config(100, 10));
+    let last = adverts_at(&mut instance, t0, 0..20);
+    assert_eq!(instance.stats().adverts_missed, 0);
+    assert_eq!(instance.loss_extra_intervals(), 0);
+    assert_eq!(
+        instance.backup_down_interval(),
+        instance.master_down_interval()
+    );
+    assert_eq!(instance.poll_timeout(), Some(last + ms(300) + SKEW_100));
+    // Advert 20 is lost.
+    let last = adverts_at(&mut instance, t0, 21..22);
+    assert_eq!(instance.stats().adverts_missed, 1);
+    assert_eq!(instance.loss_extra_intervals(), 1);
+    assert_eq!(instance.backup_down_interval(), ms(400) + SKEW_100);
+    // The master dies after advert 21: the takeover comes 4 intervals + skew later.
+    let down = last + ms(400) + SKEW_100;
+    assert_eq!(instance.poll_timeout(), Some(down));
+    instance.handle_timeout(down - Duration::from_nanos(1));
+    assert_eq!(instance.state(), State::Backup);
+    instance.handle_timeout(down);
+    assert_eq!(
+        drain(&mut instance),
+        becoming_master(State::Backup, Reason::MasterDown, 100)
+    );
+}
+
+/// Three lost adverts in a row (the RFC's takeover) no longer move the VIP after the
+/// link was seen losing some: the extension is at most three intervals, each gap
+/// adds one, and the missed adverts are counted.
+#[test]
+fn gaps_extend_master_down_by_at_most_three_intervals() {
+    let (mut instance, t0) = started(v3_config(100, 10));
+    // Lost: 1, 3 and 4, 6, 8.
+    let last = adverts_at(&mut instance, t0, [0, 2, 5, 7, 9]);
+    assert_eq!(instance.stats().adverts_missed, 5);
+    assert_eq!(instance.loss_extra_intervals(), MAX_EXTRA_INTERVALS);
+    assert_eq!(MAX_EXTRA_INTERVALS, 3);
+    assert_eq!(instance.poll_timeout(), Some(last + ms(600) + SKEW_100));
+    // Three more lost in a row (10, 11, 12): still Backup when 13 arrives.
+    instance.handle_timeout(last + ms(350) + SKEW_100);
+    assert_eq!(instance.state(), State::Backup);
+    adverts_at(&mut instance, t0, [13]);
+    assert_eq!(instance.state(), State::Backup);
+    assert_eq!(instance.stats().adverts_missed, 8);
+}
+
+/// After DECAY_ADVERTS adverts in a row without a gap, one interval of the extension
+/// goes away again; a Backup that became Master and Backup again starts a new stream
+/// (the time it was Master is not a gap), and keeps what it learned about the link.
+#[test]
+fn the_extension_decays_and_survives_a_term_as_master() {
+    let (mut instance, t0) = started(v3_config(100, 10));
+    adverts_at(&mut instance, t0, [0, 2, 4]);
+    assert_eq!(instance.loss_extra_intervals(), 2);
+    let last = adverts_at(&mut instance, t0, 5..5 + DECAY_ADVERTS);
+    assert_eq!(instance.loss_extra_intervals(), 1);
+    assert_eq!(instance.stats().adverts_missed, 2);
+    // The master dies; this node takes over after 4 intervals + skew.
+    let down = last + ms(400) + SKEW_100;
+    instance.handle_timeout(down);
+    assert_eq!(instance.state(), State::Master);
+    drain(&mut instance);
+    // The other node comes back with a higher priority long after its last advert.
+    let back = down + ms(5_000);
+    instance
+        .handle_advert(back, v3_advert(ip(20), 200, 10))
+        .unwrap();
+    assert_eq!(instance.state(), State::Backup);
+    drain(&mut instance);
+    instance
+        .handle_advert(back + ms(10), v3_advert(ip(20), 200, 10))
+        .unwrap();
+    assert_eq!(
+        instance.stats().adverts_missed,
+        2,
+        "the term as Master is no gap"
+    );
+    assert_eq!(instance.loss_extra_intervals(), 1);
+}
+
+/// The extension never lengthens what a forged interval can do: the wait stays within
+/// 3 x the longest learned interval plus skew.
+#[test]
+fn the_extension_stays_within_the_learned_interval_bound() {
+    let (mut instance, t0) = started(v3_config(100, 10));
+    let last = adverts_at(&mut instance, t0, [0, 2, 4, 6]);
+    assert_eq!(instance.loss_extra_intervals(), 3);
+    // 40.95 s from the Active Router's address, learned as 400 ms.
+    let forged = last + ms(100);
+    instance
+        .handle_advert(forged, v3_advert(ip(20), 200, 4095))
+        .unwrap();
+    assert_eq!(instance.master_adver_interval(), ms(400));
+    assert_eq!(instance.backup_down_interval(), ms(1200) + us(243_750));
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(forged + ms(1200) + us(243_750))
+    );
+}
+
 // === faults ===
 
 fn link(exists: bool, up: bool, carrier: bool, source_present: bool) -> LinkState {
