@@ -81,6 +81,28 @@ fn link_local(node: &Node) -> Ipv6Addr {
     })
 }
 
+/// The IPv4 and the IPv6 case of a test between masters 0 (sender) and 1 (receiver):
+/// the family's name, the sender's and the receiver's address (IPv4, or the
+/// link-local IPv6 one VRRP sends from) and one VIP ending in `vip` (198.18.0.VIP,
+/// fe80::1:VIP).
+fn family_cases(m0: &Node, m1: &Node, vip: u8) -> [(&'static str, IpAddr, IpAddr, Vec<IpAddr>); 2] {
+    let v6_vip: Ipv6Addr = format!("fe80::1:{vip}").parse().expect("VIP");
+    [
+        (
+            "IPv4",
+            IpAddr::V4(m0.ipv4),
+            IpAddr::V4(m1.ipv4),
+            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, vip))],
+        ),
+        (
+            "IPv6",
+            IpAddr::V6(link_local(m0)),
+            IpAddr::V6(link_local(m1)),
+            vec![IpAddr::V6(v6_vip)],
+        ),
+    ]
+}
+
 fn v3_advert(vrid: u8, priority: u8, addrs: &[IpAddr]) -> Repr {
     let addrs = match addrs.first() {
         Some(IpAddr::V6(_)) => VirtualAddrs::V6(
@@ -738,18 +760,7 @@ fn doorbell_rings_for_all_but_repeats_and_datagrams_carry_receive_times() {
     }
     let topo = Topology::new(2).expect("topology");
     let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
-    let vip4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 220));
-    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
-    let cases = [
-        (IpAddr::V4(m0.ipv4), IpAddr::V4(m1.ipv4), vec![vip4]),
-        (
-            IpAddr::V6(ll0),
-            IpAddr::V6(ll1),
-            vec!["fe80::1:220".parse().unwrap()],
-        ),
-    ];
-    for (src, rx_addr, vips) in cases {
-        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+    for (family, src, rx_addr, vips) in family_cases(&m0, &m1, 220) {
         let rx_if = m1.ifname.clone();
         let (sock, bell) = run_in_ns(&m1.ns, move || async move {
             let sock = VrrpSocket::open(&rx_if, rx_addr, Delivery::Multicast).expect("open");
@@ -905,26 +916,12 @@ fn kernel_filter_drops_what_the_election_never_accepts() {
     }
     let topo = Topology::new(2).expect("topology");
     let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
-    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
     let ifindex0 = m0.run_in({
         let i = m0.ifname.clone();
         move || nix::net::if_::if_nametoindex(i.as_str()).expect("ifindex")
     });
     let ifindex0 = ifindex0.expect("run_in");
-    let cases = [
-        (
-            IpAddr::V4(m0.ipv4),
-            IpAddr::V4(m1.ipv4),
-            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 230))],
-        ),
-        (
-            IpAddr::V6(ll0),
-            IpAddr::V6(ll1),
-            vec!["fe80::1:230".parse().unwrap()],
-        ),
-    ];
-    for (src, rx_addr, vips) in cases {
-        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+    for (family, src, rx_addr, vips) in family_cases(&m0, &m1, 230) {
         let rx_if = m1.ifname.clone();
         let (sock, bell, witness) = run_in_ns(&m1.ns, move || async move {
             let sock =
@@ -1049,21 +1046,7 @@ fn drop_counter_reports_a_receive_buffer_overflow() {
     const BATCH: usize = 25;
     let topo = Topology::new(2).expect("topology");
     let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
-    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
-    let cases = [
-        (
-            IpAddr::V4(m0.ipv4),
-            IpAddr::V4(m1.ipv4),
-            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 232))],
-        ),
-        (
-            IpAddr::V6(ll0),
-            IpAddr::V6(ll1),
-            vec!["fe80::1:232".parse().unwrap()],
-        ),
-    ];
-    for (src, rx_addr, vips) in cases {
-        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+    for (family, src, rx_addr, vips) in family_cases(&m0, &m1, 232) {
         let rx_if = m1.ifname.clone();
         let (sock, witness) = run_in_ns(&m1.ns, move || async move {
             let sock =
@@ -1130,21 +1113,7 @@ fn kernel_priority_floor_drops_only_lower_non_zero_priorities() {
     }
     let topo = Topology::new(2).expect("topology");
     let (m0, m1) = (topo.master(0).clone(), topo.master(1).clone());
-    let (ll0, ll1) = (link_local(&m0), link_local(&m1));
-    let cases = [
-        (
-            IpAddr::V4(m0.ipv4),
-            IpAddr::V4(m1.ipv4),
-            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 230))],
-        ),
-        (
-            IpAddr::V6(ll0),
-            IpAddr::V6(ll1),
-            vec!["fe80::1:230".parse().unwrap()],
-        ),
-    ];
-    for (src, rx_addr, vips) in cases {
-        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+    for (family, src, rx_addr, vips) in family_cases(&m0, &m1, 230) {
         let rx_if = m1.ifname.clone();
         let (mut sock, mut bell, witness) = run_in_ns(&m1.ns, move || async move {
             let sock =
