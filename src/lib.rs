@@ -48,6 +48,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dns;
 pub mod events;
 pub mod generate;
 pub mod health;
@@ -103,6 +104,7 @@ mod architecture {
             "config/admin.rs",
             "config/validate.rs",
             "units.rs",
+            "dns/wire.rs",
             "generate/mod.rs",
             "generate/config.rs",
             "generate/manifest.rs",

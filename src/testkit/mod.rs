@@ -11,6 +11,8 @@
 //! [`netns`] builds network-namespace topologies (a bridge, masters and a client) for the
 //! topology tests and `apivip demo`'s VIP mode; it needs root.
 //!
+//! [`bind`] runs a real BIND with a zone that accepts TSIG-signed updates (DNS tests).
+//!
 //! [`fuzz`] holds the fuzz targets (the VRRP codec, the election machine, the config
 //! loader), shared by the fuzzer binaries in `fuzz/` and the corpus replay test.
 //!
@@ -29,6 +31,7 @@
 //! ```
 
 pub mod apiserver;
+pub mod bind;
 pub mod certs;
 pub mod fuzz;
 pub mod netns;

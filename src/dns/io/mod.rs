@@ -1,0 +1,3 @@
+//! The DNS side's I/O: sockets and the clock, no decisions.
+
+pub mod exchange;

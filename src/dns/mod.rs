@@ -1,0 +1,9 @@
+//! DNS failover (issue 12): the control-plane name follows apiserver health through
+//! RFC 2136 dynamic updates signed with TSIG (RFC 8945), for masters that share no L2
+//! segment.
+//!
+//! - [`wire`]: the messages, as pure functions over values and bytes (sans-IO).
+//! - [`io`]: the exchange of one signed request with a server over UDP or TCP.
+
+pub mod io;
+pub mod wire;
