@@ -105,6 +105,7 @@ mod architecture {
             "config/validate.rs",
             "units.rs",
             "dns/wire.rs",
+            "dns/votes.rs",
             "generate/mod.rs",
             "generate/config.rs",
             "generate/manifest.rs",

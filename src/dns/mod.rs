@@ -3,7 +3,10 @@
 //! segment.
 //!
 //! - [`wire`]: the messages, as pure functions over values and bytes (sans-IO).
+//! - [`votes`]: every node's vote in the zone, and the rule that makes them the wanted
+//!   record set (sans-IO).
 //! - [`io`]: the exchange of one signed request with a server over UDP or TCP.
 
 pub mod io;
+pub mod votes;
 pub mod wire;
