@@ -106,6 +106,7 @@ mod architecture {
             "units.rs",
             "dns/wire.rs",
             "dns/votes.rs",
+            "dns/publisher.rs",
             "generate/mod.rs",
             "generate/config.rs",
             "generate/manifest.rs",
