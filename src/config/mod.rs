@@ -7,7 +7,7 @@
 //!
 //! One file per section, each holding its typed form and its validation:
 //! [`frontend`] (`backends:`, `apiserver:`, `etcd:`), [`check`] (`*.check:`),
-//! [`vrrp`] (`vrrp:`), [`admin`] (`admin:`), [`notify`] (`notify:`); `validate` holds the shared validator and
+//! [`vrrp`] (`vrrp:`), [`admin`] (`admin:`), [`notify`] (`notify:`), [`dns`] (`dns:`); `validate` holds the shared validator and
 //! the top level (`shutdown:`, `log:`).
 //!
 //! This module is sans-IO apart from checking that referenced files exist.
@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod check;
 pub mod diff;
+pub mod dns;
 pub mod frontend;
 pub mod notify;
 mod raw;
@@ -51,6 +52,8 @@ pub struct Config {
     pub admin: Admin,
     /// Scripts run on VRRP state changes and backend transitions.
     pub notify: notify::Notify,
+    /// DNS failover; `None` without `dns:`.
+    pub dns: Option<dns::Dns>,
     /// What loading found questionable without refusing it (e.g. a world-readable
     /// key file); [`Config::warning_lines`] adds what follows from the values alone.
     pub warnings: Vec<ConfigIssue>,

@@ -34,6 +34,9 @@ pub(crate) struct RawConfig {
     /// Notify hooks (`notify.rs`).
     #[serde(default)]
     pub(crate) notify: Option<super::notify::RawNotify>,
+    /// DNS failover (`dns.rs`); off unless present.
+    #[serde(default)]
+    pub(crate) dns: Option<super::dns::RawDns>,
 }
 
 /// `admin:`.

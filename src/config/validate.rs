@@ -178,6 +178,7 @@ impl Validator {
         let vrrp = self.vrrp_section(raw.vrrp, notify_instance.as_deref(), &frontends);
         let admin = self.admin(raw.admin.unwrap_or_default(), &frontends);
         let notify = self.notify(raw.notify, &vrrp);
+        let dns = self.dns(raw.dns, &masters);
         Config {
             source: source.to_owned(),
             frontends,
@@ -186,6 +187,7 @@ impl Validator {
             log: Log { format, level },
             admin,
             notify,
+            dns,
             warnings: Vec::new(),
         }
     }
