@@ -1,3 +1,4 @@
 //! The DNS side's I/O: sockets and the clock, no decisions.
 
 pub mod exchange;
+pub mod shell;
