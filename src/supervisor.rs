@@ -32,6 +32,9 @@ pub enum StartError {
     /// run may have left).
     #[error("vrrp: {0}; exiting so that the service manager restarts apivip")]
     ElectionLost(String),
+    /// The DNS publisher could not start (which master this node is, the key).
+    #[error("dns: {0}")]
+    Dns(String),
     /// A listen address could not be bound.
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
@@ -125,6 +128,8 @@ pub struct Supervisor {
     admin: Vec<Listener>,
     /// The notify hooks.
     notifier: crate::notify::Notifier,
+    /// The DNS publisher, with `dns:`.
+    dns: Option<crate::dns::io::shell::DnsHandle>,
 }
 
 /// What a shutdown did.
@@ -258,6 +263,7 @@ impl Supervisor {
             )),
             admin: Vec::new(),
             notifier,
+            dns: None,
         };
         for (f, listeners) in config.frontends.iter().zip(bound) {
             let fe = FrontendProxy::new(f.clone(), mode, initial.generation);
@@ -294,6 +300,9 @@ impl Supervisor {
             }
         }
         sup.start_sync_groups();
+        if let Some(d) = &config.dns {
+            sup.dns = Some(sup.spawn_dns(config, d)?);
+        }
         let vips = vips_reader(config).await;
         let fault_injection = crate::admin::fault_injection_requested();
         if fault_injection {
@@ -316,6 +325,36 @@ impl Supervisor {
             sup.serve_admin(addr, l);
         }
         Ok(sup)
+    }
+
+    /// Starts the DNS publisher as the master this node is.
+    fn spawn_dns(
+        &self,
+        config: &Config,
+        dns: &crate::config::dns::Dns,
+    ) -> Result<crate::dns::io::shell::DnsHandle, StartError> {
+        use crate::dns::io::shell;
+        let backends: Vec<(String, std::net::IpAddr)> = config
+            .frontends
+            .iter()
+            .find(|f| f.kind == FrontendKind::Apiserver)
+            .map(|f| {
+                f.backends
+                    .iter()
+                    .map(|b| (b.name.clone(), b.addr.ip()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let node = shell::find_node(dns.node.as_deref(), &shell::local_addresses(), &backends)
+            .map_err(StartError::Dns)?;
+        let (handle, _task) = shell::spawn(
+            dns.clone(),
+            node,
+            self.publisher.subscribe(),
+            self.background.child_token(),
+        )
+        .map_err(StartError::Dns)?;
+        Ok(handle)
     }
 
     /// Runs the accept loop of a bound listener of `fe`.

@@ -265,6 +265,12 @@ impl ReloadPlan {
                 names(old)
             ));
         }
+        if old.dns != new.dns {
+            at_restart.push(
+                "dns: the changed DNS settings apply at the next restart (the running publisher keeps the previous ones)"
+                    .to_owned(),
+            );
+        }
         ReloadPlan {
             frontends,
             admin: ListenChange::between(&old.admin.listen, &new.admin.listen),
