@@ -490,6 +490,11 @@ impl Supervisor {
         Arc::clone(&self.daemon)
     }
 
+    /// The DNS publisher, with `dns:`.
+    pub fn dns(&self) -> Option<&crate::dns::io::shell::DnsHandle> {
+        self.dns.as_ref()
+    }
+
     /// The health view.
     pub fn health(&self) -> HealthView {
         self.health.clone()
