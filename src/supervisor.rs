@@ -256,6 +256,7 @@ impl Supervisor {
                     check_stats: observers.stats.clone(),
                     vrrp: Vec::new(),
                     vips: Vec::new(),
+                    dns: None,
                 },
                 view.clone(),
                 publisher.clone(),
@@ -468,6 +469,7 @@ impl Supervisor {
             check_stats: self.observers.stats.clone(),
             vrrp: self.vrrp.iter().map(|v| v.handle.clone()).collect(),
             vips,
+            dns: self.dns.clone(),
         }
     }
 

@@ -10,6 +10,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use apivip::admin::client;
+use apivip::admin::status::StatusDoc;
 use apivip::supervisor::Supervisor;
 use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver, Mode};
 use apivip::testkit::bind::{Bind, BindOptions};
@@ -147,7 +149,17 @@ async fn the_name_follows_the_masters_readiness_in_bind() {
     };
     let took = n.wait_dig(&ALL, "start").await;
     println!("all three published {took:?} after start");
-    // Steady: resyncs read, nobody writes.
+    // Steady, once every node's vote is in: resyncs read, nobody writes.
+    let votes = support::wait_until(DEADLINE, || async {
+        n.bind.dig("_apivip.api.cluster.example.", "TXT").len() == 3
+    })
+    .await;
+    assert!(
+        votes,
+        "{:?}",
+        n.bind.dig("_apivip.api.cluster.example.", "TXT")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let before = n.writes();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(n.writes(), before, "writes in a steady state");
@@ -166,5 +178,46 @@ async fn the_name_follows_the_masters_readiness_in_bind() {
     let took = n.wait_dig(&[ALL[0], ALL[1]], "m3 killed").await;
     println!("m3 killed: gone from dig after {took:?}");
     assert_eq!(n.bind.dig("other.cluster.example.", "A"), ["198.18.0.99"]);
+    // What node 1 shows: status, `apivip status` and metrics.
+    let admin = n.sups[0].as_ref().unwrap().admin_addrs()[0];
+    let (code, body) = client::request(admin, http::Method::GET, "/status", None, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let doc: StatusDoc = serde_json::from_str(&body).unwrap();
+    let d = doc.dns.as_ref().expect("a dns part");
+    assert_eq!(d.name, "api.cluster.example.");
+    assert_eq!(d.node, "m1");
+    assert_eq!(d.published, ["m1", "m2"]);
+    assert_eq!(d.published_addresses, [ALL[0], ALL[1]]);
+    assert_eq!(d.view.get("m3").map(String::as_str), Some("down"));
+    assert_eq!(d.last_error, None);
+    assert!(
+        d.requests.get("read/ok").is_some_and(|n| *n > 0),
+        "{:?}",
+        d.requests
+    );
+    let text = client::render(&doc);
+    assert!(
+        text.contains("dns api.cluster.example. (zone cluster.example."),
+        "{text}"
+    );
+    assert!(
+        text.contains("published m1 m2 [198.18.0.11 198.18.0.12]"),
+        "{text}"
+    );
+    let (_, metrics) = client::request(admin, http::Method::GET, "/metrics", None, DEADLINE)
+        .await
+        .unwrap();
+    for want in [
+        "apivip_dns_requests_total{kind=\"read\",result=\"ok\"}",
+        "apivip_dns_published_masters{name=\"api.cluster.example.\"} 2",
+        "apivip_dns_last_write_ok 1",
+        "apivip_dns_votes{state=\"live\"} 3",
+    ] {
+        assert!(metrics.contains(want), "{want} in\n{metrics}");
+    }
+    // The secret never shows.
+    assert!(!body.contains(SECRET_B64) && !metrics.contains(SECRET_B64));
     drop(n.dir);
 }

@@ -202,6 +202,49 @@ pub fn render(doc: &StatusDoc) -> String {
             let _ = writeln!(o, "  drained: {} (apivip undrain NAME)", drained.join(", "));
         }
     }
+    if let Some(d) = &doc.dns {
+        let _ = writeln!(
+            o,
+            "\ndns {} (zone {}, servers {}), voting as {}:",
+            d.name,
+            d.zone,
+            d.servers.join(" "),
+            d.node
+        );
+        let _ = writeln!(
+            o,
+            "  published {} [{}] · wanted {}",
+            d.published.join(" "),
+            d.published_addresses.join(" "),
+            d.wanted.join(" ")
+        );
+        let view: Vec<String> = d.view.iter().map(|(m, v)| format!("{m} {v}")).collect();
+        let _ = writeln!(o, "  this node sees: {}", view.join(" · "));
+        let votes: Vec<String> = d
+            .votes
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}#{}{}",
+                    v.node,
+                    v.seq,
+                    if v.expired { " (expired)" } else { "" }
+                )
+            })
+            .collect();
+        let _ = writeln!(o, "  votes: {}", votes.join(" "));
+        match &d.last_write {
+            Some(w) => {
+                let _ = writeln!(o, "  last write: {} at {} UTC", w.result, clock(w.at_ms));
+            }
+            None => {
+                let _ = writeln!(o, "  last write: none since start");
+            }
+        }
+        if let Some(e) = &d.last_error {
+            let _ = writeln!(o, "  failing: {e}");
+        }
+    }
     if !doc.notify.is_empty() {
         let _ = writeln!(o, "\nnotify hooks:");
         for h in &doc.notify {

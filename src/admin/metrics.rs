@@ -151,6 +151,7 @@ impl Collector for Snapshot {
         self.encode_backends(e)?;
         self.encode_frontends(e)?;
         self.encode_notify(e)?;
+        self.encode_dns(e)?;
         self.encode_vrrp(e)
     }
 }
@@ -277,6 +278,75 @@ impl Snapshot {
                     (labels, counter(*n))
                 })
             }),
+        )
+    }
+
+    /// The DNS publisher's families, with `dns:` only.
+    fn encode_dns(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let Some(d) = &self.doc.dns else {
+            return Ok(());
+        };
+        family(
+            e,
+            "apivip_dns_requests",
+            "DNS exchanges of this node by kind (read, write) and result (ok, conflict, timeout, unreachable, badkey, badsig, badtime, notauth, refused, servfail, notzone, formerr, unsigned, error).",
+            MetricType::Counter,
+            d.requests.iter().filter_map(|(k, n)| {
+                let (kind, result) = k.split_once('/')?;
+                Some((l(&[("kind", kind), ("result", result)]), counter(*n)))
+            }),
+        )?;
+        family(
+            e,
+            "apivip_dns_record_changes",
+            "Addresses this node added to or removed from the published name.",
+            MetricType::Counter,
+            [
+                (l(&[("change", "add")]), counter(d.records_added)),
+                (l(&[("change", "remove")]), counter(d.records_removed)),
+            ],
+        )?;
+        family(
+            e,
+            "apivip_dns_published_masters",
+            "Masters whose addresses the name returns, as last read or written.",
+            MetricType::Gauge,
+            [(l(&[("name", &d.name)]), gauge(d.published.len() as i64))],
+        )?;
+        family(
+            e,
+            "apivip_dns_wanted_masters",
+            "Masters the votes want published (differs from the published ones until a write lands).",
+            MetricType::Gauge,
+            [(l(&[("name", &d.name)]), gauge(d.wanted.len() as i64))],
+        )?;
+        family(
+            e,
+            "apivip_dns_votes",
+            "Votes in the zone by state (live, expired).",
+            MetricType::Gauge,
+            ["live", "expired"].map(|s| {
+                let n = d
+                    .votes
+                    .iter()
+                    .filter(|v| v.expired == (s == "expired"))
+                    .count();
+                (l(&[("state", s)]), gauge(n as i64))
+            }),
+        )?;
+        family(
+            e,
+            "apivip_dns_last_write_ok",
+            "Whether this node's last DNS write succeeded or lost a race (1), or failed (0); 1 before any write.",
+            MetricType::Gauge,
+            [(
+                Vec::new(),
+                gauge(i64::from(
+                    d.last_write
+                        .as_ref()
+                        .is_none_or(|w| w.result == "ok" || w.result == "conflict"),
+                )),
+            )],
         )
     }
 

@@ -103,6 +103,8 @@ pub struct Running {
     pub vrrp: Vec<VrrpHandle>,
     /// Reads which VIPs are on each instance's interface (netlink), by instance name.
     pub vips: Vec<(String, Vips)>,
+    /// The DNS publisher, with `dns:`.
+    pub dns: Option<crate::dns::io::shell::DnsHandle>,
 }
 
 /// The outcome of the last reload, for the status document.
@@ -547,6 +549,7 @@ impl Daemon {
                     dropped: h.dropped(),
                 })
                 .collect(),
+            dns: run.dns.as_ref().and_then(|h| dns_doc(h, &run.config)),
         }
     }
 
@@ -927,4 +930,73 @@ fn process_start() -> SystemTime {
         SystemTime::now().checked_sub(Duration::from_secs_f64(age.max(0.0)))
     }
     read().unwrap_or_else(SystemTime::now)
+}
+
+/// The DNS publisher's part of the status document.
+fn dns_doc(h: &crate::dns::io::shell::DnsHandle, config: &Config) -> Option<status::DnsDoc> {
+    use crate::dns::publisher::View;
+    let d = config.dns.as_ref()?;
+    let s = h.status();
+    let now = std::time::Instant::now();
+    let wall = SystemTime::now();
+    let at_ms = |t: std::time::Instant| unix_ms(wall - now.saturating_duration_since(t));
+    let addrs = |names: &[String]| -> Vec<String> {
+        d.masters
+            .iter()
+            .filter(|m| names.contains(&m.name))
+            .flat_map(|m| m.addrs.iter().map(ToString::to_string))
+            .collect()
+    };
+    let requests = h
+        .counters
+        .requests
+        .lock()
+        .map(|m| {
+            m.iter()
+                .map(|((what, result), n)| (format!("{what}/{result}"), *n))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (added, removed) = h.counters.changes.lock().map(|c| *c).unwrap_or_default();
+    Some(status::DnsDoc {
+        name: d.name.to_ascii(),
+        zone: d.zone.to_ascii(),
+        servers: d.servers.iter().map(ToString::to_string).collect(),
+        node: h.node.clone(),
+        published: s.published.clone(),
+        published_addresses: addrs(&s.published),
+        wanted: s.wanted.clone(),
+        view: s
+            .view
+            .iter()
+            .map(|(m, v)| {
+                let v = match v {
+                    View::Up => "up",
+                    View::Down => "down",
+                    View::Unknown => "unknown",
+                };
+                (m.clone(), v.to_owned())
+            })
+            .collect(),
+        votes: s
+            .votes
+            .iter()
+            .map(|(node, seq, expired)| status::DnsVoteDoc {
+                node: node.clone(),
+                seq: *seq,
+                expired: *expired,
+            })
+            .collect(),
+        last_write: s.last_write.as_ref().map(|(t, r)| status::DnsWriteDoc {
+            at_ms: at_ms(*t),
+            result: r.clone(),
+        }),
+        last_error: s
+            .last_error
+            .as_ref()
+            .map(|f| format!("{}: {}", f.kind, f.detail)),
+        requests,
+        records_added: added,
+        records_removed: removed,
+    })
 }

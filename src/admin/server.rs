@@ -404,6 +404,7 @@ mod tests {
                 check_stats: HealthStats::new(&config),
                 vrrp,
                 vips: Vec::new(),
+                dns: None,
             },
             view,
             publisher,

@@ -45,6 +45,62 @@ pub struct StatusDoc {
     /// The notify hooks, in config order (absent from documents of older daemons).
     #[serde(default)]
     pub notify: Vec<HookDoc>,
+    /// The DNS publisher, with `dns:`.
+    #[serde(default)]
+    pub dns: Option<DnsDoc>,
+}
+
+/// The DNS publisher (`dns:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsDoc {
+    /// The published name.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// The servers, primary first.
+    pub servers: Vec<String>,
+    /// The master this node votes as.
+    pub node: String,
+    /// Masters published as last read or written.
+    pub published: Vec<String>,
+    /// Their addresses.
+    pub published_addresses: Vec<String>,
+    /// Masters the last round wanted.
+    pub wanted: Vec<String>,
+    /// This node's view: master -> `up`, `down`, `unknown`.
+    pub view: BTreeMap<String, String>,
+    /// The votes last read.
+    pub votes: Vec<DnsVoteDoc>,
+    /// The last write.
+    pub last_write: Option<DnsWriteDoc>,
+    /// The last failure, while the last exchange failed.
+    pub last_error: Option<String>,
+    /// Reads and writes: `read/RESULT`, `write/RESULT` -> count.
+    pub requests: BTreeMap<String, u64>,
+    /// Addresses this node added to the name.
+    pub records_added: u64,
+    /// Addresses this node removed from the name.
+    pub records_removed: u64,
+}
+
+/// One vote in the zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsVoteDoc {
+    /// The node that wrote it.
+    pub node: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Expired (its writer stopped refreshing it).
+    pub expired: bool,
+}
+
+/// The last write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsWriteDoc {
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// `ok`, `conflict` or a failure kind.
+    pub result: String,
 }
 
 /// One notify hook.
