@@ -50,6 +50,11 @@ fn install_example(name: &str, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("pki")).unwrap();
     std::fs::copy(&pki.ca_cert, dir.join("pki/ca.crt")).unwrap();
     let text = text.replace("/etc/kubernetes/pki/", &format!("{}/", pki_dir.display()));
+    // dns.yaml's TSIG secret.
+    let key = dir.join("dns.key");
+    std::fs::write(&key, "YXBpdmlwLXRlc3Qtc2VjcmV0LW9mLTMyLWJ5dGVzISE=\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = text.replace("/etc/apivip/dns.key", &key.display().to_string());
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path

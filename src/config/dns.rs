@@ -463,8 +463,19 @@ impl Validator {
         };
         let before = self.issues.len();
         let path = self.secret_file("dns.tsig.secret_file", file);
+        let mut not_yet = false;
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
+            // `apivip check` before the file is installed: warned by `secret_file`;
+            // the daemon refuses a missing file.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && self.missing == super::MissingFiles::Warn
+                    && self.issues.len() == before =>
+            {
+                not_yet = true;
+                String::new()
+            }
             Err(e) => {
                 if self.issues.len() == before {
                     self.issue(
@@ -477,7 +488,7 @@ impl Validator {
             }
         };
         let parsed = parse_key_file(&text);
-        let Some(secret) = parsed.secret else {
+        let Some(secret) = parsed.secret.or_else(|| not_yet.then(String::new)) else {
             self.issue(
                 "dns.tsig.secret_file",
                 Some(file.to_owned()),
@@ -487,6 +498,8 @@ impl Validator {
         };
         let secret = match data_encoding::BASE64.decode(secret.as_bytes()) {
             Ok(s) if !s.is_empty() => s,
+            // Not there yet (warned above).
+            Ok(s) if not_yet => s,
             _ => {
                 // The value is a secret: never echoed.
                 self.issue(

@@ -273,3 +273,23 @@ fn key_files_of_both_forms_parse() {
     );
     assert_eq!(parse_key_file(""), KeyFile::default());
 }
+
+/// `apivip check` before the key file is installed: a warning; the daemon refuses it.
+/// An empty file is refused either way.
+#[test]
+fn a_missing_secret_file_is_a_warning_for_check_only() {
+    let f = Files::new();
+    let missing = f.dir.path().join("later.key").display().to_string();
+    let path = f.dir.path().join("apivip.yaml");
+    let (c, warnings) =
+        Config::from_yaml_with(&minimal(&missing), &path, crate::config::MissingFiles::Warn)
+            .unwrap();
+    assert!(c.dns.is_some());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(f.parse(&minimal(&missing)).is_err());
+    let empty = f.key("empty.key", "", 0o600);
+    assert!(
+        Config::from_yaml_with(&minimal(&empty), &path, crate::config::MissingFiles::Warn).is_err()
+    );
+    assert!(f.parse(&minimal(&empty)).is_err());
+}
