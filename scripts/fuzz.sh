@@ -3,7 +3,7 @@
 #
 # Usage: scripts/fuzz.sh [-n EXECS | -t SECONDS] [-m] [TARGET...]
 #
-#   TARGET       packet, machine or config (default: all three, one after another)
+#   TARGET       packet, machine, config or dns (default: all four, one after another)
 #   -n EXECS     stop each target after about EXECS executions (default 10000000)
 #   -t SECONDS   stop each target after SECONDS instead
 #   -m           then minimize: the corpus fuzz/corpus/TARGET is replaced by the smallest
@@ -40,7 +40,7 @@ while getopts "n:t:m" opt; do
 done
 shift $((OPTIND - 1))
 targets=("$@")
-((${#targets[@]})) || targets=(packet machine config)
+((${#targets[@]})) || targets=(packet machine config dns)
 for t in "${targets[@]}"; do
   [ -d "fuzz/corpus/$t" ] || { echo "unknown target $t (no fuzz/corpus/$t)" >&2; exit 2; }
 done

@@ -22,10 +22,11 @@ use apivip::vrrp::units::{Centisecs, Password, Priority, Secs, Vrid};
 type Target = fn(&[u8]);
 
 /// Every fuzz target, by corpus directory name.
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("packet", fuzz::packet),
     ("machine", fuzz::machine),
     ("config", fuzz::config),
+    ("dns", fuzz::dns),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {

@@ -445,5 +445,36 @@ pub fn decode_reply(bytes: &[u8], sent: &Signed, key: &Key, unix_now: u64) -> Re
     })
 }
 
+/// The reply a server holding `key` sends to `sent`, signed at `time` (RFC 8945
+/// §5.3): `rcode`, the question echoed, `records` as answers. For tests and the fuzz
+/// target, which need genuine replies to damage.
+pub fn signed_reply(
+    sent: &Signed,
+    key: &Key,
+    time: u64,
+    rcode: ResponseCode,
+    records: &[(Name, Rdata)],
+) -> Result<Vec<u8>, WireError> {
+    let encode = |e: hickory_proto::ProtoError| WireError::Encode(e.to_string());
+    let mut m = Message::response(sent.id, sent.op_code);
+    m.metadata.response_code = rcode;
+    if let Some(q) = &sent.question {
+        m.add_query(q.clone());
+    }
+    for (n, d) in records {
+        m.add_answer(Record::from_rdata(n.clone(), 5, d.to_hickory()));
+    }
+    let unsigned = m.to_vec().map_err(encode)?;
+    let ctx = hickory_proto::rr::TSigResponseContext::new(
+        sent.id,
+        time,
+        key.signer.clone(),
+        sent.mac.clone(),
+        None,
+    );
+    m.set_signature(ctx.sign(&unsigned).map_err(encode)?);
+    m.to_vec().map_err(encode)
+}
+
 #[cfg(test)]
 mod tests;

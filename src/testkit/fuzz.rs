@@ -14,6 +14,9 @@
 //! - [`machine`]: one [`Instance`] driven by a sequence of events decoded from the bytes
 //!   (see [`MACHINE_EVENTS`]), its actions drained after each and checked against what a
 //!   shell relies on (see [`machine`]).
+//! - [`dns`]: DNS replies ([`decode_reply`]: raw bytes, and genuine signed replies
+//!   damaged by the bytes, which must never authenticate other content) and the votes
+//!   ([`Vote::parse`] round trips; the rule never leaves the name empty).
 //! - [`config`]: the YAML loader ([`Config::from_yaml_with`], missing certificate files
 //!   as warnings). A config that loads must build its election and must not differ from
 //!   itself.
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::diff::ReloadPlan;
 use crate::config::{Config, ConfigError, MissingFiles};
+use crate::dns::votes::{self, Vote};
+use crate::dns::wire::{self, decode_reply, signed_reply, Algorithm, Key, Rdata, Reply};
 use crate::vrrp::machine::{
     Action, Instance, InstanceConfig, LinkState, Posture, Reason, Received, State, SyncInput,
     VersionConfig,
@@ -1102,6 +1107,114 @@ pub fn config(data: &[u8]) {
             }
             if let ConfigError::Invalid { issues, .. } = &e {
                 assert!(!issues.is_empty(), "Invalid without an issue");
+            }
+        }
+    }
+}
+
+/// The signing time of the [`dns`] target (fixed: runs are deterministic).
+const DNS_NOW: u64 = 1_764_633_600;
+
+/// DNS replies and votes. The first byte picks the case:
+///
+/// - 0: the bytes as a reply to a signed query;
+/// - 1: a genuine signed reply (one A record) with the rest of the bytes XORed in from
+///   the offset in the second byte: whatever [`decode_reply`] makes of it, an
+///   authenticated answer carries the genuine RCODE and records (a MAC that verifies
+///   over other content is a forgery accepted);
+/// - 2: a genuine signed reply whose answers are A records taken from the bytes: it
+///   authenticates, with exactly those records;
+/// - otherwise: the bytes, split at zero bytes, as a TXT record's strings: a vote that
+///   parses writes back to the same vote, and with it (and a published set from the
+///   second byte) the rule publishes at least one of three masters.
+///
+/// Nothing panics.
+pub fn dns(data: &[u8]) {
+    let Some((&case, rest)) = data.split_first() else {
+        return;
+    };
+    let name = hickory_proto::rr::Name::from_ascii("api.cluster.example.").expect("literal");
+    let key = Key::new(
+        &hickory_proto::rr::Name::from_ascii("fuzz-key.").expect("literal"),
+        Algorithm::HmacSha256,
+        b"apivip-fuzz-secret-of-32-bytes!!".to_vec(),
+    )
+    .expect("a valid key");
+    let sent = wire::sign(
+        wire::query(7, &name, hickory_proto::rr::RecordType::A),
+        &key,
+        DNS_NOW,
+    )
+    .expect("signing a query");
+    match case {
+        0 => {
+            let _ = decode_reply(rest, &sent, &key, DNS_NOW);
+        }
+        1 => {
+            let records = vec![(name.clone(), Rdata::A(Ipv4Addr::new(198, 18, 0, 11)))];
+            let rcode = hickory_proto::op::ResponseCode::NoError;
+            let mut bytes =
+                signed_reply(&sent, &key, DNS_NOW, rcode, &records).expect("a genuine reply");
+            let Some((&offset, xor)) = rest.split_first() else {
+                return;
+            };
+            let len = bytes.len();
+            for (i, b) in xor.iter().enumerate() {
+                bytes[(usize::from(offset) + i) % len] ^= b;
+            }
+            if let Reply::Answer(a) = decode_reply(&bytes, &sent, &key, DNS_NOW) {
+                assert_eq!(
+                    a.rcode, rcode,
+                    "a damaged reply authenticated another RCODE"
+                );
+                assert_eq!(
+                    a.records, records,
+                    "a damaged reply authenticated other records"
+                );
+            }
+        }
+        2 => {
+            let records: Vec<_> = rest
+                .chunks_exact(4)
+                .take(16)
+                .map(|c| {
+                    (
+                        name.clone(),
+                        Rdata::A(Ipv4Addr::new(c[0], c[1], c[2], c[3])),
+                    )
+                })
+                .collect();
+            let rcode = hickory_proto::op::ResponseCode::NoError;
+            let bytes = signed_reply(&sent, &key, DNS_NOW, rcode, &records).expect("a reply");
+            match decode_reply(&bytes, &sent, &key, DNS_NOW) {
+                Reply::Answer(a) => assert_eq!(a.records, records, "records changed on the way"),
+                other => panic!("a genuine reply did not authenticate: {other:?}"),
+            }
+        }
+        _ => {
+            let (published, strings) = rest.split_first().map_or((0, rest), |(p, s)| (*p, s));
+            let txt: Vec<Vec<u8>> = strings.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+            let vote = Vote::parse(&txt);
+            if let Some(v) = &vote {
+                assert_eq!(
+                    Vote::parse(&v.to_txt()).as_ref(),
+                    Some(v),
+                    "a vote changed on the way"
+                );
+            }
+            let masters: Vec<String> = ["m1", "m2", "m3"].map(String::from).to_vec();
+            let published: BTreeSet<String> = masters
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| published & (1 << i) != 0)
+                .map(|(_, m)| m.clone())
+                .collect();
+            let cfg = vote.as_ref().map_or("x", |v| v.cfg.as_str()).to_owned();
+            let votes: Vec<Vote> = vote.into_iter().collect();
+            for quorum in 1..=3 {
+                let w = votes::wanted(&masters, quorum, &cfg, &votes, &published);
+                assert!(!w.masters.is_empty(), "the name left empty: {w:?}");
+                assert!(w.masters.is_subset(&masters.iter().cloned().collect()));
             }
         }
     }
