@@ -644,6 +644,7 @@ impl Daemon {
             adverts_missed: s.adverts_missed,
             vips_restored: s.vips_restored,
             kernel_drops: s.rx_dropped,
+            kernel_filtered: r.kernel_filtered,
             faults: crate::vrrp::machine::Fault::ALL
                 .iter()
                 .zip(s.fault_causes)

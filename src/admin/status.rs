@@ -197,6 +197,10 @@ pub struct VrrpCounters {
     /// Datagrams the kernel dropped on the VRRP socket (receive buffer full).
     #[serde(default)]
     pub kernel_drops: u64,
+    /// Datagrams the VRRP socket's kernel filter dropped (what the election can never
+    /// accept: another VRID, TTL or version, a non-peer, below the priority floor).
+    #[serde(default)]
+    pub kernel_filtered: u64,
     /// Faults started, by cause.
     #[serde(default)]
     pub faults: BTreeMap<String, u64>,
