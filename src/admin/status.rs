@@ -188,6 +188,10 @@ pub struct VrrpCounters {
     /// Split brains ended by re-asserting (advert + announcement at once).
     #[serde(default)]
     pub split_brains: u64,
+    /// VIPs kept after losing them to a higher priority, until the new master's
+    /// next advert (a Master that had just announced them).
+    #[serde(default)]
+    pub lingers: u64,
     /// Adverts of the master this node missed as backup (gaps in the stream).
     #[serde(default)]
     pub adverts_missed: u64,

@@ -1581,8 +1581,11 @@ impl Shell {
                         .priority_floor(now)
                         .is_some_and(|floor| !p.is_resign() && p < floor)
                 }) => {}
+            // Not while lingering: the new Master's next advert (a repeat) releases
+            // the VIPs, so the doorbell must not sleep through it.
             Ok(())
                 if self.instance.state() == State::Backup
+                    && !self.instance.holds_vips()
                     && priority.is_some_and(|p| !p.is_resign()) =>
             {
                 if self.repeat.as_deref() != Some(msg) {
@@ -1665,6 +1668,9 @@ impl Shell {
                     }
                 }
                 Action::RemoveVips => {
+                    if self.instance.state() == State::Backup {
+                        tracing::info!(vips = ?self.cfg.vips, "vrrp: releasing the VIPs kept after losing them to a higher priority");
+                    }
                     if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list))) {
                         tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                     }
