@@ -1266,12 +1266,23 @@ fn notify_hooks_follow_a_failover_with_keepalived_arguments() {
         })
     };
     assert!(
-        ended_in(1, "master", "vrrp INSTANCE VI_1 MASTER 150"),
+        ended_in(1, "master", "vrrp INSTANCE VI_1 MASTER "),
         "node 1: {:?}\n{}",
         lines(1),
         c.logs()
     );
     let (s1, g1) = states(1);
+    // The priority at the transition: 150, or 150 less health_weight when node 1 took
+    // over before its own checks had seen a backend up (a node that cannot serve still
+    // takes the VIP when nobody holds it; seen once in CI, 12 ms before its first
+    // successful check).
+    assert!(
+        g1.last().is_some_and(
+            |g| g == "vrrp INSTANCE VI_1 MASTER 150" || g == "vrrp INSTANCE VI_1 MASTER 100"
+        ),
+        "{:?}",
+        lines(1)
+    );
     assert_eq!(s1[0], "backup", "{:?}", lines(1));
     // The priority advertised then: 150 less health_weight until a backend is up.
     assert!(

@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use apivip::vrrp::io::announce::Announcer;
-use apivip::vrrp::io::socket::{Delivery, Received, VrrpSocket, RECV_BUFFER_LEN};
+use apivip::vrrp::io::socket::{Delivery, FilterTally, Received, VrrpSocket, RECV_BUFFER_LEN};
 use apivip::vrrp::io::vip::{VipConfig, Vips};
 use apivip::vrrp::packet::{
     AddrList, AdvertV3, Checksum, IpPair, Packet, Repr, VirtualAddrs, MULTICAST_V4, MULTICAST_V6,
@@ -923,14 +923,16 @@ fn kernel_filter_drops_what_the_election_never_accepts() {
     let ifindex0 = ifindex0.expect("run_in");
     for (family, src, rx_addr, vips) in family_cases(&m0, &m1, 230) {
         let rx_if = m1.ifname.clone();
-        let (sock, bell, witness) = run_in_ns(&m1.ns, move || async move {
+        let (sock, bell, witness, tally) = run_in_ns(&m1.ns, move || async move {
             let sock =
                 VrrpSocket::open_filtered(&rx_if, rx_addr, Delivery::Multicast, filter(3, 40))
                     .expect("open filtered");
             let bell = Doorbell::open(&sock).expect("open the doorbell");
             let witness = VrrpSocket::open(&rx_if, rx_addr, Delivery::Multicast).expect("open");
-            (sock, bell, witness)
+            let tally = FilterTally::open(&sock).expect("open the tally");
+            (sock, bell, witness, tally)
         });
+        let mut tally = tally.expect("a filtered socket has a tally");
         assert_eq!(sock.filter(), Some(filter(3, 40)));
         let tx_if = m0.ifname.clone();
         let tx = run_in_ns(&m0.ns, move || async move {
@@ -970,14 +972,39 @@ fn kernel_filter_drops_what_the_election_never_accepts() {
             0,
             "{family}: the doorbell rang for what the filter drops"
         );
+        assert_eq!(
+            tally.drain(),
+            4,
+            "{family}: the tally counts exactly what the filter dropped"
+        );
 
-        // A different advert of ours passes and rings.
+        // A different advert of ours passes and rings; the tally does not count it.
         tx.send_to(&good2, dst).expect("send");
         witness_saw(&witness, src, 1);
         let got = queued(&sock);
         assert_eq!(got.len(), 1, "{family}");
         assert_eq!(got[0].1, good2, "{family}");
         assert_eq!(bell.drain(), 1, "{family}: the doorbell did not ring");
+        assert_eq!(tally.drain(), 4, "{family}");
+
+        // A burst the tally's small buffer cannot hold: what it read plus what the
+        // kernel dropped on it, as the next datagram after a drain reports it.
+        const BURST: usize = 500;
+        for _ in 0..BURST / 50 {
+            for _ in 0..50 {
+                tx.send_to(&other_vrid, dst).expect("send");
+            }
+            witness_saw(&witness, src, 50);
+        }
+        tally.drain();
+        tx.send_to(&other_vrid, dst).expect("send");
+        witness_saw(&witness, src, 1);
+        assert_eq!(
+            tally.drain(),
+            4 + BURST as u64 + 1,
+            "{family}: the tally after an overflow"
+        );
+        assert!(queued(&sock).is_empty(), "{family}");
     }
 }
 

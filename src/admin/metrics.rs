@@ -518,6 +518,8 @@ impl Snapshot {
             ("apivip_vrrp_priority_zero_received", "Priority-0 (resign) adverts received.", |c| c.priority_zero_received),
             ("apivip_vrrp_master_conflicts", "Adverts from another router claiming master while this node was master (split-brain signal; a preemption or handover adds one or two).", |c| c.master_conflicts),
             ("apivip_vrrp_split_brain", "Split brains ended: as master, a lower-priority router also claiming master was heard and this node re-asserted itself (advert and gratuitous ARP / NA at once).", |c| c.split_brains),
+            ("apivip_vrrp_lingers", "Times this node lost the VIPs to a higher priority soon after announcing them and kept them until the new master's next advert, so that clients its announcement pulled are moved back first.", |c| c.lingers),
+            ("apivip_vrrp_kernel_filtered", "Datagrams the VRRP socket's kernel filter dropped before the election saw them (another VRID, TTL or version, a non-peer in unicast mode, below a preempting backup's priority); a flood shows here.", |c| c.kernel_filtered),
             ("apivip_vrrp_adverts_missed", "Adverts of the master this node missed as backup, counted from the gaps between those it received; each gap lengthens its master-down wait by one interval for a while (at most three).", |c| c.adverts_missed),
             ("apivip_vrrp_vip_restored", "VIPs removed from the interface by someone else while this node was master, added back and announced.", |c| c.vips_restored),
             ("apivip_vrrp_kernel_drops", "Datagrams the kernel dropped on the VRRP socket because its receive buffer was full (a flood); a backup then restarts its master-down timer once per accepted advert.", |c| c.kernel_drops),

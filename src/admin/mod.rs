@@ -644,9 +644,11 @@ impl Daemon {
             priority_zero_received: s.priority_zero_received,
             master_conflicts: s.master_conflicts,
             split_brains: s.split_brains,
+            lingers: s.lingers,
             adverts_missed: s.adverts_missed,
             vips_restored: s.vips_restored,
             kernel_drops: s.rx_dropped,
+            kernel_filtered: r.kernel_filtered,
             faults: crate::vrrp::machine::Fault::ALL
                 .iter()
                 .zip(s.fault_causes)

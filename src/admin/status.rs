@@ -244,6 +244,10 @@ pub struct VrrpCounters {
     /// Split brains ended by re-asserting (advert + announcement at once).
     #[serde(default)]
     pub split_brains: u64,
+    /// VIPs kept after losing them to a higher priority, until the new master's
+    /// next advert (a Master that had just announced them).
+    #[serde(default)]
+    pub lingers: u64,
     /// Adverts of the master this node missed as backup (gaps in the stream).
     #[serde(default)]
     pub adverts_missed: u64,
@@ -253,6 +257,10 @@ pub struct VrrpCounters {
     /// Datagrams the kernel dropped on the VRRP socket (receive buffer full).
     #[serde(default)]
     pub kernel_drops: u64,
+    /// Datagrams the VRRP socket's kernel filter dropped (what the election can never
+    /// accept: another VRID, TTL or version, a non-peer, below the priority floor).
+    #[serde(default)]
+    pub kernel_filtered: u64,
     /// Faults started, by cause.
     #[serde(default)]
     pub faults: BTreeMap<String, u64>,

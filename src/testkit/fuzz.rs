@@ -564,8 +564,13 @@ impl Driver {
                 );
             }
             (None, State::Master) => panic!("{at}: Master without the VIPs"),
+            // A Backup that lost them lingers until the new Master's next advert.
+            (Some(_), State::Backup) if self.instance.holds_vips() => {}
             (Some(held), state) => panic!("{at}: {state} still holds the VIPs {held:?}"),
-            (None, _) => {}
+            (None, _) => assert!(
+                !self.instance.holds_vips(),
+                "{at}: holds_vips() but the actions removed them"
+            ),
         }
         if let Some(next) = self.instance.poll_timeout() {
             assert!(
@@ -664,6 +669,10 @@ impl Driver {
                     let held =
                         held.unwrap_or_else(|| panic!("{at}: RemoveVip {addr} without the VIPs"));
                     assert!(held.remove(&addr), "{at}: RemoveVip {addr} not held");
+                    if held.is_empty() {
+                        // A lingering Backup reloaded: every old VIP released.
+                        self.held = None;
+                    }
                 }
                 Action::Announce => {
                     assert!(

@@ -64,7 +64,7 @@ use crate::config::Vrrp;
 use crate::events::{Change, History};
 use crate::health::HealthView;
 use crate::vrrp::io::announce::Announcer;
-use crate::vrrp::io::socket::{Delivery, Doorbell, VrrpSocket, RECV_BUFFER_LEN};
+use crate::vrrp::io::socket::{Delivery, Doorbell, FilterTally, VrrpSocket, RECV_BUFFER_LEN};
 use crate::vrrp::io::vip::{VipConfig, Vips};
 use crate::vrrp::machine::{
     Action, ControlRefused, Instance, Posture, Reason, Received, ReconfigureRefused, State, Stats,
@@ -187,6 +187,9 @@ pub struct VrrpReport {
     pub faults: Vec<&'static str>,
     /// The machine's counters.
     pub stats: Stats,
+    /// Datagrams the socket's kernel filter dropped (another VRID, TTL, version, a
+    /// non-peer, below the priority floor), counted by [`FilterTally`].
+    pub kernel_filtered: u64,
     /// State changes so far: (entered, reason, count).
     pub transitions: Vec<(State, Reason, u64)>,
 }
@@ -405,6 +408,7 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         interface: cfg.interface.clone(),
         source,
     })?;
+    let tally = open_tally(&socket);
     let vip_list: Vec<VipConfig> = cfg
         .vips
         .iter()
@@ -468,6 +472,8 @@ pub(crate) async fn start(cfg: &Vrrp) -> Result<Shell, VrrpError> {
         adverts_dropped_unlogged: 0,
         adverts_dropped_logged_at: None,
         floor_off: false,
+        tally,
+        tally_base: 0,
         handover: CancellationToken::new(),
         history: History::default(),
         transitions: Vec::new(),
@@ -805,6 +811,10 @@ pub(crate) struct Shell {
     adverts_dropped_logged_at: Option<Instant>,
     /// Setting the priority floor failed once: not tried again.
     floor_off: bool,
+    /// Counts what the socket's kernel filter drops (`None`: it could not be opened).
+    tally: Option<FilterTally>,
+    /// What the tallies of sockets replaced since start counted.
+    tally_base: u64,
     handover: CancellationToken,
     /// Where adverts go (the group, or each unicast peer), computed once.
     destinations: Vec<IpAddr>,
@@ -1002,6 +1012,9 @@ impl Shell {
             // datagrams, which carry their kernel receive time.
             now = Instant::now();
             let wall = SystemTime::now();
+            if let Some(t) = &mut self.tally {
+                t.drain();
+            }
             if self.watch_socket_until.is_some_and(|t| t <= now) {
                 // What rang and never reached the socket was dropped (a full buffer).
                 self.watch_socket_until = None;
@@ -1422,6 +1435,8 @@ impl Shell {
     /// Switches to a newly opened socket and its doorbell. The new doorbell rings for
     /// nothing; the socket itself is polled until a repeat is known again.
     fn use_socket(&mut self, socket: VrrpSocket, doorbell: Doorbell) {
+        self.tally_base += self.tally.as_mut().map_or(0, FilterTally::drain);
+        self.tally = open_tally(&socket);
         self.kernel_dropped = 0;
         self.destinations = socket.destinations();
         self.socket = socket;
@@ -1566,8 +1581,11 @@ impl Shell {
                         .priority_floor(now)
                         .is_some_and(|floor| !p.is_resign() && p < floor)
                 }) => {}
+            // Not while lingering: the new Master's next advert (a repeat) releases
+            // the VIPs, so the doorbell must not sleep through it.
             Ok(())
                 if self.instance.state() == State::Backup
+                    && !self.instance.holds_vips()
                     && priority.is_some_and(|p| !p.is_resign()) =>
             {
                 if self.repeat.as_deref() != Some(msg) {
@@ -1608,6 +1626,11 @@ impl Shell {
             return;
         }
         self.doorbell.set_priority_floor(want);
+        if let Some(t) = &mut self.tally {
+            if let Err(e) = t.set_priority_floor(want) {
+                tracing::debug!(error = %e, "vrrp: the filter tally keeps the previous floor");
+            }
+        }
         if self.armed.is_some() {
             // Re-armed by `arm_doorbell` with the new guard.
             self.armed = None;
@@ -1645,6 +1668,9 @@ impl Shell {
                     }
                 }
                 Action::RemoveVips => {
+                    if self.instance.state() == State::Backup {
+                        tracing::info!(vips = ?self.cfg.vips, "vrrp: releasing the VIPs kept after losing them to a higher priority");
+                    }
                     if let Err(e) = rt.block_on(bounded(self.vips.remove(&self.vip_list))) {
                         tracing::error!(error = %e, "vrrp: cannot remove the VIPs");
                     }
@@ -1763,6 +1789,7 @@ impl Shell {
             master_down_interval: m.backup_down_interval(),
             faults: m.faults().iter().map(|f| f.as_str()).collect(),
             stats: *m.stats(),
+            kernel_filtered: self.tally_base + self.tally.as_ref().map_or(0, FilterTally::count),
             transitions: self.transitions.clone(),
         }
     }
@@ -1819,6 +1846,17 @@ fn kernel_filter(
 
 fn is_link_local(ip: std::net::Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The tally of `socket`'s kernel filter; a failure is logged and leaves it uncounted.
+fn open_tally(socket: &VrrpSocket) -> Option<FilterTally> {
+    match FilterTally::open(socket) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "vrrp: cannot count what the kernel filter drops (apivip_vrrp_kernel_filtered_total stays 0)");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

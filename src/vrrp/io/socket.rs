@@ -46,8 +46,8 @@
 //! - **Drops are reported** (`SO_RXQ_OVFL`): every datagram carries the kernel's
 //!   cumulative count of datagrams this socket dropped for want of buffer space
 //!   ([`Received::dropped`]); a rise between two datagrams means adverts may have been
-//!   lost between them. Datagrams the filter drops are not counted (they were never
-//!   wanted).
+//!   lost between them. Datagrams the filter drops are not in that count (they were
+//!   never wanted); a [`FilterTally`] counts them.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
@@ -119,7 +119,7 @@ pub struct Received {
     /// was opened, wrapping at `u32::MAX` (compare with `wrapping_sub`). A rise since the
     /// previous datagram means datagrams were lost between the two, genuine adverts
     /// possibly among them. Drops after the last queued datagram show on the next one.
-    /// Datagrams the kernel filter drops are not counted.
+    /// Datagrams the kernel filter drops are not in it ([`FilterTally`] counts those).
     pub dropped: u32,
 }
 
@@ -357,7 +357,7 @@ impl VrrpSocket {
         if floor == self.floor {
             return Ok(());
         }
-        let mut prog = guard(&self.primary, &self.delivery, filter, floor);
+        let mut prog = guard(&self.primary, &self.delivery, filter, floor, 0);
         prog.push(bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
         self.fd.attach_filter(&prog)?;
         self.floor = floor;
@@ -563,7 +563,7 @@ impl Doorbell {
     pub fn ring_unless(&self, msg: &[u8]) -> io::Result<()> {
         let repeat = repeat_filter(self.v4, msg);
         let mut prog = match &self.guard {
-            Some((primary, delivery, filter)) => guard(primary, delivery, *filter, self.floor),
+            Some((primary, delivery, filter)) => guard(primary, delivery, *filter, self.floor, 0),
             None => Vec::new(),
         };
         if prog.len() + repeat.len() > BPF_MAXINSNS {
@@ -604,6 +604,111 @@ impl AsFd for Doorbell {
     }
 }
 
+/// How many bytes of each datagram the [`FilterTally`] keeps: it only counts them.
+const TALLY_KEEP: u32 = 1;
+
+/// The [`FilterTally`]'s receive buffer: small on purpose, its overflow is counted.
+const TALLY_BUFFER_BYTES: usize = 4096;
+
+/// Counts what the kernel filter of a [`VrrpSocket`] drops (module docs, "Flood
+/// resistance"). The kernel counts a socket filter's drops nowhere, so a second raw
+/// socket on the same interface and family receives exactly those datagrams: its filter
+/// is the VRRP socket's checks with keep and drop swapped. It keeps one byte of each in
+/// a small buffer that is meant to overflow: what it read plus what the kernel dropped
+/// on it (`SO_RXQ_OVFL`) is the count. Each datagram that arrives carries the drop count
+/// as of its arrival, so the count is at most one [`FilterTally::drain`] behind.
+#[derive(Debug)]
+pub struct FilterTally {
+    fd: Socket,
+    guard: (IpAddr, Delivery, Filter),
+    floor: Option<u8>,
+    read: u64,
+    overflow: u32,
+}
+
+impl FilterTally {
+    /// The tally of `socket`'s kernel filter; `None` for a socket without one.
+    pub fn open(socket: &VrrpSocket) -> io::Result<Option<FilterTally>> {
+        let Some(filter) = socket.filter else {
+            return Ok(None);
+        };
+        let guard = (socket.primary, socket.delivery.clone(), filter);
+        let domain = if socket.primary.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let device = socket.fd.device()?.unwrap_or_default();
+        let fd = raw_socket(
+            domain,
+            &device,
+            "opening the VRRP filter tally socket",
+            Some(&tally_filter(&guard, None)),
+        )?;
+        fd.set_recv_buffer_size(TALLY_BUFFER_BYTES)?;
+        setsockopt(&fd, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
+        Ok(Some(FilterTally {
+            fd,
+            guard,
+            floor: None,
+            read: 0,
+            overflow: 0,
+        }))
+    }
+
+    /// Follows the VRRP socket's priority floor ([`VrrpSocket::set_priority_floor`]).
+    pub fn set_priority_floor(&mut self, floor: Option<u8>) -> io::Result<()> {
+        if floor == self.floor {
+            return Ok(());
+        }
+        self.fd.attach_filter(&tally_filter(&self.guard, floor))?;
+        self.floor = floor;
+        Ok(())
+    }
+
+    /// Reads what is queued (at most 1,024 datagrams); returns [`FilterTally::count`].
+    pub fn drain(&mut self) -> u64 {
+        let mut byte = [0u8; 1];
+        let mut cmsg = nix::cmsg_space!(u32);
+        for _ in 0..1024 {
+            let mut iov = [IoSliceMut::new(&mut byte)];
+            let Ok(msg) = recvmsg::<nix::sys::socket::SockaddrStorage>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            ) else {
+                break;
+            };
+            self.read += 1;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::RxqOvfl(n) = c {
+                        self.overflow = self.overflow.max(n);
+                    }
+                }
+            }
+        }
+        self.count()
+    }
+
+    /// Datagrams the VRRP socket's filter dropped, as of the last drain.
+    pub fn count(&self) -> u64 {
+        self.read + u64::from(self.overflow)
+    }
+}
+
+/// The VRRP socket's checks with keep and drop swapped: keep [`TALLY_KEEP`] bytes of what
+/// they reject, drop what they pass.
+fn tally_filter(
+    (primary, delivery, filter): &(IpAddr, Delivery, Filter),
+    floor: Option<u8>,
+) -> Vec<socket2::SockFilter> {
+    let mut prog = guard(primary, delivery, *filter, floor, TALLY_KEEP);
+    prog.push(drop_all());
+    prog
+}
+
 fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> socket2::SockFilter {
     // Every BPF opcode fits in 16 bits.
     socket2::SockFilter::new(u16::try_from(code).unwrap_or(u16::MAX), jt, jf, k)
@@ -640,13 +745,13 @@ pub fn accept_filter(
     delivery: &Delivery,
     filter: Filter,
 ) -> Vec<socket2::SockFilter> {
-    let mut prog = guard(primary, delivery, filter, None);
+    let mut prog = guard(primary, delivery, filter, None, 0);
     prog.push(bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
     prog
 }
 
-/// The checks of [`accept_filter`] as a program prefix: each failing check returns 0
-/// (drop), a datagram that passes them all falls through to what follows. Every jump is
+/// The checks of [`accept_filter`] as a program prefix: each failing check returns
+/// `reject` (0: drop; [`FilterTally`] keeps instead), a datagram that passes them all falls through to what follows. Every jump is
 /// local (at most 8 instructions, or a `ja` with a 32-bit offset), so the prefix can go
 /// before any program.
 ///
@@ -660,6 +765,7 @@ fn guard(
     delivery: &Delivery,
     filter: Filter,
     floor: Option<u8>,
+    reject: u32,
 ) -> Vec<socket2::SockFilter> {
     use libc::{
         BPF_ABS, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
@@ -678,7 +784,7 @@ fn guard(
     // `A == value` or drop.
     let equal_or_drop = |prog: &mut Vec<socket2::SockFilter>, value: u32| {
         prog.push(bpf(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, value));
-        prog.push(bpf(BPF_RET | BPF_K, 0, 0, 0));
+        prog.push(bpf(BPF_RET | BPF_K, 0, 0, reject));
     };
     // RFC 9568 §7.1: TTL / hop limit 255.
     prog.push(bpf(
@@ -723,7 +829,7 @@ fn guard(
                 u32::try_from(rest).unwrap_or(u32::MAX),
             ));
         }
-        prog.push(bpf(BPF_RET | BPF_K, 0, 0, 0));
+        prog.push(bpf(BPF_RET | BPF_K, 0, 0, reject));
     }
     // The VRRP message: Version and Type (one byte), then the VRID.
     let mode = if v4 {
@@ -743,7 +849,7 @@ fn guard(
         prog.push(bpf(BPF_LD | BPF_B | mode, 0, 0, 2));
         prog.push(bpf(BPF_JMP | BPF_JGE | BPF_K, 2, 0, u32::from(floor)));
         prog.push(bpf(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0));
-        prog.push(bpf(BPF_RET | BPF_K, 0, 0, 0));
+        prog.push(bpf(BPF_RET | BPF_K, 0, 0, reject));
     }
     prog
 }

@@ -36,8 +36,10 @@ impl Instance {
     /// other case: a Master needs every lower-priority claim (it re-asserts itself), a
     /// non-preempting Backup accepts them. Ask again after every input.
     pub fn priority_floor(&self, now: Instant) -> Option<Priority> {
+        // Not while lingering: the new Master's next advert releases the VIPs.
         if self.phase != Phase::Running
             || self.state != State::Backup
+            || self.lingering.is_some()
             || self.down_cause != Reason::Preempt
             || self.previous_vips.is_some()
         {

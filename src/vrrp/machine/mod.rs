@@ -179,6 +179,23 @@
 //!   back at once.
 //!   Counted in [`Stats::split_brains`]. The RFC says discard; keepalived does the
 //!   same as here.
+//! - **A Master that lost soon after announcing lingers**: when a Master hears a
+//!   higher priority less than half a (learned) Master_Adver_Interval, and at most
+//!   [`LINGER_MAX`], after it announced the VIPs, it becomes Backup but keeps the VIPs
+//!   until the new Master's next advert (at most as long again), then releases them ([`Instance::holds_vips`],
+//!   [`Stats::lingers`]). Two Backups that preempt together (the lower one's
+//!   Master_Down_Timer trails by Skew_Time differences of a few milliseconds at fast
+//!   intervals, less than a loaded host's delivery delay) both announce; clients
+//!   follow the later announcement, the loser's, and the winner moves them back only
+//!   when it hears the loser's claim (the re-assertion above), which can be after the
+//!   loser heard the winner. The RFC releases at once: a connect sent in between
+//!   reached a node without the VIP (seen in CI as one timed-out connect across a
+//!   handover). The re-assertion's announcement comes before its advert, so when
+//!   that advert is heard clients have moved. While lingering the node answers ARP
+//!   for the VIPs too; a client that resolves then and picks it is moved by the
+//!   winner's repeated announcements, which go on after the linger ends (it lasts at
+//!   most [`LINGER_MAX`], 100 ms; the second repeat comes 210 ms after a takeover,
+//!   and a re-assertion repeats for a second).
 //! - **Announcements are refreshed** every `announce_refresh` while Master
 //!   (keepalived's `garp_master_refresh`; the daemon's default is 1 s, the machine's
 //!   zero). Under heavy loss a Backup that missed three adverts takes the VIPs for a
@@ -288,6 +305,15 @@ const NEIGH_LOCKTIME: Duration = Duration::from_secs(1);
 /// as Master (see `Instance::repeats_after_claim`).
 const MIN_CLAIM_REPEAT: Duration = Duration::from_millis(10);
 
+/// The longest a Master that lost the VIPs soon after announcing them keeps them as
+/// Backup, waiting for the new Master's next advert, and how recent that announcement
+/// must be (see the module doc, "Deviations"): longer than a loaded host's delivery
+/// delay (5 to 10 ms seen in CI; beyond [`EARLY_REPEAT`] the new Master's first repeat
+/// moves clients back anyway), shorter than the new Master's second repeat (210 ms
+/// after its takeover with the defaults), so that a client that resolved the VIP to
+/// this node meanwhile is moved by it.
+pub const LINGER_MAX: Duration = Duration::from_millis(100);
+
 /// The delay of the first repeated announcement: longer than the router we took over
 /// from takes to hear our advert on a LAN, far shorter than a client's connect
 /// timeout. That router may have sent one of its own repeats just before it heard us
@@ -381,6 +407,12 @@ pub struct Instance {
     reassert_after: Option<Instant>,
     /// Repeated announcements still to make (the Announce timer runs while above 0).
     announce_left: u32,
+    /// When this node last announced the VIPs (gratuitous ARP / NA).
+    last_announced: Option<Instant>,
+    /// A Master that lost to a higher priority soon after it announced the VIPs keeps
+    /// them as Backup until the next advert of the router it lost to (this address;
+    /// see the module doc, "Deviations"); the `Linger` timer bounds it.
+    lingering: Option<IpAddr>,
     /// What keeps the node out of the election now (State::Fault while not empty).
     faults: Faults,
     /// `handle_startup` ran (a fault before it only delays the start).
@@ -428,6 +460,8 @@ impl Instance {
             preempt_hold_until: None,
             reassert_after: None,
             announce_left: 0,
+            last_announced: None,
+            lingering: None,
             faults: Faults::NONE,
             started: false,
             extended_for_drops: false,
@@ -452,6 +486,12 @@ impl Instance {
     /// The current state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Whether the VIPs are on this node's interface: while Master, and while a
+    /// Backup that just lost them lingers (see the module doc, "Deviations").
+    pub fn holds_vips(&self) -> bool {
+        self.state == State::Master || self.lingering.is_some()
     }
 
     /// The counters.
@@ -689,6 +729,11 @@ impl Instance {
             // The sender has the new VIPs too: the transition is over.
             self.previous_vips = None;
         }
+        if self.lingering == Some(src) {
+            // The new Master advertised again: sent after it heard our claim (if it
+            // did), so after the announcement its re-assertion puts first.
+            self.end_linger();
+        }
         match self.state {
             // Not running: nothing listens (RFC 9568 §6.4.1 has no advert event).
             State::Initialize | State::Fault => {}
@@ -729,6 +774,8 @@ impl Instance {
                     self.faults.set(Fault::VipAddFailed, false);
                     self.apply_faults(now);
                 }
+                // The new Master's next advert was lost or is late: release anyway.
+                Timer::Linger => self.end_linger(),
                 Timer::Announce => {
                     // With none left this is the refresh: not while handing over, nor
                     // while this node's priority is lowered (unable to serve, in
@@ -740,6 +787,7 @@ impl Instance {
                     let lowered = self.advertised_priority() < self.config.base_priority;
                     if !refresh || (self.phase == Phase::Running && !lowered) {
                         self.actions.push_back(Action::Announce);
+                        self.last_announced = Some(now);
                     }
                     self.announce_left = self.announce_left.saturating_sub(1);
                     if self.announce_left > 0 {
@@ -922,6 +970,13 @@ impl Instance {
             return Ok(());
         }
         let advert_before = self.advert(self.advertised_priority());
+        if self.lingering.take().is_some() {
+            // Released by address: the shell's list is already the new one.
+            self.timers.stop(Timer::Linger);
+            for &addr in &self.sorted_vips {
+                self.actions.push_back(Action::RemoveVip { addr });
+            }
+        }
         let old = std::mem::replace(&mut self.config, config);
         let old_vips = std::mem::replace(&mut self.sorted_vips, sorted_vips);
         if old_vips != self.sorted_vips {
@@ -1298,6 +1353,13 @@ impl Instance {
                     self.master_ip = Some(src);
                 }
                 Phase::Running | Phase::Exited => {
+                    // See the module doc ("Deviations"): lost soon after announcing.
+                    let recent = self
+                        .last_announced
+                        .is_some_and(|at| now.saturating_duration_since(at) < self.linger_bound());
+                    if recent && self.phase == Phase::Running {
+                        self.lingering = Some(src);
+                    }
                     self.change_state(now, State::Backup, Reason::HigherPriority);
                     self.master_ip = Some(src);
                 }
@@ -1374,6 +1436,7 @@ impl Instance {
     /// the second after at most [`EARLY_REPEAT`], the others `announce_interval` apart.
     /// A series already running is restarted.
     fn announce(&mut self, now: Instant) {
+        self.last_announced = Some(now);
         self.actions.push_back(Action::Announce);
         self.announce_left = self.config.announce_count.saturating_sub(1);
         if self.announce_left > 0 {
@@ -1432,9 +1495,25 @@ impl Instance {
     }
 
     fn exit(&mut self) {
+        self.end_linger();
         self.phase = Phase::Exited;
         self.timers.stop_all();
         self.actions.push_back(Action::Exit);
+    }
+
+    /// How recent an announcement makes a Master that loses linger, and how long it
+    /// lingers at most: half the (learned) Master_Adver_Interval, at most
+    /// [`LINGER_MAX`].
+    fn linger_bound(&self) -> Duration {
+        (self.master_adver_interval / 2).min(LINGER_MAX)
+    }
+
+    /// Releases the VIPs a Backup kept after losing them (if it does).
+    fn end_linger(&mut self) {
+        if self.lingering.take().is_some() {
+            self.timers.stop(Timer::Linger);
+            self.actions.push_back(Action::RemoveVips);
+        }
     }
 
     /// Every transition goes through here: exit actions of the old state, the
@@ -1444,15 +1523,35 @@ impl Instance {
         if from == to {
             return;
         }
+        // A lingering Backup that becomes Master again still has the VIPs.
+        let mut kept_vips = false;
         match from {
             State::Master => {
                 self.timers.stop(Timer::Adver);
                 self.timers.stop(Timer::Announce);
                 self.announce_left = 0;
                 self.maintenance_timed_out = false;
-                self.actions.push_back(Action::RemoveVips);
+                // Lost to a higher priority soon after announcing (`master_advert`
+                // decided): clients may follow our announcement, sent after the new
+                // Master's; they are moved back by its re-assertion, which it sends on
+                // hearing our claim, before its next advert. Keep the VIPs until that
+                // advert (or one of its intervals) so that no connect reaches a node
+                // without them meanwhile.
+                if self.lingering.is_some() {
+                    self.stats.lingers += 1;
+                    self.timers.set(Timer::Linger, now + self.linger_bound());
+                } else {
+                    self.actions.push_back(Action::RemoveVips);
+                }
             }
             State::Backup => {
+                kept_vips = self.lingering.is_some();
+                if to == State::Master {
+                    self.lingering = None;
+                    self.timers.stop(Timer::Linger);
+                } else {
+                    self.end_linger();
+                }
                 self.timers.stop(Timer::MasterDown);
                 self.loss.forget_stream();
                 if let Some(gate) = &mut self.gate {
@@ -1482,7 +1581,9 @@ impl Instance {
                 // and waits for a SYN retransmit (seen as a 1 s stall in tests).
                 self.stats.master_transitions += 1;
                 self.master_ip = Some(self.config.primary_ip);
-                self.actions.push_back(Action::AddVips);
+                if !kept_vips {
+                    self.actions.push_back(Action::AddVips);
+                }
                 self.announce(now);
                 self.send_advert(now);
             }

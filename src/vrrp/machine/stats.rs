@@ -106,6 +106,10 @@ pub struct Stats {
     /// node re-asserted itself (advert and announcement at once). Rate-limited to one
     /// per Master_Down_Interval, as the re-assertion is.
     pub split_brains: u64,
+    /// Times this node, having lost the VIPs to a higher priority soon after it
+    /// announced them, kept them until the new Master's next advert (see the machine's
+    /// module doc, "Deviations").
+    pub lingers: u64,
     /// Adverts of the Active Router this node missed as Backup: counted from the gaps
     /// between the ones it accepted (more than 1.5 intervals apart). Each gap also
     /// lengthens its Master_Down_Interval for a while (lossy-link hysteresis).

@@ -436,6 +436,122 @@ fn master_yields_to_higher_priority() {
     assert_eq!(instance.master_ip(), Some(ip(20)));
 }
 
+/// Lost soon after announcing (less than half the learned interval, at most 100 ms):
+/// Backup at once, but
+/// the VIPs stay until the new Master's next advert, which comes after the
+/// announcement of its re-assertion; another sender does not end it. Lost long after
+/// the last announcement: released at once, as the RFC says.
+#[test]
+fn lost_soon_after_announcing_keeps_the_vips_until_the_next_advert() {
+    let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(50);
+    instance
+        .handle_advert(t, v3_advert(ip(20), 120, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [changed(
+            State::Master,
+            State::Backup,
+            Reason::HigherPriority
+        )]
+    );
+    assert!(instance.holds_vips());
+    assert_eq!(instance.stats().lingers, 1);
+    assert_eq!(
+        instance.priority_floor(t),
+        None,
+        "the kernel must pass its adverts"
+    );
+    instance
+        .handle_advert(t + ms(5), v3_advert(ip(21), 110, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), []);
+    assert!(instance.holds_vips());
+    instance
+        .handle_advert(t + ms(10), v3_advert(ip(20), 120, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [Action::RemoveVips]);
+    assert!(!instance.holds_vips());
+
+    // One announcement, no refresh: 150 ms later (more than half the 1 s interval,
+    // capped at 100 ms) it releases at once.
+    let (mut instance, at) = master(v3_config(100, 100));
+    let t = at + ms(150);
+    instance
+        .handle_advert(t, v3_advert(ip(20), 120, 100))
+        .unwrap();
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Master, State::Backup, Reason::HigherPriority)
+        ]
+    );
+    assert_eq!(instance.stats().lingers, 0);
+}
+
+/// A lingering Backup that becomes Master again (here: a third router resigns and the
+/// skew, 22 ms at priority 200 and 100 ms adverts, runs out before the 50 ms bound)
+/// keeps its VIPs (no second AddVips); one that shuts down or reloads releases them
+/// first.
+#[test]
+fn a_lingering_backup_keeps_or_releases_its_vips_by_what_comes_next() {
+    let lost = || {
+        let (mut instance, at) = master(v3_config(200, 10));
+        let t = at + ms(20);
+        instance
+            .handle_advert(t, v3_advert(ip(20), 220, 10))
+            .unwrap();
+        drain(&mut instance);
+        assert!(instance.holds_vips());
+        assert_eq!(
+            instance.poll_timeout(),
+            Some(t + ms(50)),
+            "bound: half an interval"
+        );
+        (instance, t)
+    };
+    let (mut instance, t) = lost();
+    instance
+        .handle_advert(t + ms(1), v3_advert(ip(21), 0, 10))
+        .unwrap();
+    let skew = instance.poll_timeout().unwrap();
+    assert!(skew < t + ms(50));
+    instance.handle_timeout(skew);
+    assert_eq!(
+        drain(&mut instance),
+        [
+            changed(State::Backup, State::Master, Reason::MasterResigned),
+            Action::Announce,
+            send(200)
+        ]
+    );
+
+    let (mut instance, t) = lost();
+    instance.handle_shutdown(t + ms(1));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::RemoveVips,
+            changed(State::Backup, State::Initialize, Reason::Shutdown),
+            Action::Exit
+        ]
+    );
+
+    let (mut instance, t) = lost();
+    reconfigure(&mut instance, t + ms(1), |c| {
+        c.vips = vec![IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2))]
+    });
+    assert_eq!(
+        drain(&mut instance),
+        [Action::RemoveVip {
+            addr: IpAddr::V4(VIP)
+        }]
+    );
+    assert!(!instance.holds_vips());
+}
+
 /// Equal priority: the higher primary address wins; the lower one is discarded (and
 /// this Master re-asserts itself, see `master_reasserts_on_a_lower_priority`).
 #[test]
@@ -454,10 +570,11 @@ fn master_tie_break_on_primary_address() {
         .unwrap();
     assert_eq!(
         drain(&mut instance),
-        [
-            Action::RemoveVips,
-            changed(State::Master, State::Backup, Reason::HigherPriority)
-        ]
+        [changed(
+            State::Master,
+            State::Backup,
+            Reason::HigherPriority
+        )]
     );
 }
 
@@ -542,13 +659,19 @@ fn announcements_repeat_on_their_own_timer_until_master_is_left() {
         .unwrap();
     assert_eq!(
         drain(&mut instance),
-        [
-            Action::RemoveVips,
-            changed(State::Master, State::Backup, Reason::HigherPriority)
-        ]
+        [changed(
+            State::Master,
+            State::Backup,
+            Reason::HigherPriority
+        )]
     );
+    // The VIPs linger until the new Master's next advert; no announcement meanwhile.
+    instance
+        .handle_advert(t + ms(100), v3_advert(ip(20), 200, 100))
+        .unwrap();
+    assert_eq!(drain(&mut instance), [Action::RemoveVips]);
     let down = instance.poll_timeout().unwrap();
-    assert!(down > t + ms(2) + ms(3000), "only Master_Down_Timer runs");
+    assert!(down > t + ms(100) + ms(3000), "only Master_Down_Timer runs");
 }
 
 /// announce_count 0 or 1: one announcement, no timer; an interval shorter than
@@ -2307,7 +2430,9 @@ proptest::proptest! {
                     None => continue,
                 },
             };
-            let in_backup = instance.state() == State::Backup;
+            // A Backup that still holds the VIPs it just lost releases them on the new
+            // Master's next advert (see `lost_soon_after_announcing_...`).
+            let in_backup = instance.state() == State::Backup && !instance.holds_vips();
             let before = instance.poll_timeout();
             let mut rx = v3_advert(ip(src), priority, cs);
             rx.ttl_or_hop_limit = ttl;
@@ -2352,10 +2477,11 @@ fn priority_255_is_accepted_only_from_the_configured_owner() {
         .unwrap();
     assert_eq!(
         drain(&mut instance),
-        [
-            Action::RemoveVips,
-            changed(State::Master, State::Backup, Reason::HigherPriority)
-        ]
+        [changed(
+            State::Master,
+            State::Backup,
+            Reason::HigherPriority
+        )]
     );
     // Another address with 255 is still refused.
     assert!(instance

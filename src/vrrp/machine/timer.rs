@@ -19,18 +19,22 @@ pub(super) enum Timer {
     /// Clears [`Fault::VipAddFailed`](super::Fault::VipAddFailed), so that the node
     /// tries again.
     FaultRetry,
+    /// The bound on how long a Master that just lost to a higher priority keeps the
+    /// VIPs as Backup (see `Instance::lingering`).
+    Linger,
 }
 
 impl Timer {
     /// Every timer, in the order expiries are handled at one instant: a handover that
     /// timed out ends the instance (or the maintenance handover) before an advert
     /// would be sent.
-    pub(super) const ALL: [Timer; 5] = [
+    pub(super) const ALL: [Timer; 6] = [
         Timer::Handover,
         Timer::MasterDown,
         Timer::Adver,
         Timer::Announce,
         Timer::FaultRetry,
+        Timer::Linger,
     ];
 
     const fn index(self) -> usize {
@@ -40,6 +44,7 @@ impl Timer {
             Timer::Adver => 2,
             Timer::Announce => 3,
             Timer::FaultRetry => 4,
+            Timer::Linger => 5,
         }
     }
 }
