@@ -19,8 +19,9 @@ pub(crate) struct ConfigArgs {
     /// The virtual IP with its prefix length, e.g. 198.18.0.5/24 (not for local-proxy).
     #[arg(long)]
     vip: Option<String>,
-    /// vip-proxy (VIP + proxy on :8443), vip-only (the apiserver answers on VIP:6443)
-    /// or local-proxy (127.0.0.1 on every node, no VIP).
+    /// vip-proxy (VIP + proxy on :8443), vip-only (the apiserver answers on VIP:6443),
+    /// local-proxy (127.0.0.1 on every node, no VIP) or dns (no VIP: a DNS name follows
+    /// the ready masters, for masters without a shared L2 segment).
     #[arg(long, default_value = "vip-proxy")]
     shape: Shape,
     /// The VIP's interface (default: detected: the one holding this master's address,
@@ -58,6 +59,22 @@ pub(crate) struct ConfigArgs {
     /// The cluster's PKI directory (kubeadm's certificatesDir).
     #[arg(long, default_value = genconfig::DEFAULT_PKI)]
     pki: String,
+    /// dns shape: the name that follows the ready masters, e.g. api.cluster.example.
+    #[arg(long)]
+    dns_name: Option<String>,
+    /// dns shape: the name's zone (default: the name without its first label).
+    #[arg(long)]
+    dns_zone: Option<String>,
+    /// dns shape: the zone's primary server, then fallbacks (IP or IP:PORT,
+    /// comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    dns_server: Vec<String>,
+    /// dns shape: the TSIG key's name, as in named.conf.
+    #[arg(long, default_value = genconfig::DEFAULT_DNS_KEY)]
+    dns_key: String,
+    /// dns shape: the file with the TSIG secret (mode 0600).
+    #[arg(long, default_value = genconfig::DEFAULT_DNS_KEY_FILE)]
+    dns_key_file: String,
 }
 
 /// `apivip manifest`.
@@ -111,6 +128,11 @@ pub(crate) fn config(args: ConfigArgs) -> ExitCode {
         opts.auth_pass = args.auth_pass;
         opts.port = args.port;
         opts.pki = args.pki;
+        opts.dns_name = args.dns_name;
+        opts.dns_zone = args.dns_zone;
+        opts.dns_servers = args.dns_server;
+        opts.dns_key = args.dns_key;
+        opts.dns_key_file = args.dns_key_file;
         genconfig::generate(&opts, &generate::detect::facts())
     })();
     let generated = match built {

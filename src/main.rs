@@ -38,7 +38,7 @@ enum Command {
     },
     /// Print a complete, commented config for this node (detects the interface, this
     /// node's address and which master it is; says what it detected on stderr).
-    Config(generate_cmd::ConfigArgs),
+    Config(Box<generate_cmd::ConfigArgs>),
     /// Print a static pod manifest for /etc/kubernetes/manifests/ from this node's config.
     Manifest(generate_cmd::ManifestArgs),
     /// Print the kubeadm ClusterConfiguration fragment (controlPlaneEndpoint, certSANs)
@@ -208,7 +208,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
-        Command::Config(args) => generate_cmd::config(args),
+        Command::Config(args) => generate_cmd::config(*args),
         Command::Manifest(args) => generate_cmd::manifest(args),
         Command::KubeadmConfig(args) => generate_cmd::kubeadm_config(args),
         Command::Run { config } => run(&config),
@@ -427,6 +427,17 @@ fn check(path: &std::path::Path) -> ExitCode {
                     v.interface,
                     vips.join(","),
                     v.instance.base_priority.get()
+                ));
+            }
+            if let Some(d) = &c.dns {
+                let servers: Vec<String> = d.servers.iter().map(|s| s.to_string()).collect();
+                summary.push(format!(
+                    "dns {} in zone {} via {} (key {}, ttl {})",
+                    d.name,
+                    d.zone,
+                    servers.join(","),
+                    d.tsig.key,
+                    apivip::units::format_duration(d.ttl)
                 ));
             }
             if !c.notify.hooks.is_empty() {

@@ -141,6 +141,11 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str)> {
             vec!["--shape", "local-proxy", "--etcd"],
             "apiserver on 127.0.0.1:8443 -> 3 backends; etcd on 127.0.0.1:12379 -> 3 backends)",
         ),
+        (
+            "dns",
+            vec!["--shape", "dns", "--node", "master-2", "--dns-name", "api.cluster.example", "--dns-server", "198.18.0.53,198.18.0.54:5353"],
+            "apiserver on  -> 3 backends; dns api.cluster.example. in zone cluster.example. via 198.18.0.53:53,198.18.0.54:5353 (key apivip-key., ttl 5s)",
+        ),
     ]
 }
 
@@ -148,7 +153,14 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str)> {
 fn generated_config_passes_apivip_check_in_every_shape() {
     let dir = tempfile::tempdir().unwrap();
     let pki = kubeadm_pki(dir.path());
-    for (name, args, summary) in cases() {
+    // The DNS shape's TSIG secret, installed as the README says.
+    let key = dir.path().join("dns.key");
+    std::fs::write(&key, "YXBpdmlwLXRlc3Qtc2VjcmV0LW9mLTMyLWJ5dGVzISE=").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    for (name, mut args, summary) in cases() {
+        if name == "dns" {
+            args.extend(["--dns-key-file", key.to_str().unwrap()]);
+        }
         let path = generate_config(dir.path(), name, &pki, &args);
         let (stdout, _) = apivip_ok(&["check", "-c", path.to_str().unwrap()]);
         assert!(
@@ -173,6 +185,41 @@ fn config_refuses_what_it_cannot_make_and_names_the_flag() {
         ),
         // Nothing on this host is a master (198.18.0.0/15 is the tests' own range).
         (vec!["--vip", VIP], "pass --node NAME"),
+        (
+            vec![
+                "--shape",
+                "dns",
+                "--node",
+                "master-1",
+                "--dns-server",
+                "198.18.0.53",
+            ],
+            "--dns-name is missing",
+        ),
+        (
+            vec![
+                "--shape",
+                "dns",
+                "--node",
+                "master-1",
+                "--dns-name",
+                "api.cluster.example",
+                "--dns-server",
+                "ns1",
+            ],
+            "--dns-server: \"ns1\"",
+        ),
+        (
+            vec![
+                "--vip",
+                VIP,
+                "--node",
+                "master-1",
+                "--dns-name",
+                "api.cluster.example",
+            ],
+            "only apply to --shape dns",
+        ),
     ] {
         let mut all = vec!["config", "--masters", MASTERS];
         all.extend_from_slice(&args);
@@ -264,11 +311,30 @@ fn validate(tool: &Path, version: &str, file: &Path) -> (bool, String) {
 /// Generated configs for the three shapes, with real PKI files.
 fn shape_configs(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let pki = kubeadm_pki(dir);
-    ["vip-proxy", "vip-only", "local-proxy"]
+    // The DNS shape's TSIG secret, installed as the README says.
+    let key = dir.join("dns.key");
+    std::fs::write(&key, "YXBpdmlwLXRlc3Qtc2VjcmV0LW9mLTMyLWJ5dGVzISE=").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let key = key.to_str().unwrap().to_owned();
+    ["vip-proxy", "vip-only", "local-proxy", "dns"]
         .into_iter()
         .map(|shape| {
             let args: Vec<&str> = if shape == "local-proxy" {
                 vec!["--shape", shape, "--etcd"]
+            } else if shape == "dns" {
+                vec![
+                    "--shape",
+                    shape,
+                    "--etcd",
+                    "--node",
+                    "master-2",
+                    "--dns-name",
+                    "api.cluster.example",
+                    "--dns-server",
+                    "198.18.0.53",
+                    "--dns-key-file",
+                    &key,
+                ]
             } else {
                 let mut v = vec!["--vip", VIP, "--shape", shape, "--etcd"];
                 v.extend_from_slice(&MASTER_2);
@@ -330,7 +396,7 @@ fn manifest_passes_kubernetes_validate_and_reads_back() {
         assert_eq!(sc["allowPrivilegeEscalation"], false);
         assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
         let add = sc["capabilities"].get("add");
-        if shape == "local-proxy" {
+        if shape == "local-proxy" || shape == "dns" {
             assert!(add.is_none(), "{shape}: no VRRP, no capability: {add:?}");
         } else {
             assert_eq!(add, Some(&json!(["NET_ADMIN", "NET_RAW"])), "{shape}");
@@ -346,9 +412,14 @@ fn manifest_passes_kubernetes_validate_and_reads_back() {
         );
         assert!(c["resources"]["requests"]["cpu"].is_string());
         assert!(c["resources"]["requests"]["memory"].is_string());
-        // Config and the four PKI files, each read-only from a hostPath file.
+        // Config and the four PKI files (and the DNS shape's TSIG secret), each
+        // read-only from a hostPath file.
         let mounts = c["volumeMounts"].as_array().unwrap();
-        assert_eq!(mounts.len(), 5, "{mounts:?}");
+        assert_eq!(
+            mounts.len(),
+            if shape == "dns" { 6 } else { 5 },
+            "{mounts:?}"
+        );
         let volumes = spec["volumes"].as_array().unwrap();
         for m in mounts {
             assert_eq!(m["readOnly"], true, "{m}");
@@ -443,9 +514,14 @@ fn kubeadm_config_reads_back_for_every_shape() {
             assert_eq!(c.kind, "ClusterConfiguration");
             let host = endpoint.unwrap_or(match shape {
                 "local-proxy" => "127.0.0.1",
+                "dns" => "api.cluster.example",
                 _ => "198.18.0.5",
             });
-            let port = if shape == "vip-only" { 6443 } else { 8443 };
+            let port = if shape == "vip-only" || shape == "dns" {
+                6443
+            } else {
+                8443
+            };
             assert_eq!(
                 c.control_plane_endpoint,
                 format!("{host}:{port}"),
@@ -461,14 +537,17 @@ fn kubeadm_config_reads_back_for_every_shape() {
                 );
             }
             let mut sans: Vec<&str> = endpoint.into_iter().collect();
-            sans.push(if shape == "local-proxy" {
-                "127.0.0.1"
-            } else {
-                "198.18.0.5"
-            });
+            let own = match shape {
+                "local-proxy" => "127.0.0.1",
+                "dns" => "api.cluster.example",
+                _ => "198.18.0.5",
+            };
+            if !sans.contains(&own) {
+                sans.push(own);
+            }
             assert_eq!(c.api_server.cert_sans, sans, "{shape}");
             let etcd_sans = c.etcd.map(|e| e.local.server_cert_sans);
-            if shape == "local-proxy" {
+            if shape == "local-proxy" || shape == "dns" {
                 assert_eq!(etcd_sans, None, "etcd on loopback is in kubeadm's own SANs");
             } else {
                 assert_eq!(etcd_sans, Some(vec!["198.18.0.5".to_owned()]), "{shape}");

@@ -343,8 +343,14 @@ impl Validator {
         }
     }
 
-    /// Resolves a path relative to the config file and checks that it is a readable file.
+    /// Resolves a path relative to the config file and checks that it is a readable
+    /// file: a PEM certificate or key (kubeadm init makes them).
     pub(super) fn file(&mut self, key: &str, text: &str) -> PathBuf {
+        self.file_of(key, text, FileKind::Pem)
+    }
+
+    /// [`Validator::file`] for a file of this kind (for the messages).
+    fn file_of(&mut self, key: &str, text: &str, kind: FileKind) -> PathBuf {
         let p = Path::new(text);
         let full = if p.is_absolute() {
             p.to_owned()
@@ -361,14 +367,16 @@ impl Validator {
                 self.warnings.push(ConfigIssue {
                     path: key.to_owned(),
                     value: Some(text.to_owned()),
-                    message: "does not exist yet (kubeadm init makes it); the daemon needs it"
-                        .to_owned(),
+                    message: format!(
+                        "does not exist yet ({}); the daemon needs it",
+                        kind.made_by()
+                    ),
                 })
             }
             Err(e) => self.issue(
                 key,
                 Some(text.to_owned()),
-                format!("cannot be read ({e}); expected an existing PEM file"),
+                format!("cannot be read ({e}); expected {}", kind.expected()),
             ),
         }
         full
@@ -378,7 +386,15 @@ impl Validator {
     /// a TSIG secret): refused when group- or world-writable (whoever can write it can
     /// swap the key apivip presents), a warning when world-readable.
     pub(super) fn secret_file(&mut self, key: &str, text: &str) -> PathBuf {
-        let full = self.file(key, text);
+        let full = self.file_of(
+            key,
+            text,
+            if key.starts_with("dns.") {
+                FileKind::TsigSecret
+            } else {
+                FileKind::Pem
+            },
+        );
         if let Ok(m) = std::fs::metadata(&full) {
             match secret_mode_problem(std::os::unix::fs::PermissionsExt::mode(&m.permissions())) {
                 Some(SecretMode::Writable(mode)) => self.issue(
@@ -424,4 +440,31 @@ pub(super) fn parse_host_port(text: &str) -> Option<(IpAddr, Option<u16>)> {
     }
     let inner = text.strip_prefix('[')?.strip_suffix(']')?;
     inner.parse::<IpAddr>().ok().map(|ip| (ip, None))
+}
+
+/// What a file named in the config holds, for the messages about it.
+#[derive(Debug, Clone, Copy)]
+enum FileKind {
+    /// A certificate or key of the cluster's PKI.
+    Pem,
+    /// A TSIG secret (`dns.tsig.secret_file`).
+    TsigSecret,
+}
+
+impl FileKind {
+    fn made_by(self) -> &'static str {
+        match self {
+            FileKind::Pem => "kubeadm init makes it",
+            FileKind::TsigSecret => "tsig-keygen makes it, see README.md \"DNS failover\"",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            FileKind::Pem => "an existing PEM file",
+            FileKind::TsigSecret => {
+                "an existing file with the TSIG secret (base64, or tsig-keygen's key clause)"
+            }
+        }
+    }
 }

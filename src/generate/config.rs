@@ -157,7 +157,22 @@ pub struct ConfigOptions {
     pub port: u16,
     /// The directory of the cluster's PKI (`--pki`).
     pub pki: String,
+    /// The DNS shape's name (`--dns-name`), e.g. `api.cluster.example`.
+    pub dns_name: Option<String>,
+    /// Its zone (`--dns-zone`); the name without its first label when absent.
+    pub dns_zone: Option<String>,
+    /// The zone's primary server, then fallbacks (`--dns-server`): IP or IP:PORT.
+    pub dns_servers: Vec<String>,
+    /// The TSIG key's name (`--dns-key`), as in named.conf.
+    pub dns_key: String,
+    /// The file with the TSIG secret (`--dns-key-file`).
+    pub dns_key_file: String,
 }
+
+/// The default TSIG key name of the DNS shape.
+pub const DEFAULT_DNS_KEY: &str = "apivip-key.";
+/// The default TSIG secret file of the DNS shape.
+pub const DEFAULT_DNS_KEY_FILE: &str = "/etc/apivip/dns.key";
 
 impl ConfigOptions {
     /// Options with every default: shape vip-proxy, VRID 51, VRRPv3, port 8443,
@@ -178,6 +193,11 @@ impl ConfigOptions {
             auth_pass: None,
             port: DEFAULT_PORT,
             pki: DEFAULT_PKI.to_owned(),
+            dns_name: None,
+            dns_zone: None,
+            dns_servers: Vec::new(),
+            dns_key: DEFAULT_DNS_KEY.to_owned(),
+            dns_key_file: DEFAULT_DNS_KEY_FILE.to_owned(),
         }
     }
 }
@@ -237,6 +257,107 @@ fn is_link_local(ip: IpAddr) -> bool {
     }
 }
 
+/// The DNS part, validated.
+struct DnsPart {
+    /// Fully qualified (with the trailing dot).
+    name: String,
+    zone: String,
+    servers: Vec<String>,
+}
+
+/// Validates the `--dns-*` flags of the DNS shape.
+fn dns_part(opts: &ConfigOptions) -> Result<DnsPart, GenerateError> {
+    use hickory_proto::rr::Name;
+    let flag = |flag: &'static str, value: &str, message: &str| GenerateError::Flag {
+        flag,
+        value: value.to_owned(),
+        message: message.to_owned(),
+    };
+    let Some(text) = opts.dns_name.as_deref() else {
+        return Err(GenerateError::Usage(
+            "--dns-name is missing; the dns shape publishes a name, e.g. --dns-name api.cluster.example"
+                .to_owned(),
+        ));
+    };
+    let fqdn = |mut n: Name| {
+        n.set_fqdn(true);
+        n
+    };
+    let name = Name::from_ascii(text)
+        .map(fqdn)
+        .ok()
+        .filter(|n| n.num_labels() >= 2)
+        .ok_or_else(|| {
+            flag(
+                "dns-name",
+                text,
+                "expected a domain name of at least two labels inside its zone, e.g. api.cluster.example",
+            )
+        })?;
+    let zone = match opts.dns_zone.as_deref() {
+        Some(z) => Name::from_ascii(z)
+            .map(fqdn)
+            .ok()
+            .filter(|zone| zone.num_labels() >= 1)
+            .ok_or_else(|| {
+                flag(
+                    "dns-zone",
+                    z,
+                    "expected a domain name, e.g. cluster.example",
+                )
+            })?,
+        None => name.base_name(),
+    };
+    if !zone.zone_of(&name) || zone == name {
+        return Err(flag(
+            "dns-name",
+            text,
+            &format!("is not inside the zone {zone}; pass --dns-zone"),
+        ));
+    }
+    if opts.dns_servers.is_empty() {
+        return Err(GenerateError::Usage(
+            "--dns-server is missing; expected the zone's primary server, e.g. --dns-server 198.18.0.53"
+                .to_owned(),
+        ));
+    }
+    let mut servers = Vec::new();
+    for s in &opts.dns_servers {
+        let s = s.trim();
+        let addr = s
+            .parse::<std::net::SocketAddr>()
+            .map(|a| super::host_port(&a.ip().to_string(), a.port()))
+            .or_else(|_| s.parse::<IpAddr>().map(|ip| ip.to_string()))
+            .map_err(|_| {
+                flag(
+                    "dns-server",
+                    s,
+                    "expected an address, IP or IP:PORT (e.g. 198.18.0.53 or [2001:db8::53]:5353)",
+                )
+            })?;
+        servers.push(addr);
+    }
+    if Name::from_ascii(&opts.dns_key).is_err() || opts.dns_key.trim_end_matches('.').is_empty() {
+        return Err(flag(
+            "dns-key",
+            &opts.dns_key,
+            "expected the key's name as in named.conf, e.g. apivip-key.",
+        ));
+    }
+    if !opts.dns_key_file.starts_with('/') {
+        return Err(flag(
+            "dns-key-file",
+            &opts.dns_key_file,
+            "expected an absolute path",
+        ));
+    }
+    Ok(DnsPart {
+        name: name.to_ascii(),
+        zone: zone.to_ascii(),
+        servers,
+    })
+}
+
 /// The VRRP part, once detection is done.
 struct Election {
     interface: String,
@@ -251,7 +372,21 @@ pub fn generate(opts: &ConfigOptions, facts: &Facts) -> Result<Generated, Genera
     if opts.masters.is_empty() {
         return usage("--masters is empty; expected every control-plane node's address");
     }
-    let vip_shape = opts.shape != Shape::LocalProxy;
+    let vip_shape = matches!(opts.shape, Shape::VipProxy | Shape::VipOnly);
+    let dns_shape = opts.shape == Shape::Dns;
+    let dns_flags = opts.dns_name.is_some()
+        || opts.dns_zone.is_some()
+        || !opts.dns_servers.is_empty()
+        || opts.dns_key != DEFAULT_DNS_KEY
+        || opts.dns_key_file != DEFAULT_DNS_KEY_FILE;
+    if dns_flags && !dns_shape {
+        return usage("--dns-name, --dns-zone, --dns-server, --dns-key and --dns-key-file only apply to --shape dns");
+    }
+    let dns = if dns_shape {
+        Some(dns_part(opts)?)
+    } else {
+        None
+    };
     match (vip_shape, opts.vip) {
         (true, None) => {
             return usage(&format!(
@@ -260,9 +395,10 @@ pub fn generate(opts: &ConfigOptions, facts: &Facts) -> Result<Generated, Genera
             ))
         }
         (false, Some(_)) => {
-            return usage(
-                "--vip: the local-proxy shape has no VIP; drop --vip or choose --shape vip-proxy",
-            )
+            return usage(&format!(
+                "--vip: the {} shape has no VIP; drop --vip or choose --shape vip-proxy",
+                opts.shape
+            ))
         }
         _ => {}
     }
@@ -404,6 +540,12 @@ pub fn generate(opts: &ConfigOptions, facts: &Facts) -> Result<Generated, Genera
         }
     };
     if node.is_none() {
+        if dns_shape {
+            return Err(GenerateError::Undetected(format!(
+                "none of --masters is an address of this node (its addresses: {}); the dns shape runs on the masters: run this on a master, or pass --node NAME to say which master the config is for",
+                own_addrs()
+            )));
+        }
         if vip_shape {
             return Err(GenerateError::Undetected(format!(
                 "none of --masters is an address of this node (its addresses: {}); run this on a master, or pass --node NAME (and --interface, --address) to say which master the config is for",
@@ -514,7 +656,7 @@ pub fn generate(opts: &ConfigOptions, facts: &Facts) -> Result<Generated, Genera
             })
         }
     };
-    let text = render(opts, node, election.as_ref());
+    let text = render(opts, node, election.as_ref(), dns.as_ref());
     Ok(Generated { text, detected })
 }
 
@@ -589,6 +731,21 @@ fn command_line(opts: &ConfigOptions, node: Option<usize>) -> String {
     if opts.pki != DEFAULT_PKI {
         let _ = write!(cmd, " --pki {}", opts.pki);
     }
+    if let Some(n) = &opts.dns_name {
+        let _ = write!(cmd, " --dns-name {n}");
+    }
+    if let Some(z) = &opts.dns_zone {
+        let _ = write!(cmd, " --dns-zone {z}");
+    }
+    if !opts.dns_servers.is_empty() {
+        let _ = write!(cmd, " --dns-server {}", opts.dns_servers.join(","));
+    }
+    if opts.dns_key != DEFAULT_DNS_KEY {
+        let _ = write!(cmd, " --dns-key {}", opts.dns_key);
+    }
+    if opts.dns_key_file != DEFAULT_DNS_KEY_FILE {
+        let _ = write!(cmd, " --dns-key-file {}", opts.dns_key_file);
+    }
     cmd
 }
 
@@ -605,7 +762,12 @@ fn addr_scalar(s: &str) -> String {
     }
 }
 
-fn render(opts: &ConfigOptions, node: Option<usize>, election: Option<&Election>) -> String {
+fn render(
+    opts: &ConfigOptions,
+    node: Option<usize>,
+    election: Option<&Election>,
+    dns: Option<&DnsPart>,
+) -> String {
     let mut o = String::new();
     let w = &mut o;
     let pki = opts.pki.trim_end_matches('/');
@@ -618,6 +780,13 @@ fn render(opts: &ConfigOptions, node: Option<usize>, election: Option<&Election>
         None => "a node that is not a master".to_owned(),
     };
     let endpoint = match (opts.shape, opts.vip) {
+        (Shape::Dns, _) => super::host_port(
+            dns.map_or("", |d| d.name.trim_end_matches('.')),
+            opts.masters
+                .first()
+                .and_then(|m| m.port)
+                .unwrap_or(crate::config::DEFAULT_APISERVER_PORT),
+        ),
         (Shape::VipProxy, Some((vip, _))) => super::host_port(&vip.to_string(), opts.port),
         (Shape::VipOnly, Some((vip, _))) => {
             super::host_port(&vip.to_string(), crate::config::DEFAULT_APISERVER_PORT)
@@ -629,8 +798,29 @@ fn render(opts: &ConfigOptions, node: Option<usize>, election: Option<&Election>
     let _ = writeln!(w, "#");
     let _ = writeln!(w, "# Shape {}: {}.", opts.shape, opts.shape.describe());
     let _ = writeln!(w, "#   kubeadm:  controlPlaneEndpoint: \"{endpoint}\"   (apivip kubeadm-config prints the fragment)");
+    if let Some(d) = dns {
+        let _ = writeln!(
+            w,
+            "#   BIND:     the zone's update-policy lets the key write the name (A, AAAA)"
+        );
+        let _ = writeln!(
+            w,
+            "#             and _apivip.{} (TXT): README.md, \"DNS failover\"",
+            d.name
+        );
+        let _ = writeln!(
+            w,
+            "#   key:      tsig-keygen -a hmac-sha256 {} > {}; chmod 600 it",
+            opts.dns_key, opts.dns_key_file
+        );
+    }
     let _ = writeln!(w, "#   check:    apivip check -c /etc/apivip/apivip.yaml");
-    if opts.shape != Shape::LocalProxy {
+    if opts.shape == Shape::Dns {
+        let _ = writeln!(
+            w,
+            "# The same config on every master: each finds its own entry by its addresses."
+        );
+    } else if opts.shape != Shape::LocalProxy {
         let _ = writeln!(
             w,
             "# On the other masters run the same command: only vrrp.address, vrrp.priority"
@@ -663,6 +853,12 @@ fn render(opts: &ConfigOptions, node: Option<usize>, election: Option<&Election>
             let _ = writeln!(
                 w,
                 "  listen: []\u{1}# no proxy: the apiserver answers on the VIP itself"
+            );
+        }
+        Shape::Dns => {
+            let _ = writeln!(
+                w,
+                "  listen: []\u{1}# no proxy: the name points at the apiservers"
             );
         }
         Shape::LocalProxy => {
@@ -723,6 +919,37 @@ fn render(opts: &ConfigOptions, node: Option<usize>, election: Option<&Election>
         );
         let _ = writeln!(w, "    interval: 2s");
         let _ = writeln!(w, "    timeout: 1s");
+    }
+    if let Some(d) = dns {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "dns:");
+        let _ = writeln!(
+            w,
+            "  servers: [{}]\u{1}# the zone's primary first, then fallbacks",
+            d.servers
+                .iter()
+                .map(|s| addr_scalar(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(w, "  zone: {}", yaml_str(&d.zone));
+        let _ = writeln!(
+            w,
+            "  name: {}\u{1}# a master leaves it 2 s after its apiserver turns not ready",
+            yaml_str(&d.name)
+        );
+        let _ = writeln!(w, "  ttl: 5s\u{1}# what resolvers may cache; keep it short");
+        if let (Some(i), true) = (node, opts.node.is_some()) {
+            let _ = writeln!(w, "  node: {}", yaml_str(&opts.masters[i].name));
+        }
+        let _ = writeln!(w, "  tsig:");
+        let _ = writeln!(w, "    key: {}", yaml_str(&opts.dns_key));
+        let _ = writeln!(w, "    algorithm: hmac-sha256\u{1}# or hmac-sha512");
+        let _ = writeln!(
+            w,
+            "    secret_file: {}\u{1}# base64, or tsig-keygen's key clause; mode 0600",
+            yaml_str(&opts.dns_key_file)
+        );
     }
     if let (Some(e), Some((vip, prefix))) = (election, opts.vip) {
         let node = node.unwrap_or_default();
@@ -880,7 +1107,8 @@ mod tests {
     }
 
     fn opts(shape: Shape) -> ConfigOptions {
-        let vip = (shape != Shape::LocalProxy).then(|| parse_vip("198.18.0.5/24").unwrap());
+        let vip = matches!(shape, Shape::VipProxy | Shape::VipOnly)
+            .then(|| parse_vip("198.18.0.5/24").unwrap());
         let mut o = ConfigOptions::new(masters(), vip);
         o.shape = shape;
         o
@@ -984,6 +1212,154 @@ mod tests {
             "{}",
             g.text
         );
+    }
+
+    fn dns_opts() -> ConfigOptions {
+        let mut o = opts(Shape::Dns);
+        o.dns_name = Some("api.cluster.example".to_owned());
+        o.dns_servers = vec!["198.18.0.53".to_owned(), "[2001:db8::53]:5353".to_owned()];
+        o
+    }
+
+    /// The DNS shape: no VIP, no proxy, a `dns:` section that `apivip check` accepts
+    /// (the key file not installed yet is its only warning), the same text on every
+    /// master, and kubeadm's endpoint is the name on the apiservers' port.
+    #[test]
+    fn dns_shape_publishes_the_name_and_needs_its_flags() {
+        let g = generate(&dns_opts(), &node2()).unwrap();
+        let (c, warnings) = Config::from_yaml_with(
+            &g.text,
+            Path::new("/etc/apivip/apivip.yaml"),
+            MissingFiles::Warn,
+        )
+        .unwrap_or_else(|e| panic!("{}\n{}", g.text, e.lines().join("\n")));
+        assert!(
+            warnings.iter().all(|w| w.value.as_deref().is_some_and(|v| v
+                .starts_with("/etc/kubernetes/pki/")
+                || v == DEFAULT_DNS_KEY_FILE)),
+            "{warnings:?}"
+        );
+        assert_eq!(Shape::of(&c), Shape::Dns);
+        assert!(c.vrrp.is_empty());
+        assert!(c.frontends[0].listen.is_empty(), "no proxy");
+        let d = c.dns.as_ref().unwrap();
+        assert_eq!(d.name.to_ascii(), "api.cluster.example.");
+        assert_eq!(d.zone.to_ascii(), "cluster.example.");
+        assert_eq!(
+            d.servers,
+            vec![
+                "198.18.0.53:53".parse().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(d.ttl, std::time::Duration::from_secs(5));
+        assert_eq!(
+            d.node, None,
+            "found at start: the same config on every master"
+        );
+        assert_eq!(d.tsig.key.to_ascii(), DEFAULT_DNS_KEY);
+        assert!(
+            g.text
+                .contains("controlPlaneEndpoint: \"api.cluster.example:6443\""),
+            "{}",
+            g.text
+        );
+        let other = Facts {
+            interfaces: vec![iface("eth0", &["198.18.0.13/24"])],
+        };
+        assert_eq!(
+            generate(&dns_opts(), &other)
+                .unwrap()
+                .text
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
+            g.text.lines().skip(1).collect::<Vec<_>>(),
+            "only the first line (which master) differs"
+        );
+        let fragment = crate::generate::kubeadm::generate(&c, &Default::default()).unwrap();
+        assert!(
+            fragment.contains("controlPlaneEndpoint: \"api.cluster.example:6443\""),
+            "{fragment}"
+        );
+
+        // --node pins it; a zone given explicitly.
+        let mut o = dns_opts();
+        o.node = Some("master-3".to_owned());
+        o.dns_name = Some("k8s.api.cluster.example.".to_owned());
+        o.dns_zone = Some("cluster.example".to_owned());
+        let c = validate_with_key(&generate(&o, &node2()).unwrap().text);
+        let d = c.dns.unwrap();
+        assert_eq!(d.node.as_deref(), Some("master-3"));
+        assert_eq!(d.zone.to_ascii(), "cluster.example.");
+
+        // What is refused, naming the flag.
+        let refused = |change: &dyn Fn(&mut ConfigOptions), facts: &Facts, needle: &str| {
+            let mut o = dns_opts();
+            change(&mut o);
+            let e = generate(&o, facts).expect_err(needle).to_string();
+            assert!(e.contains(needle), "{needle:?} not in {e:?}");
+        };
+        refused(&|o| o.dns_name = None, &node2(), "--dns-name is missing");
+        refused(
+            &|o| o.dns_servers.clear(),
+            &node2(),
+            "--dns-server is missing",
+        );
+        refused(
+            &|o| o.dns_name = Some("api".to_owned()),
+            &node2(),
+            "--dns-name: \"api\"",
+        );
+        refused(
+            &|o| o.dns_name = Some("a b.example".to_owned()),
+            &node2(),
+            "--dns-name",
+        );
+        refused(
+            &|o| o.dns_zone = Some("other.example".to_owned()),
+            &node2(),
+            "not inside the zone other.example.",
+        );
+        refused(
+            &|o| o.dns_servers = vec!["ns1.example".to_owned()],
+            &node2(),
+            "--dns-server: \"ns1.example\"",
+        );
+        refused(
+            &|o| o.dns_key_file = "dns.key".to_owned(),
+            &node2(),
+            "--dns-key-file",
+        );
+        refused(
+            &|o| o.vip = Some(parse_vip("198.18.0.5/24").unwrap()),
+            &node2(),
+            "the dns shape has no VIP",
+        );
+        refused(
+            &|o| o.unicast = true,
+            &node2(),
+            "--unicast only applies to the VIP shapes",
+        );
+        let worker = Facts {
+            interfaces: vec![iface("ens3", &["198.18.0.50/24"])],
+        };
+        refused(&|_| {}, &worker, "the dns shape runs on the masters");
+        let mut o = opts(Shape::LocalProxy);
+        o.dns_name = Some("api.cluster.example".to_owned());
+        assert!(
+            matches!(generate(&o, &node2()), Err(GenerateError::Usage(m)) if m.contains("only apply to --shape dns"))
+        );
+    }
+
+    fn validate_with_key(text: &str) -> Config {
+        Config::from_yaml_with(
+            text,
+            Path::new("/etc/apivip/apivip.yaml"),
+            MissingFiles::Warn,
+        )
+        .unwrap_or_else(|e| panic!("{text}\n{}", e.lines().join("\n")))
+        .0
     }
 
     #[test]
@@ -1186,9 +1562,13 @@ mod tests {
                 (true, true, false),
                 (false, true, true),
             ] {
-                let mut o = opts(shape);
+                let mut o = if shape == Shape::Dns {
+                    dns_opts()
+                } else {
+                    opts(shape)
+                };
                 o.etcd = etcd;
-                if shape != Shape::LocalProxy {
+                if matches!(shape, Shape::VipProxy | Shape::VipOnly) {
                     o.unicast = unicast;
                     if v2 {
                         o.vrrp_version = 2;
@@ -1196,7 +1576,7 @@ mod tests {
                     }
                 }
                 let g = generate(&o, &node2()).unwrap();
-                let c = validate(&g.text);
+                let c = validate_with_key(&g.text);
                 assert_eq!(Shape::of(&c), shape, "{}", g.text);
             }
         }

@@ -5,10 +5,11 @@
 //! | vip-proxy | VIP : the proxy's listen port (8443) |
 //! | vip-only | VIP : this node's apiserver port (6443) |
 //! | local-proxy | 127.0.0.1 : the proxy's listen port |
+//! | dns | `dns.name` : the masters' apiserver port (6443) |
 //!
 //! `--endpoint NAME` puts a DNS name in place of the address (it must resolve to the
 //! VIP, or to 127.0.0.1 on every node for local-proxy). `apiServer.certSANs` lists the
-//! name, the VIPs and, for local-proxy, the loopback address, so the apiserver's
+//! name, the VIPs, `dns.name` and, for local-proxy, the loopback address, so the apiserver's
 //! certificate is valid for every way clients reach it. With an etcd frontend on the
 //! VIP, `etcd.local.serverCertSANs` lists the VIP for the same reason.
 //!
@@ -108,6 +109,19 @@ fn endpoint(config: &Config, shape: Shape) -> Result<(String, u16), GenerateErro
             .unwrap_or(crate::config::DEFAULT_APISERVER_PORT);
             Ok((vip.to_string(), port))
         }
+        Shape::Dns => {
+            let dns = config
+                .dns
+                .as_ref()
+                .ok_or_else(|| GenerateError::Config("the config has no dns section".to_owned()))?;
+            // Clients reach the apiservers themselves: the masters' port.
+            let port = api
+                .backends
+                .first()
+                .map(|b| b.addr.port())
+                .unwrap_or(crate::config::DEFAULT_APISERVER_PORT);
+            Ok((dns_host(&dns.name), port))
+        }
         Shape::LocalProxy => {
             let local = api
                 .listen
@@ -119,6 +133,11 @@ fn endpoint(config: &Config, shape: Shape) -> Result<(String, u16), GenerateErro
             Ok((local.ip().to_string(), local.port()))
         }
     }
+}
+
+/// A DNS name as kubeadm and certificates write it: without the trailing dot.
+fn dns_host(name: &hickory_proto::rr::Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_owned()
 }
 
 fn quoted(s: &str) -> String {
@@ -157,6 +176,11 @@ pub fn generate(config: &Config, opts: &KubeadmOptions) -> Result<String, Genera
     }
     for (vip, _) in config.vrrp.iter().flat_map(|v| &v.vips) {
         add(vip.to_string());
+    }
+    if let Some(dns) = &config.dns {
+        // The name clients use (in the DNS shape the endpoint; beside a VIP, another
+        // way in).
+        add(dns_host(&dns.name));
     }
     if shape == Shape::LocalProxy {
         add(host.clone());
@@ -217,6 +241,12 @@ pub fn generate(config: &Config, opts: &KubeadmOptions) -> Result<String, Genera
             let _ = writeln!(
                 w,
                 "# apivip on every node (workers too) as a local proxy to the masters."
+            );
+        }
+        Shape::Dns => {
+            let _ = writeln!(
+                w,
+                "# A name that apivip on every master keeps pointing at the ready apiservers."
             );
         }
     }
@@ -299,6 +329,16 @@ mod tests {
             &KubeadmOptions::default(),
         );
         assert_eq!(f["controlPlaneEndpoint"], "[::1]:7443");
+    }
+
+    #[test]
+    fn dns_endpoint_is_the_name_on_the_apiserver_port() {
+        let yaml = "backends: [{name: m1, address: 198.18.0.11}, {name: m2, address: 198.18.0.12}]\napiserver: {listen: []}\ndns: {servers: [198.18.0.53], zone: cluster.example., name: api.cluster.example., tsig: {key: k., secret_file: /nonexistent/dns.key}}\n";
+        let f = fragment(yaml, &KubeadmOptions::default());
+        assert_eq!(f["controlPlaneEndpoint"], "api.cluster.example:6443");
+        assert_eq!(f["apiServer"]["certSANs"], json!(["api.cluster.example"]));
+        let text = generate(&config(yaml), &KubeadmOptions::default()).unwrap();
+        assert!(text.contains("apivip's dns shape"), "{text}");
     }
 
     #[test]

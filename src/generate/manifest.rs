@@ -12,7 +12,8 @@
 //!   in its bounding set, not its effective set); with everything else dropped, no
 //!   privilege escalation and a read-only root filesystem, uid 0 can read root's files
 //!   and do nothing else.
-//! - The config file and each certificate or key the checks name, mounted read-only
+//! - The config file, each certificate or key the checks name and the TSIG secret of
+//!   `dns:`, mounted read-only
 //!   from hostPath one by one (`type: File`): the pod sees the CA certificate, not the
 //!   CA keys next to it. The kubelet starts the pod once they exist (kubeadm writes
 //!   the PKI before it starts the kubelet).
@@ -48,7 +49,8 @@ struct Mount {
     why: String,
 }
 
-/// The certificate and key files the config's checks read, named for the pod.
+/// The certificate and key files the config's checks read, and the DNS failover's
+/// TSIG secret, named for the pod.
 fn pki_mounts(config: &Config) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
     let mut seen = BTreeSet::new();
@@ -72,6 +74,14 @@ fn pki_mounts(config: &Config) -> Vec<Mount> {
                 });
             }
         }
+    }
+    if let Some(d) = &config.dns {
+        // The TSIG secret, read at start (and by `apivip check`).
+        out.push(Mount {
+            name: "dns-tsig-secret".to_owned(),
+            path: d.tsig.secret_file.clone(),
+            why: "dns.tsig.secret_file".to_owned(),
+        });
     }
     out
 }

@@ -23,7 +23,7 @@ use std::str::FromStr;
 
 use crate::config::Config;
 
-/// The three deployment shapes (DESIGN.md, "Deployment shapes").
+/// The deployment shapes (DESIGN.md, "Deployment shapes"), and DNS failover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shape {
     /// The VIP floats between the masters; apivip listens on :8443 and balances to
@@ -36,18 +36,28 @@ pub enum Shape {
     /// No VIP: every node runs apivip as a local proxy on 127.0.0.1.
     /// `controlPlaneEndpoint: 127.0.0.1:8443` (or a name that resolves to it).
     LocalProxy,
+    /// No VIP, no L2 segment shared by the masters: apivip on every master keeps a DNS
+    /// name pointing at the masters whose apiserver is ready (RFC 2136 + TSIG).
+    /// `controlPlaneEndpoint: NAME:6443`.
+    Dns,
 }
 
 impl Shape {
     /// Every shape, in the order of the docs.
-    pub const ALL: [Shape; 3] = [Shape::VipProxy, Shape::VipOnly, Shape::LocalProxy];
+    pub const ALL: [Shape; 4] = [
+        Shape::VipProxy,
+        Shape::VipOnly,
+        Shape::LocalProxy,
+        Shape::Dns,
+    ];
 
-    /// The flag value: `vip-proxy`, `vip-only`, `local-proxy`.
+    /// The flag value: `vip-proxy`, `vip-only`, `local-proxy`, `dns`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Shape::VipProxy => "vip-proxy",
             Shape::VipOnly => "vip-only",
             Shape::LocalProxy => "local-proxy",
+            Shape::Dns => "dns",
         }
     }
 
@@ -57,15 +67,17 @@ impl Shape {
             Shape::VipProxy => "VIP + proxy: the VIP floats between the masters, apivip balances to every apiserver",
             Shape::VipOnly => "VIP only: the VIP follows this node's own apiserver, which answers on it directly",
             Shape::LocalProxy => "local proxy: no VIP, apivip on every node balances to the masters from 127.0.0.1",
+            Shape::Dns => "DNS failover: no VIP, a DNS name follows the masters whose apiserver is ready (RFC 2136 updates signed with TSIG)",
         }
     }
 
     /// The shape a validated config has: a VIP with a listening proxy, a VIP without
-    /// one, or no VIP.
+    /// one, no VIP with a `dns:` name and no proxy, or no VIP.
     pub fn of(config: &Config) -> Shape {
         match (config.vrrp.first(), config.proxy_listens()) {
             (Some(_), true) => Shape::VipProxy,
             (Some(_), false) => Shape::VipOnly,
+            (None, false) if config.dns.is_some() => Shape::Dns,
             (None, _) => Shape::LocalProxy,
         }
     }
@@ -84,7 +96,7 @@ impl FromStr for Shape {
             .into_iter()
             .find(|shape| shape.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown shape {s:?}; expected vip-proxy, vip-only or local-proxy")
+                format!("unknown shape {s:?}; expected vip-proxy, vip-only, local-proxy or dns")
             })
     }
 }
