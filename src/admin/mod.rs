@@ -8,7 +8,8 @@
 //!  POST /control/handover | /control/resume            (loopback clients only)
 //!  POST /control/drain    | /control/undrain   body: {"backend": "NAME"}
 //!  POST /debug/stall-election  body: {"seconds": N}  (tests only: refused unless the
-//!                              daemon started with APIVIP_FAULT_INJECTION=1)
+//!  POST /debug/dns-clock       body: {"seconds": N}   daemon started with
+//!                                                     APIVIP_FAULT_INJECTION=1)
 //! ```
 //!
 //! Everything it shows is read at request time from what the daemon already keeps:
@@ -75,9 +76,10 @@ const VRRP_TRANSITIONS: [(crate::vrrp::machine::State, crate::vrrp::machine::Rea
 };
 
 /// The environment variable that enables test-only fault injection when set to `1` at
-/// start (`POST /debug/stall-election`). Tests use it to stall the election thread and
-/// watch `/healthz` and the systemd watchdog react; a production daemon never sets it,
-/// and without it the endpoint is refused.
+/// start (`POST /debug/stall-election`, `POST /debug/dns-clock`). Tests use it to
+/// stall the election thread and watch `/healthz` and the systemd watchdog react, and
+/// to sign DNS updates with a wrong clock (BADTIME); a production daemon never sets
+/// it, and without it the endpoints are refused.
 pub const FAULT_INJECTION_ENV: &str = "APIVIP_FAULT_INJECTION";
 
 /// Whether [`FAULT_INJECTION_ENV`] is set to `1` in this process's environment.

@@ -260,7 +260,7 @@ async fn handle(
                 }
             }
         }
-        "/debug/stall-election" => {
+        "/debug/stall-election" | "/debug/dns-clock" => {
             if method != Method::POST {
                 return method_not_allowed("POST");
             }
@@ -276,7 +276,12 @@ async fn handle(
                     )
                 }
             };
-            match stall_election(daemon, &body) {
+            let done = if path == "/debug/dns-clock" {
+                dns_clock(daemon, &body)
+            } else {
+                stall_election(daemon, &body)
+            };
+            match done {
                 Ok(msg) => text(StatusCode::OK, msg),
                 Err((code, msg)) => text(
                     StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
@@ -371,6 +376,61 @@ fn stall_election(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)>
     Ok(format!(
         "stalling the election thread for {}",
         crate::units::format_duration(pause)
+    ))
+}
+
+/// The body of `POST /debug/dns-clock`: `{"seconds": N}`, N may be negative.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockBody {
+    seconds: i64,
+}
+
+/// The most `POST /debug/dns-clock` moves the signing clock: a day.
+const MAX_CLOCK_OFFSET: i64 = 86_400;
+
+/// Test-only fault injection: moves the clock the DNS publisher signs its TSIG
+/// messages with by N seconds (a node with a wrong clock, for BADTIME); refused unless
+/// enabled at start.
+fn dns_clock(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)> {
+    if !daemon.fault_injection() {
+        return Err((
+            403,
+            format!(
+                "fault injection is off: it exists for tests only and needs {}=1 in the daemon's environment at start",
+                crate::admin::FAULT_INJECTION_ENV
+            ),
+        ));
+    }
+    let parsed: ClockBody = serde_json::from_slice(body).map_err(|e| {
+        (
+            400,
+            format!(r#"expected a body like {{"seconds": 3600}}: {e}"#),
+        )
+    })?;
+    if parsed.seconds.abs() > MAX_CLOCK_OFFSET {
+        return Err((
+            400,
+            format!(
+                "seconds: {}: expected -{MAX_CLOCK_OFFSET} to {MAX_CLOCK_OFFSET}",
+                parsed.seconds
+            ),
+        ));
+    }
+    let running = daemon.running();
+    let dns = running
+        .dns
+        .as_ref()
+        .ok_or((409, "no dns section in the config".to_owned()))?;
+    dns.clock_offset
+        .store(parsed.seconds, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(
+        seconds = parsed.seconds,
+        "admin: fault injection: the DNS publisher's signing clock is off by this much (test-only)"
+    );
+    Ok(format!(
+        "the DNS signing clock is now off by {} s",
+        parsed.seconds
     ))
 }
 

@@ -4,6 +4,8 @@
 //! - [`etcd`]: a real etcd member with TLS and client-certificate auth.
 //! - [`connect`]: a client connecting to the VIP over and over, counting failures.
 //! - [`daemon`]: `apivip` as a child process (killed on drop) and its output, line by line.
+//! - [`dns`]: DNS failover nodes (imitation apiservers, apivip supervisors, a real BIND)
+//!   and cuttable links between them.
 //! - [`notify`]: a stand-in for systemd's `NOTIFY_SOCKET` that keeps every datagram.
 //! - [`vrrp`]: for the VRRP tests in namespaces: `apivip run` on a master, gratuitous ARPs.
 //! - [`chaos`]: for the chaos tests: link impairment (netem or a userspace relay), a VIP
@@ -19,6 +21,7 @@ pub mod cluster;
 pub mod connect;
 pub mod daemon;
 pub mod dashboard;
+pub mod dns;
 pub mod etcd;
 pub mod notify;
 pub mod vrrp;
