@@ -939,7 +939,11 @@ fn process_start() -> SystemTime {
 /// The DNS publisher's part of the status document.
 fn dns_doc(h: &crate::dns::io::shell::DnsHandle, config: &Config) -> Option<status::DnsDoc> {
     use crate::dns::publisher::View;
-    let d = config.dns.as_ref()?;
+    // What the publisher runs with: a reload applies `dns:` at the next restart.
+    let d = match &h.config {
+        Some(d) => d.as_ref(),
+        None => config.dns.as_ref()?,
+    };
     let s = h.status();
     let now = std::time::Instant::now();
     let wall = SystemTime::now();

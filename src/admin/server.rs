@@ -408,7 +408,7 @@ fn dns_clock(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)> {
             format!(r#"expected a body like {{"seconds": 3600}}: {e}"#),
         )
     })?;
-    if parsed.seconds.abs() > MAX_CLOCK_OFFSET {
+    if parsed.seconds.unsigned_abs() > MAX_CLOCK_OFFSET.unsigned_abs() {
         return Err((
             400,
             format!(

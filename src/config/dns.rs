@@ -159,9 +159,19 @@ impl Validator {
         }
         let state_name = match (raw.state_name.as_deref(), &name) {
             (Some(text), _) => self.dns_name("dns.state_name", Some(text), true),
-            (None, Some(n)) => Name::from_ascii("_apivip")
-                .ok()
-                .and_then(|p| p.append_domain(n).ok()),
+            (None, Some(n)) => {
+                let made = Name::from_ascii("_apivip")
+                    .ok()
+                    .and_then(|p| p.append_domain(n).ok());
+                if made.is_none() {
+                    self.issue(
+                        "dns.name",
+                        Some(n.to_ascii()),
+                        "is too long for the votes' name _apivip.NAME (255 bytes at most); shorten it or set dns.state_name",
+                    );
+                }
+                made
+            }
             (None, None) => None,
         };
         if let (Some(z), Some(s)) = (&zone, &state_name) {
@@ -531,6 +541,17 @@ impl Validator {
                 );
             }
         }
+        if let (Some(written), Some(in_file)) = (&raw.algorithm, &parsed.algorithm) {
+            let same = Algorithm::parse(written).is_some()
+                && Algorithm::parse(written) == Algorithm::parse(in_file);
+            if !same {
+                self.issue(
+                    "dns.tsig.algorithm",
+                    Some(written.clone()),
+                    format!("differs from the key clause in dns.tsig.secret_file ({in_file}); the server would answer BADKEY"),
+                );
+            }
+        }
         let algorithm_text = raw
             .algorithm
             .clone()
@@ -566,24 +587,33 @@ struct KeyFile {
 }
 
 fn parse_key_file(text: &str) -> KeyFile {
-    if !text.contains("secret") {
+    let Some(open) = text.find('{') else {
         let bare: String = text.split_whitespace().collect();
         return KeyFile {
             secret: (!bare.is_empty()).then_some(bare),
             ..KeyFile::default()
         };
-    }
-    let after = |word: &str| -> Option<String> {
-        let i = text.find(word)? + word.len();
-        let rest = text[i..].trim_start();
-        let value = rest.split(';').next()?.trim().trim_matches('"').trim();
-        (!value.is_empty()).then(|| value.to_owned())
     };
-    KeyFile {
-        name: parsed_name_of(text),
-        algorithm: after("algorithm"),
-        secret: after("secret"),
+    // The statements between the braces, by their first word: a key name that
+    // contains "secret" or "algorithm" is not read as one.
+    let body = text[open + 1..].split('}').next().unwrap_or("");
+    let mut key = KeyFile {
+        name: parsed_name_of(&text[..open]),
+        ..KeyFile::default()
+    };
+    for statement in body.split(';') {
+        let mut words = statement.split_whitespace();
+        let value = |v: Option<&str>| {
+            v.map(|v| v.trim_matches('"').to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        match words.next() {
+            Some("algorithm") => key.algorithm = value(words.next()),
+            Some("secret") => key.secret = value(words.next()),
+            _ => {}
+        }
     }
+    key
 }
 
 fn parsed_name_of(text: &str) -> Option<String> {

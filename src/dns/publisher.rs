@@ -531,7 +531,9 @@ impl Publisher {
                 return (v.clone(), false);
             }
         }
-        let seq = in_zone.map_or(0, |v| v.seq).max(self.seq) + 1;
+        // A vote with seq u64::MAX (written by anyone the policy lets write there)
+        // leaves ours at the maximum: still the highest of this node's.
+        let seq = in_zone.map_or(0, |v| v.seq).max(self.seq).saturating_add(1);
         (
             Vote {
                 node: self.plan.node.clone(),

@@ -150,6 +150,13 @@ pub fn default_quorum(masters: usize) -> usize {
 /// Why the wanted set is not what the votes want.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
+    /// Some nodes vote with another configuration (a rolling change of the masters or
+    /// the quorum): their votes and ours would decide differently, so nothing moves
+    /// until every node runs the same one.
+    ConfigMismatch,
+    /// No master is wanted by quorum, but some node sees these ready: they are more
+    /// likely to serve than the published ones every vote calls down.
+    SomeUp,
     /// No master is wanted; the published ones stay (never an empty name).
     KeptPublished,
     /// Nothing wanted and nothing published: the masters that have a vote.
@@ -162,6 +169,12 @@ impl Fallback {
     /// Why, for the log.
     pub fn reason(self) -> &'static str {
         match self {
+            Fallback::ConfigMismatch => {
+                "some nodes vote with another dns configuration (masters, their addresses or the quorum differ): the published addresses stay until every node runs the same configuration"
+            }
+            Fallback::SomeUp => {
+                "no master is ready by quorum: publishing the masters at least one node sees ready"
+            }
             Fallback::KeptPublished => {
                 "no master is ready by quorum: keeping the published addresses (the name is never left empty)"
             }
@@ -195,15 +208,31 @@ pub fn wanted(
     published: &BTreeSet<String>,
 ) -> Wanted {
     let configured: BTreeSet<&str> = masters.iter().map(String::as_str).collect();
-    let mut by_node: BTreeMap<&str, &Vote> = BTreeMap::new();
+    // Each configured node's latest vote, whatever its configuration.
+    let mut latest: BTreeMap<&str, &Vote> = BTreeMap::new();
     for v in votes
         .iter()
-        .filter(|v| v.cfg == cfg && configured.contains(v.node.as_str()))
+        .filter(|v| configured.contains(v.node.as_str()))
     {
-        let e = by_node.entry(v.node.as_str()).or_insert(v);
+        let e = latest.entry(v.node.as_str()).or_insert(v);
         if v.seq > e.seq {
             *e = v;
         }
+    }
+    let (by_node, other): (BTreeMap<&str, &Vote>, BTreeMap<&str, &Vote>) =
+        latest.into_iter().partition(|(_, v)| v.cfg == cfg);
+    let kept: BTreeSet<String> = masters
+        .iter()
+        .filter(|m| published.contains(*m))
+        .cloned()
+        .collect();
+    if !other.is_empty() && !kept.is_empty() {
+        // Counting either side alone, a node could decide on its own view, and the
+        // nodes of the other configuration undo it: the name would flap.
+        return Wanted {
+            masters: kept,
+            fallback: Some(Fallback::ConfigMismatch),
+        };
     }
     let n = by_node.len();
     let q = quorum.max(1);
@@ -226,11 +255,17 @@ pub fn wanted(
             fallback: None,
         };
     }
-    let kept: BTreeSet<String> = masters
+    let some_up: BTreeSet<String> = masters
         .iter()
-        .filter(|m| published.contains(*m))
+        .filter(|m| by_node.values().any(|v| v.up.contains(*m)))
         .cloned()
         .collect();
+    if !some_up.is_empty() {
+        return Wanted {
+            masters: some_up,
+            fallback: Some(Fallback::SomeUp),
+        };
+    }
     if !kept.is_empty() {
         return Wanted {
             masters: kept,

@@ -341,6 +341,19 @@ mod tests {
         assert!(text.contains("apivip's dns shape"), "{text}");
     }
 
+    /// Beside a VIP, the DNS name is another way in: the endpoint stays the VIP, the
+    /// name joins the certificate's names.
+    #[test]
+    fn dns_beside_a_vip_adds_the_name_to_the_sans() {
+        let yaml = format!("backends: [{{name: m1, address: 198.18.0.11}}]\n{VRRP}}}\ndns: {{servers: [198.18.0.53], zone: cluster.example., name: api.cluster.example., tsig: {{key: k., secret_file: /nonexistent/dns.key}}}}\n");
+        let f = fragment(&yaml, &KubeadmOptions::default());
+        assert_eq!(f["controlPlaneEndpoint"], "198.18.0.5:8443");
+        assert_eq!(
+            f["apiServer"]["certSANs"],
+            json!(["198.18.0.5", "api.cluster.example"])
+        );
+    }
+
     #[test]
     fn etcd_on_the_vip_gets_a_server_san() {
         let yaml = format!(

@@ -272,6 +272,50 @@ fn key_files_of_both_forms_parse() {
         }
     );
     assert_eq!(parse_key_file(""), KeyFile::default());
+    // Words inside the key's name are not statements.
+    assert_eq!(
+        parse_key_file(
+            "key \"secret-algorithm.\" {\n\talgorithm hmac-sha512;\n\tsecret \"c2Vj\";\n};\n"
+        ),
+        KeyFile {
+            name: Some("secret-algorithm.".into()),
+            algorithm: Some("hmac-sha512".into()),
+            secret: Some("c2Vj".into()),
+        }
+    );
+}
+
+/// The config's algorithm must be the key clause's (else the server answers BADKEY);
+/// a name too long for its votes' name is refused, not dropped.
+#[test]
+fn an_algorithm_other_than_the_key_clause_and_an_overlong_name_are_refused() {
+    let f = Files::new();
+    let clause = f.key(
+        "clause.key",
+        &format!("key \"apivip-key\" {{ algorithm hmac-sha512; secret \"{SECRET_B64}\"; }};"),
+        0o600,
+    );
+    let y = minimal(&clause).replace(
+        "tsig: {key: apivip-key,",
+        "tsig: {key: apivip-key, algorithm: hmac-sha256,",
+    );
+    assert_eq!(
+        f.issues(&y),
+        ["dns.tsig.algorithm: \"hmac-sha256\": differs from the key clause in dns.tsig.secret_file (hmac-sha512); the server would answer BADKEY"]
+    );
+    let bare = f.key("bare.key", SECRET_B64, 0o600);
+    let label = "a".repeat(60);
+    // 249 bytes on the wire: a valid name, but `_apivip.` makes it 257.
+    let long = format!("{label}.{label}.{label}.{}.cluster.example.", "b".repeat(48));
+    let y = minimal(&bare).replace("name: api.cluster.example.", &format!("name: {long}"));
+    let lines = f.issues(&y);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "dns.name: \"{long}\": is too long for the votes' name"
+        )),
+        "{lines:?}"
+    );
 }
 
 /// `apivip check` before the key file is installed: a warning; the daemon refuses it.

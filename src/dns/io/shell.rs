@@ -39,6 +39,8 @@ pub struct DnsHandle {
     pub node: String,
     /// Seconds added to the signing clock (fault injection, tests only).
     pub clock_offset: Arc<std::sync::atomic::AtomicI64>,
+    /// The `dns:` section it runs with (a reload applies at the next restart).
+    pub config: Option<Arc<Dns>>,
 }
 
 impl DnsHandle {
@@ -169,9 +171,11 @@ pub fn spawn(
     .map_err(|e| e.to_string())?;
     let handle = DnsHandle {
         node: node.clone(),
+        config: Some(Arc::new(dns.clone())),
         ..DnsHandle::default()
     };
     let h = handle.clone();
+    let stopping = stop.clone();
     let task = tokio::spawn(async move {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -265,7 +269,28 @@ pub fn spawn(
             }
         }
     });
-    Ok((handle, task))
+    // The publisher ends only when stopped (or when the health view is gone, at
+    // shutdown); anything else is a bug that must not go unnoticed.
+    let watched = handle.clone();
+    let watcher = tokio::spawn(async move {
+        let ended = task.await;
+        if stopping.is_cancelled() {
+            return;
+        }
+        let why = match ended {
+            Ok(()) => "it ended".to_owned(),
+            Err(e) if e.is_panic() => "it panicked".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(reason = %why, "dns: the publisher stopped; the name is no longer kept up to date until apivip restarts");
+        if let Ok(mut s) = watched.status.lock() {
+            s.last_error = Some(crate::dns::publisher::Failure {
+                kind: "stopped",
+                detail: format!("the publisher stopped ({why}); restart apivip"),
+            });
+        }
+    });
+    Ok((handle, watcher))
 }
 
 fn unix_now(offset: i64) -> u64 {

@@ -192,24 +192,62 @@ fn bootstrap_publishes_the_masters_that_vote() {
     assert_eq!(w.fallback, Some(Fallback::AllMasters));
 }
 
-/// Votes of unknown nodes, of another configuration, and older ones of the same node
-/// do not count.
+/// Votes of unknown nodes and older ones of the same node do not count.
 #[test]
 fn only_current_votes_of_configured_nodes_count() {
     let mut old = vote("m1", &["m1", "m2", "m3"], &[]);
     old.seq = 1;
     let mut new = vote("m1", &["m1", "m3"], &["m2"]);
     new.seq = 2;
-    let mut other_cfg = vote("m3", &["m2"], &[]);
-    other_cfg.cfg = "ffffffff".into();
     let votes = [
         old,
         new,
         vote("m2", &["m1", "m3"], &["m2"]),
-        other_cfg,
         vote("intruder", &["m2"], &[]),
     ];
     assert_eq!(want(&votes, &["m1", "m2", "m3"]), exactly(&["m1", "m3"]));
+}
+
+/// A node whose latest vote carries another configuration (a rolling change): the
+/// published masters stay as they are (counting either side alone, one node would
+/// decide on its own view and the others undo it), and the reason says so. Once it
+/// votes with ours again, the rule applies. With nothing published, the rule runs on
+/// the matching votes.
+#[test]
+fn votes_of_another_configuration_freeze_the_name() {
+    let mut other_cfg = vote("m3", &["m1", "m2", "m3"], &[]);
+    other_cfg.cfg = "ffffffff".into();
+    other_cfg.seq = 7;
+    let votes = [
+        vote("m1", &["m1", "m3"], &["m2"]),
+        vote("m2", &["m1", "m3"], &["m2"]),
+        other_cfg.clone(),
+    ];
+    let w = want(&votes, &["m1", "m2", "m3"]);
+    assert_eq!(w.masters, set(&["m1", "m2", "m3"]));
+    assert_eq!(w.fallback, Some(Fallback::ConfigMismatch));
+    let mut back = vote("m3", &["m1", "m3"], &["m2"]);
+    back.seq = 8;
+    let votes = [votes[0].clone(), votes[1].clone(), other_cfg, back];
+    assert_eq!(want(&votes, &["m1", "m2", "m3"]), exactly(&["m1", "m3"]));
+    let mut lone = vote("m3", &["m2"], &[]);
+    lone.cfg = "ffffffff".into();
+    let w = want(&[vote("m1", &["m1"], &[]), lone], &[]);
+    assert_eq!(w, exactly(&["m1"]));
+}
+
+/// No master ready by quorum, but one node sees m2 ready while the published m1 is
+/// down for everyone: m2 is published rather than keeping only m1.
+#[test]
+fn below_quorum_a_master_someone_sees_ready_beats_one_all_see_down() {
+    let votes = [
+        vote("m1", &[], &["m1", "m2", "m3"]),
+        vote("m2", &["m2"], &["m1", "m3"]),
+        vote("m3", &[], &["m1", "m2", "m3"]),
+    ];
+    let w = want(&votes, &["m1"]);
+    assert_eq!(w.masters, set(&["m2"]));
+    assert_eq!(w.fallback, Some(Fallback::SomeUp));
 }
 
 #[test]
