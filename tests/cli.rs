@@ -115,6 +115,46 @@ fn check_prints_one_line_per_error_with_file_key_and_value() {
     assert_eq!(lines.len(), 6, "{err}");
 }
 
+/// A bad `dns:` section: one line per error, naming the file, the key and the value;
+/// the secret file that others can write is refused without showing its content.
+#[test]
+fn check_names_every_bad_dns_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("dns.key");
+    std::fs::write(&key, "c2VjcmV0LW9mLWFwaXZpcA==").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "backends:\n  - {{name: m1, address: 198.18.0.11}}\napiserver: {{listen: []}}\n\
+             dns:\n  servers: [ns1.example]\n  zone: cluster.example.\n  name: api.other.example.\n  ttl: 1500ms\n  node: m9\n\
+             \x20 tsig: {{key: apivip-key., algorithm: hmac-md5, secret_file: '{}'}}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = apivip(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let file = path.display().to_string();
+    for want in [
+        "dns.servers[0]: \"ns1.example\"",
+        "dns.name: \"api.other.example.\"",
+        "dns.ttl: \"1500ms\"",
+        "dns.node: \"m9\"",
+        "dns.tsig.algorithm: \"hmac-md5\"",
+        "dns.tsig.secret_file: ",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{file}: {want}"))),
+            "no line for {want:?} in\n{err}"
+        );
+    }
+    assert!(!err.contains("c2VjcmV0"), "the secret was printed:\n{err}");
+}
+
 #[test]
 fn check_refuses_unknown_keys_and_bad_pem() {
     let dir = tempfile::tempdir().unwrap();

@@ -306,7 +306,10 @@ fn an_algorithm_other_than_the_key_clause_and_an_overlong_name_are_refused() {
     let bare = f.key("bare.key", SECRET_B64, 0o600);
     let label = "a".repeat(60);
     // 249 bytes on the wire: a valid name, but `_apivip.` makes it 257.
-    let long = format!("{label}.{label}.{label}.{}.cluster.example.", "b".repeat(48));
+    let long = format!(
+        "{label}.{label}.{label}.{}.cluster.example.",
+        "b".repeat(48)
+    );
     let y = minimal(&bare).replace("name: api.cluster.example.", &format!("name: {long}"));
     let lines = f.issues(&y);
     assert_eq!(lines.len(), 1, "{lines:?}");
