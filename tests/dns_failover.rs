@@ -13,7 +13,6 @@ use std::time::Duration;
 use apivip::admin::client;
 use apivip::admin::status::StatusDoc;
 use apivip::testkit::apiserver::{ApiserverOptions, ImitationApiserver, Mode};
-use apivip::testkit::bind::{Bind, BindOptions};
 use apivip::testkit::certs::TestPki;
 
 use support::dns::{Nodes, ALL, DEADLINE, SECRET_B64};
@@ -235,19 +234,7 @@ async fn a_wrong_key_or_clock_is_refused_logged_and_counted() {
     {
         return;
     }
-    let bind = Bind::start(BindOptions {
-        zone: "cluster.example.".into(),
-        records: vec![],
-        key_name: "apivip-key.".into(),
-        algorithm: "hmac-sha256".into(),
-        secret_b64: SECRET_B64.into(),
-        grants: vec![
-            ("api.cluster.example.".into(), "A AAAA".into()),
-            ("_apivip.api.cluster.example.".into(), "TXT".into()),
-        ],
-        listen: None,
-    })
-    .expect("named");
+    let bind = support::dns::start_bind(Vec::new());
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::generate(dir.path(), &["127.0.0.1"]).unwrap();
     let mut o = ApiserverOptions::new("m1".to_owned(), pki.server_config());

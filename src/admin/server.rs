@@ -328,18 +328,24 @@ struct StallBody {
     seconds: f64,
 }
 
+/// Refuses a fault-injection endpoint unless the daemon started with it enabled.
+fn fault_injection_allowed(daemon: &Daemon) -> Result<(), (u16, String)> {
+    if daemon.fault_injection() {
+        return Ok(());
+    }
+    Err((
+        403,
+        format!(
+            "fault injection is off: it exists for tests only and needs {}=1 in the daemon's environment at start",
+            crate::admin::FAULT_INJECTION_ENV
+        ),
+    ))
+}
+
 /// Test-only fault injection: makes the election thread sleep (see
 /// [`crate::admin::FAULT_INJECTION_ENV`]); refused unless enabled at start.
 fn stall_election(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)> {
-    if !daemon.fault_injection() {
-        return Err((
-            403,
-            format!(
-                "fault injection is off: it exists for tests only and needs {}=1 in the daemon's environment at start",
-                crate::admin::FAULT_INJECTION_ENV
-            ),
-        ));
-    }
+    fault_injection_allowed(daemon)?;
     let parsed: StallBody = serde_json::from_slice(body).map_err(|e| {
         (
             400,
@@ -393,15 +399,7 @@ const MAX_CLOCK_OFFSET: i64 = 86_400;
 /// messages with by N seconds (a node with a wrong clock, for BADTIME); refused unless
 /// enabled at start.
 fn dns_clock(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)> {
-    if !daemon.fault_injection() {
-        return Err((
-            403,
-            format!(
-                "fault injection is off: it exists for tests only and needs {}=1 in the daemon's environment at start",
-                crate::admin::FAULT_INJECTION_ENV
-            ),
-        ));
-    }
+    fault_injection_allowed(daemon)?;
     let parsed: ClockBody = serde_json::from_slice(body).map_err(|e| {
         (
             400,

@@ -86,6 +86,25 @@ impl Drop for Link {
     }
 }
 
+/// `named` serving `cluster.example.` with `records`, the key `apivip-key.` (the secret
+/// [`SECRET_B64`], hmac-sha256) allowed to write the name's A and AAAA records and the
+/// votes' TXT.
+pub fn start_bind(records: Vec<String>) -> Bind {
+    Bind::start(BindOptions {
+        zone: "cluster.example.".into(),
+        records,
+        key_name: "apivip-key.".into(),
+        algorithm: "hmac-sha256".into(),
+        secret_b64: SECRET_B64.into(),
+        grants: vec![
+            ("api.cluster.example.".into(), "A AAAA".into()),
+            ("_apivip.api.cluster.example.".into(), "TXT".into()),
+        ],
+        listen: None,
+    })
+    .expect("named")
+}
+
 fn node_yaml(
     dir: &std::path::Path,
     masters: &[ImitationApiserver],
@@ -128,19 +147,7 @@ impl Nodes {
         {
             return None;
         }
-        let bind = Bind::start(BindOptions {
-            zone: "cluster.example.".into(),
-            records: vec!["other IN A 198.18.0.99".into()],
-            key_name: "apivip-key.".into(),
-            algorithm: "hmac-sha256".into(),
-            secret_b64: SECRET_B64.into(),
-            grants: vec![
-                ("api.cluster.example.".into(), "A AAAA".into()),
-                ("_apivip.api.cluster.example.".into(), "TXT".into()),
-            ],
-            listen: None,
-        })
-        .expect("named");
+        let bind = start_bind(vec!["other IN A 198.18.0.99".into()]);
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::generate(dir.path(), &["127.0.0.1"]).unwrap();
         let key = dir.path().join("dns.key");
