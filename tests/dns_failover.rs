@@ -195,15 +195,8 @@ async fn bind_stopped_or_reset_mid_run_is_caught_up_without_a_restart() {
     n.bind.stop();
     n.masters[1].set_mode(Mode::NotReady);
     // Every node notices the server is gone (its last exchange failed) and says why.
-    let failing = support::wait_until(DEADLINE, || async {
-        (0..3).all(|i| n.last_error(i).is_some())
-    })
-    .await;
-    assert!(
-        failing,
-        "{:?}",
-        (0..3).map(|i| n.last_error(i)).collect::<Vec<_>>()
-    );
+    n.wait_errors(true, "every node reports the server gone")
+        .await;
     let e = n.last_error(0).unwrap();
     assert!(
         e.starts_with("timeout") || e.starts_with("unreachable"),
@@ -235,15 +228,7 @@ async fn bind_stopped_or_reset_mid_run_is_caught_up_without_a_restart() {
     println!("BIND reset to its zone file: the name was back {took:?} later");
     n.wait_votes(3).await;
     assert_eq!(n.bind.dig("other.cluster.example.", "A"), ["198.18.0.99"]);
-    let clean = support::wait_until(DEADLINE, || async {
-        (0..3).all(|i| n.last_error(i).is_none())
-    })
-    .await;
-    assert!(
-        clean,
-        "{:?}",
-        (0..3).map(|i| n.last_error(i)).collect::<Vec<_>>()
-    );
+    n.wait_errors(false, "no node keeps an error").await;
 }
 
 /// `apivip run` with a key BIND does not know (BADKEY), with the right key name and a

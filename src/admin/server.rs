@@ -310,15 +310,18 @@ async fn control_request(
         "handover" => daemon.handover(who).await,
         "resume" => daemon.resume(who).await,
         _ => {
-            let parsed: BackendBody = serde_json::from_slice(body).map_err(|e| {
-                (
-                    400,
-                    format!(r#"expected a body like {{"backend": "NAME"}}: {e}"#),
-                )
-            })?;
+            let parsed: BackendBody = json_body(body, r#"{"backend": "NAME"}"#)?;
             daemon.drain(&parsed.backend, control == "drain", who)
         }
     }
+}
+
+/// A JSON request body, or a 400 naming the expected shape (`example`).
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    example: &str,
+) -> Result<T, (u16, String)> {
+    serde_json::from_slice(body).map_err(|e| (400, format!("expected a body like {example}: {e}")))
 }
 
 /// The body of `POST /debug/stall-election`: `{"seconds": N}`.
@@ -346,12 +349,7 @@ fn fault_injection_allowed(daemon: &Daemon) -> Result<(), (u16, String)> {
 /// [`crate::admin::FAULT_INJECTION_ENV`]); refused unless enabled at start.
 fn stall_election(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)> {
     fault_injection_allowed(daemon)?;
-    let parsed: StallBody = serde_json::from_slice(body).map_err(|e| {
-        (
-            400,
-            format!(r#"expected a body like {{"seconds": 5}}: {e}"#),
-        )
-    })?;
+    let parsed: StallBody = json_body(body, r#"{"seconds": 5}"#)?;
     let max = crate::vrrp::io::shell::MAX_STALL;
     let pause = Duration::try_from_secs_f64(parsed.seconds)
         .ok()
@@ -400,12 +398,7 @@ const MAX_CLOCK_OFFSET: i64 = 86_400;
 /// enabled at start.
 fn dns_clock(daemon: &Daemon, body: &[u8]) -> Result<String, (u16, String)> {
     fault_injection_allowed(daemon)?;
-    let parsed: ClockBody = serde_json::from_slice(body).map_err(|e| {
-        (
-            400,
-            format!(r#"expected a body like {{"seconds": 3600}}: {e}"#),
-        )
-    })?;
+    let parsed: ClockBody = json_body(body, r#"{"seconds": 3600}"#)?;
     if parsed.seconds.unsigned_abs() > MAX_CLOCK_OFFSET.unsigned_abs() {
         return Err((
             400,

@@ -226,6 +226,16 @@ impl Nodes {
         s.last_error.map(|f| format!("{}: {}", f.kind, f.detail))
     }
 
+    /// Waits until every node reports a last error (`failing`) or none does.
+    pub async fn wait_errors(&self, failing: bool, what: &str) {
+        let ok = super::wait_until(DEADLINE, || async {
+            (0..self.sups.len()).all(|i| self.last_error(i).is_some() == failing)
+        })
+        .await;
+        let errors: Vec<_> = (0..self.sups.len()).map(|i| self.last_error(i)).collect();
+        assert!(ok, "{what}: {errors:?}");
+    }
+
     pub async fn wait_votes(&self, n: usize) {
         let ok = super::wait_until(DEADLINE, || async {
             self.bind.dig("_apivip.api.cluster.example.", "TXT").len() == n
