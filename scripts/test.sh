@@ -60,6 +60,11 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
+# A fresh CI build needs about 1.5 GB under target/; say what there is, so a full disk
+# reads as such in the log. Incremental builds only cost space on a one-shot run.
+log "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free under $(pwd -P | sed 's|.*/||')"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
