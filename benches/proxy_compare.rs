@@ -670,8 +670,9 @@ fn apivip_config(listen: u16, backend: SocketAddr, maxconn: usize, admin: bool) 
         "backends:\n  - name: b1\n    address: {backend}\n\
          apiserver:\n  listen: 127.0.0.1:{listen}\n  max_connections: {maxconn}\n\
          \x20 check: {{kind: tcp, interval: 1s}}\n{}",
+        // Like HAProxy's, no per-source limit: every client here is 127.0.0.1.
         if admin {
-            "admin: {listen: '127.0.0.1:0'}\n"
+            "  per_source_max_connections: 0\nadmin: {listen: '127.0.0.1:0'}\n"
         } else {
             ""
         }
@@ -1477,7 +1478,7 @@ fn forward_future_size() -> Option<usize> {
             &b,
             apivip::proxy::Mode::Auto,
             &pool,
-            None,
+            apivip::proxy::forward::Timeouts::default(),
             counters,
         );
         Some(std::mem::size_of_val(&f))

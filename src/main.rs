@@ -478,7 +478,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!(key = %w.path, value = w.value.as_deref().unwrap_or_default(), "config: {}", w.message);
     }
-    raise_fd_limit(&config);
+    raise_fd_limit();
     // Ports that need CAP_NET_BIND_SERVICE are bound now; then every capability the
     // config does not need goes, before the runtime creates a thread.
     let prebound = match supervisor::Prebound::bind_privileged(
@@ -549,33 +549,15 @@ fn drop_privileges(config: &Config, prebound: &supervisor::Prebound) -> Result<(
 }
 
 /// Raises the soft descriptor limit to the hard one (systemd's default soft limit is
-/// 1024) and warns when the configured connection limits could exhaust it: each proxied
-/// connection needs two sockets and, while moving bulk data, a pipe.
-fn raise_fd_limit(config: &Config) {
+/// 1024). The proxy sizes its descriptor budget from the result
+/// ([`apivip::proxy::descriptor_budget`]) and warns when the connection limits exceed it.
+fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
-    let wanted: u64 = config
-        .frontends
-        .iter()
-        .map(|f| f.max_connections as u64 * 2)
-        .sum::<u64>()
-        + 256;
-    if wanted > limit {
-        tracing::warn!(
-            fd_limit = limit,
-            wanted,
-            "the descriptor limit is below what the connection limits need (2 per connection); \
-             lower max_connections or raise LimitNOFILE"
-        );
-    } else {
-        tracing::debug!(fd_limit = limit, "descriptor limit");
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        tracing::debug!(from = soft, to = hard, "raised the descriptor limit");
     }
 }
 

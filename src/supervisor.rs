@@ -130,6 +130,10 @@ pub struct Supervisor {
     notifier: crate::notify::Notifier,
     /// The DNS publisher, with `dns:`.
     dns: Option<crate::dns::io::shell::DnsHandle>,
+    /// What the descriptor limit allows the proxy (read once at start).
+    budget: proxy::Budget,
+    /// Sized to `budget.connections`, shared by every frontend's accept loops.
+    descriptors: Arc<Semaphore>,
 }
 
 /// What a shutdown did.
@@ -139,6 +143,22 @@ pub struct DrainReport {
     pub open_at_start: usize,
     /// Connections still open at the deadline (closed by force).
     pub closed_at_deadline: usize,
+}
+
+/// Warns when the connection limits together exceed what the descriptor limit allows:
+/// the budget then refuses clients before `max_connections` does.
+fn warn_over_budget(config: &Config, budget: proxy::Budget) {
+    let wanted: usize = config.frontends.iter().map(|f| f.max_connections).sum();
+    if wanted > budget.connections {
+        tracing::warn!(
+            max_connections = wanted,
+            fd_budget = budget.connections,
+            "the descriptor limit allows fewer connections than max_connections together; \
+             clients beyond the budget are refused (reason fd_budget): raise LimitNOFILE or lower max_connections"
+        );
+    } else {
+        tracing::debug!(fd_budget = budget.connections, "descriptor budget");
+    }
 }
 
 /// Binds every address of `listen` (`key` names them in errors), or takes its
@@ -231,7 +251,12 @@ impl Supervisor {
         checker::spawn_checkers(
             config, probers, &publisher, &observers, &tasks, &checkers, &initial,
         );
+        // Both frontends' pools are counted, so that a reload adding etcd still fits.
+        let budget = proxy::current_budget(FrontendKind::ALL.len());
+        warn_over_budget(config, budget);
         let mut sup = Supervisor {
+            budget,
+            descriptors: Arc::new(Semaphore::new(budget.connections)),
             config: Arc::new(config.clone()),
             mode,
             frontends: Vec::new(),
@@ -267,7 +292,12 @@ impl Supervisor {
             dns: None,
         };
         for (f, listeners) in config.frontends.iter().zip(bound) {
-            let fe = FrontendProxy::new(f.clone(), mode, initial.generation);
+            let fe = FrontendProxy::new(
+                f.clone(),
+                mode,
+                initial.generation,
+                budget.pipes_per_frontend,
+            );
             let watcher = sup.background.child_token();
             sup.tasks.spawn(proxy::watch_health(
                 Arc::clone(&fe),
@@ -366,7 +396,11 @@ impl Supervisor {
         self.acceptors.spawn(proxy::serve(
             Arc::clone(&fe.cell),
             l,
-            Arc::clone(&fe.permits),
+            proxy::Permits {
+                connections: Arc::clone(&fe.permits),
+                descriptors: Arc::clone(&self.descriptors),
+            },
+            self.publisher.clone(),
             self.connections.clone(),
             stop.clone(),
             self.hard_stop.clone(),
@@ -767,6 +801,7 @@ impl Supervisor {
                         f.clone(),
                         self.mode,
                         generation,
+                        self.budget.pipes_per_frontend,
                     ))),
                     permits: Arc::new(Semaphore::new(f.max_connections)),
                     listeners: Vec::new(),

@@ -93,6 +93,7 @@ fn health_at_start() -> HealthSnapshot {
         generation: 0,
         frontends: vec![FrontendHealth {
             kind: FrontendKind::Apiserver,
+            accept_error: None,
             backends: vec![
                 backend(BACKEND, "self", Status::Up),
                 backend(OTHER, "other", Status::Down(DownCause::NotReady)),

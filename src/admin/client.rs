@@ -176,6 +176,25 @@ pub fn render(doc: &StatusDoc) -> String {
             f.rejected_total,
             f.no_backend_total
         );
+        let refused: Vec<String> = f
+            .refused
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        if !refused.is_empty() {
+            let _ = writeln!(
+                o,
+                "  refused or closed by the abuse limits: {}",
+                refused.join(", ")
+            );
+        }
+        if let Some(e) = &f.accept_error {
+            let _ = writeln!(
+                o,
+                "  ACCEPT FAILING: {e} (this node does not claim it can serve)"
+            );
+        }
         let _ = writeln!(
             o,
             "  {:<12} {:<24} {:<12} {:<16} {:>6}  LAST REASON",

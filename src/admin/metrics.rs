@@ -392,6 +392,28 @@ impl Snapshot {
             MetricType::Gauge,
             fs.iter().map(|f| (fl(f), gauge(f.max_connections as i64))),
         )?;
+        family(
+            e,
+            "apivip_frontend_refused_connections",
+            "Clients refused or closed by the abuse limits, by reason: source_limit, source_rate, first_byte_timeout, half_close_timeout, fd_budget.",
+            MetricType::Counter,
+            fs.iter().flat_map(|f| {
+                f.refused.iter().map(move |(reason, n)| {
+                    (
+                        l(&[("frontend", &f.name), ("reason", reason)]),
+                        counter(*n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "apivip_frontend_accept_failing",
+            "1 while the frontend's listeners cannot accept for want of descriptors or memory (the node does not claim it can serve).",
+            MetricType::Gauge,
+            fs.iter()
+                .map(|f| (fl(f), gauge(i64::from(f.accept_error.is_some())))),
+        )?;
         for (name, help, get) in [
             (
                 "apivip_frontend_connections",

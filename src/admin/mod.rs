@@ -313,6 +313,7 @@ impl Daemon {
 
     fn not_ready_with(&self, reports: &[Option<VrrpReport>]) -> Vec<String> {
         let run = self.running();
+        let snap = self.health.current();
         let mut why = Vec::new();
         for f in &run.config.frontends {
             let bound = run
@@ -322,6 +323,9 @@ impl Daemon {
                 .map_or(0, |(_, a)| a.len());
             if bound < f.listen.len() {
                 why.push(format!("{}: not every listener is bound", f.kind));
+            }
+            if let Some(e) = snap.frontend(f.kind).and_then(|h| h.accept_error.as_ref()) {
+                why.push(format!("{}: accept fails: {e}", f.kind));
             }
         }
         // `vrrp` alone when there is one instance, as before several.
@@ -496,6 +500,11 @@ impl Daemon {
                 rejected_total: load(&fe.stats.rejected_limit),
                 no_backend_total: load(&fe.stats.no_backend),
                 fallback_connects_total: load(&fe.stats.fallback_attempts),
+                refused: crate::proxy::Refused::ALL
+                    .iter()
+                    .map(|r| (r.label().to_owned(), fe.stats.refused(*r)))
+                    .collect(),
+                accept_error: fh.and_then(|f| f.accept_error.clone()),
                 backends,
             });
         }

@@ -287,6 +287,14 @@ pub struct FrontendDoc {
     pub no_backend_total: u64,
     /// Connects tried on a not-healthy backend because none was healthy.
     pub fallback_connects_total: u64,
+    /// Clients refused or closed by the abuse limits, by reason (`source_limit`,
+    /// `source_rate`, `first_byte_timeout`, `half_close_timeout`, `fd_budget`).
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
+    /// Why its listeners cannot accept now (out of descriptors or memory); the node
+    /// does not claim it can serve meanwhile.
+    #[serde(default)]
+    pub accept_error: Option<String>,
     /// Its backends in config order.
     pub backends: Vec<BackendDoc>,
 }

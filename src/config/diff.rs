@@ -239,7 +239,10 @@ impl ReloadPlan {
                         || o.connect_timeout != n.connect_timeout
                         || o.close_on_down != n.close_on_down
                         || o.not_ready_grace != n.not_ready_grace
-                        || o.idle_timeout != n.idle_timeout,
+                        || o.idle_timeout != n.idle_timeout
+                        || o.first_byte_timeout != n.first_byte_timeout
+                        || o.half_close_timeout != n.half_close_timeout
+                        || o.per_source != n.per_source,
                 }),
             }
         }

@@ -84,6 +84,16 @@ pub struct Frontend {
     /// Close a connection with no traffic for this long; `None` (the default) never
     /// does, since WATCH connections are idle most of the time.
     pub idle_timeout: Option<Duration>,
+    /// Close a client that has sent nothing this long after it connected; the backend
+    /// is connected only once the client has spoken. `None` (`0s`) connects at once and
+    /// waits for ever. Clients of kube-apiserver and etcd always speak first (a TLS
+    /// ClientHello or an HTTP request).
+    pub first_byte_timeout: Option<Duration>,
+    /// Close a connection this long after one side finished sending while the other
+    /// stays silent (HAProxy's `timeout client-fin` / `server-fin`); `None` never does.
+    pub half_close_timeout: Option<Duration>,
+    /// Per-source limits (on by default, generous; see the `DEFAULT_PER_SOURCE_*`).
+    pub per_source: crate::proxy::admission::Limits,
     /// The active health check.
     pub check: Check,
 }
@@ -236,6 +246,29 @@ impl Validator {
                 Duration::from_secs(3600),
             )
         });
+        let first_byte_timeout = self
+            .duration(
+                &format!("{name}.first_byte_timeout"),
+                raw.first_byte_timeout.as_deref(),
+                DEFAULT_FIRST_BYTE_TIMEOUT,
+            )
+            .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT);
+        let half_close_timeout = self
+            .duration(
+                &format!("{name}.half_close_timeout"),
+                raw.half_close_timeout.as_deref(),
+                DEFAULT_HALF_CLOSE_TIMEOUT,
+            )
+            .unwrap_or(DEFAULT_HALF_CLOSE_TIMEOUT);
+        let per_source = self.per_source(
+            name,
+            [
+                raw.per_source_max_connections,
+                raw.per_source_rate,
+                raw.per_source_burst,
+            ],
+            max_connections,
+        );
         let check = self.check(
             &format!("{name}.check"),
             raw.check.unwrap_or_default(),
@@ -251,10 +284,92 @@ impl Validator {
             close_on_down: raw.close_on_down.unwrap_or(true),
             not_ready_grace,
             idle_timeout,
+            first_byte_timeout: Some(first_byte_timeout).filter(|d| !d.is_zero()),
+            half_close_timeout: Some(half_close_timeout).filter(|d| !d.is_zero()),
+            per_source,
             check,
         }
     }
+
+    /// `per_source_max_connections`, `per_source_rate` and `per_source_burst`.
+    fn per_source(
+        &mut self,
+        name: &str,
+        [raw_max, raw_rate, raw_burst]: [Option<i64>; 3],
+        max_connections: usize,
+    ) -> crate::proxy::admission::Limits {
+        use crate::proxy::admission::{Limits, Rate};
+        // Leave a key out for its default, 0 for no limit.
+        let mut count = |key: &str, value: Option<i64>, default: u32, what: &str| -> Option<u32> {
+            let max = i64::try_from(max_connections).unwrap_or(i64::MAX);
+            match value {
+                None => Some(default).filter(|d| *d > 0),
+                Some(0) => None,
+                Some(n) if (1..=max).contains(&n) => Some(n as u32),
+                Some(n) => {
+                    self.issue(
+                        format!("{name}.{key}"),
+                        Some(n.to_string()),
+                        format!("out of range; expected 1 to {max} (max_connections) {what}, or 0 for no limit"),
+                    );
+                    Some(default).filter(|d| *d > 0)
+                }
+            }
+        };
+        let cap = |d: u32| d.min(u32::try_from(max_connections).unwrap_or(u32::MAX));
+        let max = count(
+            "per_source_max_connections",
+            raw_max,
+            cap(DEFAULT_PER_SOURCE_MAX_CONNECTIONS),
+            "open connections",
+        );
+        let per_second = count(
+            "per_source_rate",
+            raw_rate,
+            cap(DEFAULT_PER_SOURCE_RATE),
+            "new connections per second",
+        );
+        let burst = count(
+            "per_source_burst",
+            raw_burst,
+            cap(default_burst(per_second.unwrap_or(0))),
+            "new connections at once",
+        );
+        if raw_burst.is_some_and(|b| b > 0) && per_second.is_none() {
+            self.issue(
+                format!("{name}.per_source_burst"),
+                raw_burst.map(|b| b.to_string()),
+                "is set without per_source_rate (no rate limit): set a rate too, or leave the burst out",
+            );
+        }
+        Limits {
+            max_connections: max,
+            rate: per_second.map(|per_second| Rate {
+                per_second,
+                burst: burst.unwrap_or(1),
+            }),
+        }
+    }
 }
+
+/// The default `first_byte_timeout`: a client that says nothing for this long is not a
+/// Kubernetes client.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default `per_source_max_connections`: far above what one node's kubelet and
+/// system pods hold, far below the frontend's `max_connections` (8,000), so that one
+/// address cannot lock the others out. Capped at `max_connections`.
+pub const DEFAULT_PER_SOURCE_MAX_CONNECTIONS: u32 = 1000;
+/// The default `per_source_rate`: none (0). New connections cost the proxy little (the
+/// TLS handshake happens at the master), and a CI runner or NAT may open many a second;
+/// set it where one address must not churn the masters' handshakes.
+pub const DEFAULT_PER_SOURCE_RATE: u32 = 0;
+/// The default `per_source_burst` once a rate is set: two seconds' worth, at least one
+/// (a kube-apiserver starting opens its etcd connections at once).
+fn default_burst(per_second: u32) -> u32 {
+    per_second.saturating_mul(2).max(1)
+}
+/// The default `half_close_timeout`.
+pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) struct FrontendDefaults {
     pub(super) listen: Option<&'static str>,

@@ -72,6 +72,16 @@ pub(crate) struct RawFrontend {
     pub(crate) close_on_down: Option<bool>,
     pub(crate) not_ready_grace: Option<String>,
     pub(crate) idle_timeout: Option<String>,
+    /// Close a client that sends nothing for this long (`0s`: never).
+    pub(crate) first_byte_timeout: Option<String>,
+    /// Close a connection one side of which finished while the other stays silent.
+    pub(crate) half_close_timeout: Option<String>,
+    /// Connections one source address (IPv6: /64) may hold open (0: no limit).
+    pub(crate) per_source_max_connections: Option<i64>,
+    /// New connections per second one source may open (0: no limit).
+    pub(crate) per_source_rate: Option<i64>,
+    /// New connections one source may open at once after a quiet spell.
+    pub(crate) per_source_burst: Option<i64>,
     pub(crate) check: Option<RawCheck>,
 }
 

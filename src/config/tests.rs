@@ -37,6 +37,10 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(f.balance, Balance::LeastConnections);
     assert!(f.close_on_down);
     assert_eq!(f.idle_timeout, None, "WATCH connections must not be cut");
+    assert_eq!(f.first_byte_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(f.half_close_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(f.per_source.max_connections, Some(1000));
+    assert_eq!(f.per_source.rate, None, "no rate limit unless asked for");
     assert_eq!(f.check.rise, 2);
     assert_eq!(f.check.fall, 2);
     match &f.check.kind {
@@ -187,6 +191,66 @@ fn unknown_keys_and_wrong_types_name_the_key_and_line() {
         lines[0].starts_with("test.yaml: apiserver.close_on_down"),
         "{lines:?}"
     );
+}
+
+#[test]
+fn abuse_limits_parse_turn_off_and_name_bad_values() {
+    use crate::proxy::admission::Rate;
+    let c = parse(
+        "backends: [{address: 198.18.0.11}]\napiserver:\n  max_connections: 500\n  first_byte_timeout: 0s\n  half_close_timeout: 5s\n  per_source_rate: 20\n",
+    )
+    .unwrap();
+    let f = &c.frontends[0];
+    assert_eq!(f.first_byte_timeout, None, "0s turns it off");
+    assert_eq!(f.half_close_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(
+        f.per_source.max_connections,
+        Some(500),
+        "capped at max_connections"
+    );
+    assert_eq!(
+        f.per_source.rate,
+        Some(Rate {
+            per_second: 20,
+            burst: 40
+        }),
+        "the burst defaults to two seconds' worth"
+    );
+    let c = parse(
+        "backends: [{address: 198.18.0.11}]\napiserver: {per_source_max_connections: 0, half_close_timeout: 0s}\n",
+    )
+    .unwrap();
+    assert!(!c.frontends[0].per_source.any(), "0 turns the limit off");
+    assert_eq!(c.frontends[0].half_close_timeout, None);
+
+    for (yaml, key, value) in [
+        (
+            "{per_source_max_connections: 9000}",
+            "apiserver.per_source_max_connections",
+            "9000",
+        ),
+        ("{per_source_rate: -1}", "apiserver.per_source_rate", "-1"),
+        ("{per_source_burst: 5}", "apiserver.per_source_burst", "5"),
+        (
+            "{first_byte_timeout: soon}",
+            "apiserver.first_byte_timeout",
+            "soon",
+        ),
+        (
+            "{half_close_timeout: 5}",
+            "apiserver.half_close_timeout",
+            "5",
+        ),
+    ] {
+        let lines = issues(&format!(
+            "backends: [{{address: 198.18.0.11}}]\napiserver: {yaml}\n"
+        ));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("test.yaml: {key}")) && lines[0].contains(value),
+            "{yaml}: {lines:?}"
+        );
+    }
 }
 
 #[test]

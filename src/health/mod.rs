@@ -38,6 +38,9 @@ pub struct FrontendHealth {
     pub kind: FrontendKind,
     /// In config order (the same index as `Frontend::backends`).
     pub backends: Vec<BackendHealth>,
+    /// Why its listeners cannot accept (out of descriptors or memory), while they
+    /// cannot: this node cannot serve through the proxy meanwhile.
+    pub accept_error: Option<String>,
 }
 
 /// One backend's health.
@@ -101,6 +104,7 @@ impl HealthSnapshot {
                             drained: false,
                         })
                         .collect(),
+                    accept_error: None,
                 })
                 .collect(),
         }
@@ -124,6 +128,7 @@ impl HealthSnapshot {
             ) else {
                 continue;
             };
+            f.accept_error.clone_from(&old.accept_error);
             for (b, from) in f.backends.iter_mut().zip(&map.old_of_new) {
                 if let Some(o) = from.and_then(|i| old.backends.get(i)) {
                     b.status = o.status;
@@ -245,6 +250,23 @@ impl HealthPublisher {
             true
         });
         changed
+    }
+
+    /// Sets or clears a frontend's accept error; readers are woken only if it changed.
+    pub fn set_accept_error(&self, kind: FrontendKind, error: Option<String>) {
+        self.tx.send_if_modified(|snap| {
+            if snap.frontend(kind).is_none_or(|f| f.accept_error == error) {
+                return false;
+            }
+            if let Some(f) = Arc::make_mut(snap)
+                .frontends
+                .iter_mut()
+                .find(|f| f.kind == kind)
+            {
+                f.accept_error = error;
+            }
+            true
+        });
     }
 
     /// A reader of this publisher's view.

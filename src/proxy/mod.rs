@@ -10,6 +10,7 @@
 //!                 (at once when unreachable, after `not_ready_grace` when not ready)
 //! ```
 
+pub mod admission;
 pub mod balance;
 pub mod forward;
 pub mod splice;
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Frontend;
 use crate::health::{DownCause, HealthView, Status};
+use admission::Admission;
 use balance::{Candidate, Pick};
 pub use forward::Mode;
 use splice::PipePool;
@@ -49,6 +51,101 @@ pub struct Stats {
     pub closed_on_down: AtomicU64,
     /// Connections currently proxied.
     pub active: AtomicUsize,
+    /// Clients refused or closed by the abuse limits, by [`Refused`] reason.
+    pub refused: [AtomicU64; Refused::ALL.len()],
+    /// Rate-limits the warnings about refused and failed clients (one per
+    /// [`LOG_EVERY`]), so that a flood never floods the journal.
+    log_gate: LogGate,
+}
+
+/// Why a client was refused or closed by the abuse limits (the metrics' `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its source holds `per_source_max_connections` already.
+    SourceLimit,
+    /// Its source used up `per_source_rate`.
+    SourceRate,
+    /// It sent nothing within `first_byte_timeout`.
+    FirstByteTimeout,
+    /// One side finished and the other stayed silent for `half_close_timeout`.
+    HalfCloseTimeout,
+    /// Taking it could run the process out of file descriptors.
+    FdBudget,
+}
+
+impl Refused {
+    /// Every reason, in counter order.
+    pub const ALL: [Refused; 5] = [
+        Refused::SourceLimit,
+        Refused::SourceRate,
+        Refused::FirstByteTimeout,
+        Refused::HalfCloseTimeout,
+        Refused::FdBudget,
+    ];
+
+    /// The metrics label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Refused::SourceLimit => "source_limit",
+            Refused::SourceRate => "source_rate",
+            Refused::FirstByteTimeout => "first_byte_timeout",
+            Refused::HalfCloseTimeout => "half_close_timeout",
+            Refused::FdBudget => "fd_budget",
+        }
+    }
+}
+
+/// How often at most one frontend logs a warning about refused or failed clients.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning at most every [`LOG_EVERY`], with the count of those left out since.
+#[derive(Debug, Default)]
+struct LogGate {
+    /// Milliseconds since [`clock_origin`] of the last warning, plus one (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+fn clock_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+impl LogGate {
+    /// `Some(left out since the last one)` when a warning may be logged now.
+    fn pass(&self) -> Option<u64> {
+        let now = clock_origin().elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < LOG_EVERY.as_millis() as u64 {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Stats {
+    /// Counts a refusal and logs it, rate-limited.
+    fn refuse(&self, kind: crate::config::FrontendKind, why: Refused, peer: SocketAddr) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(left_out) = self.log_gate.pass() {
+            tracing::warn!(frontend = %kind, %peer, reason = why.label(), similar_left_out = left_out,
+                "client refused or closed (warnings like this are logged once every 10s)");
+        }
+    }
+
+    /// A refusal count by reason.
+    pub fn refused(&self, why: Refused) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// Counters of one backend (relaxed atomics: the metrics read them at scrape time).
@@ -174,6 +271,32 @@ pub struct FrontendProxy {
     health_generation: u64,
     /// Counters (shared by every generation of the frontend).
     pub stats: Arc<Stats>,
+    /// Per-source admission, when a per-source limit is set (shared by the generations
+    /// with the same limits).
+    admission: Option<Arc<Mutex<Admission>>>,
+}
+
+/// A connection counted in its source's admission entry until it ends.
+struct Admitted {
+    table: Arc<Mutex<Admission>>,
+    source: admission::Source,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        lock(&self.table).release(self.source, std::time::Instant::now());
+    }
+}
+
+/// The admission table for `cfg`: `None` without per-source limits. Sized beyond the
+/// connection limit, so that sources with open connections always fit.
+fn admission_for(cfg: &Frontend) -> Option<Arc<Mutex<Admission>>> {
+    cfg.per_source.any().then(|| {
+        Arc::new(Mutex::new(Admission::new(
+            cfg.per_source,
+            cfg.max_connections.saturating_add(1024),
+        )))
+    })
 }
 
 /// The current generation of a frontend: the accept loops read it per connection, a
@@ -183,20 +306,21 @@ pub type FrontendCell = Arc<arc_swap::ArcSwap<FrontendProxy>>;
 impl FrontendProxy {
     /// Shared state for `cfg`, numbered for the health view's `health_generation`;
     /// every backend starts not healthy (unknown).
-    pub fn new(cfg: Frontend, mode: Mode, health_generation: u64) -> Arc<Self> {
+    pub fn new(cfg: Frontend, mode: Mode, health_generation: u64, pipes: usize) -> Arc<Self> {
         let slots = cfg
             .backends
             .iter()
             .map(|b| Arc::new(Slot::new(b.name.clone(), b.addr)))
             .collect();
         Arc::new(FrontendProxy {
-            cfg,
             slots,
             cursor: Arc::new(AtomicUsize::new(0)),
-            pipes: Arc::new(PipePool::new(256)),
+            pipes: Arc::new(PipePool::new(pipes)),
             mode,
             health_generation,
             stats: Arc::new(Stats::default()),
+            admission: admission_for(&cfg),
+            cfg,
         })
     }
 
@@ -225,14 +349,22 @@ impl FrontendProxy {
                 Self::retire(slot, cfg.kind, cfg.not_ready_grace);
             }
         }
+        // The same limits keep the table (and what each source holds); new limits start
+        // a new one (connections admitted by the old one release into it).
+        let admission = if cfg.per_source == self.cfg.per_source {
+            self.admission.clone()
+        } else {
+            admission_for(&cfg)
+        };
         Arc::new(FrontendProxy {
-            cfg,
             slots,
             cursor: Arc::clone(&self.cursor),
             pipes: Arc::clone(&self.pipes),
             mode: self.mode,
             health_generation,
             stats: Arc::clone(&self.stats),
+            admission,
+            cfg,
         })
     }
 
@@ -465,6 +597,51 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
     }
 }
 
+/// What the descriptor limit allows the proxy: connections (each holds two sockets) and
+/// pipes per frontend (two descriptors each, lent to bulk bursts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Connections of all frontends together.
+    pub connections: usize,
+    /// Pipes of one frontend's pool.
+    pub pipes_per_frontend: usize,
+}
+
+/// Descriptors kept for everything but proxied connections: the runtime, listeners,
+/// health checks, the admin endpoint, VRRP and netlink sockets, DNS, logs.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The budget for a descriptor limit of `limit` and `frontends` frontends: the
+/// reserve and the pipe pools first (a pool gets limit/32 pipes, 4 to 256), two
+/// descriptors a connection with the rest (at least 1), so that connections and
+/// pipes together can never run the process into EMFILE.
+pub fn descriptor_budget(limit: u64, frontends: usize) -> Budget {
+    let pipes = (limit / 32).clamp(4, 256);
+    let fixed = RESERVED_DESCRIPTORS + 2 * pipes * frontends.max(1) as u64;
+    Budget {
+        connections: usize::try_from((limit.saturating_sub(fixed) / 2).max(1))
+            .unwrap_or(usize::MAX),
+        pipes_per_frontend: pipes as usize,
+    }
+}
+
+/// The budget for this process's current soft descriptor limit.
+pub fn current_budget(frontends: usize) -> Budget {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    descriptor_budget(limit, frontends)
+}
+
+/// What a frontend's accept loop takes a permit from for each client: its own
+/// `max_connections`, and the descriptor budget all frontends share.
+#[derive(Debug, Clone)]
+pub struct Permits {
+    /// Sized to the frontend's `max_connections`.
+    pub connections: Arc<Semaphore>,
+    /// Sized to [`Budget::connections`], shared.
+    pub descriptors: Arc<Semaphore>,
+}
+
 /// Binds a listener that may bind an address this node does not own yet (IP_FREEBIND,
 /// for a VIP), with SO_REUSEADDR; IPv6 listeners are IPv6-only so `0.0.0.0` and `[::]`
 /// can both be listed.
@@ -524,15 +701,20 @@ fn tune(stream: &TcpStream) {
 }
 
 /// Accepts on `listener` until `stop_accepting`; each connection runs on `tracker`
-/// and ends early when `hard_stop` is cancelled.
+/// and ends early when `hard_stop` is cancelled. While accept fails for want of
+/// resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), the frontend's `accept_error` in the
+/// health view says why, so the node stops claiming it can serve; the first accept
+/// that works again clears it.
 pub async fn serve(
     cell: FrontendCell,
     listener: TcpListener,
-    permits: Arc<Semaphore>,
+    permits: Permits,
+    health: crate::health::HealthPublisher,
     tracker: TaskTracker,
     stop_accepting: CancellationToken,
     hard_stop: CancellationToken,
 ) {
+    let mut failing = false;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -542,33 +724,138 @@ pub async fn serve(
         let (client, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(frontend = %fe.cfg.kind, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if is_resource_error(&e) {
+                    if !failing {
+                        failing = true;
+                        tracing::error!(frontend = %fe.cfg.kind, error = %e,
+                            "accept fails for want of resources: this node no longer claims it can serve until accepts work again");
+                        health.set_accept_error(fe.cfg.kind, Some(e.to_string()));
+                    }
+                } else if let Some(left_out) = fe.stats.log_gate.pass() {
+                    tracing::warn!(frontend = %fe.cfg.kind, error = %e, similar_left_out = left_out, "accept failed");
+                }
+                // Back off instead of spinning on a listener that stays readable.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stop_accepting.cancelled() => return,
+                }
                 continue;
             }
         };
+        if failing {
+            failing = false;
+            tracing::info!(frontend = %fe.cfg.kind, "accept works again: this node can serve again");
+            health.set_accept_error(fe.cfg.kind, None);
+        }
         fe.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&permits.connections).try_acquire_owned() else {
             fe.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(frontend = %fe.cfg.kind, %peer, limit = fe.cfg.max_connections, "connection limit reached; closing the client");
-            drop(client);
+            if let Some(left_out) = fe.stats.log_gate.pass() {
+                tracing::warn!(frontend = %fe.cfg.kind, %peer, limit = fe.cfg.max_connections, similar_left_out = left_out,
+                    "connection limit reached; closing the client (warnings like this are logged once every 10s)");
+            }
+            reset(&client);
+            continue;
+        };
+        let Ok(descriptors) = Arc::clone(&permits.descriptors).try_acquire_owned() else {
+            fe.stats.refuse(fe.cfg.kind, Refused::FdBudget, peer);
+            reset(&client);
+            continue;
+        };
+        // After the global limits, so that a full frontend counts as such.
+        let Some(admitted) = fe.admit(peer) else {
+            reset(&client);
             continue;
         };
         let hard_stop = hard_stop.clone();
         tracker.spawn(async move {
-            handle(&fe, client, hard_stop).await;
-            drop(permit);
+            handle(&fe, client, peer, hard_stop).await;
+            drop((permit, descriptors, admitted));
         });
     }
 }
 
-async fn handle(fe: &FrontendProxy, client: TcpStream, hard_stop: CancellationToken) {
+/// Errors of accept that mean this process or system is out of a resource, not that
+/// one client went away.
+fn is_resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Closes a client with a reset, so that it sees the refusal at once rather than an
+/// EOF later.
+fn reset(client: &TcpStream) {
+    let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
+}
+
+impl FrontendProxy {
+    /// Applies the per-source limits to a new client: `None` (counted and logged) when
+    /// refused; otherwise what keeps it counted until it ends.
+    fn admit(&self, peer: SocketAddr) -> Option<Option<Admitted>> {
+        let Some(table) = &self.admission else {
+            return Some(None);
+        };
+        let source = admission::Source::of(peer.ip());
+        let verdict = lock(table).admit(source, std::time::Instant::now());
+        match verdict {
+            Ok(true) => Some(Some(Admitted {
+                table: Arc::clone(table),
+                source,
+            })),
+            Ok(false) => Some(None),
+            Err(why) => {
+                let why = match why {
+                    admission::Refusal::Connections => Refused::SourceLimit,
+                    admission::Refusal::Rate => Refused::SourceRate,
+                };
+                self.stats.refuse(self.cfg.kind, why, peer);
+                None
+            }
+        }
+    }
+
+    /// Waits for the client's first byte (`first_byte_timeout`): `false` when it timed
+    /// out (counted and logged) or the client left without a byte.
+    async fn first_byte(&self, client: &TcpStream, peer: SocketAddr) -> bool {
+        let Some(limit) = self.cfg.first_byte_timeout else {
+            return true;
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(limit, client.peek(&mut byte)).await {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.stats
+                    .refuse(self.cfg.kind, Refused::FirstByteTimeout, peer);
+                reset(client);
+                false
+            }
+        }
+    }
+}
+
+async fn handle(
+    fe: &FrontendProxy,
+    client: TcpStream,
+    peer: SocketAddr,
+    hard_stop: CancellationToken,
+) {
     let connected = tokio::select! {
-        // Boxed: connecting happens once; its state should not stay in the task of a
-        // connection that then idles for hours.
-        c = Box::pin(fe.connect()) => c,
+        // Boxed: waiting for the first byte and connecting happen once; their state
+        // should not stay in the task of a connection that then idles for hours.
+        c = Box::pin(async {
+            if fe.first_byte(&client, peer).await {
+                Some(fe.connect().await)
+            } else {
+                None
+            }
+        }) => c,
         _ = hard_stop.cancelled() => return,
+    };
+    let Some(connected) = connected else {
+        return;
     };
     let Some(Connected {
         lease,
@@ -577,21 +864,29 @@ async fn handle(fe: &FrontendProxy, client: TcpStream, hard_stop: CancellationTo
     }) = connected
     else {
         fe.stats.no_backend.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(frontend = %fe.cfg.kind, "no backend accepted the connection; closing the client");
-        // Reset, so the client sees the failure at once rather than an EOF later.
-        let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        if let Some(left_out) = fe.stats.log_gate.pass() {
+            tracing::warn!(frontend = %fe.cfg.kind, similar_left_out = left_out,
+                "no backend accepted the connection; closing the client (warnings like this are logged once every 10s)");
+        }
+        reset(&client);
         return;
     };
     let slot = &fe.slots[lease.slot];
     tune(&client);
     tune(&backend);
+    let timeouts = forward::Timeouts {
+        idle: fe.cfg.idle_timeout,
+        half_close: fe.cfg.half_close_timeout,
+    };
     tokio::select! {
-        r = forward::forward(&client, &backend, fe.mode, &fe.pipes, fe.cfg.idle_timeout, forward::Counters {
+        r = forward::forward(&client, &backend, fe.mode, &fe.pipes, timeouts, forward::Counters {
             upstream: &slot.stats.bytes_sent,
             downstream: &slot.stats.bytes_received,
         }) => {
-            if let Err(e) = r {
-                tracing::trace!(frontend = %fe.cfg.kind, backend = %slot.name, error = %e, "connection ended with an error");
+            match r {
+                Ok(forward::Ended::HalfClosed) => fe.stats.refuse(fe.cfg.kind, Refused::HalfCloseTimeout, peer),
+                Ok(_) => {}
+                Err(e) => tracing::trace!(frontend = %fe.cfg.kind, backend = %slot.name, error = %e, "connection ended with an error"),
             }
         }
         _ = generation.cancelled() => {

@@ -12,9 +12,9 @@ pub fn can_serve(track: &Track, snap: &HealthSnapshot, proxy_listening: bool) ->
     match track {
         Track::Proxy(frontend) => {
             proxy_listening
-                && snap
-                    .frontend(*frontend)
-                    .is_some_and(|f| f.backends.iter().any(|b| b.is_serving()))
+                && snap.frontend(*frontend).is_some_and(|f| {
+                    f.accept_error.is_none() && f.backends.iter().any(|b| b.is_serving())
+                })
         }
         Track::Backend(id) => snap.backend(*id).is_some_and(|b| b.is_serving()),
     }
@@ -98,6 +98,7 @@ mod tests {
             frontends: vec![FrontendHealth {
                 kind: FrontendKind::Apiserver,
                 backends,
+                accept_error: None,
             }],
         }
     }
@@ -113,6 +114,12 @@ mod tests {
         let mut drained = one_up.clone();
         drained.frontends[0].backends[1].drained = true;
         assert!(!can_serve(&proxy, &drained, true), "an operator drained it");
+        let mut failing = one_up.clone();
+        failing.frontends[0].accept_error = Some("Too many open files (os error 24)".into());
+        assert!(
+            !can_serve(&proxy, &failing, true),
+            "its listeners cannot accept"
+        );
         // Another frontend's health does not count.
         assert!(!can_serve(&Track::Proxy(FrontendKind::Etcd), &one_up, true));
     }

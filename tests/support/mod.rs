@@ -22,6 +22,7 @@ pub mod connect;
 pub mod daemon;
 pub mod dashboard;
 pub mod dns;
+pub mod echo;
 pub mod etcd;
 pub mod notify;
 pub mod vrrp;
@@ -62,7 +63,8 @@ pub fn must_not_skip() -> bool {
     std::env::var("APIVIP_REQUIRE_NETNS").is_ok_and(|v| v == "1")
 }
 
-fn skip_or_fail(test: &str, why: &str) {
+/// Prints `SKIP {test}: {why}`, or panics when `APIVIP_REQUIRE_NETNS=1`.
+pub fn skip_or_fail(test: &str, why: &str) {
     if must_not_skip() {
         panic!("{test}: {why}, and APIVIP_REQUIRE_NETNS=1 forbids skipping");
     }

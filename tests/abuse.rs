@@ -1,0 +1,144 @@
+//! The proxy under abuse, on loopback: silent clients, half-closed connections, one
+//! address taking more than its share (harness: `support::echo`). Thousands of silent
+//! sockets, which need most of the descriptor limit, run alone in `tests/abuse_load.rs`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use apivip::proxy::Refused;
+use tokio::io::AsyncWriteExt;
+
+use support::echo::{
+    closed_within, connect_from, round_trip, served_from, AfterEof, Backend, Proxy, DEADLINE,
+};
+use support::wait_until;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_at_the_first_byte_timeout_and_never_reaches_a_master() {
+    let b = Backend::start(AfterEof::Close).await;
+    let p = Proxy::start(&b, "  first_byte_timeout: 400ms\n").await;
+    let started = Instant::now();
+    let mut silent = connect_from("127.0.0.1", p.addr).await.unwrap();
+    // A client that speaks before the timeout is served, however late.
+    let mut slow = connect_from("127.0.0.1", p.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        round_trip(&mut slow).await,
+        "a client that spoke within the timeout was not served"
+    );
+    assert!(
+        closed_within(&mut silent, DEADLINE).await,
+        "the silent client was never closed"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "closed after {waited:?}, before its first-byte timeout"
+    );
+    assert_eq!(p.refused(Refused::FirstByteTimeout), 1);
+    assert_eq!(
+        p.proxied(),
+        1,
+        "the silent client must not cost a backend connection"
+    );
+    assert!(round_trip(&mut slow).await, "the served client was cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_byte_timeout_of_zero_connects_at_once_and_waits() {
+    let b = Backend::start(AfterEof::Close).await;
+    let p = Proxy::start(&b, "  first_byte_timeout: 0s\n").await;
+    let mut silent = connect_from("127.0.0.1", p.addr).await.unwrap();
+    assert!(
+        wait_until(DEADLINE, || async { p.proxied() == 1 }).await,
+        "with no first-byte timeout the backend is connected before the client speaks"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(round_trip(&mut silent).await);
+    assert_eq!(p.refused(Refused::FirstByteTimeout), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_connection_with_a_silent_peer_is_closed_at_the_half_close_timeout() {
+    let stuck = Backend::start(AfterEof::Hold).await;
+    let p = Proxy::start(&stuck, "  half_close_timeout: 400ms\n").await;
+    let mut s = connect_from("127.0.0.1", p.addr).await.unwrap();
+    assert!(round_trip(&mut s).await);
+    s.shutdown().await.unwrap();
+    let finished = Instant::now();
+    assert!(closed_within(&mut s, DEADLINE).await, "never closed");
+    assert!(
+        finished.elapsed() >= Duration::from_millis(350),
+        "closed after {:?}, before the half-close timeout",
+        finished.elapsed()
+    );
+    assert_eq!(p.refused(Refused::HalfCloseTimeout), 1);
+    assert!(wait_until(DEADLINE, || async { p.active() == 0 }).await);
+
+    // A peer that finishes too, within the timeout, ends normally.
+    let normal = Backend::start(AfterEof::Close).await;
+    let q = Proxy::start(&normal, "  half_close_timeout: 400ms\n").await;
+    let mut s = connect_from("127.0.0.1", q.addr).await.unwrap();
+    assert!(round_trip(&mut s).await);
+    s.shutdown().await.unwrap();
+    assert!(closed_within(&mut s, DEADLINE).await);
+    assert_eq!(q.refused(Refused::HalfCloseTimeout), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_more_than_its_share() {
+    let b = Backend::start(AfterEof::Close).await;
+    let p = Proxy::start(&b, "  per_source_max_connections: 3\n").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.1", p.addr).await.unwrap();
+        assert!(round_trip(&mut s).await);
+        held.push(s);
+    }
+    // Reset at once: the connect itself may already see it.
+    if let Ok(mut fourth) = connect_from("127.0.0.1", p.addr).await {
+        assert!(
+            !round_trip(&mut fourth).await,
+            "a fourth connection of one address was served"
+        );
+    }
+    assert_eq!(p.refused(Refused::SourceLimit), 1);
+    assert!(
+        served_from("127.0.0.2", p.addr).await,
+        "another address was refused"
+    );
+    // One ends: that address may connect again.
+    drop(held.pop());
+    assert!(
+        wait_until(DEADLINE, || served_from("127.0.0.1", p.addr)).await,
+        "the address stayed refused after one of its connections ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_source_rate_refuses_beyond_the_burst_then_refills() {
+    let b = Backend::start(AfterEof::Close).await;
+    let p = Proxy::start(&b, "  per_source_rate: 2\n  per_source_burst: 3\n").await;
+    let started = Instant::now();
+    let mut served = 0u64;
+    for _ in 0..10 {
+        if served_from("127.0.0.3", p.addr).await {
+            served += 1;
+        }
+    }
+    let allowed = 3 + (started.elapsed().as_millis() as u64 * 2).div_ceil(1000);
+    assert!(
+        (3..=allowed).contains(&served),
+        "{served} of 10 served; the burst is 3 and the rate 2/s ({allowed} allowed)"
+    );
+    assert_eq!(p.refused(Refused::SourceRate), 10 - served);
+    assert!(
+        served_from("127.0.0.4", p.addr).await,
+        "another address was refused"
+    );
+    assert!(
+        wait_until(DEADLINE, || served_from("127.0.0.3", p.addr)).await,
+        "the bucket never refilled"
+    );
+}
