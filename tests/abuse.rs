@@ -7,10 +7,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use apivip::proxy::Refused;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::echo::{
     closed_within, connect_from, round_trip, served_from, AfterEof, Backend, Proxy, DEADLINE,
+    TRICKLE,
 };
 use support::wait_until;
 
@@ -75,6 +76,19 @@ async fn a_half_closed_connection_with_a_silent_peer_is_closed_at_the_half_close
     );
     assert_eq!(p.refused(Refused::HalfCloseTimeout), 1);
     assert!(wait_until(DEADLINE, || async { p.active() == 0 }).await);
+
+    // A peer that keeps sending after the client's FIN is not cut, however long it
+    // streams: only silence counts.
+    let streaming = Backend::start(AfterEof::Trickle).await;
+    let r = Proxy::start(&streaming, "  half_close_timeout: 400ms\n").await;
+    let mut s = connect_from("127.0.0.1", r.addr).await.unwrap();
+    assert!(round_trip(&mut s).await);
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, s.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    assert_eq!(got.len(), TRICKLE, "the stream after the FIN was cut");
+    assert_eq!(r.refused(Refused::HalfCloseTimeout), 0);
 
     // A peer that finishes too, within the timeout, ends normally.
     let normal = Backend::start(AfterEof::Close).await;

@@ -132,12 +132,36 @@ async fn a_stream_to_a_hung_master_is_closed() {
     // The hung master never closes the stream itself: apivip must.
     while s.next().await.is_some() {}
     let closed_after = hung_at.elapsed();
-    assert_eq!(c.status(i), Status::Down(DownCause::Unreachable));
+    // It still accepts connections: unresponsive, so its streams got the grace first.
+    assert_eq!(c.status(i), Status::Down(DownCause::Unresponsive));
     assert!(c.stats().stats.closed_on_down.load(Ordering::Relaxed) >= 1);
+    assert!(
+        closed_after >= c.stats().config().not_ready_grace,
+        "closed {closed_after:?} after the master hung, before the grace"
+    );
     println!(
-        "stream closed {closed_after:?} after the master hung (fall 2 x interval 300ms + timeout)"
+        "stream closed {closed_after:?} after the master hung (fall 2 x interval 300ms + timeout + grace)"
     );
     c.masters[i].set_mode(Mode::Ready);
+}
+
+/// Checks that time out for a short burst while the master's port accepts (a stall,
+/// a GC pause): unresponsive, not gone, so its streams wait out the grace, and it
+/// recovers within it: no connection cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_stall_with_timing_out_checks_cuts_no_connection() {
+    let c = Cluster::start(Opts::default()).await;
+    let mut s = Stream::open(&c).await;
+    assert!(s.next().await.is_some());
+    let i = c.index_of(&s.backend);
+    c.masters[i].set_mode(Mode::Hang);
+    c.wait_status(i, Status::Down(DownCause::Unresponsive))
+        .await;
+    c.masters[i].set_mode(Mode::Ready);
+    c.wait_status(i, Status::Up).await;
+    // The stream resumes where it stalled.
+    assert!(s.next().await.is_some(), "the stream was cut");
+    assert_eq!(c.stats().stats.closed_on_down.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +197,7 @@ async fn a_not_ready_master_keeps_its_streams_for_the_grace_then_closes_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_that_recovers_within_the_grace_keeps_its_streams() {
     let c = Cluster::start(Opts {
-        apiserver: "  not_ready_grace: 1m\n",
+        apiserver: "  not_ready_grace: 2s\n",
         ..Opts::default()
     })
     .await;
@@ -183,10 +207,21 @@ async fn a_master_that_recovers_within_the_grace_keeps_its_streams() {
     c.wait_status(i, Status::Down(DownCause::NotReady)).await;
     c.masters[i].set_mode(Mode::Ready);
     c.wait_status(i, Status::Up).await;
-    // Then it stops answering: the stream must be closed now, at once, not after 1m.
+    // Recovered: the stream stays past the grace that was pending.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(c.stats().stats.closed_on_down.load(Ordering::Relaxed), 0);
+    // Then it hangs (accepts, answers nothing): a new grace of its own, then closed.
     c.masters[i].set_mode(Mode::Hang);
-    c.wait_status(i, Status::Down(DownCause::Unreachable)).await;
+    c.wait_status(i, Status::Down(DownCause::Unresponsive))
+        .await;
+    let down = Instant::now();
     while s.next().await.is_some() {}
+    assert!(
+        down.elapsed() >= Duration::from_millis(1500),
+        "closed {:?} after it turned unresponsive, before a fresh grace",
+        down.elapsed()
+    );
+    assert_eq!(c.stats().stats.closed_on_down.load(Ordering::Relaxed), 1);
     c.masters[i].set_mode(Mode::Ready);
 }
 
@@ -379,7 +414,7 @@ fn listeners_bind_addresses_this_node_does_not_hold_yet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_stream_is_closed_when_its_master_stops_answering() {
     let c = Cluster::start(Opts {
-        apiserver: "  not_ready_grace: 1m\n",
+        apiserver: "  not_ready_grace: 2s\n",
         ..Opts::default()
     })
     .await;
@@ -391,8 +426,11 @@ async fn a_fallback_stream_is_closed_when_its_master_stops_answering() {
     let mut s = Stream::open(&c).await;
     assert!(s.next().await.is_some());
     let i = c.index_of(&s.backend);
+    // It hangs (draining and now slow: still not ready); its grace ends and every
+    // connection to it closes, fallback ones included.
     c.masters[i].set_mode(Mode::Hang);
-    c.wait_status(i, Status::Down(DownCause::Unreachable)).await;
     while s.next().await.is_some() {}
+    assert!(c.stats().stats.closed_on_down.load(Ordering::Relaxed) >= 1);
+    assert_eq!(c.status(i), Status::Down(DownCause::NotReady));
     c.masters[i].set_mode(Mode::Ready);
 }

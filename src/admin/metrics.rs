@@ -170,10 +170,10 @@ impl Snapshot {
         family(
             e,
             "apivip_backend_state",
-            "Backend state: 1 for the current one of unknown, up, not_ready, unreachable, draining.",
+            "Backend state: 1 for the current one of unknown, up, not_ready, unreachable, unresponsive, draining.",
             MetricType::Gauge,
             backends.iter().flat_map(|(f, b)| {
-                ["unknown", "up", "not_ready", "unreachable", "draining"]
+                ["unknown", "up", "not_ready", "unreachable", "unresponsive", "draining"]
                     .into_iter()
                     .map(move |s| {
                         let mut labels = base(f, b);

@@ -299,43 +299,47 @@ impl Validator {
         max_connections: usize,
     ) -> crate::proxy::admission::Limits {
         use crate::proxy::admission::{Limits, Rate};
-        // Leave a key out for its default, 0 for no limit.
-        let mut count = |key: &str, value: Option<i64>, default: u32, what: &str| -> Option<u32> {
-            let max = i64::try_from(max_connections).unwrap_or(i64::MAX);
+        // Leave a key out for its default; 0 is no limit where `off` says so.
+        let mut count = |key: &str, value: Option<i64>, default: u32, max: u32, off: bool| {
+            let limit = Some(default).filter(|d| *d > 0);
             match value {
-                None => Some(default).filter(|d| *d > 0),
-                Some(0) => None,
-                Some(n) if (1..=max).contains(&n) => Some(n as u32),
+                None => limit,
+                Some(0) if off => None,
+                Some(n) if (1..=i64::from(max)).contains(&n) => Some(n as u32),
                 Some(n) => {
+                    let zero = if off { ", or 0 for no limit" } else { "" };
                     self.issue(
                         format!("{name}.{key}"),
                         Some(n.to_string()),
-                        format!("out of range; expected 1 to {max} (max_connections) {what}, or 0 for no limit"),
+                        format!("out of range; expected 1 to {max}{zero}"),
                     );
-                    Some(default).filter(|d| *d > 0)
+                    limit
                 }
             }
         };
-        let cap = |d: u32| d.min(u32::try_from(max_connections).unwrap_or(u32::MAX));
+        let connections = u32::try_from(max_connections).unwrap_or(u32::MAX);
         let max = count(
             "per_source_max_connections",
             raw_max,
-            cap(DEFAULT_PER_SOURCE_MAX_CONNECTIONS),
-            "open connections",
+            DEFAULT_PER_SOURCE_MAX_CONNECTIONS.min(connections),
+            connections,
+            true,
         );
         let per_second = count(
             "per_source_rate",
             raw_rate,
-            cap(DEFAULT_PER_SOURCE_RATE),
-            "new connections per second",
+            DEFAULT_PER_SOURCE_RATE,
+            MAX_PER_SOURCE_RATE,
+            true,
         );
         let burst = count(
             "per_source_burst",
             raw_burst,
-            cap(default_burst(per_second.unwrap_or(0))),
-            "new connections at once",
+            default_burst(per_second.unwrap_or(0)),
+            MAX_PER_SOURCE_RATE.saturating_mul(60),
+            false,
         );
-        if raw_burst.is_some_and(|b| b > 0) && per_second.is_none() {
+        if raw_burst.is_some() && per_second.is_none() {
             self.issue(
                 format!("{name}.per_source_burst"),
                 raw_burst.map(|b| b.to_string()),
@@ -363,6 +367,8 @@ pub const DEFAULT_PER_SOURCE_MAX_CONNECTIONS: u32 = 1000;
 /// TLS handshake happens at the master), and a CI runner or NAT may open many a second;
 /// set it where one address must not churn the masters' handshakes.
 pub const DEFAULT_PER_SOURCE_RATE: u32 = 0;
+/// The largest `per_source_rate` (new connections per second from one address).
+pub const MAX_PER_SOURCE_RATE: u32 = 1_000_000;
 /// The default `per_source_burst` once a rate is set: two seconds' worth, at least one
 /// (a kube-apiserver starting opens its etcd connections at once).
 fn default_burst(per_second: u32) -> u32 {

@@ -230,6 +230,11 @@ fn abuse_limits_parse_turn_off_and_name_bad_values() {
             "9000",
         ),
         ("{per_source_rate: -1}", "apiserver.per_source_rate", "-1"),
+        (
+            "{per_source_rate: 5, per_source_burst: 0}",
+            "apiserver.per_source_burst",
+            "0",
+        ),
         ("{per_source_burst: 5}", "apiserver.per_source_burst", "5"),
         (
             "{first_byte_timeout: soon}",

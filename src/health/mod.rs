@@ -252,10 +252,14 @@ impl HealthPublisher {
         changed
     }
 
-    /// Sets or clears a frontend's accept error; readers are woken only if it changed.
-    pub fn set_accept_error(&self, kind: FrontendKind, error: Option<String>) {
+    /// Sets or clears a frontend's accept error; readers are woken only if it changed
+    /// between set and clear (returned).
+    pub fn set_accept_error(&self, kind: FrontendKind, error: Option<String>) -> bool {
         self.tx.send_if_modified(|snap| {
-            if snap.frontend(kind).is_none_or(|f| f.accept_error == error) {
+            let Some(f) = snap.frontend(kind) else {
+                return false;
+            };
+            if f.accept_error.is_some() == error.is_some() {
                 return false;
             }
             if let Some(f) = Arc::make_mut(snap)
@@ -266,7 +270,7 @@ impl HealthPublisher {
                 f.accept_error = error;
             }
             true
-        });
+        })
     }
 
     /// A reader of this publisher's view.

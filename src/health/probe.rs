@@ -86,17 +86,35 @@ impl Prober {
     }
 
     /// Runs one probe against `addr`, bounded by `timeout`.
+    /// A timeout after the connect succeeded is [`DownCause::Unresponsive`] (the port
+    /// accepts; the master is slow or hung), one before it `Unreachable`.
     pub async fn probe(&self, addr: SocketAddr, timeout: Duration) -> Outcome {
-        match tokio::time::timeout(timeout, self.probe_unbounded(addr)).await {
+        let connected = std::sync::atomic::AtomicBool::new(false);
+        match tokio::time::timeout(timeout, self.probe_unbounded(addr, &connected)).await {
             Ok(outcome) => outcome,
+            Err(_) if connected.load(std::sync::atomic::Ordering::Relaxed) => Outcome::Failure {
+                cause: DownCause::Unresponsive,
+                kind: FailureKind::Timeout,
+                reason: format!(
+                    "connected, but no answer within {}",
+                    crate::units::format_duration(timeout)
+                ),
+            },
             Err(_) => unreachable_because(
                 FailureKind::Timeout,
-                format!("timed out after {}", crate::units::format_duration(timeout)),
+                format!(
+                    "connect timed out after {}",
+                    crate::units::format_duration(timeout)
+                ),
             ),
         }
     }
 
-    async fn probe_unbounded(&self, addr: SocketAddr) -> Outcome {
+    async fn probe_unbounded(
+        &self,
+        addr: SocketAddr,
+        connected: &std::sync::atomic::AtomicBool,
+    ) -> Outcome {
         let tcp = match TcpStream::connect(addr).await {
             Ok(s) => s,
             Err(e) if is_local_error(&e) => {
@@ -106,6 +124,7 @@ impl Prober {
             }
             Err(e) => return unreachable_because(io_kind(&e), format!("connect: {e}")),
         };
+        connected.store(true, std::sync::atomic::Ordering::Relaxed);
         match self {
             Prober::Tcp => Outcome::Success,
             Prober::Https(h) => h.probe(tcp, addr).await,

@@ -8,11 +8,14 @@
 //!   starts with healthy masters balances after one probe, not `rise` probes.
 //! - `Up` turns `Down` after `fall` consecutive failures; `Down` turns `Up` after `rise`
 //!   consecutive successes. A result of the other kind resets the count.
-//! - A down backend remembers *why*: [`DownCause::Unreachable`] (refused, reset, timed
-//!   out, TLS failure) or [`DownCause::NotReady`] (it answered, but not ready: the
-//!   graceful-shutdown case). It falls as `Unreachable` only when the last `fall`
-//!   failures were all unreachable; one answer "not ready" among them means it is
-//!   draining. A draining backend escalates to `Unreachable` after `fall` consecutive
+//! - A down backend remembers *why*: [`DownCause::Unreachable`] (refused, reset,
+//!   connect timed out, TLS failure), [`DownCause::NotReady`] (it answered, but not
+//!   ready: the graceful-shutdown case) or [`DownCause::Unresponsive`] (it accepted the
+//!   connection but the check timed out: overloaded or hung, no proof it is gone). It
+//!   falls as `Unreachable` only when the last `fall` failures were all unreachable;
+//!   one answer "not ready" among them means it is draining; otherwise it is
+//!   unresponsive. An unresponsive backend escalates to `Unreachable` like a draining
+//!   one. A draining backend escalates to `Unreachable` after `fall` consecutive
 //!   unreachable results (a single slow `/readyz` during shutdown does not cut its
 //!   connections); an unreachable one that answers "not ready" again turns `NotReady`.
 //! - An [`Outcome::Inconclusive`] result (the probe could not run: this node is out of
@@ -103,6 +106,10 @@ pub enum DownCause {
     /// It answers but is not ready (kube-apiserver's graceful shutdown, etcd
     /// unhealthy). It gets no new connections; existing ones get a grace period.
     NotReady,
+    /// It accepts connections but the check did not finish in time (overloaded, or
+    /// hung). A timeout is no proof it is gone: no new connections; existing ones
+    /// get the same grace as [`DownCause::NotReady`].
+    Unresponsive,
 }
 
 /// A backend's health status.
@@ -126,13 +133,14 @@ impl Status {
 
 impl Status {
     /// A short label for metrics and the status document: `unknown`, `up`,
-    /// `not_ready` or `unreachable`.
+    /// `not_ready`, `unreachable` or `unresponsive`.
     pub const fn label(self) -> &'static str {
         match self {
             Status::Unknown => "unknown",
             Status::Up => "up",
             Status::Down(DownCause::Unreachable) => "unreachable",
             Status::Down(DownCause::NotReady) => "not_ready",
+            Status::Down(DownCause::Unresponsive) => "unresponsive",
         }
     }
 }
@@ -144,6 +152,7 @@ impl fmt::Display for Status {
             Status::Up => "up",
             Status::Down(DownCause::Unreachable) => "down (unreachable)",
             Status::Down(DownCause::NotReady) => "down (not ready)",
+            Status::Down(DownCause::Unresponsive) => "down (unresponsive)",
         })
     }
 }
@@ -168,6 +177,9 @@ pub struct RiseFall {
     streak: u32,
     /// Consecutive `Unreachable` failures (decides the cause of a fall, and escalation).
     unreachable: u32,
+    /// Whether a failure since the last success answered "not ready" (decides between
+    /// `NotReady` and `Unresponsive` for a fall that was not all unreachable).
+    answered: bool,
 }
 
 impl RiseFall {
@@ -180,6 +192,7 @@ impl RiseFall {
             status: Status::Unknown,
             streak: 0,
             unreachable: 0,
+            answered: false,
         }
     }
 
@@ -209,6 +222,11 @@ impl RiseFall {
             Some(DownCause::Unreachable) => self.unreachable.saturating_add(1),
             _ => 0,
         };
+        self.answered = match failed {
+            None => false,
+            Some(DownCause::NotReady) => true,
+            Some(_) => self.answered,
+        };
         let all_unreachable = self.unreachable >= self.fall;
         let to = match (from, failed) {
             (Status::Unknown, None) => Status::Up,
@@ -223,8 +241,10 @@ impl RiseFall {
                     Status::Up
                 } else if all_unreachable {
                     Status::Down(DownCause::Unreachable)
-                } else {
+                } else if self.answered {
                     Status::Down(DownCause::NotReady)
+                } else {
+                    Status::Down(DownCause::Unresponsive)
                 }
             }
             (Status::Down(_), None) => {
@@ -238,6 +258,16 @@ impl RiseFall {
             (Status::Down(_), Some(DownCause::NotReady)) => {
                 self.streak = 0;
                 Status::Down(DownCause::NotReady)
+            }
+            // Draining and slow: still draining. Otherwise it accepts connections
+            // again, but does not answer in time.
+            (Status::Down(DownCause::NotReady), Some(DownCause::Unresponsive)) => {
+                self.streak = 0;
+                Status::Down(DownCause::NotReady)
+            }
+            (Status::Down(_), Some(DownCause::Unresponsive)) => {
+                self.streak = 0;
+                Status::Down(DownCause::Unresponsive)
             }
             (Status::Down(current), Some(DownCause::Unreachable)) => {
                 self.streak = 0;
@@ -269,6 +299,13 @@ mod tests {
             cause: DownCause::Unreachable,
             kind: FailureKind::Refused,
             reason: "connection refused".into(),
+        }
+    }
+    fn slow() -> Outcome {
+        Outcome::Failure {
+            cause: DownCause::Unresponsive,
+            kind: FailureKind::Timeout,
+            reason: "connected, but no answer within 1s".into(),
         }
     }
     fn not_ready() -> Outcome {
@@ -488,5 +525,61 @@ mod tests {
                 break;
             }
         }
+    }
+
+    /// A master that accepts connections but times out is unresponsive, not gone: it
+    /// falls as such (its connections get the grace), stays draining when it was, and
+    /// escalates to unreachable only after `fall` unreachable results in a row.
+    #[test]
+    fn timeouts_after_connect_fall_as_unresponsive_and_escalate_like_not_ready() {
+        let unresponsive = Status::Down(DownCause::Unresponsive);
+        let unreachable = Status::Down(DownCause::Unreachable);
+        let draining = Status::Down(DownCause::NotReady);
+        let mut m = RiseFall::new(2, 2);
+        assert_eq!(
+            run(
+                &mut m,
+                &[
+                    ok(),
+                    slow(),
+                    slow(),
+                    refused(),
+                    slow(),
+                    refused(),
+                    refused()
+                ]
+            ),
+            vec![
+                Status::Up,
+                Status::Up,
+                unresponsive,
+                unresponsive,
+                unresponsive,
+                unresponsive,
+                unreachable
+            ]
+        );
+        // A mix of timeouts and refusals is not all unreachable: unresponsive.
+        let mut m = RiseFall::new(2, 2);
+        assert_eq!(
+            run(&mut m, &[ok(), refused(), slow()]),
+            vec![Status::Up, Status::Up, unresponsive]
+        );
+        // One "not ready" answer among them: draining, and slow answers keep it so.
+        let mut m = RiseFall::new(2, 2);
+        assert_eq!(
+            run(&mut m, &[ok(), not_ready(), slow(), slow()]),
+            vec![Status::Up, Status::Up, draining, draining]
+        );
+        // The first result decides at once, as for the other causes.
+        let mut m = RiseFall::new(2, 2);
+        assert_eq!(run(&mut m, &[slow()]), vec![unresponsive]);
+        // An unreachable master whose port accepts again, but slowly.
+        let mut m = RiseFall::new(2, 2);
+        assert_eq!(
+            run(&mut m, &[refused(), slow()]),
+            vec![unreachable, unresponsive]
+        );
+        assert_eq!(unresponsive.label(), "unresponsive");
     }
 }

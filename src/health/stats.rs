@@ -79,7 +79,7 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 ];
 
 /// The states a transition can go to, as metrics labels.
-pub const TRANSITION_TARGETS: [&str; 3] = ["up", "not_ready", "unreachable"];
+pub const TRANSITION_TARGETS: [&str; 4] = ["up", "not_ready", "unreachable", "unresponsive"];
 
 /// A transition's reason label: `ok` for a transition up, else the failure kind.
 pub const fn reason_label(reason: Option<FailureKind>) -> &'static str {
@@ -139,6 +139,7 @@ impl CheckStats {
             Status::Up => 0,
             Status::Down(DownCause::NotReady) => 1,
             Status::Down(DownCause::Unreachable) => 2,
+            Status::Down(DownCause::Unresponsive) => 3,
             Status::Unknown => return,
         };
         let r = reason.map_or(0, |k| k.index() + 1);

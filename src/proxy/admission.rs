@@ -58,9 +58,9 @@ impl Source {
             IpAddr::V4(v4) => Source(u128::from(u32::from(v4))),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => Source(u128::from(u32::from(v4))),
-                // Set bit 0 of the host part, which a /64 key never has otherwise, so
-                // an IPv6 prefix never equals an IPv4 key.
-                None => Source((u128::from(v6) & !u128::from(u64::MAX)) | 1),
+                // Set bit 32 of the (cleared) host part: IPv4 keys are below 2^32, so
+                // no IPv6 prefix, `::/64` included, equals one.
+                None => Source((u128::from(v6) & !u128::from(u64::MAX)) | (1 << 32)),
             },
         }
     }
@@ -273,11 +273,16 @@ mod tests {
         assert_ne!(Source::of(a1), Source::of(b));
         let mapped = IpAddr::V6(Ipv4Addr::new(198, 18, 0, 1).to_ipv6_mapped());
         assert_eq!(Source::of(mapped), v4(1));
-        // No IPv6 prefix collides with an IPv4 key.
-        assert_ne!(
-            Source::of(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            Source::of(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-        );
+        // No IPv6 prefix collides with an IPv4 key, `::/64` (`::1`) included.
+        for v4 in [
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::new(0, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+        ] {
+            for v6 in [Ipv6Addr::UNSPECIFIED, Ipv6Addr::LOCALHOST] {
+                assert_ne!(Source::of(IpAddr::V6(v6)), Source::of(IpAddr::V4(v4)));
+            }
+        }
         let mut a = Admission::new(limits(Some(1), None), 10);
         let t = Instant::now();
         assert_eq!(a.admit(Source::of(a1), t), Ok(true));

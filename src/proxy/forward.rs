@@ -86,8 +86,8 @@ pub struct Counters<'a> {
 pub struct Timeouts {
     /// End when no data moved in either direction for this long.
     pub idle: Option<Duration>,
-    /// End this long after one direction finished (FIN passed on) while the other
-    /// has not.
+    /// End when one direction finished (FIN passed on) and the other moved nothing
+    /// for this long.
     pub half_close: Option<Duration>,
 }
 
@@ -98,7 +98,7 @@ pub enum Ended {
     Done,
     /// Nothing moved for the idle timeout.
     Idle,
-    /// One direction finished and the other did not within the half-close timeout.
+    /// One direction finished and the other moved nothing for the half-close timeout.
     HalfClosed,
 }
 
@@ -125,6 +125,7 @@ pub async fn forward(
     let mut idle_timer = timeouts.idle.map(|d| Box::pin(tokio::time::sleep(d)));
     let mut half_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut seen = 0;
+    let mut half_seen = 0;
     loop {
         tokio::select! {
             r = &mut up, if !up_done => {
@@ -147,13 +148,24 @@ pub async fn forward(
                 continue;
             }
             () = fire(&mut half_timer) => {
-                return Ok(Ended::HalfClosed);
+                // Only a silent remaining direction ends it: one that still moves
+                // data (a stream after the client's FIN) gets another period.
+                let now = activity.load(Ordering::Relaxed);
+                if now == half_seen {
+                    return Ok(Ended::HalfClosed);
+                }
+                half_seen = now;
+                if let (Some(t), Some(d)) = (half_timer.as_mut(), timeouts.half_close) {
+                    t.as_mut().reset(tokio::time::Instant::now() + d);
+                }
+                continue;
             }
         }
         if up_done && down_done {
             return Ok(Ended::Done);
         }
         if let (None, Some(d)) = (&half_timer, timeouts.half_close) {
+            half_seen = activity.load(Ordering::Relaxed);
             half_timer = Some(Box::pin(tokio::time::sleep(d)));
         }
     }

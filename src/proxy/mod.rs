@@ -349,9 +349,12 @@ impl FrontendProxy {
                 Self::retire(slot, cfg.kind, cfg.not_ready_grace);
             }
         }
-        // The same limits keep the table (and what each source holds); new limits start
-        // a new one (connections admitted by the old one release into it).
-        let admission = if cfg.per_source == self.cfg.per_source {
+        // The same limits keep the table (and what each source holds); new limits (or a
+        // new max_connections, which sizes the table) start a new one (connections
+        // admitted by the old one release into it).
+        let admission = if cfg.per_source == self.cfg.per_source
+            && cfg.max_connections == self.cfg.max_connections
+        {
             self.admission.clone()
         } else {
             admission_for(&cfg)
@@ -491,9 +494,9 @@ impl FrontendProxy {
     /// Applies one backend's routing status (no-op when it did not change).
     ///
     /// Into `Down(Unreachable)` (from anything, fallback connections included): close
-    /// at once. Into `Down(NotReady)` from `Up` or `Unknown`: close after the grace,
-    /// unless it recovers first. `Down(Unreachable)` -> `Down(NotReady)`: nothing left
-    /// to close.
+    /// at once. Into `Down(NotReady)` or `Down(Unresponsive)` from `Up` or `Unknown`:
+    /// close after the grace, unless it recovers first; between those two the grace
+    /// keeps running. `Down(Unreachable)` -> either: nothing left to close.
     fn apply_status(&self, i: usize, to: Status) {
         let Some(slot) = self.slots.get(i) else {
             return;
@@ -509,8 +512,18 @@ impl FrontendProxy {
             return;
         }
         slot.healthy.store(to.is_up(), Ordering::Relaxed);
-        // Any change ends a pending grace: recovered (keep the connections), escalated
-        // (closed below) or restarted (a new timer below).
+        let graced = |s: Status| {
+            matches!(
+                s,
+                Status::Down(DownCause::NotReady | DownCause::Unresponsive)
+            )
+        };
+        if graced(from) && graced(to) {
+            // Not ready <-> unresponsive: its grace keeps running.
+            return;
+        }
+        // Any other change ends a pending grace: recovered (keep the connections),
+        // escalated (closed below) or restarted (a new timer below).
         if let Some(pending) = lock(&slot.grace).take() {
             pending.cancel();
         }
@@ -525,15 +538,21 @@ impl FrontendProxy {
                 tracing::info!(frontend = %self.cfg.kind, backend = %slot.name, "closing connections to an unreachable backend");
                 slot.rotate().cancel();
             }
-            Status::Down(DownCause::NotReady) => {
+            Status::Down(cause @ (DownCause::NotReady | DownCause::Unresponsive)) => {
                 if from == Status::Down(DownCause::Unreachable) {
+                    // Closed already.
                     return;
                 }
                 let after = self.cfg.not_ready_grace;
+                let why = if cause == DownCause::NotReady {
+                    "not-ready"
+                } else {
+                    "unresponsive"
+                };
                 tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
                     grace = %crate::units::format_duration(after),
-                    "backend not ready: no new connections; closing existing ones after the grace");
-                slot.close_after(self.cfg.kind, after, "not-ready");
+                    "backend {why}: no new connections; closing existing ones after the grace");
+                slot.close_after(self.cfg.kind, after, why);
             }
         }
     }
@@ -714,7 +733,12 @@ pub async fn serve(
     stop_accepting: CancellationToken,
     hard_stop: CancellationToken,
 ) {
-    let mut failing = false;
+    // Starts true: the first accept that works clears an error another loop of this
+    // frontend left (one stopped by a reload while failing).
+    let mut failing = true;
+    let kind = cell.load().cfg.kind;
+    // A loop that ends while failing takes its error with it.
+    let _clear = ClearOnDrop(&health, kind);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -725,12 +749,13 @@ pub async fn serve(
             Ok(x) => x,
             Err(e) => {
                 if is_resource_error(&e) {
-                    if !failing {
-                        failing = true;
+                    // Set on every failure (a no-op while set): another listener of
+                    // the frontend may have cleared it meanwhile.
+                    if health.set_accept_error(fe.cfg.kind, Some(e.to_string())) {
                         tracing::error!(frontend = %fe.cfg.kind, error = %e,
                             "accept fails for want of resources: this node no longer claims it can serve until accepts work again");
-                        health.set_accept_error(fe.cfg.kind, Some(e.to_string()));
                     }
+                    failing = true;
                 } else if let Some(left_out) = fe.stats.log_gate.pass() {
                     tracing::warn!(frontend = %fe.cfg.kind, error = %e, similar_left_out = left_out, "accept failed");
                 }
@@ -744,8 +769,9 @@ pub async fn serve(
         };
         if failing {
             failing = false;
-            tracing::info!(frontend = %fe.cfg.kind, "accept works again: this node can serve again");
-            health.set_accept_error(fe.cfg.kind, None);
+            if health.set_accept_error(fe.cfg.kind, None) {
+                tracing::info!(frontend = %fe.cfg.kind, "accept works again: this node can serve again");
+            }
         }
         fe.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let Ok(permit) = Arc::clone(&permits.connections).try_acquire_owned() else {
@@ -772,6 +798,18 @@ pub async fn serve(
             handle(&fe, client, peer, hard_stop).await;
             drop((permit, descriptors, admitted));
         });
+    }
+}
+
+/// Clears a frontend's accept error when an accept loop ends.
+struct ClearOnDrop<'a>(
+    &'a crate::health::HealthPublisher,
+    crate::config::FrontendKind,
+);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set_accept_error(self.1, None);
     }
 }
 

@@ -20,13 +20,19 @@ use super::wait_until;
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// What an echo backend does once its client finished sending.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 pub enum AfterEof {
     /// Closes at once (a normal server).
     Close,
     /// Keeps the connection open and says nothing (a stuck peer).
     Hold,
+    /// Sends one byte every 100 ms for `TRICKLE` bytes, then closes (a stream that
+    /// goes on after the client finished sending).
+    Trickle,
 }
+
+/// Bytes an [`AfterEof::Trickle`] backend sends after its client's EOF.
+pub const TRICKLE: usize = 12;
 
 /// A TCP echo backend.
 pub struct Backend {
@@ -57,9 +63,18 @@ impl Backend {
                             }
                         }
                     }
-                    if after_eof == AfterEof::Hold {
+                    match after_eof {
+                        AfterEof::Close => {}
                         // Silent, and the connection kept (EOF is not a close).
-                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        AfterEof::Hold => tokio::time::sleep(Duration::from_secs(60)).await,
+                        AfterEof::Trickle => {
+                            for _ in 0..TRICKLE {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                if s.write_all(b"t").await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
                     }
                 });
             }
