@@ -17,6 +17,7 @@ fn candidates(n: usize) -> Vec<Candidate> {
             healthy: i % 5 != 4,
             drained: false,
             active: (i * 7919) % 97,
+            weight: apivip::proxy::balance::FULL_WEIGHT,
         })
         .collect()
 }

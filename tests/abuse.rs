@@ -156,3 +156,55 @@ async fn the_per_source_rate_refuses_beyond_the_burst_then_refills() {
         "the bucket never refilled"
     );
 }
+
+/// Closes the streams of `backend`'s proxy after its master stopped, and returns how
+/// long after the first close the last one came.
+async fn close_spread(close_rate: &str, streams: usize) -> Duration {
+    let b = Backend::start(AfterEof::Close).await;
+    let p = Proxy::start(&b, close_rate).await;
+    let mut open = Vec::new();
+    for _ in 0..streams {
+        let mut s = connect_from("127.0.0.1", p.addr).await.unwrap();
+        assert!(round_trip(&mut s).await);
+        open.push(s);
+    }
+    // The master's port closes (its connections stay): checks are refused, and apivip
+    // must close what it proxies to it.
+    drop(b);
+    let ends: Vec<Instant> = futures_util::future::join_all(open.iter_mut().map(|s| async {
+        assert!(
+            closed_within(s, DEADLINE).await,
+            "a stream was never closed"
+        );
+        Instant::now()
+    }))
+    .await;
+    assert_eq!(
+        p.fe()
+            .stats
+            .closed_on_down
+            .load(std::sync::atomic::Ordering::Relaxed),
+        streams as u64
+    );
+    let first = ends.iter().min().copied().unwrap();
+    let last = ends.iter().max().copied().unwrap();
+    last - first
+}
+
+/// A master that goes down with many connections: closed at about `close_rate` a
+/// second, so the other masters do not take every reconnect in the same instant; with
+/// `close_rate: 0`, all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downed_master_s_connections_are_closed_at_the_close_rate() {
+    // 200 at 100/s: spread over about 2 s.
+    let paced = close_spread("  close_rate: 100\n", 200).await;
+    assert!(
+        paced >= Duration::from_millis(1000),
+        "200 closes at 100/s came within {paced:?}"
+    );
+    let at_once = close_spread("  close_rate: 0\n", 200).await;
+    assert!(
+        at_once < paced,
+        "all at once took {at_once:?}, paced {paced:?}"
+    );
+}

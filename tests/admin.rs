@@ -370,6 +370,7 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked() {
         "apivip_frontend_fallback_connects_total",
         "apivip_frontend_refused_connections_total{frontend=\"apiserver\",reason=\"first_byte_timeout\"} 0",
         "apivip_frontend_accept_failing{frontend=\"apiserver\"} 0",
+        "apivip_frontend_local_outage{frontend=\"apiserver\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(family)),

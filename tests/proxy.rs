@@ -164,6 +164,86 @@ async fn a_short_stall_with_timing_out_checks_cuts_no_connection() {
     assert_eq!(c.stats().stats.closed_on_down.load(Ordering::Relaxed), 0);
 }
 
+/// Every master stops answering this node at the same moment for a short burst: this
+/// node's own outage, not theirs, so no connection is cut (a single hung master's
+/// streams would be closed after the 500 ms grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
+    let c = Cluster::start(Opts {
+        apiserver: "  not_ready_grace: 500ms\n",
+        ..Opts::default()
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        let mut s = Stream::open(&c).await;
+        assert!(s.next().await.is_some());
+        streams.push(s);
+    }
+    for m in &c.masters {
+        m.set_mode(Mode::Hang);
+    }
+    c.wait_status_all(Status::Down(DownCause::Unresponsive))
+        .await;
+    let fe = c.stats();
+    assert!(
+        fe.stats.local_outage.load(Ordering::Relaxed),
+        "not taken as a local outage"
+    );
+    // Well past the grace: nothing closed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
+    for m in &c.masters {
+        m.set_mode(Mode::Ready);
+    }
+    c.wait_status_all(Status::Up).await;
+    assert!(!fe.stats.local_outage.load(Ordering::Relaxed));
+    for s in &mut streams {
+        assert!(
+            s.next().await.is_some(),
+            "a stream from {} was cut",
+            s.backend
+        );
+    }
+    assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
+}
+
+/// A master that returns is ramped up (slow start): least-connections would otherwise
+/// send it every new connection until it is level with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_master_gets_a_ramp_of_new_connections() {
+    let mut c = Cluster::start(Opts {
+        apiserver: "  slow_start: 3s\n",
+        ..Opts::default()
+    })
+    .await;
+    c.masters[2].stop().await;
+    c.wait_status(2, Status::Down(DownCause::Unreachable)).await;
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(Stream::open(&c).await);
+    }
+    c.restart(2, Duration::ZERO).await;
+    c.wait_status(2, Status::Up).await;
+    let name = c.masters[2].name().to_owned();
+    let mut early = 0;
+    for _ in 0..20 {
+        let s = Stream::open(&c).await;
+        early += usize::from(s.backend == name);
+        held.push(s);
+    }
+    // Without the ramp, all 20 would go to it (0 against 15 each).
+    assert!(
+        early <= 6,
+        "{early} of 20 new streams went to the returned master at once"
+    );
+    // After the window it has its full share: it is the least loaded, so it gets the
+    // next ones.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = Stream::open(&c).await;
+    assert_eq!(s.backend, name, "the ramp never ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_not_ready_master_keeps_its_streams_for_the_grace_then_closes_them() {
     let c = Cluster::start(Opts {

@@ -189,6 +189,9 @@ pub fn render(doc: &StatusDoc) -> String {
                 refused.join(", ")
             );
         }
+        if f.local_outage {
+            let _ = writeln!(o, "  LOCAL OUTAGE: most masters turned down at once from this node; keeping their connections (30 s at most)");
+        }
         if let Some(e) = &f.accept_error {
             let _ = writeln!(
                 o,

@@ -414,6 +414,14 @@ impl Snapshot {
             fs.iter()
                 .map(|f| (fl(f), gauge(i64::from(f.accept_error.is_some())))),
         )?;
+        family(
+            e,
+            "apivip_frontend_local_outage",
+            "1 while most masters turned down at the same moment from this node: their connections are kept (for at most 30 s) as this node's own outage.",
+            MetricType::Gauge,
+            fs.iter()
+                .map(|f| (fl(f), gauge(i64::from(f.local_outage)))),
+        )?;
         for (name, help, get) in [
             (
                 "apivip_frontend_connections",

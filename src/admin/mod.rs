@@ -505,6 +505,7 @@ impl Daemon {
                     .map(|r| (r.label().to_owned(), fe.stats.refused(*r)))
                     .collect(),
                 accept_error: fh.and_then(|f| f.accept_error.clone()),
+                local_outage: fe.stats.local_outage.load(Ordering::Relaxed),
                 backends,
             });
         }

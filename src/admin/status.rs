@@ -295,6 +295,10 @@ pub struct FrontendDoc {
     /// does not claim it can serve meanwhile.
     #[serde(default)]
     pub accept_error: Option<String>,
+    /// Most masters turned down at once from this node: their connections are kept
+    /// (for at most 30 s) as this node's own outage.
+    #[serde(default)]
+    pub local_outage: bool,
     /// Its backends in config order.
     pub backends: Vec<BackendDoc>,
 }

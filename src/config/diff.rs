@@ -242,7 +242,9 @@ impl ReloadPlan {
                         || o.idle_timeout != n.idle_timeout
                         || o.first_byte_timeout != n.first_byte_timeout
                         || o.half_close_timeout != n.half_close_timeout
-                        || o.per_source != n.per_source,
+                        || o.per_source != n.per_source
+                        || o.close_rate != n.close_rate
+                        || o.slow_start != n.slow_start,
                 }),
             }
         }

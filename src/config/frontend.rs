@@ -92,6 +92,13 @@ pub struct Frontend {
     /// Close a connection this long after one side finished sending while the other
     /// stays silent (HAProxy's `timeout client-fin` / `server-fin`); `None` never does.
     pub half_close_timeout: Option<Duration>,
+    /// Connections of a backend that went down closed per second, spread at random
+    /// over at most [`MAX_CLOSE_SPREAD`]; `None` closes them all at once.
+    pub close_rate: Option<u32>,
+    /// A backend that returns (down, then up) gets a linear ramp of its share of new
+    /// connections over this long (HAProxy's `slowstart`); `None` (`0s`, the default):
+    /// its full share at once.
+    pub slow_start: Option<Duration>,
     /// Per-source limits (on by default, generous; see the `DEFAULT_PER_SOURCE_*`).
     pub per_source: crate::proxy::admission::Limits,
     /// The active health check.
@@ -260,6 +267,26 @@ impl Validator {
                 DEFAULT_HALF_CLOSE_TIMEOUT,
             )
             .unwrap_or(DEFAULT_HALF_CLOSE_TIMEOUT);
+        let close_rate = match raw.close_rate {
+            None => Some(DEFAULT_CLOSE_RATE),
+            Some(0) => None,
+            Some(n) if (1..=i64::from(MAX_PER_SOURCE_RATE)).contains(&n) => Some(n as u32),
+            Some(n) => {
+                self.issue(
+                    format!("{name}.close_rate"),
+                    Some(n.to_string()),
+                    format!("out of range; expected 1 to {MAX_PER_SOURCE_RATE} connections a second, or 0 to close all at once"),
+                );
+                Some(DEFAULT_CLOSE_RATE)
+            }
+        };
+        let slow_start = self
+            .duration(
+                &format!("{name}.slow_start"),
+                raw.slow_start.as_deref(),
+                Duration::ZERO,
+            )
+            .filter(|d| !d.is_zero());
         let per_source = self.per_source(
             name,
             [
@@ -287,6 +314,8 @@ impl Validator {
             first_byte_timeout: Some(first_byte_timeout).filter(|d| !d.is_zero()),
             half_close_timeout: Some(half_close_timeout).filter(|d| !d.is_zero()),
             per_source,
+            close_rate,
+            slow_start,
             check,
         }
     }
@@ -367,6 +396,12 @@ pub const DEFAULT_PER_SOURCE_MAX_CONNECTIONS: u32 = 1000;
 /// TLS handshake happens at the master), and a CI runner or NAT may open many a second;
 /// set it where one address must not churn the masters' handshakes.
 pub const DEFAULT_PER_SOURCE_RATE: u32 = 0;
+/// The default `close_rate`: the 5,000 connections of a busy master move in 5 s, so
+/// the others take their reconnects (and re-lists) over seconds, not in one instant.
+pub const DEFAULT_CLOSE_RATE: u32 = 1000;
+/// The longest a backend's connections are spread over when it goes down, whatever
+/// `close_rate` and their number: past it, they close faster.
+pub const MAX_CLOSE_SPREAD: Duration = Duration::from_secs(5);
 /// The largest `per_source_rate` (new connections per second from one address).
 pub const MAX_PER_SOURCE_RATE: u32 = 1_000_000;
 /// The default `per_source_burst` once a rate is set: two seconds' worth, at least one

@@ -82,6 +82,10 @@ pub(crate) struct RawFrontend {
     pub(crate) per_source_rate: Option<i64>,
     /// New connections one source may open at once after a quiet spell.
     pub(crate) per_source_burst: Option<i64>,
+    /// Connections of a backend that went down closed per second (0: all at once).
+    pub(crate) close_rate: Option<i64>,
+    /// A backend that returns gets a ramp of new connections over this long.
+    pub(crate) slow_start: Option<String>,
     pub(crate) check: Option<RawCheck>,
 }
 

@@ -41,6 +41,8 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(f.half_close_timeout, Some(Duration::from_secs(60)));
     assert_eq!(f.per_source.max_connections, Some(1000));
     assert_eq!(f.per_source.rate, None, "no rate limit unless asked for");
+    assert_eq!(f.close_rate, Some(1000));
+    assert_eq!(f.slow_start, None, "no ramp unless asked for");
     assert_eq!(f.check.rise, 2);
     assert_eq!(f.check.fall, 2);
     match &f.check.kind {
@@ -222,6 +224,10 @@ fn abuse_limits_parse_turn_off_and_name_bad_values() {
     .unwrap();
     assert!(!c.frontends[0].per_source.any(), "0 turns the limit off");
     assert_eq!(c.frontends[0].half_close_timeout, None);
+    let c = parse("backends: [{address: 198.18.0.11}]\napiserver: {close_rate: 0}\n").unwrap();
+    assert_eq!(c.frontends[0].close_rate, None, "0 closes all at once");
+    let c = parse("backends: [{address: 198.18.0.11}]\napiserver: {slow_start: 30s}\n").unwrap();
+    assert_eq!(c.frontends[0].slow_start, Some(Duration::from_secs(30)));
 
     for (yaml, key, value) in [
         (

@@ -16,6 +16,33 @@ pub struct Candidate {
     pub drained: bool,
     /// Its active proxied connections.
     pub active: usize,
+    /// Its share of new connections in thousandths: 1000, or less while it ramps up
+    /// after returning (slow start); 0 is treated as 1.
+    pub weight: u16,
+}
+
+/// A full weight.
+pub const FULL_WEIGHT: u16 = 1000;
+
+/// The slow-start weight of a backend up for `up_for` of a `window`: from 1/1000 to
+/// [`FULL_WEIGHT`], linearly; full without a window.
+pub fn ramp(up_for: std::time::Duration, window: Option<std::time::Duration>) -> u16 {
+    match window {
+        Some(w) if !w.is_zero() && up_for < w => {
+            let permille = up_for.as_millis() * u128::from(FULL_WEIGHT) / w.as_millis().max(1);
+            (permille as u16).clamp(1, FULL_WEIGHT)
+        }
+        _ => FULL_WEIGHT,
+    }
+}
+
+impl Candidate {
+    /// Least-connections load with the weight: a backend at 10% counts its
+    /// connections ten times, so it takes new ones until it holds a tenth of the
+    /// others' (the `+ 1` makes an empty backend at low weight still count).
+    fn load(&self) -> u64 {
+        (self.active as u64 + 1) * u64::from(FULL_WEIGHT) / u64::from(self.weight.max(1))
+    }
 }
 
 /// Which kind of choice was made.
@@ -58,9 +85,18 @@ pub fn pick(
         .filter(untried)
         .filter(|&i| candidates[i].healthy && !candidates[i].drained);
     let chosen = match policy {
-        Balance::RoundRobin => healthy.clone().next(),
+        // A ramping backend takes its turn only for its share of cursors (spread by a
+        // multiplicative hash), unless it is the only one left.
+        Balance::RoundRobin => healthy
+            .clone()
+            .find(|&i| {
+                let w = u64::from(candidates[i].weight.min(FULL_WEIGHT));
+                w >= u64::from(FULL_WEIGHT)
+                    || (cursor as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1000 < w
+            })
+            .or_else(|| healthy.clone().next()),
         // `min_by_key` keeps the first minimum, so ties go to the cursor's order.
-        Balance::LeastConnections => healthy.min_by_key(|&i| candidates[i].active),
+        Balance::LeastConnections => healthy.min_by_key(|&i| candidates[i].load()),
     };
     if let Some(i) = chosen {
         return Some(Pick::Healthy(i));
@@ -81,6 +117,71 @@ mod tests {
             healthy,
             drained: false,
             active,
+            weight: FULL_WEIGHT,
+        }
+    }
+
+    #[test]
+    fn the_ramp_grows_linearly_over_the_window() {
+        use std::time::Duration;
+        let w = Some(Duration::from_secs(10));
+        assert_eq!(ramp(Duration::ZERO, w), 1);
+        assert_eq!(ramp(Duration::from_secs(1), w), 100);
+        assert_eq!(ramp(Duration::from_secs(5), w), 500);
+        assert_eq!(ramp(Duration::from_secs(10), w), FULL_WEIGHT);
+        assert_eq!(ramp(Duration::from_secs(60), w), FULL_WEIGHT);
+        assert_eq!(ramp(Duration::ZERO, None), FULL_WEIGHT);
+        assert_eq!(ramp(Duration::ZERO, Some(Duration::ZERO)), FULL_WEIGHT);
+    }
+
+    /// A master back with no connections at 10% weight takes new ones only until it
+    /// holds about a tenth of the others', instead of every new one.
+    #[test]
+    fn least_connections_ramps_a_returned_master() {
+        let mut cands = [c(true, 100), c(true, 100), c(true, 0)];
+        cands[2].weight = 100;
+        let mut got = [0usize; 3];
+        for cur in 0..100 {
+            let i = pick(Balance::LeastConnections, cur, &cands, &[false; 3])
+                .unwrap()
+                .index();
+            cands[i].active += 1;
+            got[i] += 1;
+        }
+        // Without the ramp it would have taken all 100.
+        assert!(got[2] < 20, "{got:?}");
+        assert!(cands[2].active * 10 <= cands[0].active + 10, "{cands:?}");
+        // At full weight it is level again.
+        cands[2].weight = FULL_WEIGHT;
+        let i = pick(Balance::LeastConnections, 0, &cands, &[false; 3]).unwrap();
+        assert_eq!(i, Pick::Healthy(2));
+    }
+
+    #[test]
+    fn round_robin_gives_a_ramping_master_its_share_and_never_refuses_it_alone() {
+        let mut cands = [c(true, 0), c(true, 0), c(true, 0)];
+        cands[1].weight = 250;
+        let mut got = [0usize; 3];
+        for cur in 0..3000 {
+            got[pick(Balance::RoundRobin, cur, &cands, &[false; 3])
+                .unwrap()
+                .index()] += 1;
+        }
+        // Full share would be 1,000; at 25% about 250.
+        assert!((150..400).contains(&got[1]), "{got:?}");
+        // The only healthy one is chosen whatever its weight.
+        let alone = [
+            c(false, 0),
+            Candidate {
+                weight: 1,
+                ..c(true, 0)
+            },
+        ];
+        for cur in 0..10 {
+            assert_eq!(
+                pick(Balance::RoundRobin, cur, &alone, &[false; 2]),
+                Some(Pick::Healthy(1))
+            );
         }
     }
 
@@ -151,9 +252,8 @@ mod tests {
     #[test]
     fn a_drained_backend_is_never_picked_not_even_as_a_fallback() {
         let drained = Candidate {
-            healthy: true,
             drained: true,
-            active: 0,
+            ..c(true, 0)
         };
         let cands = [drained, c(true, 3), c(false, 0)];
         let mut tried = [false; 3];

@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod balance;
 pub mod forward;
+pub mod outage;
 pub mod splice;
 
 use std::io;
@@ -32,6 +33,7 @@ use crate::health::{DownCause, HealthView, Status};
 use admission::Admission;
 use balance::{Candidate, Pick};
 pub use forward::Mode;
+use outage::Outage;
 use splice::PipePool;
 
 /// Counters of one frontend (read by tests, logs and, later, metrics).
@@ -51,6 +53,8 @@ pub struct Stats {
     pub closed_on_down: AtomicU64,
     /// Connections currently proxied.
     pub active: AtomicUsize,
+    /// Whether a local outage holds the closes now (see [`outage`]).
+    pub local_outage: AtomicBool,
     /// Clients refused or closed by the abuse limits, by [`Refused`] reason.
     pub refused: [AtomicU64; Refused::ALL.len()],
     /// Rate-limits the warnings about refused and failed clients (one per
@@ -197,6 +201,11 @@ struct Slot {
     /// Removed by a reload: no health change or drain applies to it any more (an old
     /// generation's watcher may still run for a moment).
     retired: AtomicBool,
+    /// Turned lost during a local outage: its close waits for the outage's end.
+    held: AtomicBool,
+    /// When it last returned (down, then up), in ms since [`clock_origin`] plus one;
+    /// 0 when it did not (slow start).
+    returned: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -216,6 +225,8 @@ impl Slot {
             status: Mutex::new(Status::Unknown),
             grace: Mutex::new(None),
             retired: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            returned: AtomicU64::new(0),
         }
     }
 
@@ -242,6 +253,19 @@ impl Slot {
                 }
             }
         });
+    }
+
+    /// Its share of new connections: ramping up for `slow_start` after it returned.
+    fn weight(&self, slow_start: Option<Duration>) -> u16 {
+        let returned = self.returned.load(Ordering::Relaxed);
+        if returned == 0 || slow_start.is_none() {
+            return balance::FULL_WEIGHT;
+        }
+        let now = clock_origin().elapsed().as_millis() as u64 + 1;
+        balance::ramp(
+            Duration::from_millis(now.saturating_sub(returned)),
+            slow_start,
+        )
     }
 
     fn generation(&self) -> CancellationToken {
@@ -423,6 +447,45 @@ impl FrontendProxy {
             .map(|s| (&s.stats, s.active.load(Ordering::Relaxed)))
     }
 
+    /// A local outage started: the graces already running for lost backends (the first
+    /// ones to turn down, before the outage was recognised) are held too. Backends
+    /// closed at once as unreachable before that stay closed.
+    fn hold_pending(&self) {
+        for slot in &self.slots {
+            let status = *lock(&slot.status);
+            if status != Status::Down(DownCause::Unresponsive) {
+                continue;
+            }
+            if let Some(pending) = lock(&slot.grace).take() {
+                pending.cancel();
+                slot.held.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Applies the closes a local outage held, to the backends still lost.
+    fn release_held(&self) {
+        for slot in &self.slots {
+            if !slot.held.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            if !self.cfg.close_on_down && !slot.drained.load(Ordering::Relaxed) {
+                continue;
+            }
+            let status = *lock(&slot.status);
+            match status {
+                Status::Down(DownCause::Unreachable) => {
+                    tracing::info!(frontend = %self.cfg.kind, backend = %slot.name, "closing connections to an unreachable backend (held during the local outage)");
+                    slot.rotate().cancel();
+                }
+                Status::Down(DownCause::Unresponsive) => {
+                    slot.close_after(self.cfg.kind, self.cfg.not_ready_grace, "unresponsive");
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Connects to a backend for one client: healthy ones first by policy, each tried
     /// at most once; then the others once each.
     ///
@@ -443,6 +506,7 @@ impl FrontendProxy {
                     healthy: s.healthy.load(Ordering::Relaxed),
                     drained: s.drained.load(Ordering::Relaxed),
                     active: s.active.load(Ordering::Relaxed),
+                    weight: s.weight(self.cfg.slow_start),
                 })
                 .collect();
             let pick = balance::pick(self.cfg.balance, cursor, &cands, &tried)?;
@@ -497,7 +561,10 @@ impl FrontendProxy {
     /// at once. Into `Down(NotReady)` or `Down(Unresponsive)` from `Up` or `Unknown`:
     /// close after the grace, unless it recovers first; between those two the grace
     /// keeps running. `Down(Unreachable)` -> either: nothing left to close.
-    fn apply_status(&self, i: usize, to: Status) {
+    ///
+    /// With `hold` (a local outage, see [`outage`]), a backend that turns lost keeps
+    /// its connections; [`FrontendProxy::release_held`] applies the close later.
+    fn apply_status(&self, i: usize, to: Status, hold: bool) {
         let Some(slot) = self.slots.get(i) else {
             return;
         };
@@ -512,6 +579,34 @@ impl FrontendProxy {
             return;
         }
         slot.healthy.store(to.is_up(), Ordering::Relaxed);
+        let lost = matches!(
+            to,
+            Status::Down(DownCause::Unreachable | DownCause::Unresponsive)
+        );
+        if hold && lost {
+            // Closed when the outage ends, if still due.
+            slot.held.store(true, Ordering::Relaxed);
+            return;
+        }
+        slot.held.store(false, Ordering::Relaxed);
+        // Back from down: new connections ramp up over `slow_start` (not at start,
+        // from unknown, where every backend starts together).
+        let returned = matches!(from, Status::Down(_)) && to == Status::Up;
+        slot.returned.store(
+            if returned {
+                clock_origin().elapsed().as_millis() as u64 + 1
+            } else {
+                0
+            },
+            Ordering::Relaxed,
+        );
+        if returned {
+            if let Some(window) = self.cfg.slow_start {
+                tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
+                    window = %crate::units::format_duration(window),
+                    "backend up again: its share of new connections ramps up over the slow start");
+            }
+        }
         let graced = |s: Status| {
             matches!(
                 s,
@@ -595,25 +690,96 @@ struct Connected<'a> {
 /// generation has its own watcher).
 pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: CancellationToken) {
     let mut snap = view.current_and_mark_seen();
+    let mut outage = Outage::new(
+        fe.slots.len(),
+        local_outage_window(&fe.cfg),
+        LOCAL_OUTAGE_HOLD,
+    );
     loop {
         if snap.generation != fe.health_generation {
             return;
         }
         if let Some(f) = snap.frontend(fe.cfg.kind) {
-            for (i, b) in f.backends.iter().enumerate().take(fe.slots.len()) {
+            let n = f.backends.len().min(fe.slots.len());
+            // Lost: down for a reason that closes at once or after the grace, and not
+            // taken out by an operator or a reload.
+            let lost: Vec<bool> = f.backends[..n]
+                .iter()
+                .zip(&fe.slots)
+                .map(|(b, slot)| {
+                    !b.drained
+                        && !slot.retired.load(Ordering::Relaxed)
+                        && matches!(
+                            b.status,
+                            Status::Down(DownCause::Unreachable | DownCause::Unresponsive)
+                        )
+                })
+                .collect();
+            let change = outage.observe(&lost, std::time::Instant::now());
+            fe.stats
+                .local_outage
+                .store(outage.holding(), Ordering::Relaxed);
+            let down = lost.iter().filter(|l| **l).count();
+            match change {
+                outage::Change::None => {}
+                outage::Change::Started => tracing::warn!(frontend = %fe.cfg.kind, down, of = n,
+                    hold = %crate::units::format_duration(LOCAL_OUTAGE_HOLD),
+                    "most masters turned down at the same moment from this node: probably this node's own network; keeping their connections for now"),
+                outage::Change::Recovered => tracing::info!(frontend = %fe.cfg.kind, down, of = n,
+                    "local outage over: the masters answer again; closing what is still due"),
+                outage::Change::Expired => tracing::warn!(frontend = %fe.cfg.kind, down, of = n,
+                    "local outage lasted the whole hold: treating the masters as down; closing their connections"),
+            }
+            for (i, b) in f.backends.iter().enumerate().take(n) {
                 if fe.slots[i].retired.load(Ordering::Relaxed) {
                     continue;
                 }
                 fe.slots[i].drained.store(b.drained, Ordering::Relaxed);
-                fe.apply_status(i, b.routing_status());
+                fe.apply_status(i, b.routing_status(), outage.holding());
+            }
+            match change {
+                outage::Change::Started => fe.hold_pending(),
+                outage::Change::Recovered | outage::Change::Expired => fe.release_held(),
+                outage::Change::None => {}
             }
         }
+        let deadline = outage.deadline();
         snap = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
             s = view.changed() => match s { Some(s) => s, None => return },
+            // The hold runs out: look again at the same snapshot.
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => snap,
         };
     }
+}
+
+/// How long a local outage holds the closes at most (see [`outage`]).
+pub const LOCAL_OUTAGE_HOLD: Duration = Duration::from_secs(30);
+
+/// Masters that turn down within one check interval and timeout of each other, from
+/// this node, turned down "at the same moment": their checks failed together.
+fn local_outage_window(cfg: &Frontend) -> Duration {
+    (cfg.check.interval + cfg.check.timeout).max(Duration::from_secs(1))
+}
+
+/// How long one connection of a backend that went down waits before it is closed:
+/// uniform (by `unit`, in `[0, 1)`) over the time `rate` needs for the `open`
+/// connections closing with it, at most [`crate::config::frontend::MAX_CLOSE_SPREAD`]. So the
+/// closes, and the clients' reconnects to the other masters, come at about `rate` a
+/// second instead of all in one instant. `None`: at once.
+pub fn close_delay(open: usize, rate: Option<u32>, unit: f64) -> Duration {
+    let Some(rate) = rate.filter(|r| *r > 0) else {
+        return Duration::ZERO;
+    };
+    let spread = Duration::from_secs_f64(open as f64 / f64::from(rate))
+        .min(crate::config::frontend::MAX_CLOSE_SPREAD);
+    spread.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// What the descriptor limit allows the proxy: connections (each holds two sockets) and
@@ -927,10 +1093,63 @@ async fn handle(
                 Err(e) => tracing::trace!(frontend = %fe.cfg.kind, backend = %slot.name, error = %e, "connection ended with an error"),
             }
         }
-        _ = generation.cancelled() => {
+        _ = async {
+            generation.cancelled().await;
+            let delay = close_delay(
+                slot.active.load(Ordering::Relaxed),
+                fe.cfg.close_rate,
+                fastrand::f64(),
+            );
+            if !delay.is_zero() {
+                // Boxed: only connections being closed pay for the timer.
+                Box::pin(tokio::time::sleep(delay)).await;
+            }
+        } => {
             fe.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
             slot.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
         }
         _ = hard_stop.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closes_are_spread_at_the_rate_over_at_most_the_cap() {
+        let rate = Some(1000);
+        // 5,000 connections at 1,000/s: spread over 5 s.
+        assert_eq!(close_delay(5000, rate, 0.0), Duration::ZERO);
+        assert_eq!(close_delay(5000, rate, 0.5), Duration::from_millis(2500));
+        // 50,000 would take 50 s: capped, they close faster.
+        assert_eq!(
+            close_delay(50_000, rate, 0.999_999_9),
+            Duration::from_secs(5).mul_f64(0.999_999_9)
+        );
+        // A few connections close at once.
+        assert!(close_delay(3, rate, 0.99) < Duration::from_millis(3));
+        // No rate: all at once.
+        assert_eq!(close_delay(5000, None, 0.7), Duration::ZERO);
+        assert_eq!(close_delay(5000, Some(0), 0.7), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_budget_keeps_the_reserve_and_bounds_the_pipes() {
+        let b = descriptor_budget(20_000, 2);
+        assert_eq!(b.pipes_per_frontend, 256);
+        assert_eq!(b.connections, (20_000 - 256 - 2 * 2 * 256) / 2);
+        // Every descriptor accounted for fits the limit.
+        for limit in [64u64, 320, 1024, 4096, 65_536, 1 << 20] {
+            let b = descriptor_budget(limit, 2);
+            let used = RESERVED_DESCRIPTORS
+                + 2 * 2 * b.pipes_per_frontend as u64
+                + 2 * b.connections as u64;
+            assert!(
+                used <= limit || b.connections == 1,
+                "limit {limit}: {b:?} uses {used}"
+            );
+            assert!(b.connections >= 1);
+        }
     }
 }
