@@ -167,7 +167,10 @@ impl Peer {
             Peer::HaproxyBest => "haproxy (stick table + inspect-delay)".into(),
             Peer::HaproxyShutdownSessions => "haproxy (shutdown-sessions)".into(),
             Peer::Apivip("") => "apivip (defaults)".into(),
-            Peer::Apivip(extra) => format!("apivip ({})", extra.trim().replace('\n', ", ")),
+            Peer::Apivip(extra) => format!(
+                "apivip ({})",
+                extra.lines().map(str::trim).collect::<Vec<_>>().join(", ")
+            ),
         }
     }
 
@@ -209,13 +212,13 @@ impl Peer {
                         "    timeout client 1h\n    timeout server 1h\n",
                         "    stick-table type ip size 100k expire 30s store conn_cur\n    tcp-request connection track-sc0 src\n    tcp-request connection reject if { sc0_conn_cur gt 1000 }\n    tcp-request inspect-delay 10s\n    tcp-request content accept if { req.len gt 0 }\n    tcp-request content reject\n",
                     ),
-                    _ => (12000, "    timeout client 1h\n    timeout server 1h\n", ""),
+                    _ => (9000, "    timeout client 1h\n    timeout server 1h\n", ""),
                 };
                 (
                     haproxy().expect("haproxy"),
                     vec!["-db".to_owned(), "-f".to_owned()],
                     format!(
-                        "global\n    maxconn 20000\n\ndefaults\n    mode tcp\n    maxconn {maxconn}\n    timeout connect 5s\n{timeouts}\nfrontend fe\n    bind 127.0.0.1:{port}\n    maxconn {maxconn}\n{front}    default_backend be\n\nbackend be\n    balance leastconn\n{servers}"
+                        "global\n    maxconn 9000\n\ndefaults\n    mode tcp\n    maxconn {maxconn}\n    timeout connect 5s\n{timeouts}\nfrontend fe\n    bind 127.0.0.1:{port}\n    maxconn {maxconn}\n{front}    default_backend be\n\nbackend be\n    balance leastconn\n{servers}"
                     ),
                 )
             }
