@@ -3,8 +3,9 @@
 //! A [`Prober`] is built once from a [`Check`] (loading certificates, so bad PEM fails
 //! at start with the key path named) and then run against a backend address. Every
 //! failure is classified by [`DownCause`]: not answering properly (refused, reset,
-//! timeout, TLS failure, broken HTTP) is `Unreachable`; answering "not ready" (HTTP
-//! non-2xx, etcd `health` not `"true"`) is `NotReady`.
+//! connect timeout, TLS failure, broken HTTP) is `Unreachable`; accepting the
+//! connection but not answering within the timeout is `Unresponsive`; answering "not
+//! ready" (HTTP non-2xx, etcd `health` not `"true"`) is `NotReady`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

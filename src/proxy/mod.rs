@@ -447,6 +447,23 @@ impl FrontendProxy {
             .map(|s| (&s.stats, s.active.load(Ordering::Relaxed)))
     }
 
+    /// Which backends of `f` are lost: down for a reason that closes at once or after
+    /// the grace, and not taken out by an operator or a reload.
+    fn lost(&self, f: &crate::health::FrontendHealth) -> Vec<bool> {
+        f.backends
+            .iter()
+            .zip(&self.slots)
+            .map(|(b, slot)| {
+                !b.drained
+                    && !slot.retired.load(Ordering::Relaxed)
+                    && matches!(
+                        b.status,
+                        Status::Down(DownCause::Unreachable | DownCause::Unresponsive)
+                    )
+            })
+            .collect()
+    }
+
     /// A local outage started: the graces already running for lost backends (the first
     /// ones to turn down, before the outage was recognised) are held too. Backends
     /// closed at once as unreachable before that stay closed.
@@ -583,12 +600,15 @@ impl FrontendProxy {
             to,
             Status::Down(DownCause::Unreachable | DownCause::Unresponsive)
         );
-        if hold && lost {
+        // Not an operator's drain: the outage detector does not count those either.
+        if hold && lost && !slot.drained.load(Ordering::Relaxed) {
             // Closed when the outage ends, if still due.
             slot.held.store(true, Ordering::Relaxed);
             return;
         }
-        slot.held.store(false, Ordering::Relaxed);
+        // A held backend was never closed and has no grace running: it is handled as
+        // if it came from up below.
+        let was_held = slot.held.swap(false, Ordering::Relaxed);
         // Back from down: new connections ramp up over `slow_start` (not at start,
         // from unknown, where every backend starts together).
         let returned = matches!(from, Status::Down(_)) && to == Status::Up;
@@ -613,7 +633,7 @@ impl FrontendProxy {
                 Status::Down(DownCause::NotReady | DownCause::Unresponsive)
             )
         };
-        if graced(from) && graced(to) {
+        if graced(from) && graced(to) && !was_held && lock(&slot.grace).is_some() {
             // Not ready <-> unresponsive: its grace keeps running.
             return;
         }
@@ -634,7 +654,7 @@ impl FrontendProxy {
                 slot.rotate().cancel();
             }
             Status::Down(cause @ (DownCause::NotReady | DownCause::Unresponsive)) => {
-                if from == Status::Down(DownCause::Unreachable) {
+                if from == Status::Down(DownCause::Unreachable) && !was_held {
                     // Closed already.
                     return;
                 }
@@ -695,26 +715,20 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
         local_outage_window(&fe.cfg),
         LOCAL_OUTAGE_HOLD,
     );
+    // A new generation (a reload) ends what an old one held, and the backends lost
+    // already are not lost "at the same moment" as later ones.
+    fe.release_held();
+    fe.stats.local_outage.store(false, Ordering::Relaxed);
+    if let Some(f) = snap.frontend(fe.cfg.kind) {
+        outage.resume(&fe.lost(f), std::time::Instant::now());
+    }
     loop {
         if snap.generation != fe.health_generation {
             return;
         }
         if let Some(f) = snap.frontend(fe.cfg.kind) {
             let n = f.backends.len().min(fe.slots.len());
-            // Lost: down for a reason that closes at once or after the grace, and not
-            // taken out by an operator or a reload.
-            let lost: Vec<bool> = f.backends[..n]
-                .iter()
-                .zip(&fe.slots)
-                .map(|(b, slot)| {
-                    !b.drained
-                        && !slot.retired.load(Ordering::Relaxed)
-                        && matches!(
-                            b.status,
-                            Status::Down(DownCause::Unreachable | DownCause::Unresponsive)
-                        )
-                })
-                .collect();
+            let lost = fe.lost(f);
             let change = outage.observe(&lost, std::time::Instant::now());
             fe.stats
                 .local_outage
@@ -1151,5 +1165,58 @@ mod tests {
             );
             assert!(b.connections >= 1);
         }
+    }
+
+    fn three(grace: &str) -> Arc<FrontendProxy> {
+        let yaml = format!(
+            "backends: [{{address: 198.18.0.11}}, {{address: 198.18.0.12}}, {{address: 198.18.0.13}}]\napiserver: {{not_ready_grace: {grace}, check: {{kind: tcp}}}}\n"
+        );
+        let c = crate::config::Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).unwrap();
+        let fe = FrontendProxy::new(c.frontends[0].clone(), Mode::Auto, 0, 4);
+        for i in 0..3 {
+            fe.apply_status(i, Status::Up, false);
+        }
+        fe
+    }
+
+    /// A backend held during a local outage was never closed: whatever it turns next
+    /// (not ready, unresponsive), its close is due, not skipped as "closed already" or
+    /// "grace running".
+    #[tokio::test]
+    async fn a_held_backend_that_changes_again_is_still_closed() {
+        let fe = three("1h");
+        let first = fe.slots[0].generation();
+        fe.apply_status(0, Status::Down(DownCause::Unreachable), true);
+        assert!(!first.is_cancelled(), "held: not closed during the outage");
+        fe.apply_status(0, Status::Down(DownCause::NotReady), false);
+        assert!(lock(&fe.slots[0].grace).is_some(), "its grace must start");
+
+        let fe = three("1h");
+        fe.apply_status(1, Status::Down(DownCause::Unresponsive), true);
+        fe.apply_status(1, Status::Down(DownCause::NotReady), false);
+        assert!(lock(&fe.slots[1].grace).is_some(), "its grace must start");
+
+        // Held, still lost when the outage ends: closed then.
+        let fe = three("1h");
+        let gen = fe.slots[2].generation();
+        fe.apply_status(2, Status::Down(DownCause::Unreachable), true);
+        fe.release_held();
+        assert!(gen.is_cancelled(), "closed when the hold ends");
+        assert!(!fe.slots[2].held.load(Ordering::Relaxed));
+    }
+
+    /// Not ready <-> unresponsive keeps the running grace (it is not restarted).
+    #[tokio::test]
+    async fn between_not_ready_and_unresponsive_the_grace_keeps_running() {
+        let fe = three("1h");
+        fe.apply_status(0, Status::Down(DownCause::NotReady), false);
+        let pending = lock(&fe.slots[0].grace).clone().unwrap();
+        fe.apply_status(0, Status::Down(DownCause::Unresponsive), false);
+        assert!(!pending.is_cancelled(), "the grace was restarted");
+        fe.apply_status(0, Status::Up, false);
+        assert!(
+            pending.is_cancelled(),
+            "recovered: the grace ends, nothing closes"
+        );
     }
 }

@@ -57,6 +57,17 @@ impl Outage {
         }
     }
 
+    /// Starts from backends found lost already at `now` (a new generation after a
+    /// reload): they turned lost at some earlier time, so none is "at the same moment"
+    /// as a later loss, and a majority of them starts no outage until it recovers.
+    pub fn resume(&mut self, lost: &[bool], now: Instant) {
+        let earlier = now.checked_sub(self.window * 2).unwrap_or(now);
+        self.lost_since = lost.iter().map(|l| l.then_some(earlier)).collect();
+        let n = lost.len();
+        self.spent = n >= 2 && self.lost_since.iter().flatten().count() * 2 > n;
+        self.since = None;
+    }
+
     /// Whether closes are held now.
     pub fn holding(&self) -> bool {
         self.since.is_some()
@@ -158,6 +169,21 @@ mod tests {
         assert_eq!(one.observe(&[true], t), Change::None);
         let mut two = Outage::new(2, WINDOW, HOLD);
         assert_eq!(two.observe(&[true, true], t), Change::Started);
+    }
+
+    #[test]
+    fn losses_found_at_a_reload_are_not_simultaneous_with_later_ones() {
+        let t = Instant::now() + Duration::from_secs(3600);
+        // One lost before the reload; a second a moment after it: two real failures.
+        let mut o = Outage::new(3, WINDOW, HOLD);
+        o.resume(&[true, false, false], t);
+        assert_eq!(o.observe(&[true, true, false], ms(t, 100)), Change::None);
+        // A majority lost at the reload starts nothing until it recovers.
+        let mut o = Outage::new(3, WINDOW, HOLD);
+        o.resume(&[true, true, true], t);
+        assert_eq!(o.observe(&[true, true, true], ms(t, 100)), Change::None);
+        assert_eq!(o.observe(&[false, false, false], ms(t, 5000)), Change::None);
+        assert_eq!(o.observe(&[true, true, true], ms(t, 6000)), Change::Started);
     }
 
     #[test]
