@@ -137,38 +137,46 @@ pub async fn forward(
                 down_done = true;
             }
             () = fire(&mut idle_timer) => {
-                let now = activity.load(Ordering::Relaxed);
-                if now == seen {
+                if !rearm(&mut idle_timer, &activity, &mut seen, timeouts.idle) {
                     return Ok(Ended::Idle);
                 }
-                seen = now;
-                if let (Some(t), Some(d)) = (idle_timer.as_mut(), timeouts.idle) {
-                    t.as_mut().reset(tokio::time::Instant::now() + d);
-                }
-                continue;
             }
+            // Only a silent remaining direction ends a half-closed connection: one that
+            // still moves data (a stream after the client's FIN) gets another period.
             () = fire(&mut half_timer) => {
-                // Only a silent remaining direction ends it: one that still moves
-                // data (a stream after the client's FIN) gets another period.
-                let now = activity.load(Ordering::Relaxed);
-                if now == half_seen {
+                if !rearm(&mut half_timer, &activity, &mut half_seen, timeouts.half_close) {
                     return Ok(Ended::HalfClosed);
                 }
-                half_seen = now;
-                if let (Some(t), Some(d)) = (half_timer.as_mut(), timeouts.half_close) {
-                    t.as_mut().reset(tokio::time::Instant::now() + d);
-                }
-                continue;
             }
         }
         if up_done && down_done {
             return Ok(Ended::Done);
         }
-        if let (None, Some(d)) = (&half_timer, timeouts.half_close) {
+        // One direction finished: the half-close timer starts.
+        if let (true, None, Some(d)) = (up_done || down_done, &half_timer, timeouts.half_close) {
             half_seen = activity.load(Ordering::Relaxed);
             half_timer = Some(Box::pin(tokio::time::sleep(d)));
         }
     }
+}
+
+/// A timer fired: when data moved since `seen` (then `seen` catches up), restarts it
+/// for `period` and returns true; false when the connection stayed silent.
+fn rearm(
+    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    activity: &AtomicU64,
+    seen: &mut u64,
+    period: Option<Duration>,
+) -> bool {
+    let now = activity.load(Ordering::Relaxed);
+    if now == *seen {
+        return false;
+    }
+    *seen = now;
+    if let (Some(t), Some(d)) = (timer.as_mut(), period) {
+        t.as_mut().reset(tokio::time::Instant::now() + d);
+    }
+    true
 }
 
 /// Waits for `timer`; for ever when there is none.
