@@ -126,8 +126,32 @@ pub async fn forward(
     let mut half_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut seen = 0;
     let mut half_seen = 0;
-    loop {
+    if idle_timer.is_none() {
+        // The common case (no idle timeout): only the two directions until one
+        // finishes, with no timer futures to poll on every wakeup.
         tokio::select! {
+            biased;
+            r = &mut up => {
+                r?;
+                up_done = true;
+            }
+            r = &mut down => {
+                r?;
+                down_done = true;
+            }
+        }
+    }
+    loop {
+        if up_done && down_done {
+            return Ok(Ended::Done);
+        }
+        // One direction finished: the half-close timer starts.
+        if let (true, None, Some(d)) = (up_done || down_done, &half_timer, timeouts.half_close) {
+            half_seen = activity.load(Ordering::Relaxed);
+            half_timer = Some(Box::pin(tokio::time::sleep(d)));
+        }
+        tokio::select! {
+            biased;
             r = &mut up, if !up_done => {
                 r?;
                 up_done = true;
@@ -148,14 +172,6 @@ pub async fn forward(
                     return Ok(Ended::HalfClosed);
                 }
             }
-        }
-        if up_done && down_done {
-            return Ok(Ended::Done);
-        }
-        // One direction finished: the half-close timer starts.
-        if let (true, None, Some(d)) = (up_done || down_done, &half_timer, timeouts.half_close) {
-            half_seen = activity.load(Ordering::Relaxed);
-            half_timer = Some(Box::pin(tokio::time::sleep(d)));
         }
     }
 }
