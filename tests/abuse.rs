@@ -46,6 +46,51 @@ async fn a_silent_client_is_closed_at_the_first_byte_timeout_and_never_reaches_a
     assert!(round_trip(&mut slow).await, "the served client was cut");
 }
 
+/// A frontend full of silent clients (from many addresses) makes room for a new one by
+/// closing the longest-silent client; clients that spoke are never closed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_frontend_evicts_the_longest_silent_client_for_a_new_one() {
+    let b = Backend::start(AfterEof::Close).await;
+    let p = Proxy::start(
+        &b,
+        "  max_connections: 10\n  per_source_max_connections: 0\n  first_byte_timeout: 1m\n",
+    )
+    .await;
+    let mut talking = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.5", p.addr).await.unwrap();
+        assert!(round_trip(&mut s).await);
+        talking.push(s);
+    }
+    let mut silent = Vec::new();
+    for i in 0..8 {
+        silent.push(
+            connect_from(&format!("127.0.1.{}", i + 1), p.addr)
+                .await
+                .unwrap(),
+        );
+    }
+    // Full (2 speaking + 8 silent). Once the silent ones are older than the minimum,
+    // a new client gets in.
+    tokio::time::sleep(apivip::proxy::EVICTABLE_AFTER + Duration::from_millis(200)).await;
+    assert!(
+        served_from("127.0.0.2", p.addr).await,
+        "a new client was locked out"
+    );
+    assert_eq!(p.refused(Refused::EvictedSilent), 1);
+    // One silent client (among the oldest: tasks start in about accept order) made room.
+    let mut closed = 0;
+    for s in &mut silent {
+        if closed_within(s, Duration::from_millis(300)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "one silent client must have been closed");
+    for s in &mut talking {
+        assert!(round_trip(s).await, "a client that spoke was closed");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_byte_timeout_of_zero_connects_at_once_and_waits() {
     let b = Backend::start(AfterEof::Close).await;

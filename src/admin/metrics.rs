@@ -395,7 +395,7 @@ impl Snapshot {
         family(
             e,
             "apivip_frontend_refused_connections",
-            "Clients refused or closed by the abuse limits, by reason: source_limit, source_rate, first_byte_timeout, half_close_timeout, fd_budget.",
+            "Clients refused or closed by the abuse limits, by reason: source_limit, source_rate, first_byte_timeout, half_close_timeout, fd_budget, evicted_silent.",
             MetricType::Counter,
             fs.iter().flat_map(|f| {
                 f.refused.iter().map(move |(reason, n)| {

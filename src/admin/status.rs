@@ -288,7 +288,8 @@ pub struct FrontendDoc {
     /// Connects tried on a not-healthy backend because none was healthy.
     pub fallback_connects_total: u64,
     /// Clients refused or closed by the abuse limits, by reason (`source_limit`,
-    /// `source_rate`, `first_byte_timeout`, `half_close_timeout`, `fd_budget`).
+    /// `source_rate`, `first_byte_timeout`, `half_close_timeout`, `fd_budget`,
+    /// `evicted_silent`).
     #[serde(default)]
     pub refused: BTreeMap<String, u64>,
     /// Why its listeners cannot accept now (out of descriptors or memory); the node

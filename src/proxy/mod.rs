@@ -75,16 +75,20 @@ pub enum Refused {
     HalfCloseTimeout,
     /// Taking it could run the process out of file descriptors.
     FdBudget,
+    /// It had sent nothing for at least [`EVICTABLE_AFTER`] when the frontend was full
+    /// and a new client came: closed to make room.
+    EvictedSilent,
 }
 
 impl Refused {
     /// Every reason, in counter order.
-    pub const ALL: [Refused; 5] = [
+    pub const ALL: [Refused; 6] = [
         Refused::SourceLimit,
         Refused::SourceRate,
         Refused::FirstByteTimeout,
         Refused::HalfCloseTimeout,
         Refused::FdBudget,
+        Refused::EvictedSilent,
     ];
 
     /// The metrics label.
@@ -95,6 +99,7 @@ impl Refused {
             Refused::FirstByteTimeout => "first_byte_timeout",
             Refused::HalfCloseTimeout => "half_close_timeout",
             Refused::FdBudget => "fd_budget",
+            Refused::EvictedSilent => "evicted_silent",
         }
     }
 }
@@ -298,6 +303,22 @@ pub struct FrontendProxy {
     /// Per-source admission, when a per-source limit is set (shared by the generations
     /// with the same limits).
     admission: Option<Arc<Mutex<Admission>>>,
+    /// Connections waiting for their first byte, oldest first (shared by generations).
+    waiting: Arc<Mutex<std::collections::VecDeque<Arc<Waiter>>>>,
+}
+
+/// How long a client must have stayed silent before a full frontend may close it to
+/// make room: far more than the round trip a real client's ClientHello takes.
+pub const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// A connection waiting for its client's first byte.
+#[derive(Debug)]
+struct Waiter {
+    since: std::time::Instant,
+    /// Cancelled to close it (the frontend is full and it stayed silent).
+    evict: CancellationToken,
+    /// It spoke or ended: nothing to evict.
+    done: AtomicBool,
 }
 
 /// A connection counted in its source's admission entry until it ends.
@@ -344,6 +365,7 @@ impl FrontendProxy {
             health_generation,
             stats: Arc::new(Stats::default()),
             admission: admission_for(&cfg),
+            waiting: Arc::default(),
             cfg,
         })
     }
@@ -391,6 +413,7 @@ impl FrontendProxy {
             health_generation,
             stats: Arc::clone(&self.stats),
             admission,
+            waiting: Arc::clone(&self.waiting),
             cfg,
         })
     }
@@ -954,7 +977,20 @@ pub async fn serve(
             }
         }
         fe.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let Ok(permit) = Arc::clone(&permits.connections).try_acquire_owned() else {
+        let permit = match Arc::clone(&permits.connections).try_acquire_owned() {
+            Ok(p) => Some(p),
+            // Full: make room by closing the longest-silent client, whose task gives
+            // its permit back at once.
+            Err(_) if fe.evict_silent() => tokio::time::timeout(
+                Duration::from_millis(100),
+                Arc::clone(&permits.connections).acquire_owned(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
             fe.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);
             if let Some(left_out) = fe.stats.log_gate.pass() {
                 tracing::warn!(frontend = %fe.cfg.kind, %peer, limit = fe.cfg.max_connections, similar_left_out = left_out,
@@ -1035,22 +1071,69 @@ impl FrontendProxy {
     }
 
     /// Waits for the client's first byte (`first_byte_timeout`): `false` when it timed
-    /// out (counted and logged) or the client left without a byte.
+    /// out or was evicted (counted and logged) or the client left without a byte.
     async fn first_byte(&self, client: &TcpStream, peer: SocketAddr) -> bool {
         let Some(limit) = self.cfg.first_byte_timeout else {
             return true;
         };
+        let waiter = Arc::new(Waiter {
+            since: std::time::Instant::now(),
+            evict: CancellationToken::new(),
+            done: AtomicBool::new(false),
+        });
+        {
+            let mut q = lock(&self.waiting);
+            // Entries of clients that spoke leave from the front; ones behind a silent
+            // client are dropped once they could outnumber the connections.
+            while q.front().is_some_and(|w| w.done.load(Ordering::Relaxed)) {
+                q.pop_front();
+            }
+            if q.len() >= self.cfg.max_connections.saturating_mul(2).max(64) {
+                q.retain(|w| !w.done.load(Ordering::Relaxed));
+            }
+            q.push_back(Arc::clone(&waiter));
+        }
         let mut byte = [0u8; 1];
-        match tokio::time::timeout(limit, client.peek(&mut byte)).await {
-            Ok(Ok(n)) => n > 0,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                self.stats
-                    .refuse(self.cfg.kind, Refused::FirstByteTimeout, peer);
+        let spoke = tokio::select! {
+            r = tokio::time::timeout(limit, client.peek(&mut byte)) => match r {
+                Ok(Ok(n)) => n > 0,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    self.stats
+                        .refuse(self.cfg.kind, Refused::FirstByteTimeout, peer);
+                    reset(client);
+                    false
+                }
+            },
+            () = waiter.evict.cancelled() => {
+                self.stats.refuse(self.cfg.kind, Refused::EvictedSilent, peer);
                 reset(client);
                 false
             }
+        };
+        waiter.done.store(true, Ordering::Relaxed);
+        spoke
+    }
+
+    /// The frontend is full: closes the client that has been silent the longest, if
+    /// it has been silent for [`EVICTABLE_AFTER`]. Returns whether one was closed.
+    fn evict_silent(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut q = lock(&self.waiting);
+        while let Some(w) = q.front() {
+            if w.done.load(Ordering::Relaxed) || w.evict.is_cancelled() {
+                q.pop_front();
+                continue;
+            }
+            if now.saturating_duration_since(w.since) < EVICTABLE_AFTER {
+                return false;
+            }
+            w.done.store(true, Ordering::Relaxed);
+            w.evict.cancel();
+            q.pop_front();
+            return true;
         }
+        false
     }
 }
 
