@@ -186,8 +186,12 @@ async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
     c.wait_status_all(Status::Down(DownCause::Unresponsive))
         .await;
     let fe = c.stats();
+    // The proxy applies the health view a moment after it changes.
     assert!(
-        fe.stats.local_outage.load(Ordering::Relaxed),
+        wait_until(DEADLINE, || async {
+            fe.stats.local_outage.load(Ordering::Relaxed)
+        })
+        .await,
         "not taken as a local outage"
     );
     // Well past the grace: nothing closed.
@@ -197,7 +201,13 @@ async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
         m.set_mode(Mode::Ready);
     }
     c.wait_status_all(Status::Up).await;
-    assert!(!fe.stats.local_outage.load(Ordering::Relaxed));
+    assert!(
+        wait_until(DEADLINE, || async {
+            !fe.stats.local_outage.load(Ordering::Relaxed)
+        })
+        .await,
+        "the local outage never ended"
+    );
     for s in &mut streams {
         assert!(
             s.next().await.is_some(),
