@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+
 # Debian packages: real peers and tools the tests and benchmarks start.
 packages=(
   iproute2 iputils-ping nftables procps curl ca-certificates
@@ -28,11 +34,6 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
-  if [ "$(id -u)" -ne 0 ]; then
-    SUDO=sudo
-  else
-    SUDO=
-  fi
   # Packaged services must not start on install (policy-rc.d 101): tests start their own.
   $SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
   $SUDO apt-get update -qq
@@ -52,6 +53,26 @@ if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$kubernet
   "$venv/bin/pip" install -q "kubernetes-validate==$kubernetes_validate_version"
 else
   log "kubernetes-validate $kubernetes_validate_version: present"
+fi
+
+# kubectl 1.20 (Debian kubernetes-client), unpacked into target/ (tests look there) rather
+# than installed: another package (e.g. a newer `kubectl`) may own /usr/bin/kubectl.
+kubectl_dir=target/tools/kubernetes-client
+if ! "$kubectl_dir/usr/bin/kubectl" version --client >/dev/null 2>&1; then
+  log "unpacking Debian kubernetes-client into $kubectl_dir"
+  deb_dir=$(mktemp -d)
+  chmod 777 "$deb_dir"  # apt-get download runs as the _apt user
+  if ! (cd "$deb_dir" && apt-get download -qq kubernetes-client); then
+    $SUDO apt-get update -qq
+    (cd "$deb_dir" && apt-get download -qq kubernetes-client)
+  fi
+  rm -rf "$kubectl_dir"
+  mkdir -p "$kubectl_dir"
+  dpkg -x "$deb_dir"/kubernetes-client_*.deb "$kubectl_dir"
+  rm -rf "$deb_dir"
+  "$kubectl_dir/usr/bin/kubectl" version --client
+else
+  log "kubernetes-client: present ($("$kubectl_dir/usr/bin/kubectl" version --client --short 2>/dev/null))"
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -80,7 +80,7 @@ async fn readyz_follows_mode_and_everything_names_the_backend() {
     assert_eq!(get(&api, &pki, "/livez").await, Ok((200, "ok".into())));
     assert_eq!(get(&api, &pki, "/healthz").await, Ok((200, "ok".into())));
     assert_eq!(get(&api, &pki, "/whoami").await, Ok((200, "m0".into())));
-    assert_eq!(get(&api, &pki, "/api").await, Ok((200, "m0".into())));
+    assert_eq!(get(&api, &pki, "/version").await, Ok((200, "m0".into())));
 
     let resp = support::https_request(api.addr(), pki.client_config(), "/readyz")
         .await
@@ -508,4 +508,189 @@ fn etcd_with_client_cert_auth() {
     assert!(wrong.is_err(), "wrong client cert accepted: {wrong:?}");
     let none = etcd.health_with(pki.client_config());
     assert!(none.is_err(), "no client cert accepted: {none:?}");
+}
+
+/// The latest run of kubectl that printed something, and the backend it named.
+fn last_event(client: &support::kubectl::WatchClient) -> Option<(u64, String)> {
+    let event = client.events().pop()?;
+    Some((event.run, event.backend()?.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watch_names_the_backend_and_restarts_when_cut() {
+    const TEST: &str = "kubectl_watch_names_the_backend_and_restarts_when_cut";
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&dir);
+    let api = start(&pki, "k0", Duration::ZERO).await;
+    let addr = api.addr();
+    let Some(kubectl) = support::kubectl::Kubectl::new(TEST, &api.url(), &pki) else {
+        return;
+    };
+    let client = kubectl.watch().expect("start kubectl");
+
+    // A real kubectl 1.20 lists, watches, and prints every event: `pod/k0-SEQ`.
+    assert!(
+        support::wait_until(DEADLINE, || async { client.event_count() >= 3 }).await,
+        "no events: {}",
+        client.log()
+    );
+    let events = client.events();
+    for (seq, e) in events.iter().enumerate() {
+        assert_eq!(e.line, format!("pod/k0-{seq}"), "{}", client.log());
+        assert_eq!((e.run, e.backend()), (0, Some("k0")));
+    }
+    assert_eq!(client.last_backend().as_deref(), Some("k0"));
+    assert_eq!(client.restarts(), 0, "{}", client.log());
+    // Discovery, list and watch went over one connection, which the watch still holds.
+    assert_eq!(api.connections_accepted(), 1);
+    assert_eq!(api.open_connections(), 1);
+
+    // Reset: the watch breaks, kubectl exits, the client starts it again (and again, while
+    // every connection is reset), then it watches again once the server serves.
+    api.set_mode(Mode::Reset);
+    assert!(
+        support::wait_until(DEADLINE, || async { client.restarts() >= 1 }).await,
+        "{}",
+        client.log()
+    );
+    api.set_mode(Mode::Ready);
+    assert!(
+        support::wait_until(DEADLINE, || async {
+            last_event(&client).is_some_and(|(run, b)| run >= 1 && b == "k0")
+        })
+        .await,
+        "{}",
+        client.log()
+    );
+
+    // A hard stop, and another server on the same address: the client follows.
+    let restarts = client.restarts();
+    api.stop().await;
+    assert!(
+        support::wait_until(DEADLINE, || async { client.restarts() > restarts }).await,
+        "{}",
+        client.log()
+    );
+    let mut opts = ApiserverOptions::new("k1", pki.server_config());
+    opts.listen = addr;
+    opts.watch_interval = Duration::from_millis(20);
+    let api = ImitationApiserver::start(opts)
+        .await
+        .expect("restart on the same address");
+    assert!(
+        support::wait_until(DEADLINE, || async {
+            client.last_backend().as_deref() == Some("k1")
+        })
+        .await,
+        "{}",
+        client.log()
+    );
+
+    // Dropping a client kills its kubectl and reaps it.
+    let other = kubectl.watch().expect("start a second kubectl");
+    assert!(
+        support::wait_until(DEADLINE, || async { other.event_count() >= 1 }).await,
+        "{}",
+        other.log()
+    );
+    let pid = other.pid().expect("kubectl runs");
+    drop(other);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "kubectl {pid} survived its client"
+    );
+
+    // A graceful shutdown ends the watch cleanly: kubectl exits all the same.
+    let restarts = client.restarts();
+    api.graceful_shutdown().await;
+    assert!(
+        support::wait_until(DEADLINE, || async { client.restarts() > restarts }).await,
+        "{}",
+        client.log()
+    );
+
+    // The kubeconfig's client certificate satisfies an mTLS server too; `get --raw`.
+    let mtls = ImitationApiserver::start(ApiserverOptions::new("k2", pki.server_config_mtls()))
+        .await
+        .unwrap();
+    let kubectl = support::kubectl::Kubectl::new(TEST, &mtls.url(), &pki).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        kubectl.command().args(["get", "--raw", "/whoami"]).output()
+    })
+    .await
+    .unwrap()
+    .expect("run kubectl");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "k2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_kubectl_watches_at_once() {
+    const TEST: &str = "thirty_kubectl_watches_at_once";
+    // Thirty kubectl starts take a few seconds of CPU: more time on a busy machine.
+    const DEADLINE: Duration = Duration::from_secs(30);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&dir);
+    let mut apis = Vec::new();
+    let mut kubectls = Vec::new();
+    for name in ["w0", "w1", "w2"] {
+        let api = start(&pki, name, Duration::ZERO).await;
+        let Some(kubectl) = support::kubectl::Kubectl::new(TEST, &api.url(), &pki) else {
+            return;
+        };
+        apis.push(api);
+        kubectls.push(kubectl);
+    }
+    let clients: Vec<_> = (0..30)
+        .map(|i| kubectls[i % 3].watch().expect("start kubectl"))
+        .collect();
+    let on_own_backend = |clients: &[support::kubectl::WatchClient]| {
+        clients.iter().enumerate().all(|(i, c)| {
+            c.last_backend().as_deref() == Some(apis[i % 3].name()) && c.event_count() >= 2
+        })
+    };
+    assert!(
+        support::wait_until(DEADLINE, || async { on_own_backend(&clients) }).await,
+        "{}",
+        clients.iter().map(|c| c.log()).collect::<String>()
+    );
+    // One connection per kubectl, held by its watch: none left idle beside it.
+    for api in &apis {
+        assert_eq!(api.connections_accepted(), 10, "{}", api.name());
+        assert_eq!(api.open_connections(), 10, "{}", api.name());
+    }
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(c.restarts(), 0, "client {i}: {}", c.log());
+    }
+
+    // Reset w1: its ten clients start kubectl again, the others carry on.
+    apis[1].set_mode(Mode::Reset);
+    assert!(
+        support::wait_until(DEADLINE, || async {
+            clients.iter().skip(1).step_by(3).all(|c| c.restarts() >= 1)
+        })
+        .await,
+        "{}",
+        clients[1].log()
+    );
+    apis[1].set_mode(Mode::Ready);
+    let runs = |c: &support::kubectl::WatchClient| c.events().last().map(|e| e.run);
+    assert!(
+        support::wait_until(DEADLINE, || async {
+            on_own_backend(&clients)
+                && clients
+                    .iter()
+                    .skip(1)
+                    .step_by(3)
+                    .all(|c| runs(c) >= Some(1))
+        })
+        .await,
+        "{}",
+        clients.iter().map(|c| c.log()).collect::<String>()
+    );
+    for (i, c) in clients.iter().enumerate() {
+        if i % 3 != 1 {
+            assert_eq!(c.restarts(), 0, "client {i}: {}", c.log());
+        }
+    }
 }

@@ -8,7 +8,17 @@
 //! | `GET /readyz` | `200 ok` when [`Mode::Ready`]; `500` with [`READYZ_FAILED_BODY`] when [`Mode::NotReady`] or once a graceful shutdown has begun |
 //! | `GET /livez`, `GET /healthz` | `200 ok` |
 //! | `GET /watch` | `200`, a chunked body that never ends on its own: one line `{"type":"BOOKMARK","server":"NAME","seq":N}` at once (`seq` 0) and then one every `watch_interval` |
-//! | anything else (`/whoami`, `/api`, ...) | `200`, body = the name |
+//! | `GET /api`, `/apis`, `/api/v1` | discovery (JSON): core version `v1` only, no API groups, one resource `pods` (namespaced; get, list, watch) |
+//! | `GET /api/v1/namespaces/NS/pods`, `/api/v1/pods` | a `PodList` (JSON) with no items and the current `resourceVersion` |
+//! | the same with `?watch=true` (or `1`) | `200`, a never-ending stream of watch events like `/watch`, one JSON line each: `{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"NAME-SEQ","namespace":"NS","resourceVersion":"RV"}}}` |
+//! | anything else (`/whoami`, `/version`, ...) | `200`, body = the name |
+//!
+//! The pod endpoints are just enough for a real `kubectl get pods --watch -o name` (tested
+//! with kubectl 1.20): it prints `pod/NAME-SEQ` for every event, so the client's output
+//! names the backend it is connected to. `SEQ` counts the events of one stream from 0; `RV`
+//! is this server's resource version, which every event counts up (a list answers the
+//! current one). Query parameters other than `watch` (`resourceVersion`, `limit`,
+//! `timeout`, ...) are ignored.
 //!
 //! The [`Mode`] imitates failures: [`Mode::Hang`] is a frozen process (the kernel still
 //! completes TCP handshakes, nothing else happens; switching back resumes everything, like
@@ -112,6 +122,9 @@ struct Shared {
     mode: watch::Sender<Mode>,
     shutting_down: AtomicBool,
     requests: AtomicU64,
+    accepted: AtomicU64,
+    /// The latest resource version: pod watch events count it up.
+    resource_version: AtomicU64,
     open: AtomicUsize,
     /// Cancel to close the listener.
     stop_listening: CancellationToken,
@@ -177,6 +190,8 @@ impl ImitationApiserver {
             mode: watch::Sender::new(Mode::Ready),
             shutting_down: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            resource_version: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             stop_listening: CancellationToken::new(),
             listener_closed: CancellationToken::new(),
@@ -232,6 +247,11 @@ impl ImitationApiserver {
     /// Requests answered (or being answered) so far, every path counted.
     pub fn requests_served(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far, also the ones reset at once in [`Mode::Reset`].
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
     }
 
     /// TCP connections currently open (including ones hanging before TLS).
@@ -294,7 +314,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: TlsAc
             r = listener.accept() => r,
         };
         let tcp = match accepted {
-            Ok((tcp, _peer)) => tcp,
+            Ok((tcp, _peer)) => {
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                tcp
+            }
             Err(_) => {
                 // EMFILE and friends: do not spin.
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -367,6 +390,70 @@ async fn serve(shared: &Arc<Shared>, tcp: TcpStream, acceptor: TlsAcceptor) {
 
 type ResBody = BoxBody<Bytes, Infallible>;
 
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// `GET /api`: the core API versions.
+const API_VERSIONS: &str = r#"{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":""}]}"#;
+
+/// `GET /apis`: no API groups beyond the core one.
+const API_GROUP_LIST: &str = r#"{"kind":"APIGroupList","apiVersion":"v1","groups":[]}"#;
+
+/// `GET /api/v1`: the only resource served, `pods`.
+const API_RESOURCE_LIST: &str = r#"{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"pods","singularName":"","namespaced":true,"kind":"Pod","verbs":["get","list","watch"],"shortNames":["po"]}]}"#;
+
+/// What a request asks for; see the table in the module docs.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Readyz,
+    Ok,
+    /// `/watch`.
+    Watch,
+    /// A static JSON document (discovery).
+    Json(&'static str),
+    /// A pod list in this namespace.
+    PodList(String),
+    /// A pod watch in this namespace.
+    PodWatch(String),
+    /// Anything else: the name.
+    Name,
+}
+
+impl Route {
+    fn of(path: &str, query: Option<&str>) -> Route {
+        let pods_namespace = || {
+            if path == "/api/v1/pods" {
+                return Some("default");
+            }
+            let ns = path
+                .strip_prefix("/api/v1/namespaces/")?
+                .strip_suffix("/pods")?;
+            (!ns.is_empty() && !ns.contains('/')).then_some(ns)
+        };
+        match path {
+            "/readyz" => Route::Readyz,
+            "/livez" | "/healthz" => Route::Ok,
+            "/watch" => Route::Watch,
+            "/api" | "/api/" => Route::Json(API_VERSIONS),
+            "/apis" | "/apis/" => Route::Json(API_GROUP_LIST),
+            "/api/v1" | "/api/v1/" => Route::Json(API_RESOURCE_LIST),
+            _ => match pods_namespace() {
+                Some(ns) if is_watch(query) => Route::PodWatch(ns.to_owned()),
+                Some(ns) => Route::PodList(ns.to_owned()),
+                None => Route::Name,
+            },
+        }
+    }
+}
+
+/// Whether the query asks for a watch (`watch=true`, `watch=1` or a bare `watch`).
+fn is_watch(query: Option<&str>) -> bool {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch"))
+}
+
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -376,21 +463,31 @@ async fn handle(
         let _ = rx.wait_for(|m| *m != Mode::Hang).await;
     }
     shared.requests.fetch_add(1, Ordering::Relaxed);
-    let (status, body): (StatusCode, ResBody) = match req.uri().path() {
-        "/readyz" => {
-            if shared.ready() {
-                (StatusCode::OK, full(Bytes::from_static(b"ok")))
-            } else {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    full(Bytes::from_static(READYZ_FAILED_BODY.as_bytes())),
-                )
+    let (status, content_type, body): (StatusCode, &str, ResBody) =
+        match Route::of(req.uri().path(), req.uri().query()) {
+            Route::Readyz if shared.ready() => {
+                (StatusCode::OK, TEXT, full(Bytes::from_static(b"ok")))
             }
-        }
-        "/livez" | "/healthz" => (StatusCode::OK, full(Bytes::from_static(b"ok"))),
-        "/watch" => (StatusCode::OK, watch_body(&shared)),
-        _ => (StatusCode::OK, full(shared.name_body.clone())),
-    };
+            Route::Readyz => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                full(Bytes::from_static(READYZ_FAILED_BODY.as_bytes())),
+            ),
+            Route::Ok => (StatusCode::OK, TEXT, full(Bytes::from_static(b"ok"))),
+            Route::Watch => (StatusCode::OK, JSON, watch_body(&shared, Feed::Bookmark)),
+            Route::Json(doc) => (
+                StatusCode::OK,
+                JSON,
+                full(Bytes::from_static(doc.as_bytes())),
+            ),
+            Route::PodList(_) => (StatusCode::OK, JSON, full(pod_list(&shared))),
+            Route::PodWatch(namespace) => (
+                StatusCode::OK,
+                JSON,
+                watch_body(&shared, Feed::Pods { namespace }),
+            ),
+            Route::Name => (StatusCode::OK, TEXT, full(shared.name_body.clone())),
+        };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -398,16 +495,23 @@ async fn handle(
         HeaderName::from_static(BACKEND_HEADER),
         shared.name_header.clone(),
     );
-    let content_type = if req.uri().path() == "/watch" {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if shared.drain.is_cancelled() {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(resp)
+}
+
+/// An empty `PodList` at the latest resource version.
+fn pod_list(shared: &Shared) -> Bytes {
+    let rv = shared.resource_version.load(Ordering::Relaxed).to_string();
+    let list = serde_json::json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": rv},
+        "items": [],
+    });
+    Bytes::from(list.to_string())
 }
 
 fn full(b: Bytes) -> ResBody {
@@ -433,15 +537,54 @@ impl Body for ChannelBody {
     }
 }
 
-fn watch_body(shared: &Arc<Shared>) -> ResBody {
+/// What one watch stream sends, one line per `watch_interval`.
+enum Feed {
+    /// `/watch`: `{"type":"BOOKMARK","server":NAME,"seq":SEQ}`.
+    Bookmark,
+    /// A pod watch: an `ADDED` event of the pod `NAME-SEQ` in `namespace`.
+    Pods { namespace: String },
+}
+
+impl Feed {
+    fn line(&self, shared: &Shared, seq: u64) -> Bytes {
+        let mut line = match self {
+            Feed::Bookmark => format!(
+                "{{\"type\":\"BOOKMARK\",\"server\":{},\"seq\":{seq}}}",
+                shared.name_json
+            ),
+            Feed::Pods { namespace } => {
+                let rv = shared.resource_version.fetch_add(1, Ordering::Relaxed) + 1;
+                serde_json::json!({
+                    "type": "ADDED",
+                    "object": {
+                        "kind": "Pod",
+                        "apiVersion": "v1",
+                        "metadata": {
+                            "name": format!("{}-{seq}", shared.name),
+                            "namespace": namespace,
+                            "resourceVersion": rv.to_string(),
+                        },
+                    },
+                })
+                .to_string()
+            }
+        };
+        line.push('\n');
+        Bytes::from(line)
+    }
+}
+
+fn watch_body(shared: &Arc<Shared>, feed: Feed) -> ResBody {
     let (tx, rx) = mpsc::channel(4);
-    shared.tracker.spawn(watch_producer(shared.clone(), tx));
+    shared
+        .tracker
+        .spawn(watch_producer(shared.clone(), feed, tx));
     ChannelBody { rx }.boxed()
 }
 
-/// Feeds one `/watch` stream. Ends it (cleanly) on drain; on a hard stop or a reset the
-/// connection task aborts the connection instead, which closes `tx`.
-async fn watch_producer(shared: Arc<Shared>, tx: mpsc::Sender<Bytes>) {
+/// Feeds one watch stream (`/watch` or a pod watch). Ends it (cleanly) on drain; on a hard
+/// stop or a reset the connection task aborts the connection instead, which closes `tx`.
+async fn watch_producer(shared: Arc<Shared>, feed: Feed, tx: mpsc::Sender<Bytes>) {
     let mut interval = tokio::time::interval(shared.watch_interval);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut mode_rx = shared.mode.subscribe();
@@ -455,19 +598,91 @@ async fn watch_producer(shared: Arc<Shared>, tx: mpsc::Sender<Bytes>) {
         }
         if shared.mode() == Mode::Hang {
             tokio::select! {
-                    () = shared.drain.cancelled() => return,
+                () = shared.drain.cancelled() => return,
                 () = tx.closed() => return,
                 _ = mode_rx.wait_for(|m| *m != Mode::Hang) => {}
             }
         }
-        let line = format!(
-            "{{\"type\":\"BOOKMARK\",\"server\":{},\"seq\":{seq}}}\n",
-            shared.name_json
-        );
+        let line = feed.line(&shared, seq);
         seq += 1;
         tokio::select! {
             () = shared.drain.cancelled() => return,
-            r = tx.send(Bytes::from(line)) => if r.is_err() { return },
+            r = tx.send(line) => if r.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::of("/readyz", None), Route::Readyz);
+        assert_eq!(Route::of("/watch", Some("watch=true")), Route::Watch);
+        assert_eq!(
+            Route::of("/api", Some("timeout=32s")),
+            Route::Json(API_VERSIONS)
+        );
+        assert_eq!(Route::of("/apis", None), Route::Json(API_GROUP_LIST));
+        assert_eq!(Route::of("/api/v1", None), Route::Json(API_RESOURCE_LIST));
+        let ns = |s: &str| s.to_owned();
+        assert_eq!(
+            Route::of("/api/v1/namespaces/kube-system/pods", Some("limit=500")),
+            Route::PodList(ns("kube-system"))
+        );
+        assert_eq!(
+            Route::of(
+                "/api/v1/namespaces/default/pods",
+                Some("resourceVersion=7&watch=true")
+            ),
+            Route::PodWatch(ns("default"))
+        );
+        assert_eq!(
+            Route::of("/api/v1/pods", Some("watch=1")),
+            Route::PodWatch(ns("default"))
+        );
+        assert_eq!(
+            Route::of("/api/v1/namespaces/default/pods", Some("watch=false")),
+            Route::PodList(ns("default"))
+        );
+        assert_eq!(Route::of("/api/v1/namespaces//pods", None), Route::Name);
+        assert_eq!(Route::of("/api/v1/namespaces/a/b/pods", None), Route::Name);
+        assert_eq!(Route::of("/whoami", None), Route::Name);
+        for doc in [API_VERSIONS, API_GROUP_LIST, API_RESOURCE_LIST] {
+            serde_json::from_str::<serde_json::Value>(doc).expect(doc);
+        }
+    }
+
+    #[test]
+    fn pod_events_name_the_backend() {
+        let feed = Feed::Pods {
+            namespace: "ns1".into(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let shared = rt.block_on(async {
+            let tls = crate::testkit::certs::TestPki::generate(
+                tempfile::tempdir().unwrap().path(),
+                &["127.0.0.1"],
+            )
+            .unwrap()
+            .server_config();
+            ImitationApiserver::start(ApiserverOptions::new("m\"0", tls))
+                .await
+                .unwrap()
+        });
+        let line = feed.line(&shared.shared, 3);
+        assert!(line.ends_with(b"\n"));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["type"], "ADDED");
+        assert_eq!(v["object"]["kind"], "Pod");
+        assert_eq!(v["object"]["metadata"]["name"], "m\"0-3");
+        assert_eq!(v["object"]["metadata"]["namespace"], "ns1");
+        assert_eq!(v["object"]["metadata"]["resourceVersion"], "2");
+        let list: serde_json::Value = serde_json::from_slice(&pod_list(&shared.shared)).unwrap();
+        assert_eq!(list["metadata"]["resourceVersion"], "2");
     }
 }

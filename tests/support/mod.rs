@@ -6,6 +6,7 @@
 //! - [`daemon`]: `apivip` as a child process (killed on drop) and its output, line by line.
 //! - [`dns`]: DNS failover nodes (imitation apiservers, apivip supervisors, a real BIND)
 //!   and cuttable links between them.
+//! - [`kubectl`]: real `kubectl` 1.20 WATCH clients (restarted when they exit, counted).
 //! - [`notify`]: a stand-in for systemd's `NOTIFY_SOCKET` that keeps every datagram.
 //! - [`vrrp`]: for the VRRP tests in namespaces: `apivip run` on a master, gratuitous ARPs.
 //! - [`chaos`]: for the chaos tests: link impairment (netem or a userspace relay), a VIP
@@ -24,6 +25,7 @@ pub mod dashboard;
 pub mod dns;
 pub mod echo;
 pub mod etcd;
+pub mod kubectl;
 pub mod notify;
 pub mod vrrp;
 /// The topology helper lives in the library (`apivip demo` uses it too).
