@@ -1472,6 +1472,7 @@ fn forward_future_size() -> Option<usize> {
         let counters = apivip::proxy::forward::Counters {
             upstream: &up,
             downstream: &down,
+            activity: None,
         };
         let f = apivip::proxy::forward::forward(
             &a,

@@ -254,6 +254,81 @@ async fn a_returned_master_gets_a_ramp_of_new_connections() {
     assert_eq!(s.backend, name, "the ramp never ended");
 }
 
+/// With `rebalance:` on, a master that returns gets its share of the long-lived
+/// streams back: the proxy closes some of the most loaded masters' streams, paced, and
+/// their clients reconnect to it. No client is moved twice (`min_age`), and moving
+/// stops once the spread is within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rebalancing_a_returned_master_gets_its_share_of_the_streams() {
+    let mut c = Cluster::start(Opts {
+        apiserver: "  rebalance: {rate_percent: 20, min_age: 1s, spread_percent: 10}\n",
+        ..Opts::default()
+    })
+    .await;
+    c.masters[2].stop().await;
+    c.wait_status(2, Status::Down(DownCause::Unreachable)).await;
+    let mut clients: Vec<(Stream, usize)> = Vec::new();
+    for _ in 0..30 {
+        clients.push((Stream::open(&c).await, 0));
+    }
+    let fe = c.stats();
+    assert_eq!(fe.active_per_backend()[2], 0);
+    // Older than min_age before the master returns.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.restart(2, Duration::ZERO).await;
+    c.wait_status(2, Status::Up).await;
+    let name = c.masters[2].name().to_owned();
+    let even = |a: &[usize]| a.iter().max().unwrap() - a.iter().min().unwrap() <= 1;
+    let deadline = Instant::now() + DEADLINE;
+    // Each client reads on; a closed stream reconnects, like an informer. Until a whole
+    // pass finds every stream open and the spread even.
+    loop {
+        let mut closed = 0;
+        for (s, reconnects) in &mut clients {
+            if s.next().await.is_none() {
+                closed += 1;
+                *reconnects += 1;
+                *s = Stream::open(&c).await;
+            }
+        }
+        // A stream closed a moment ago may still hand out a chunk it buffered: done
+        // once every move counted has been seen by its client.
+        let seen: usize = clients.iter().map(|(_, r)| r).sum();
+        let counted = fe.stats.rebalanced.load(Ordering::Relaxed) as usize;
+        if (closed == 0 && seen == counted && even(&fe.active_per_backend()))
+            || Instant::now() > deadline
+        {
+            break;
+        }
+    }
+    let spread = fe.active_per_backend();
+    assert!(even(&spread), "not rebalanced: {spread:?}");
+    let moved: usize = clients.iter().map(|(_, r)| r).sum();
+    assert!(
+        clients.iter().all(|(_, r)| *r <= 1),
+        "a client was moved more than once: {:?}",
+        clients.iter().map(|(_, r)| r).collect::<Vec<_>>()
+    );
+    // 30 over three: about 10 had to move, all to the returned master.
+    assert!((9..=11).contains(&moved), "{moved} moved: {spread:?}");
+    let on_returned = clients.iter().filter(|(s, _)| s.backend == name).count();
+    assert_eq!(on_returned, spread[2]);
+    assert_eq!(
+        fe.stats.rebalanced.load(Ordering::Relaxed),
+        moved as u64,
+        "every move is counted"
+    );
+    // Even now: nothing more moves.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (s, _) in &mut clients {
+        assert!(
+            s.next().await.is_some(),
+            "a stream was closed after the spread was even"
+        );
+    }
+    assert_eq!(fe.stats.rebalanced.load(Ordering::Relaxed), moved as u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_not_ready_master_keeps_its_streams_for_the_grace_then_closes_them() {
     let c = Cluster::start(Opts {

@@ -443,6 +443,11 @@ impl Snapshot {
                 "Connects tried on a not-healthy backend because no healthy one was left.",
                 |f| f.fallback_connects_total,
             ),
+            (
+                "apivip_frontend_rebalanced_connections",
+                "Connections closed to move them to a less loaded master (rebalance), whose clients reconnect.",
+                |f| f.rebalanced_total,
+            ),
         ] {
             family(
                 e,

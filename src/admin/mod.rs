@@ -506,6 +506,7 @@ impl Daemon {
                     .collect(),
                 accept_error: fh.and_then(|f| f.accept_error.clone()),
                 local_outage: fe.stats.local_outage.load(Ordering::Relaxed),
+                rebalanced_total: load(&fe.stats.rebalanced),
                 backends,
             });
         }

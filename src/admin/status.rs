@@ -300,6 +300,9 @@ pub struct FrontendDoc {
     /// (for at most 30 s) as this node's own outage.
     #[serde(default)]
     pub local_outage: bool,
+    /// Connections closed to move them to a less loaded master (`rebalance:`).
+    #[serde(default)]
+    pub rebalanced_total: u64,
     /// Its backends in config order.
     pub backends: Vec<BackendDoc>,
 }

@@ -244,7 +244,8 @@ impl ReloadPlan {
                         || o.half_close_timeout != n.half_close_timeout
                         || o.per_source != n.per_source
                         || o.close_rate != n.close_rate
-                        || o.slow_start != n.slow_start,
+                        || o.slow_start != n.slow_start
+                        || o.rebalance != n.rebalance,
                 }),
             }
         }

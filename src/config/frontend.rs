@@ -99,6 +99,9 @@ pub struct Frontend {
     /// connections over this long (HAProxy's `slowstart`); `None` (`0s`, the default):
     /// its full share at once.
     pub slow_start: Option<Duration>,
+    /// Moving connections from the most loaded masters to the least loaded (a returned
+    /// one); `None` (the default) never moves a connection.
+    pub rebalance: Option<crate::proxy::rebalance::Settings>,
     /// Per-source limits (on by default, generous; see the `DEFAULT_PER_SOURCE_*`).
     pub per_source: crate::proxy::admission::Limits,
     /// The active health check.
@@ -287,6 +290,7 @@ impl Validator {
                 Duration::ZERO,
             )
             .filter(|d| !d.is_zero());
+        let rebalance = raw.rebalance.and_then(|r| self.rebalance(name, r));
         let per_source = self.per_source(
             name,
             [
@@ -316,8 +320,53 @@ impl Validator {
             per_source,
             close_rate,
             slow_start,
+            rebalance,
             check,
         }
+    }
+
+    /// `rebalance:`: on with defaults for the keys left out; `rate_percent: 0` is off.
+    fn rebalance(
+        &mut self,
+        name: &str,
+        raw: super::raw::RawRebalance,
+    ) -> Option<crate::proxy::rebalance::Settings> {
+        let mut percent = |key: &str, value: Option<f64>, default: f64, zero: bool| match value {
+            None => Some(default),
+            Some(v) if v.is_finite() && v <= 100.0 && (v > 0.0 || (zero && v == 0.0)) => Some(v),
+            Some(v) => {
+                let low = if zero { "0" } else { "more than 0" };
+                self.issue(
+                    format!("{name}.rebalance.{key}"),
+                    Some(v.to_string()),
+                    format!("out of range; expected {low} to 100 (percent)"),
+                );
+                None
+            }
+        };
+        let rate = percent(
+            "rate_percent",
+            raw.rate_percent,
+            DEFAULT_REBALANCE_RATE_PERCENT,
+            true,
+        );
+        let spread = percent(
+            "spread_percent",
+            raw.spread_percent,
+            DEFAULT_REBALANCE_SPREAD_PERCENT,
+            true,
+        );
+        let min_age = self.duration(
+            &format!("{name}.rebalance.min_age"),
+            raw.min_age.as_deref(),
+            DEFAULT_REBALANCE_MIN_AGE,
+        );
+        let (rate, spread, min_age) = (rate?, spread?, min_age?);
+        (rate > 0.0).then(|| crate::proxy::rebalance::Settings {
+            rate: rate / 100.0,
+            min_age,
+            spread: spread / 100.0,
+        })
     }
 
     /// `per_source_max_connections`, `per_source_rate` and `per_source_burst`.
@@ -409,6 +458,14 @@ pub const MAX_PER_SOURCE_RATE: u32 = 1_000_000;
 fn default_burst(per_second: u32) -> u32 {
     per_second.saturating_mul(2).max(1)
 }
+/// The default `rebalance.rate_percent`: 1 % of the connections a second, so the third
+/// of 3,000 connections a returned master should carry moves in about 35 s.
+pub const DEFAULT_REBALANCE_RATE_PERCENT: f64 = 1.0;
+/// The default `rebalance.spread_percent`.
+pub const DEFAULT_REBALANCE_SPREAD_PERCENT: f64 = 10.0;
+/// The default `rebalance.min_age`: a client moved (or new) is not moved again for a
+/// minute.
+pub const DEFAULT_REBALANCE_MIN_AGE: Duration = Duration::from_secs(60);
 /// The default `half_close_timeout`.
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -86,7 +86,21 @@ pub(crate) struct RawFrontend {
     pub(crate) close_rate: Option<i64>,
     /// A backend that returns gets a ramp of new connections over this long.
     pub(crate) slow_start: Option<String>,
+    /// Move connections from the most loaded masters to a returned one (off unless set).
+    pub(crate) rebalance: Option<RawRebalance>,
     pub(crate) check: Option<RawCheck>,
+}
+
+/// `rebalance:` of a frontend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRebalance {
+    /// Percent of the connections moved per second at most (0: off).
+    pub(crate) rate_percent: Option<f64>,
+    /// Connections younger than this are never moved.
+    pub(crate) min_age: Option<String>,
+    /// Percent of the mean within which the spread counts as even.
+    pub(crate) spread_percent: Option<f64>,
 }
 
 /// A health check.

@@ -43,6 +43,7 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(f.per_source.rate, None, "no rate limit unless asked for");
     assert_eq!(f.close_rate, Some(1000));
     assert_eq!(f.slow_start, None, "no ramp unless asked for");
+    assert_eq!(f.rebalance, None, "no connection moved unless asked for");
     assert_eq!(f.check.rise, 2);
     assert_eq!(f.check.fall, 2);
     match &f.check.kind {
@@ -228,6 +229,32 @@ fn abuse_limits_parse_turn_off_and_name_bad_values() {
     assert_eq!(c.frontends[0].close_rate, None, "0 closes all at once");
     let c = parse("backends: [{address: 198.18.0.11}]\napiserver: {slow_start: 30s}\n").unwrap();
     assert_eq!(c.frontends[0].slow_start, Some(Duration::from_secs(30)));
+    let c = parse("backends: [{address: 198.18.0.11}]\napiserver: {rebalance: {}}\n").unwrap();
+    assert_eq!(
+        c.frontends[0].rebalance,
+        Some(crate::proxy::rebalance::Settings {
+            rate: 0.01,
+            min_age: Duration::from_secs(60),
+            spread: 0.1,
+        }),
+        "an empty section turns it on with the defaults"
+    );
+    let c = parse(
+        "backends: [{address: 198.18.0.11}]\napiserver: {rebalance: {rate_percent: 0.5, min_age: 5m, spread_percent: 0}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.frontends[0].rebalance,
+        Some(crate::proxy::rebalance::Settings {
+            rate: 0.005,
+            min_age: Duration::from_secs(300),
+            spread: 0.0,
+        })
+    );
+    let c =
+        parse("backends: [{address: 198.18.0.11}]\napiserver: {rebalance: {rate_percent: 0}}\n")
+            .unwrap();
+    assert_eq!(c.frontends[0].rebalance, None, "a rate of 0 is off");
 
     for (yaml, key, value) in [
         (
@@ -252,6 +279,22 @@ fn abuse_limits_parse_turn_off_and_name_bad_values() {
             "apiserver.half_close_timeout",
             "5",
         ),
+        (
+            "{rebalance: {rate_percent: 150}}",
+            "apiserver.rebalance.rate_percent",
+            "150",
+        ),
+        (
+            "{rebalance: {spread_percent: -1}}",
+            "apiserver.rebalance.spread_percent",
+            "-1",
+        ),
+        (
+            "{rebalance: {min_age: 1 minute}}",
+            "apiserver.rebalance.min_age",
+            "1 minute",
+        ),
+        ("{rebalance: {rate: 5}}", "apiserver.rebalance", "rate"),
     ] {
         let lines = issues(&format!(
             "backends: [{{address: 198.18.0.11}}]\napiserver: {yaml}\n"

@@ -79,6 +79,9 @@ pub struct Counters<'a> {
     pub upstream: &'a AtomicU64,
     /// Backend to client.
     pub downstream: &'a AtomicU64,
+    /// Wakeups that moved or ended data, either direction; `None` counts them inside
+    /// the connection only. The rebalancer reads it to tell idle connections.
+    pub activity: Option<&'a AtomicU64>,
 }
 
 /// The timeouts of one connection.
@@ -112,12 +115,13 @@ pub async fn forward(
     timeouts: Timeouts,
     counters: Counters<'_>,
 ) -> io::Result<Ended> {
-    let activity = AtomicU64::new(0);
+    let local = AtomicU64::new(0);
+    let activity = counters.activity.unwrap_or(&local);
     // The pumps are pinned in place rather than built as locals and moved into a join:
     // each would otherwise be stored twice in this future, which every idle connection
     // pays for.
-    let up = pump(client, backend, mode, pipes, &activity, counters.upstream);
-    let down = pump(backend, client, mode, pipes, &activity, counters.downstream);
+    let up = pump(client, backend, mode, pipes, activity, counters.upstream);
+    let down = pump(backend, client, mode, pipes, activity, counters.downstream);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     // Boxed: a timer costs every connection's task only once it needs one (an idle
@@ -161,14 +165,14 @@ pub async fn forward(
                 down_done = true;
             }
             () = fire(&mut idle_timer) => {
-                if !rearm(&mut idle_timer, &activity, &mut seen, timeouts.idle) {
+                if !rearm(&mut idle_timer, activity, &mut seen, timeouts.idle) {
                     return Ok(Ended::Idle);
                 }
             }
             // Only a silent remaining direction ends a half-closed connection: one that
             // still moves data (a stream after the client's FIN) gets another period.
             () = fire(&mut half_timer) => {
-                if !rearm(&mut half_timer, &activity, &mut half_seen, timeouts.half_close) {
+                if !rearm(&mut half_timer, activity, &mut half_seen, timeouts.half_close) {
                     return Ok(Ended::HalfClosed);
                 }
             }

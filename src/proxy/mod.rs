@@ -14,6 +14,7 @@ pub mod admission;
 pub mod balance;
 pub mod forward;
 pub mod outage;
+pub mod rebalance;
 pub mod splice;
 
 use std::io;
@@ -34,6 +35,7 @@ use admission::Admission;
 use balance::{Candidate, Pick};
 pub use forward::Mode;
 use outage::Outage;
+use rebalance::{Rebalancer, Standing};
 use splice::PipePool;
 
 /// Counters of one frontend (read by tests, logs and, later, metrics).
@@ -57,6 +59,8 @@ pub struct Stats {
     pub local_outage: AtomicBool,
     /// Clients refused or closed by the abuse limits, by [`Refused`] reason.
     pub refused: [AtomicU64; Refused::ALL.len()],
+    /// Connections closed to move them to a less loaded backend (see [`rebalance`]).
+    pub rebalanced: AtomicU64,
     /// Rate-limits the warnings about refused and failed clients (one per
     /// [`LOG_EVERY`]), so that a flood never floods the journal.
     log_gate: LogGate,
@@ -211,6 +215,52 @@ struct Slot {
     /// When it last returned (down, then up), in ms since [`clock_origin`] plus one;
     /// 0 when it did not (slow start).
     returned: AtomicU64,
+    /// Its connections the rebalancer may move (only while `rebalance` is on), by id.
+    tracked: Mutex<std::collections::HashMap<u64, Arc<Tracked>>>,
+}
+
+/// A connection the rebalancer may move.
+#[derive(Debug)]
+struct Tracked {
+    opened: std::time::Instant,
+    /// Wakeups that moved data (see [`forward::Counters::activity`]).
+    activity: AtomicU64,
+    /// The rebalancer's last look: the activity it saw, and since when it stayed so.
+    seen: Mutex<(u64, std::time::Instant)>,
+    /// Notified to close it (moved to a less loaded backend).
+    moved: tokio::sync::Notify,
+    /// Chosen to move already: not chosen again while it closes.
+    moving: AtomicBool,
+}
+
+/// Keeps a connection in its backend's [`Slot::tracked`] while it lives.
+struct Tracking<'a> {
+    slot: &'a Slot,
+    id: u64,
+    conn: Arc<Tracked>,
+}
+
+impl<'a> Tracking<'a> {
+    fn new(slot: &'a Slot) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let conn = Arc::new(Tracked {
+            opened: now,
+            activity: AtomicU64::new(0),
+            seen: Mutex::new((0, now)),
+            moved: tokio::sync::Notify::new(),
+            moving: AtomicBool::new(false),
+        });
+        lock(&slot.tracked).insert(id, Arc::clone(&conn));
+        Tracking { slot, id, conn }
+    }
+}
+
+impl Drop for Tracking<'_> {
+    fn drop(&mut self) {
+        lock(&self.slot.tracked).remove(&self.id);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -232,7 +282,38 @@ impl Slot {
             retired: AtomicBool::new(false),
             held: AtomicBool::new(false),
             returned: AtomicU64::new(0),
+            tracked: Mutex::default(),
         }
+    }
+
+    /// Looks at every tracked connection (how long each has been idle) and returns
+    /// them as the rebalancer sees them when `collect`.
+    fn sample(
+        &self,
+        now: std::time::Instant,
+        collect: bool,
+    ) -> Vec<(rebalance::Conn, Arc<Tracked>)> {
+        let tracked = lock(&self.tracked);
+        let mut out = Vec::with_capacity(if collect { tracked.len() } else { 0 });
+        for (&id, conn) in tracked.iter() {
+            let activity = conn.activity.load(Ordering::Relaxed);
+            let idle_since = {
+                let mut seen = lock(&conn.seen);
+                if seen.0 != activity {
+                    *seen = (activity, now);
+                }
+                seen.1
+            };
+            if collect && !conn.moving.load(Ordering::Relaxed) {
+                let c = rebalance::Conn {
+                    id,
+                    age: now.saturating_duration_since(conn.opened),
+                    idle: now.saturating_duration_since(idle_since),
+                };
+                out.push((c, Arc::clone(conn)));
+            }
+        }
+        out
     }
 
     /// Closes this backend's connections after `after` (at once when zero), unless
@@ -487,13 +568,16 @@ impl FrontendProxy {
             .collect()
     }
 
-    /// A local outage started: the graces already running for lost backends (the first
-    /// ones to turn down, before the outage was recognised) are held too. Backends
-    /// closed at once as unreachable before that stay closed.
+    /// A local outage started: the closes already pending for lost backends (the first
+    /// ones to turn down, before the outage was recognised: deferred or in their grace)
+    /// are held too.
     fn hold_pending(&self) {
         for slot in &self.slots {
             let status = *lock(&slot.status);
-            if status != Status::Down(DownCause::Unresponsive) {
+            if !matches!(
+                status,
+                Status::Down(DownCause::Unreachable | DownCause::Unresponsive)
+            ) {
                 continue;
             }
             if let Some(pending) = lock(&slot.grace).take() {
@@ -503,8 +587,10 @@ impl FrontendProxy {
         }
     }
 
-    /// Applies the closes a local outage held, to the backends still lost.
-    fn release_held(&self) {
+    /// Applies the closes a local outage held, to the backends still lost: an
+    /// unreachable one's after `defer` (it may be about to report up, like the others
+    /// did), an unresponsive one's after the grace.
+    fn release_held(&self, defer: Duration) {
         for slot in &self.slots {
             if !slot.held.swap(false, Ordering::Relaxed) {
                 continue;
@@ -514,9 +600,15 @@ impl FrontendProxy {
             }
             let status = *lock(&slot.status);
             match status {
-                Status::Down(DownCause::Unreachable) => {
+                Status::Down(DownCause::Unreachable) if defer.is_zero() => {
                     tracing::info!(frontend = %self.cfg.kind, backend = %slot.name, "closing connections to an unreachable backend (held during the local outage)");
                     slot.rotate().cancel();
+                }
+                Status::Down(DownCause::Unreachable) => {
+                    tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
+                        after = %crate::units::format_duration(defer),
+                        "still unreachable after the local outage: closing its connections unless it answers again first");
+                    slot.close_after(self.cfg.kind, defer, "unreachable");
                 }
                 Status::Down(DownCause::Unresponsive) => {
                     slot.close_after(self.cfg.kind, self.cfg.not_ready_grace, "unresponsive");
@@ -604,7 +696,9 @@ impl FrontendProxy {
     ///
     /// With `hold` (a local outage, see [`outage`]), a backend that turns lost keeps
     /// its connections; [`FrontendProxy::release_held`] applies the close later.
-    fn apply_status(&self, i: usize, to: Status, hold: bool) {
+    /// Otherwise an unreachable backend's close waits `defer` (the outage window: the
+    /// other masters' checks may fail a moment later, making it a local outage).
+    fn apply_status(&self, i: usize, to: Status, hold: bool, defer: Duration) {
         let Some(slot) = self.slots.get(i) else {
             return;
         };
@@ -660,9 +754,11 @@ impl FrontendProxy {
             // Not ready <-> unresponsive: its grace keeps running.
             return;
         }
-        // Any other change ends a pending grace: recovered (keep the connections),
-        // escalated (closed below) or restarted (a new timer below).
-        if let Some(pending) = lock(&slot.grace).take() {
+        // Any other change ends a pending grace or deferred close: recovered (keep the
+        // connections), escalated (closed below) or restarted (a new timer below).
+        let pending = lock(&slot.grace).take();
+        let had_pending = pending.is_some();
+        if let Some(pending) = pending {
             pending.cancel();
         }
         // A drain closes the connections after the grace even where `close_on_down`
@@ -672,12 +768,18 @@ impl FrontendProxy {
         }
         match to {
             Status::Up | Status::Unknown => {}
-            Status::Down(DownCause::Unreachable) => {
+            Status::Down(DownCause::Unreachable) if defer.is_zero() => {
                 tracing::info!(frontend = %self.cfg.kind, backend = %slot.name, "closing connections to an unreachable backend");
                 slot.rotate().cancel();
             }
+            Status::Down(DownCause::Unreachable) => {
+                tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
+                    after = %crate::units::format_duration(defer),
+                    "backend unreachable: closing its connections unless most masters turn down with it (this node's own outage) or it answers again first");
+                slot.close_after(self.cfg.kind, defer, "unreachable");
+            }
             Status::Down(cause @ (DownCause::NotReady | DownCause::Unresponsive)) => {
-                if from == Status::Down(DownCause::Unreachable) && !was_held {
+                if from == Status::Down(DownCause::Unreachable) && !was_held && !had_pending {
                     // Closed already.
                     return;
                 }
@@ -740,16 +842,22 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
     );
     // A new generation (a reload) ends what an old one held, and the backends lost
     // already are not lost "at the same moment" as later ones.
-    fe.release_held();
+    fe.release_held(outage.defer());
     fe.stats.local_outage.store(false, Ordering::Relaxed);
     if let Some(f) = snap.frontend(fe.cfg.kind) {
         outage.resume(&fe.lost(f), std::time::Instant::now());
     }
+    let mut rebalancer = fe.cfg.rebalance.map(Rebalancer::new);
+    let mut next_tick = tokio::time::Instant::now() + REBALANCE_TICK;
+    // Whether `snap` is new (not a rebalancing tick's wakeup).
+    let mut fresh = true;
     loop {
         if snap.generation != fe.health_generation {
             return;
         }
-        if let Some(f) = snap.frontend(fe.cfg.kind) {
+        if !std::mem::replace(&mut fresh, true) {
+            // A rebalancing tick: the health view did not change.
+        } else if let Some(f) = snap.frontend(fe.cfg.kind) {
             let n = f.backends.len().min(fe.slots.len());
             let lost = fe.lost(f);
             let change = outage.observe(&lost, std::time::Instant::now());
@@ -772,11 +880,13 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
                     continue;
                 }
                 fe.slots[i].drained.store(b.drained, Ordering::Relaxed);
-                fe.apply_status(i, b.routing_status(), outage.holding());
+                fe.apply_status(i, b.routing_status(), outage.holding(), outage.defer());
             }
             match change {
                 outage::Change::Started => fe.hold_pending(),
-                outage::Change::Recovered | outage::Change::Expired => fe.release_held(),
+                outage::Change::Recovered | outage::Change::Expired => {
+                    fe.release_held(outage.defer())
+                }
                 outage::Change::None => {}
             }
         }
@@ -792,7 +902,90 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
                     None => std::future::pending().await,
                 }
             } => snap,
+            () = tokio::time::sleep_until(next_tick), if rebalancer.is_some() => {
+                next_tick += REBALANCE_TICK;
+                if let Some(r) = rebalancer.as_mut() {
+                    fe.rebalance_tick(r, outage.holding());
+                }
+                fresh = false;
+                snap
+            }
         };
+    }
+}
+
+/// How often the rebalancer looks at the spread (and at which connections are idle).
+pub const REBALANCE_TICK: Duration = Duration::from_millis(500);
+
+impl FrontendProxy {
+    /// One rebalancing tick: plans the moves and closes the connections chosen.
+    fn rebalance_tick(&self, r: &mut Rebalancer, holding: bool) {
+        let Some(settings) = self.cfg.rebalance else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let standing: Vec<Standing> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let out = holding
+                    || s.retired.load(Ordering::Relaxed)
+                    || s.drained.load(Ordering::Relaxed)
+                    || s.held.load(Ordering::Relaxed)
+                    || !s.healthy.load(Ordering::Relaxed);
+                if out {
+                    Standing::Out
+                } else if s.weight(self.cfg.slow_start) < balance::FULL_WEIGHT {
+                    Standing::Ramping
+                } else {
+                    Standing::In(s.active.load(Ordering::Relaxed))
+                }
+            })
+            .collect();
+        let plan = r.tick(&standing, now);
+        let spread = || {
+            self.slots
+                .iter()
+                .zip(&standing)
+                .map(|(s, st)| match st {
+                    Standing::In(n) => format!("{}={n}", s.name),
+                    Standing::Ramping => format!("{}=ramping", s.name),
+                    Standing::Out => format!("{}=out", s.name),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match plan.phase {
+            None => {}
+            Some(rebalance::Phase::Started) => {
+                tracing::info!(frontend = %self.cfg.kind, connections = %spread(),
+                rate_percent = settings.rate * 100.0, min_age = %crate::units::format_duration(settings.min_age),
+                "connections unevenly spread across the masters: moving some from the most loaded, the longest idle first")
+            }
+            Some(rebalance::Phase::Done) => {
+                tracing::info!(frontend = %self.cfg.kind, connections = %spread(),
+                "connections spread evenly again: rebalancing done")
+            }
+            Some(rebalance::Phase::Paused) => {
+                tracing::info!(frontend = %self.cfg.kind, connections = %spread(),
+                "rebalancing paused: fewer than two masters up, one still ramping up, or a local outage")
+            }
+        }
+        for (slot, &k) in self.slots.iter().zip(&plan.moves) {
+            let conns = slot.sample(now, k > 0);
+            if k == 0 {
+                continue;
+            }
+            let candidates: Vec<rebalance::Conn> = conns.iter().map(|(c, _)| *c).collect();
+            let chosen = rebalance::choose(&candidates, k, settings.min_age);
+            for &i in &chosen {
+                let conn = &conns[i].1;
+                conn.moving.store(true, Ordering::Relaxed);
+                conn.moved.notify_one();
+            }
+            r.unused(k - chosen.len());
+            tracing::debug!(frontend = %self.cfg.kind, backend = %slot.name, moving = chosen.len(), planned = k, "rebalancing: closing connections to move them");
+        }
     }
 }
 
@@ -1175,6 +1368,7 @@ async fn handle(
     let slot = &fe.slots[lease.slot];
     tune(&client);
     tune(&backend);
+    let tracking = fe.cfg.rebalance.is_some().then(|| Tracking::new(slot));
     let timeouts = forward::Timeouts {
         idle: fe.cfg.idle_timeout,
         half_close: fe.cfg.half_close_timeout,
@@ -1183,6 +1377,7 @@ async fn handle(
         r = forward::forward(&client, &backend, fe.mode, &fe.pipes, timeouts, forward::Counters {
             upstream: &slot.stats.bytes_sent,
             downstream: &slot.stats.bytes_received,
+            activity: tracking.as_ref().map(|t| &t.conn.activity),
         }) => {
             match r {
                 Ok(forward::Ended::HalfClosed) => fe.stats.refuse(fe.cfg.kind, Refused::HalfCloseTimeout, peer),
@@ -1204,6 +1399,16 @@ async fn handle(
         } => {
             fe.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
             slot.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
+        }
+        _ = async {
+            match &tracking {
+                // Boxed: only tracked connections pay for the waiter.
+                Some(t) => Box::pin(t.conn.moved.notified()).await,
+                None => std::future::pending().await,
+            }
+        } => {
+            fe.stats.rebalanced.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(frontend = %fe.cfg.kind, backend = %slot.name, %peer, "closing a connection to move it to a less loaded backend");
         }
         _ = hard_stop.cancelled() => {}
     }
@@ -1257,7 +1462,7 @@ mod tests {
         let c = crate::config::Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).unwrap();
         let fe = FrontendProxy::new(c.frontends[0].clone(), Mode::Auto, 0, 4);
         for i in 0..3 {
-            fe.apply_status(i, Status::Up, false);
+            fe.apply_status(i, Status::Up, false, Duration::ZERO);
         }
         fe
     }
@@ -1269,34 +1474,99 @@ mod tests {
     async fn a_held_backend_that_changes_again_is_still_closed() {
         let fe = three("1h");
         let first = fe.slots[0].generation();
-        fe.apply_status(0, Status::Down(DownCause::Unreachable), true);
+        fe.apply_status(
+            0,
+            Status::Down(DownCause::Unreachable),
+            true,
+            Duration::ZERO,
+        );
         assert!(!first.is_cancelled(), "held: not closed during the outage");
-        fe.apply_status(0, Status::Down(DownCause::NotReady), false);
+        fe.apply_status(0, Status::Down(DownCause::NotReady), false, Duration::ZERO);
         assert!(lock(&fe.slots[0].grace).is_some(), "its grace must start");
 
         let fe = three("1h");
-        fe.apply_status(1, Status::Down(DownCause::Unresponsive), true);
-        fe.apply_status(1, Status::Down(DownCause::NotReady), false);
+        fe.apply_status(
+            1,
+            Status::Down(DownCause::Unresponsive),
+            true,
+            Duration::ZERO,
+        );
+        fe.apply_status(1, Status::Down(DownCause::NotReady), false, Duration::ZERO);
         assert!(lock(&fe.slots[1].grace).is_some(), "its grace must start");
 
         // Held, still lost when the outage ends: closed then.
         let fe = three("1h");
         let gen = fe.slots[2].generation();
-        fe.apply_status(2, Status::Down(DownCause::Unreachable), true);
-        fe.release_held();
+        fe.apply_status(
+            2,
+            Status::Down(DownCause::Unreachable),
+            true,
+            Duration::ZERO,
+        );
+        fe.release_held(Duration::ZERO);
         assert!(gen.is_cancelled(), "closed when the hold ends");
         assert!(!fe.slots[2].held.load(Ordering::Relaxed));
+    }
+
+    /// An unreachable backend's close waits the outage window: cancelled when it
+    /// answers again, held when the others follow, and still due when it turns not
+    /// ready instead (it was never closed).
+    #[tokio::test]
+    async fn an_unreachable_close_is_deferred_and_can_be_cancelled_or_held() {
+        let defer = Duration::from_secs(3600);
+        let fe = three("1h");
+        let gen = fe.slots[0].generation();
+        fe.apply_status(0, Status::Down(DownCause::Unreachable), false, defer);
+        assert!(!gen.is_cancelled(), "closed at once despite the deferral");
+        let pending = lock(&fe.slots[0].grace).clone().expect("a deferred close");
+        fe.apply_status(0, Status::Up, false, defer);
+        assert!(pending.is_cancelled(), "back up: the close is off");
+        assert!(!gen.is_cancelled());
+
+        let fe = three("1h");
+        fe.apply_status(0, Status::Down(DownCause::Unreachable), false, defer);
+        // The others follow: a local outage holds the first one's close too.
+        fe.apply_status(1, Status::Down(DownCause::Unreachable), true, defer);
+        fe.hold_pending();
+        assert!(lock(&fe.slots[0].grace).is_none());
+        assert!(fe.slots[0].held.load(Ordering::Relaxed));
+        // The outage ends with it still unreachable: closed after the deferral again.
+        fe.release_held(defer);
+        assert!(lock(&fe.slots[0].grace).is_some(), "its close is due again");
+
+        let fe = three("1h");
+        fe.apply_status(2, Status::Down(DownCause::Unreachable), false, defer);
+        fe.apply_status(2, Status::Down(DownCause::NotReady), false, defer);
+        assert!(
+            lock(&fe.slots[2].grace).is_some(),
+            "never closed: the not-ready grace must run"
+        );
+        // Without a deferral (a single backend, or the hold ran out): at once.
+        let fe = three("1h");
+        let gen = fe.slots[1].generation();
+        fe.apply_status(
+            1,
+            Status::Down(DownCause::Unreachable),
+            false,
+            Duration::ZERO,
+        );
+        assert!(gen.is_cancelled());
     }
 
     /// Not ready <-> unresponsive keeps the running grace (it is not restarted).
     #[tokio::test]
     async fn between_not_ready_and_unresponsive_the_grace_keeps_running() {
         let fe = three("1h");
-        fe.apply_status(0, Status::Down(DownCause::NotReady), false);
+        fe.apply_status(0, Status::Down(DownCause::NotReady), false, Duration::ZERO);
         let pending = lock(&fe.slots[0].grace).clone().unwrap();
-        fe.apply_status(0, Status::Down(DownCause::Unresponsive), false);
+        fe.apply_status(
+            0,
+            Status::Down(DownCause::Unresponsive),
+            false,
+            Duration::ZERO,
+        );
         assert!(!pending.is_cancelled(), "the grace was restarted");
-        fe.apply_status(0, Status::Up, false);
+        fe.apply_status(0, Status::Up, false, Duration::ZERO);
         assert!(
             pending.is_cancelled(),
             "recovered: the grace ends, nothing closes"

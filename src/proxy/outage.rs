@@ -16,6 +16,10 @@
 //!   short, and a longer one is closed as the masters' after all.
 //! - After the hold ran out, no new local outage starts until the majority is
 //!   recovered once.
+//! - The masters' checks fail one by one, not in one instant: the first one lost is
+//!   seen alone for a moment, and the last one back after the others. So the close of
+//!   a backend that turns lost, or stays lost when an outage ends, waits
+//!   [`Outage::defer`] (the window), and is held or cancelled if the others follow.
 
 use std::time::{Duration, Instant};
 
@@ -78,6 +82,17 @@ impl Outage {
         self.since.map(|s| s + self.hold)
     }
 
+    /// How long the close of a backend lost now should wait, for a local outage to be
+    /// recognised (or to end with it back): the window; zero where none can start (a
+    /// single backend, or the hold ran out and the majority has not recovered).
+    pub fn defer(&self) -> Duration {
+        if self.lost_since.len() < 2 || self.spent {
+            Duration::ZERO
+        } else {
+            self.window
+        }
+    }
+
     /// Feeds which backends are lost now (`lost[i]`, config order) at `now`.
     pub fn observe(&mut self, lost: &[bool], now: Instant) -> Change {
         self.lost_since.resize(lost.len(), None);
@@ -130,6 +145,23 @@ mod tests {
 
     fn ms(t: Instant, ms: u64) -> Instant {
         t + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn closes_wait_the_window_while_an_outage_can_start() {
+        let t = Instant::now();
+        let mut o = Outage::new(3, WINDOW, HOLD);
+        assert_eq!(o.defer(), WINDOW, "the others may follow");
+        o.observe(&[true, false, false], t);
+        assert_eq!(o.defer(), WINDOW);
+        o.observe(&[true, true, true], ms(t, 100));
+        assert!(o.holding());
+        assert_eq!(
+            o.observe(&[true, true, true], ms(t, 30_200)),
+            Change::Expired
+        );
+        assert_eq!(o.defer(), Duration::ZERO, "spent: the masters are down");
+        assert_eq!(Outage::new(1, WINDOW, HOLD).defer(), Duration::ZERO);
     }
 
     #[test]
