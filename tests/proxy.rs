@@ -329,6 +329,116 @@ async fn with_rebalancing_a_returned_master_gets_its_share_of_the_streams() {
     assert_eq!(fe.stats.rebalanced.load(Ordering::Relaxed), moved as u64);
 }
 
+/// The same with real `kubectl get pods --watch` clients (kubectl 1.20, which exits
+/// when its watch ends and is started again, like a controller re-establishing its
+/// watch): after a master returns, the watches end up spread over all three, and no
+/// client reconnects more than once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rebalancing_kubectl_watches_spread_to_a_returned_master() {
+    const TEST: &str = "with_rebalancing_kubectl_watches_spread_to_a_returned_master";
+    // Thirty kubectl starts take a few seconds of CPU: more time on a busy machine.
+    const DEADLINE: Duration = Duration::from_secs(60);
+    if support::kubectl::require_kubectl(TEST).is_none() {
+        return;
+    }
+    let mut c = Cluster::start(Opts {
+        apiserver: "  rebalance: {rate_percent: 20, min_age: 2s, spread_percent: 10}\n",
+        ..Opts::default()
+    })
+    .await;
+    let Some(kubectl) =
+        support::kubectl::Kubectl::new(TEST, &format!("https://{}", c.endpoint), &c.pki)
+    else {
+        return;
+    };
+    c.masters[2].stop().await;
+    c.wait_status(2, Status::Down(DownCause::Unreachable)).await;
+    let names: Vec<String> = c.masters.iter().map(|m| m.name().to_owned()).collect();
+    let clients: Vec<_> = (0..30)
+        .map(|_| kubectl.watch().expect("start kubectl"))
+        .collect();
+    let fe = c.stats();
+    let logs = |clients: &[support::kubectl::WatchClient]| -> String {
+        clients.iter().map(|c| c.log()).collect()
+    };
+    assert!(
+        wait_until(DEADLINE, || async {
+            clients.iter().all(|c| c.event_count() >= 1)
+                && fe.stats.active.load(Ordering::Relaxed) == 30
+        })
+        .await,
+        "the watches did not start: {:?}\n{}",
+        fe.active_per_backend(),
+        logs(&clients)
+    );
+    assert_eq!(fe.active_per_backend()[2], 0);
+    assert!(
+        clients.iter().all(|c| c.restarts() == 0),
+        "{}",
+        logs(&clients)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.restart(2, Duration::ZERO).await;
+    c.wait_status(2, Status::Up).await;
+
+    // Every client watches again (events after its last restart), from a spread that
+    // is even; each moved client came back once.
+    let tally = |clients: &[support::kubectl::WatchClient]| {
+        let mut on = [0usize; 3];
+        for cl in clients {
+            if let Some(b) = cl.last_backend() {
+                if let Some(i) = names.iter().position(|n| *n == b) {
+                    on[i] += 1;
+                }
+            }
+        }
+        on
+    };
+    let even = |a: &[usize]| a.iter().max().unwrap() - a.iter().min().unwrap() <= 1;
+    let settled = || {
+        let moved = fe.stats.rebalanced.load(Ordering::Relaxed);
+        let restarts: u64 = clients.iter().map(|c| c.restarts()).sum();
+        moved > 0
+            && restarts == moved
+            && clients
+                .iter()
+                .all(|c| c.events().last().is_some_and(|e| e.run == c.restarts()))
+            && even(&tally(&clients))
+            && even(&fe.active_per_backend())
+    };
+    assert!(
+        wait_until(DEADLINE, || async { settled() }).await,
+        "not spread: watches {:?}, connections {:?}, moved {}, restarts {:?}\n{}",
+        tally(&clients),
+        fe.active_per_backend(),
+        fe.stats.rebalanced.load(Ordering::Relaxed),
+        clients.iter().map(|c| c.restarts()).collect::<Vec<_>>(),
+        logs(&clients)
+    );
+    let restarts: Vec<u64> = clients.iter().map(|c| c.restarts()).collect();
+    assert!(
+        restarts.iter().all(|r| *r <= 1),
+        "a client reconnected more than once: {restarts:?}"
+    );
+    let on = tally(&clients);
+    assert!(
+        on[2] >= 9,
+        "the returned master got {} watches: {on:?}",
+        on[2]
+    );
+    // Even now: nothing more moves, every watch goes on.
+    let counts: Vec<usize> = clients.iter().map(|c| c.event_count()).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        clients.iter().map(|c| c.restarts()).collect::<Vec<_>>(),
+        restarts,
+        "a watch was moved after the spread was even"
+    );
+    for (cl, before) in clients.iter().zip(counts) {
+        assert!(cl.event_count() > before, "a watch stopped: {}", cl.log());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_not_ready_master_keeps_its_streams_for_the_grace_then_closes_them() {
     let c = Cluster::start(Opts {

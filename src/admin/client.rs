@@ -189,6 +189,13 @@ pub fn render(doc: &StatusDoc) -> String {
                 refused.join(", ")
             );
         }
+        if f.rebalanced_total > 0 {
+            let _ = writeln!(
+                o,
+                "  {} connections moved to a less loaded master (rebalance)",
+                f.rebalanced_total
+            );
+        }
         if f.local_outage {
             let _ = writeln!(o, "  LOCAL OUTAGE: most masters turned down at once from this node; keeping their connections (30 s at most)");
         }
