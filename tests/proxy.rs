@@ -218,6 +218,61 @@ async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
     assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
 }
 
+/// A reload during a local outage that keeps the same masters does not end the hold:
+/// their streams (whose grace would have run out long before) are still kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_local_outage_keeps_the_hold() {
+    let mut c = Cluster::start(Opts {
+        apiserver: "  not_ready_grace: 500ms\n",
+        ..Opts::default()
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        let mut s = Stream::open(&c).await;
+        assert!(s.next().await.is_some());
+        streams.push(s);
+    }
+    for m in &c.masters {
+        m.set_mode(Mode::Hang);
+    }
+    c.wait_status_all(Status::Down(DownCause::Unresponsive))
+        .await;
+    let fe = c.stats();
+    assert!(
+        wait_until(DEADLINE, || async {
+            fe.stats.local_outage.load(Ordering::Relaxed)
+        })
+        .await,
+        "not taken as a local outage"
+    );
+    c.write_config(
+        &[0, 1, 2],
+        "127.0.0.1:0",
+        "  not_ready_grace: 500ms\n  close_rate: 500\n",
+        Opts::default().check,
+    );
+    let r = c.sup_mut().reload().await;
+    assert!(r.ok, "reload refused: {:?}", r.lines);
+    // Well past the grace, in the new generation: nothing closed, still held.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fe = c.stats();
+    assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
+    assert!(fe.stats.local_outage.load(Ordering::Relaxed));
+    for m in &c.masters {
+        m.set_mode(Mode::Ready);
+    }
+    c.wait_status_all(Status::Up).await;
+    for s in &mut streams {
+        assert!(
+            s.next().await.is_some(),
+            "a stream from {} was cut",
+            s.backend
+        );
+    }
+    assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
+}
+
 /// A master that returns is ramped up (slow start): least-connections would otherwise
 /// send it every new connection until it is level with the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +435,7 @@ async fn with_rebalancing_kubectl_watches_spread_to_a_returned_master() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.restart(2, Duration::ZERO).await;
     c.wait_status(2, Status::Up).await;
+    let returned = Instant::now();
 
     // Every client watches again (events after its last restart), from a spread that
     // is even; each moved client came back once.
@@ -414,6 +470,13 @@ async fn with_rebalancing_kubectl_watches_spread_to_a_returned_master() {
         fe.stats.rebalanced.load(Ordering::Relaxed),
         clients.iter().map(|c| c.restarts()).collect::<Vec<_>>(),
         logs(&clients)
+    );
+    // 10 moves at 20 % of 30 a second: about 2 s, plus the reconnects.
+    eprintln!(
+        "spread {:?} within {:?} of the master's return, {} moved",
+        fe.active_per_backend(),
+        returned.elapsed(),
+        fe.stats.rebalanced.load(Ordering::Relaxed)
     );
     let restarts: Vec<u64> = clients.iter().map(|c| c.restarts()).collect();
     assert!(

@@ -294,6 +294,16 @@ fn abuse_limits_parse_turn_off_and_name_bad_values() {
             "apiserver.rebalance.min_age",
             "1 minute",
         ),
+        (
+            "{rebalance: {rate_percent: .nan}}",
+            "apiserver.rebalance.rate_percent",
+            "NaN",
+        ),
+        (
+            "{rebalance: {spread_percent: .inf}}",
+            "apiserver.rebalance.spread_percent",
+            "inf",
+        ),
         ("{rebalance: {rate: 5}}", "apiserver.rebalance", "rate"),
     ] {
         let lines = issues(&format!(

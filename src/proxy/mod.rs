@@ -205,7 +205,9 @@ struct Slot {
     generation: Mutex<CancellationToken>,
     /// The routing status last applied (see [`FrontendProxy::apply_status`]).
     status: Mutex<Status>,
-    /// A pending not-ready grace: cancelled when the status changes again.
+    /// A pending close (a not-ready grace, or an unreachable backend's deferral):
+    /// cancelled when the status changes again. Never holds a cancelled token: whoever
+    /// takes one out cancels it while holding the lock.
     grace: Mutex<Option<CancellationToken>>,
     /// Removed by a reload: no health change or drain applies to it any more (an old
     /// generation's watcher may still run for a moment).
@@ -334,6 +336,15 @@ impl Slot {
                 biased;
                 _ = recovered.cancelled() => {}
                 _ = tokio::time::sleep(after) => {
+                    {
+                        // Whoever takes a pending close out of `grace` cancels it under
+                        // this lock: not cancelled means still pending, and it is done.
+                        let mut pending = lock(&slot.grace);
+                        if recovered.is_cancelled() {
+                            return;
+                        }
+                        pending.take();
+                    }
                     tracing::info!(frontend = %kind, backend = %slot.name, "grace over: closing connections to a {why} backend");
                     slot.rotate().cancel();
                 }
@@ -386,6 +397,12 @@ pub struct FrontendProxy {
     admission: Option<Arc<Mutex<Admission>>>,
     /// Connections waiting for their first byte, oldest first (shared by generations).
     waiting: Arc<Mutex<std::collections::VecDeque<Arc<Waiter>>>>,
+    /// The local-outage detector: carried on by the next generation when a reload keeps
+    /// the same masters in the same order, so that a reload during an outage does not
+    /// end its hold.
+    outage: Arc<Mutex<Outage>>,
+    /// Whether `outage` comes from the generation before.
+    outage_carried: bool,
 }
 
 /// How long a client must have stayed silent before a full frontend may close it to
@@ -447,6 +464,12 @@ impl FrontendProxy {
             stats: Arc::new(Stats::default()),
             admission: admission_for(&cfg),
             waiting: Arc::default(),
+            outage: Arc::new(Mutex::new(Outage::new(
+                cfg.backends.len(),
+                local_outage_window(&cfg),
+                LOCAL_OUTAGE_HOLD,
+            ))),
+            outage_carried: false,
             cfg,
         })
     }
@@ -486,6 +509,22 @@ impl FrontendProxy {
         } else {
             admission_for(&cfg)
         };
+        let same_masters = map.old_of_new.len() == self.slots.len()
+            && map
+                .old_of_new
+                .iter()
+                .enumerate()
+                .all(|(i, o)| *o == Some(i));
+        let outage = if same_masters {
+            lock(&self.outage).set_window(local_outage_window(&cfg));
+            Arc::clone(&self.outage)
+        } else {
+            Arc::new(Mutex::new(Outage::new(
+                cfg.backends.len(),
+                local_outage_window(&cfg),
+                LOCAL_OUTAGE_HOLD,
+            )))
+        };
         Arc::new(FrontendProxy {
             slots,
             cursor: Arc::clone(&self.cursor),
@@ -495,6 +534,8 @@ impl FrontendProxy {
             stats: Arc::clone(&self.stats),
             admission,
             waiting: Arc::clone(&self.waiting),
+            outage,
+            outage_carried: same_masters,
             cfg,
         })
     }
@@ -756,11 +797,10 @@ impl FrontendProxy {
         }
         // Any other change ends a pending grace or deferred close: recovered (keep the
         // connections), escalated (closed below) or restarted (a new timer below).
-        let pending = lock(&slot.grace).take();
-        let had_pending = pending.is_some();
-        if let Some(pending) = pending {
-            pending.cancel();
-        }
+        let had_pending = {
+            let mut grace = lock(&slot.grace);
+            grace.take().map(|pending| pending.cancel()).is_some()
+        };
         // A drain closes the connections after the grace even where `close_on_down`
         // is off: the operator asked for it.
         if !self.cfg.close_on_down && !slot.drained.load(Ordering::Relaxed) {
@@ -835,20 +875,20 @@ struct Connected<'a> {
 /// generation has its own watcher).
 pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: CancellationToken) {
     let mut snap = view.current_and_mark_seen();
-    let mut outage = Outage::new(
-        fe.slots.len(),
-        local_outage_window(&fe.cfg),
-        LOCAL_OUTAGE_HOLD,
-    );
-    // A new generation (a reload) ends what an old one held, and the backends lost
-    // already are not lost "at the same moment" as later ones.
-    fe.release_held(outage.defer());
-    fe.stats.local_outage.store(false, Ordering::Relaxed);
-    if let Some(f) = snap.frontend(fe.cfg.kind) {
-        outage.resume(&fe.lost(f), std::time::Instant::now());
+    if !fe.outage_carried {
+        // A generation with other masters ends what an old one held, and the backends
+        // lost already are not lost "at the same moment" as later ones. (With the same
+        // masters, the detector goes on where the last generation left it.)
+        let mut outage = lock(&fe.outage);
+        fe.release_held(outage.defer());
+        fe.stats.local_outage.store(false, Ordering::Relaxed);
+        if let Some(f) = snap.frontend(fe.cfg.kind) {
+            outage.resume(&fe.lost(f), std::time::Instant::now());
+        }
     }
     let mut rebalancer = fe.cfg.rebalance.map(Rebalancer::new);
-    let mut next_tick = tokio::time::Instant::now() + REBALANCE_TICK;
+    let mut ticker = tokio::time::interval(REBALANCE_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether `snap` is new (not a rebalancing tick's wakeup).
     let mut fresh = true;
     loop {
@@ -858,6 +898,7 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
         if !std::mem::replace(&mut fresh, true) {
             // A rebalancing tick: the health view did not change.
         } else if let Some(f) = snap.frontend(fe.cfg.kind) {
+            let mut outage = lock(&fe.outage);
             let n = f.backends.len().min(fe.slots.len());
             let lost = fe.lost(f);
             let change = outage.observe(&lost, std::time::Instant::now());
@@ -890,7 +931,10 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
                 outage::Change::None => {}
             }
         }
-        let deadline = outage.deadline();
+        let (deadline, holding) = {
+            let outage = lock(&fe.outage);
+            (outage.deadline(), outage.holding())
+        };
         snap = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
@@ -902,10 +946,9 @@ pub async fn watch_health(fe: Arc<FrontendProxy>, mut view: HealthView, cancel: 
                     None => std::future::pending().await,
                 }
             } => snap,
-            () = tokio::time::sleep_until(next_tick), if rebalancer.is_some() => {
-                next_tick += REBALANCE_TICK;
+            _ = ticker.tick(), if rebalancer.is_some() => {
                 if let Some(r) = rebalancer.as_mut() {
-                    fe.rebalance_tick(r, outage.holding());
+                    fe.rebalance_tick(r, holding);
                 }
                 fresh = false;
                 snap
@@ -938,7 +981,8 @@ impl FrontendProxy {
                 } else if s.weight(self.cfg.slow_start) < balance::FULL_WEIGHT {
                     Standing::Ramping
                 } else {
-                    Standing::In(s.active.load(Ordering::Relaxed))
+                    // Only the connections it can move (opened while it is on).
+                    Standing::In(lock(&s.tracked).len())
                 }
             })
             .collect();
@@ -1434,6 +1478,21 @@ mod tests {
         // No rate: all at once.
         assert_eq!(close_delay(5000, None, 0.7), Duration::ZERO);
         assert_eq!(close_delay(5000, Some(0), 0.7), Duration::ZERO);
+    }
+
+    /// A flood of refusals logs one warning, then nothing until [`LOG_EVERY`] has passed;
+    /// the next warning says how many were left out.
+    #[test]
+    fn warnings_are_rate_limited_and_count_what_they_left_out() {
+        let gate = LogGate::default();
+        assert_eq!(gate.pass(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(gate.pass(), None);
+        }
+        // As if LOG_EVERY had passed (the gate compares against the last warning).
+        gate.last.store(0, Ordering::Relaxed);
+        assert_eq!(gate.pass(), Some(1000));
+        assert_eq!(gate.pass(), None);
     }
 
     #[test]

@@ -23,6 +23,9 @@
 
 use std::time::{Duration, Instant};
 
+/// How much longer than the window a close waits (see [`Outage::defer`]).
+pub const DEFER_MARGIN: Duration = Duration::from_millis(250);
+
 /// What changed with one observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -89,8 +92,14 @@ impl Outage {
         if self.lost_since.len() < 2 || self.spent {
             Duration::ZERO
         } else {
-            self.window
+            // A loss right at the window's end still counts as the same moment.
+            self.window + DEFER_MARGIN
         }
+    }
+
+    /// A reload changed the check: the window follows it.
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
     }
 
     /// Feeds which backends are lost now (`lost[i]`, config order) at `now`.
@@ -151,9 +160,9 @@ mod tests {
     fn closes_wait_the_window_while_an_outage_can_start() {
         let t = Instant::now();
         let mut o = Outage::new(3, WINDOW, HOLD);
-        assert_eq!(o.defer(), WINDOW, "the others may follow");
+        assert_eq!(o.defer(), WINDOW + DEFER_MARGIN, "the others may follow");
         o.observe(&[true, false, false], t);
-        assert_eq!(o.defer(), WINDOW);
+        assert_eq!(o.defer(), WINDOW + DEFER_MARGIN);
         o.observe(&[true, true, true], ms(t, 100));
         assert!(o.holding());
         assert_eq!(

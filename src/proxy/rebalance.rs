@@ -18,7 +18,8 @@
 //!   (slow start), nothing moves: the ramp already sends it new connections.
 //! - The spread is within bound when the most and the least loaded backends differ by
 //!   at most `spread` of the mean, or by one connection (whole connections cannot do
-//!   better). Nothing moves then, and moving stops as soon as it is reached.
+//!   better). Moving starts only past twice the bound (so the churn of a small cluster
+//!   starts nothing) and stops as soon as the bound is reached.
 //! - At most `rate` of the taking-part connections move per second (a token budget,
 //!   capped at one second's worth, starting empty at each imbalance).
 //! - Each move closes one connection of the most loaded backend, counted as landing on
@@ -134,11 +135,6 @@ impl Rebalancer {
                 _ => None,
             })
             .collect();
-        let ramping = backends.contains(&Standing::Ramping);
-        if ramping || taking_part.len() < 2 {
-            plan.phase = self.stop(Phase::Paused);
-            return plan;
-        }
         let total: usize = taking_part.iter().map(|(_, n)| n).sum();
         // Connections that came since the last tick are taken for moved clients back.
         let mut arrived = total.saturating_sub(self.expected);
@@ -154,6 +150,11 @@ impl Rebalancer {
                 break;
             }
         }
+        let ramping = backends.contains(&Standing::Ramping);
+        if ramping || taking_part.len() < 2 {
+            plan.phase = self.stop(Phase::Paused);
+            return plan;
+        }
         let mut counts = taking_part;
         let in_flight: usize = self.in_flight.iter().map(|(_, n)| n).sum();
         for _ in 0..in_flight {
@@ -164,6 +165,11 @@ impl Rebalancer {
         let allowed = (self.settings.spread * mean).max(1.0);
         if within(&counts, allowed) {
             plan.phase = self.stop(Phase::Done);
+            return plan;
+        }
+        // Hysteresis: a spread just past the bound (the churn of a small cluster) does
+        // not start moving; twice the bound does, and moving goes on down to the bound.
+        if !self.moving && within(&counts, 2.0 * allowed) {
             return plan;
         }
         if !self.moving {
@@ -187,7 +193,7 @@ impl Rebalancer {
         let moved: usize = plan.moves.iter().sum();
         if moved > 0 {
             self.in_flight.push_back((now, moved));
-            self.expected -= moved;
+            self.expected = self.expected.saturating_sub(moved);
         }
         plan
     }

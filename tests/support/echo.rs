@@ -42,8 +42,15 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(after_eof: AfterEof) -> Backend {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), after_eof)
+            .await
+            .unwrap()
+    }
+
+    /// An echo backend on `addr` (one that was used before: a restarted master).
+    pub async fn start_at(addr: SocketAddr, after_eof: AfterEof) -> std::io::Result<Backend> {
+        let l = TcpListener::bind(addr).await?;
+        let addr = l.local_addr()?;
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = l.accept().await else {
@@ -79,7 +86,7 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, task }
+        Ok(Backend { addr, task })
     }
 }
 
