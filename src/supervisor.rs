@@ -297,6 +297,7 @@ impl Supervisor {
                 mode,
                 initial.generation,
                 budget.pipes_per_frontend,
+                sup.hard_stop.clone(),
             );
             let watcher = sup.background.child_token();
             sup.tasks.spawn(proxy::watch_health(
@@ -403,7 +404,6 @@ impl Supervisor {
             self.publisher.clone(),
             self.connections.clone(),
             stop.clone(),
-            self.hard_stop.clone(),
         ));
         fe.listeners.push(Listener {
             configured,
@@ -802,6 +802,7 @@ impl Supervisor {
                         self.mode,
                         generation,
                         self.budget.pipes_per_frontend,
+                        self.hard_stop.clone(),
                     ))),
                     permits: Arc::new(Semaphore::new(f.max_connections)),
                     listeners: Vec::new(),

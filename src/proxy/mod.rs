@@ -201,8 +201,11 @@ struct Slot {
     drained: AtomicBool,
     active: AtomicUsize,
     stats: BackendStats,
-    /// Cancelled to close every connection made in this generation.
+    /// Cancelled to close every connection made in this generation; a child of
+    /// `stop`, so that a hard stop closes them too.
     generation: Mutex<CancellationToken>,
+    /// The frontend's hard stop: the parent of every generation.
+    stop: CancellationToken,
     /// The routing status last applied (see [`FrontendProxy::apply_status`]).
     status: Mutex<Status>,
     /// A pending close (a not-ready grace, or an unreachable backend's deferral):
@@ -229,8 +232,9 @@ struct Tracked {
     activity: AtomicU64,
     /// The rebalancer's last look: the activity it saw, and since when it stayed so.
     seen: Mutex<(u64, std::time::Instant)>,
-    /// Notified to close it (moved to a less loaded backend).
-    moved: tokio::sync::Notify,
+    /// Cancelled to close it (moved to a less loaded backend); a child of its
+    /// backend's generation, so that it also closes with the others.
+    moved: CancellationToken,
     /// Chosen to move already: not chosen again while it closes.
     moving: AtomicBool,
 }
@@ -243,7 +247,7 @@ struct Tracking<'a> {
 }
 
 impl<'a> Tracking<'a> {
-    fn new(slot: &'a Slot) -> Self {
+    fn new(slot: &'a Slot, generation: &CancellationToken) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let now = std::time::Instant::now();
@@ -251,7 +255,7 @@ impl<'a> Tracking<'a> {
             opened: now,
             activity: AtomicU64::new(0),
             seen: Mutex::new((0, now)),
-            moved: tokio::sync::Notify::new(),
+            moved: generation.child_token(),
             moving: AtomicBool::new(false),
         });
         lock(&slot.tracked).insert(id, Arc::clone(&conn));
@@ -270,7 +274,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Slot {
-    fn new(name: String, addr: SocketAddr) -> Self {
+    fn new(name: String, addr: SocketAddr, stop: &CancellationToken) -> Self {
         Slot {
             name,
             addr,
@@ -278,7 +282,8 @@ impl Slot {
             drained: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             stats: BackendStats::default(),
-            generation: Mutex::new(CancellationToken::new()),
+            generation: Mutex::new(stop.child_token()),
+            stop: stop.clone(),
             status: Mutex::new(Status::Unknown),
             grace: Mutex::new(None),
             retired: AtomicBool::new(false),
@@ -375,7 +380,7 @@ impl Slot {
     /// Starts a new generation and returns the old one (for the caller to cancel).
     fn rotate(&self) -> CancellationToken {
         let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *g)
+        std::mem::replace(&mut *g, self.stop.child_token())
     }
 }
 
@@ -403,6 +408,8 @@ pub struct FrontendProxy {
     outage: Arc<Mutex<Outage>>,
     /// Whether `outage` comes from the generation before.
     outage_carried: bool,
+    /// The hard stop (the supervisor's): ends every connection now.
+    stop: CancellationToken,
 }
 
 /// How long a client must have stayed silent before a full frontend may close it to
@@ -448,12 +455,19 @@ pub type FrontendCell = Arc<arc_swap::ArcSwap<FrontendProxy>>;
 
 impl FrontendProxy {
     /// Shared state for `cfg`, numbered for the health view's `health_generation`;
-    /// every backend starts not healthy (unknown).
-    pub fn new(cfg: Frontend, mode: Mode, health_generation: u64, pipes: usize) -> Arc<Self> {
+    /// every backend starts not healthy (unknown). Cancelling `stop` ends every
+    /// connection at once (the hard stop).
+    pub fn new(
+        cfg: Frontend,
+        mode: Mode,
+        health_generation: u64,
+        pipes: usize,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
         let slots = cfg
             .backends
             .iter()
-            .map(|b| Arc::new(Slot::new(b.name.clone(), b.addr)))
+            .map(|b| Arc::new(Slot::new(b.name.clone(), b.addr, &stop)))
             .collect();
         Arc::new(FrontendProxy {
             slots,
@@ -470,6 +484,7 @@ impl FrontendProxy {
                 LOCAL_OUTAGE_HOLD,
             ))),
             outage_carried: false,
+            stop,
             cfg,
         })
     }
@@ -491,7 +506,7 @@ impl FrontendProxy {
             .zip(&map.old_of_new)
             .map(|(b, old)| match old.and_then(|i| self.slots.get(i)) {
                 Some(s) => Arc::clone(s),
-                None => Arc::new(Slot::new(b.name.clone(), b.addr)),
+                None => Arc::new(Slot::new(b.name.clone(), b.addr, &self.stop)),
             })
             .collect();
         for &i in &map.removed {
@@ -536,6 +551,7 @@ impl FrontendProxy {
             waiting: Arc::clone(&self.waiting),
             outage,
             outage_carried: same_masters,
+            stop: self.stop.clone(),
             cfg,
         })
     }
@@ -1025,7 +1041,7 @@ impl FrontendProxy {
             for &i in &chosen {
                 let conn = &conns[i].1;
                 conn.moving.store(true, Ordering::Relaxed);
-                conn.moved.notify_one();
+                conn.moved.cancel();
             }
             r.unused(k - chosen.len());
             tracing::debug!(frontend = %self.cfg.kind, backend = %slot.name, moving = chosen.len(), planned = k, "rebalancing: closing connections to move them");
@@ -1160,7 +1176,7 @@ fn tune(stream: &TcpStream) {
 }
 
 /// Accepts on `listener` until `stop_accepting`; each connection runs on `tracker`
-/// and ends early when `hard_stop` is cancelled. While accept fails for want of
+/// and ends early when the frontend's hard stop is cancelled. While accept fails for want of
 /// resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), the frontend's `accept_error` in the
 /// health view says why, so the node stops claiming it can serve; the first accept
 /// that works again clears it.
@@ -1171,7 +1187,6 @@ pub async fn serve(
     health: crate::health::HealthPublisher,
     tracker: TaskTracker,
     stop_accepting: CancellationToken,
-    hard_stop: CancellationToken,
 ) {
     // Starts true: the first accept that works clears an error another loop of this
     // frontend left (one stopped by a reload while failing).
@@ -1214,20 +1229,7 @@ pub async fn serve(
             }
         }
         fe.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let permit = match Arc::clone(&permits.connections).try_acquire_owned() {
-            Ok(p) => Some(p),
-            // Full: make room by closing the longest-silent client, whose task gives
-            // its permit back at once.
-            Err(_) if fe.evict_silent() => tokio::time::timeout(
-                Duration::from_millis(100),
-                Arc::clone(&permits.connections).acquire_owned(),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok),
-            Err(_) => None,
-        };
-        let Some(permit) = permit else {
+        let Some(permit) = fe.permit_or_evict(&permits.connections).await else {
             fe.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);
             if let Some(left_out) = fe.stats.log_gate.pass() {
                 tracing::warn!(frontend = %fe.cfg.kind, %peer, limit = fe.cfg.max_connections, similar_left_out = left_out,
@@ -1236,7 +1238,9 @@ pub async fn serve(
             reset(&client);
             continue;
         };
-        let Ok(descriptors) = Arc::clone(&permits.descriptors).try_acquire_owned() else {
+        // A full descriptor budget makes room the same way (silent clients would
+        // otherwise lock real ones out through the budget).
+        let Some(descriptors) = fe.permit_or_evict(&permits.descriptors).await else {
             fe.stats.refuse(fe.cfg.kind, Refused::FdBudget, peer);
             reset(&client);
             continue;
@@ -1246,9 +1250,8 @@ pub async fn serve(
             reset(&client);
             continue;
         };
-        let hard_stop = hard_stop.clone();
         tracker.spawn(async move {
-            handle(&fe, client, peer, hard_stop).await;
+            handle(&fe, client, peer).await;
             drop((permit, descriptors, admitted));
         });
     }
@@ -1352,6 +1355,25 @@ impl FrontendProxy {
         spoke
     }
 
+    /// A permit of `limit`; when it is full, makes room by closing the longest-silent
+    /// client (whose task gives its permits back at once) and waits a moment for it.
+    async fn permit_or_evict(
+        &self,
+        limit: &Arc<Semaphore>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match Arc::clone(limit).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if self.evict_silent() => tokio::time::timeout(
+                Duration::from_millis(100),
+                Arc::clone(limit).acquire_owned(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            Err(_) => None,
+        }
+    }
+
     /// The frontend is full: closes the client that has been silent the longest, if
     /// it has been silent for [`EVICTABLE_AFTER`]. Returns whether one was closed.
     fn evict_silent(&self) -> bool {
@@ -1374,12 +1396,17 @@ impl FrontendProxy {
     }
 }
 
-async fn handle(
-    fe: &FrontendProxy,
-    client: TcpStream,
-    peer: SocketAddr,
-    hard_stop: CancellationToken,
-) {
+/// How a proxied connection was closed from our side.
+enum Closed {
+    /// Its backend went down (after the paced delay).
+    Down,
+    /// Moved to a less loaded backend (rebalancing).
+    Moved,
+    /// The hard stop.
+    Stop,
+}
+
+async fn handle(fe: &FrontendProxy, client: TcpStream, peer: SocketAddr) {
     let connected = tokio::select! {
         // Boxed: waiting for the first byte and connecting happen once; their state
         // should not stay in the task of a connection that then idles for hours.
@@ -1390,7 +1417,7 @@ async fn handle(
                 None
             }
         }) => c,
-        _ = hard_stop.cancelled() => return,
+        _ = fe.stop.cancelled() => return,
     };
     let Some(connected) = connected else {
         return;
@@ -1412,11 +1439,18 @@ async fn handle(
     let slot = &fe.slots[lease.slot];
     tune(&client);
     tune(&backend);
-    let tracking = fe.cfg.rebalance.is_some().then(|| Tracking::new(slot));
+    let tracking = fe
+        .cfg
+        .rebalance
+        .is_some()
+        .then(|| Tracking::new(slot, &generation));
     let timeouts = forward::Timeouts {
         idle: fe.cfg.idle_timeout,
         half_close: fe.cfg.half_close_timeout,
     };
+    // One wait for every close from our side: the generation (a child of the hard
+    // stop), or a tracked connection's own token (a child of the generation).
+    let closing = tracking.as_ref().map_or(&generation, |t| &t.conn.moved);
     tokio::select! {
         r = forward::forward(&client, &backend, fe.mode, &fe.pipes, timeouts, forward::Counters {
             upstream: &slot.stats.bytes_sent,
@@ -1429,8 +1463,14 @@ async fn handle(
                 Err(e) => tracing::trace!(frontend = %fe.cfg.kind, backend = %slot.name, error = %e, "connection ended with an error"),
             }
         }
-        _ = async {
-            generation.cancelled().await;
+        closed = async {
+            closing.cancelled().await;
+            if fe.stop.is_cancelled() {
+                return Closed::Stop;
+            }
+            if !generation.is_cancelled() {
+                return Closed::Moved;
+            }
             let delay = close_delay(
                 slot.active.load(Ordering::Relaxed),
                 fe.cfg.close_rate,
@@ -1438,23 +1478,29 @@ async fn handle(
             );
             if !delay.is_zero() {
                 // Boxed: only connections being closed pay for the timer.
-                Box::pin(tokio::time::sleep(delay)).await;
+                let stopped = Box::pin(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => false,
+                        () = fe.stop.cancelled() => true,
+                    }
+                })
+                .await;
+                if stopped {
+                    return Closed::Stop;
+                }
             }
-        } => {
-            fe.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
-            slot.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
-        }
-        _ = async {
-            match &tracking {
-                // Boxed: only tracked connections pay for the waiter.
-                Some(t) => Box::pin(t.conn.moved.notified()).await,
-                None => std::future::pending().await,
+            Closed::Down
+        } => match closed {
+            Closed::Down => {
+                fe.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
+                slot.stats.closed_on_down.fetch_add(1, Ordering::Relaxed);
             }
-        } => {
-            fe.stats.rebalanced.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(frontend = %fe.cfg.kind, backend = %slot.name, %peer, "closing a connection to move it to a less loaded backend");
+            Closed::Moved => {
+                fe.stats.rebalanced.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(frontend = %fe.cfg.kind, backend = %slot.name, %peer, "closing a connection to move it to a less loaded backend");
+            }
+            Closed::Stop => {}
         }
-        _ = hard_stop.cancelled() => {}
     }
 }
 
@@ -1519,7 +1565,13 @@ mod tests {
             "backends: [{{address: 198.18.0.11}}, {{address: 198.18.0.12}}, {{address: 198.18.0.13}}]\napiserver: {{not_ready_grace: {grace}, check: {{kind: tcp}}}}\n"
         );
         let c = crate::config::Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).unwrap();
-        let fe = FrontendProxy::new(c.frontends[0].clone(), Mode::Auto, 0, 4);
+        let fe = FrontendProxy::new(
+            c.frontends[0].clone(),
+            Mode::Auto,
+            0,
+            4,
+            CancellationToken::new(),
+        );
         for i in 0..3 {
             fe.apply_status(i, Status::Up, false, Duration::ZERO);
         }
