@@ -164,19 +164,12 @@ async fn a_short_stall_with_timing_out_checks_cuts_no_connection() {
     assert_eq!(c.stats().stats.closed_on_down.load(Ordering::Relaxed), 0);
 }
 
-/// Every master stops answering this node at the same moment for a short burst: this
-/// node's own outage, not theirs, so no connection is cut (a single hung master's
-/// streams would be closed after the 500 ms grace).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
-    let c = Cluster::start(Opts {
-        apiserver: "  not_ready_grace: 500ms\n",
-        ..Opts::default()
-    })
-    .await;
+/// Six streams through `c`, then every master hung (its checks time out) until the
+/// proxy takes it as this node's own outage.
+async fn streams_through_a_local_outage(c: &Cluster) -> Vec<Stream> {
     let mut streams = Vec::new();
     for _ in 0..6 {
-        let mut s = Stream::open(&c).await;
+        let mut s = Stream::open(c).await;
         assert!(s.next().await.is_some());
         streams.push(s);
     }
@@ -194,13 +187,16 @@ async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
         .await,
         "not taken as a local outage"
     );
-    // Well past the grace: nothing closed.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
+    streams
+}
+
+/// The masters answer again: the outage ends and every stream still flows, none closed.
+async fn recover_with_every_stream(c: &Cluster, streams: &mut [Stream]) {
     for m in &c.masters {
         m.set_mode(Mode::Ready);
     }
     c.wait_status_all(Status::Up).await;
+    let fe = c.stats();
     assert!(
         wait_until(DEADLINE, || async {
             !fe.stats.local_outage.load(Ordering::Relaxed)
@@ -208,7 +204,7 @@ async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
         .await,
         "the local outage never ended"
     );
-    for s in &mut streams {
+    for s in streams {
         assert!(
             s.next().await.is_some(),
             "a stream from {} was cut",
@@ -216,6 +212,23 @@ async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
         );
     }
     assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
+}
+
+/// Every master stops answering this node at the same moment for a short burst: this
+/// node's own outage, not theirs, so no connection is cut (a single hung master's
+/// streams would be closed after the 500 ms grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_masters_lost_at_once_for_a_short_burst_keeps_every_connection() {
+    let c = Cluster::start(Opts {
+        apiserver: "  not_ready_grace: 500ms\n",
+        ..Opts::default()
+    })
+    .await;
+    let mut streams = streams_through_a_local_outage(&c).await;
+    // Well past the grace: nothing closed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.stats().stats.closed_on_down.load(Ordering::Relaxed), 0);
+    recover_with_every_stream(&c, &mut streams).await;
 }
 
 /// A reload during a local outage that keeps the same masters does not end the hold:
@@ -227,25 +240,7 @@ async fn a_reload_during_a_local_outage_keeps_the_hold() {
         ..Opts::default()
     })
     .await;
-    let mut streams = Vec::new();
-    for _ in 0..6 {
-        let mut s = Stream::open(&c).await;
-        assert!(s.next().await.is_some());
-        streams.push(s);
-    }
-    for m in &c.masters {
-        m.set_mode(Mode::Hang);
-    }
-    c.wait_status_all(Status::Down(DownCause::Unresponsive))
-        .await;
-    let fe = c.stats();
-    assert!(
-        wait_until(DEADLINE, || async {
-            fe.stats.local_outage.load(Ordering::Relaxed)
-        })
-        .await,
-        "not taken as a local outage"
-    );
+    let mut streams = streams_through_a_local_outage(&c).await;
     c.write_config(
         &[0, 1, 2],
         "127.0.0.1:0",
@@ -259,18 +254,7 @@ async fn a_reload_during_a_local_outage_keeps_the_hold() {
     let fe = c.stats();
     assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
     assert!(fe.stats.local_outage.load(Ordering::Relaxed));
-    for m in &c.masters {
-        m.set_mode(Mode::Ready);
-    }
-    c.wait_status_all(Status::Up).await;
-    for s in &mut streams {
-        assert!(
-            s.next().await.is_some(),
-            "a stream from {} was cut",
-            s.backend
-        );
-    }
-    assert_eq!(fe.stats.closed_on_down.load(Ordering::Relaxed), 0);
+    recover_with_every_stream(&c, &mut streams).await;
 }
 
 /// A master that returns is ramped up (slow start): least-connections would otherwise
