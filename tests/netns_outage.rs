@@ -478,6 +478,8 @@ struct Logged {
     at: f64,
     message: String,
     backend: String,
+    /// Why, where the line says (`context`).
+    context: String,
 }
 
 fn parse_log(log: &str) -> Vec<Logged> {
@@ -493,6 +495,7 @@ fn parse_log(log: &str) -> Vec<Logged> {
                 at: h * 3600.0 + m * 60.0 + sec,
                 message: v["fields"]["message"].as_str()?.to_owned(),
                 backend: v["fields"]["backend"].as_str().unwrap_or("").to_owned(),
+                context: v["fields"]["context"].as_str().unwrap_or("").to_owned(),
             })
         })
         .collect()
@@ -513,7 +516,9 @@ fn diagnosis(log: &str) -> String {
         .collect();
     let mut out = Vec::new();
     for e in &events {
-        if e.message == "closing connections to an unreachable backend" {
+        let closed = e.message == "closing connections to an unreachable backend";
+        let held = e.context.starts_with("held");
+        if closed && !held {
             let nth = downs
                 .iter()
                 .position(|d| d.backend == e.backend && d.at <= e.at);
@@ -532,10 +537,7 @@ fn diagnosis(log: &str) -> String {
                 nth.map_or(0, |n| n + 1),
                 downs.len()
             ));
-        } else if e
-            .message
-            .starts_with("closing connections to an unreachable backend (held")
-        {
+        } else if closed {
             let up = events
                 .iter()
                 .find(|u| u.message == "backend is up" && u.backend == e.backend && u.at >= e.at);

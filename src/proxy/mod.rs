@@ -357,6 +357,26 @@ impl Slot {
         });
     }
 
+    /// Closes the connections of this unreachable backend: at once when `defer` is zero,
+    /// else after `defer` (see [`outage::Outage::defer`]) unless its status changes
+    /// first. `context` says why in the log.
+    fn close_unreachable(
+        self: &Arc<Self>,
+        kind: crate::config::FrontendKind,
+        defer: Duration,
+        context: &str,
+    ) {
+        if defer.is_zero() {
+            tracing::info!(frontend = %kind, backend = %self.name, context, "closing connections to an unreachable backend");
+            self.rotate().cancel();
+        } else {
+            tracing::info!(frontend = %kind, backend = %self.name, context,
+                after = %crate::units::format_duration(defer),
+                "unreachable backend: closing its connections after the outage window, unless most masters turn down with it (this node's own outage) or it answers again first");
+            self.close_after(kind, defer, "unreachable");
+        }
+    }
+
     /// Its share of new connections: ramping up for `slow_start` after it returned.
     fn weight(&self, slow_start: Option<Duration>) -> u16 {
         let returned = self.returned.load(Ordering::Relaxed);
@@ -657,15 +677,8 @@ impl FrontendProxy {
             }
             let status = *lock(&slot.status);
             match status {
-                Status::Down(DownCause::Unreachable) if defer.is_zero() => {
-                    tracing::info!(frontend = %self.cfg.kind, backend = %slot.name, "closing connections to an unreachable backend (held during the local outage)");
-                    slot.rotate().cancel();
-                }
                 Status::Down(DownCause::Unreachable) => {
-                    tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
-                        after = %crate::units::format_duration(defer),
-                        "still unreachable after the local outage: closing its connections unless it answers again first");
-                    slot.close_after(self.cfg.kind, defer, "unreachable");
+                    slot.close_unreachable(self.cfg.kind, defer, "held during the local outage");
                 }
                 Status::Down(DownCause::Unresponsive) => {
                     slot.close_after(self.cfg.kind, self.cfg.not_ready_grace, "unresponsive");
@@ -824,15 +837,8 @@ impl FrontendProxy {
         }
         match to {
             Status::Up | Status::Unknown => {}
-            Status::Down(DownCause::Unreachable) if defer.is_zero() => {
-                tracing::info!(frontend = %self.cfg.kind, backend = %slot.name, "closing connections to an unreachable backend");
-                slot.rotate().cancel();
-            }
             Status::Down(DownCause::Unreachable) => {
-                tracing::info!(frontend = %self.cfg.kind, backend = %slot.name,
-                    after = %crate::units::format_duration(defer),
-                    "backend unreachable: closing its connections unless most masters turn down with it (this node's own outage) or it answers again first");
-                slot.close_after(self.cfg.kind, defer, "unreachable");
+                slot.close_unreachable(self.cfg.kind, defer, "turned unreachable");
             }
             Status::Down(cause @ (DownCause::NotReady | DownCause::Unresponsive)) => {
                 if from == Status::Down(DownCause::Unreachable) && !was_held && !had_pending {
