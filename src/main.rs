@@ -371,6 +371,17 @@ async fn control(addr: std::net::SocketAddr, what: &str, body: Option<String>) -
     }
 }
 
+/// The daemon's runtime for everything but the connections (health checks, the admin
+/// endpoint, reloads, DNS): one worker thread, as that work is light and must not wait
+/// behind traffic, which runs on [`apivip::proxy::workers`].
+fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("apivip-control")
+        .enable_all()
+        .build()
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -497,15 +508,37 @@ fn run(path: &std::path::Path) -> ExitCode {
         eprintln!("apivip: {e}");
         return ExitCode::FAILURE;
     }
-    let rt = match runtime() {
+    // Thread-per-core: the connections run on their own workers, everything else on
+    // a control runtime of one thread.
+    let workers = match apivip::proxy::workers::threads_from_env()
+        .and_then(|n| apivip::proxy::workers::Workers::start(n).map_err(|e| e.to_string()))
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("cannot start the proxy workers: {e}");
+            eprintln!("apivip: cannot start the proxy workers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        workers = workers.pool().len(),
+        "proxy workers started (one runtime per thread)"
+    );
+    let rt = match control_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("apivip: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(supervisor::run(config, probers, prebound));
+    let result = rt.block_on(supervisor::run(
+        config,
+        probers,
+        prebound,
+        Some(workers.pool()),
+    ));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(workers);
     match result {
         Ok(report) => {
             tracing::info!(

@@ -134,6 +134,9 @@ pub struct Supervisor {
     budget: proxy::Budget,
     /// Sized to `budget.connections`, shared by every frontend's accept loops.
     descriptors: Arc<Semaphore>,
+    /// The proxy's worker threads ([`proxy::workers`]); without them, connections run
+    /// on the runtime the supervisor runs on.
+    workers: Option<Arc<proxy::workers::Pool>>,
 }
 
 /// What a shutdown did.
@@ -207,7 +210,24 @@ impl Supervisor {
         probers: Vec<health::probe::Prober>,
         mode: Mode,
     ) -> Result<Supervisor, StartError> {
-        Self::start_prebound(config, probers, mode, Prebound::default()).await
+        Self::start_prebound(config, probers, mode, Prebound::default(), None).await
+    }
+
+    /// Like [`Supervisor::start`], with the connections on `workers` (thread-per-core,
+    /// as the daemon runs them).
+    pub async fn start_on_workers(
+        config: &Config,
+        workers: Arc<proxy::workers::Pool>,
+    ) -> Result<Supervisor, StartError> {
+        let probers = checker::build_probers(config)?;
+        Self::start_prebound(
+            config,
+            probers,
+            Mode::Auto,
+            Prebound::default(),
+            Some(workers),
+        )
+        .await
     }
 
     /// Like [`Supervisor::start_with`], using the listeners in `prebound` (bound before
@@ -217,6 +237,7 @@ impl Supervisor {
         probers: Vec<health::probe::Prober>,
         mode: Mode,
         mut prebound: Prebound,
+        workers: Option<Arc<proxy::workers::Pool>>,
     ) -> Result<Supervisor, StartError> {
         let mut bound = Vec::new();
         for f in &config.frontends {
@@ -290,6 +311,7 @@ impl Supervisor {
             admin: Vec::new(),
             notifier,
             dns: None,
+            workers,
         };
         for (f, listeners) in config.frontends.iter().zip(bound) {
             let fe = FrontendProxy::new(
@@ -394,17 +416,54 @@ impl Supervisor {
         let local = l.local_addr().unwrap_or(configured);
         tracing::info!(frontend = %fe.kind, addr = %local, "listening");
         let stop = self.stop_accepting.child_token();
-        self.acceptors.spawn(proxy::serve(
-            Arc::clone(&fe.cell),
-            l,
-            proxy::Permits {
-                connections: Arc::clone(&fe.permits),
-                descriptors: Arc::clone(&self.descriptors),
+        let serve = |l, on| {
+            proxy::serve(
+                Arc::clone(&fe.cell),
+                l,
+                proxy::Permits {
+                    connections: Arc::clone(&fe.permits),
+                    descriptors: Arc::clone(&self.descriptors),
+                },
+                self.publisher.clone(),
+                self.connections.clone(),
+                stop.clone(),
+                on,
+            )
+        };
+        match &self.workers {
+            None => {
+                self.acceptors
+                    .spawn(serve(proxy::Listening::Registered(l), None));
+            }
+            Some(pool) => match l.into_std() {
+                // One accept loop per worker, each on its own duplicate of the socket,
+                // registered with that worker's reactor.
+                Ok(std) => {
+                    for me in 0..pool.len() {
+                        let dup = match std.try_clone() {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::error!(frontend = %fe.kind, addr = %local, worker = me, error = %e,
+                                    "cannot share the listener with a proxy worker; it accepts on the others");
+                                continue;
+                            }
+                        };
+                        let on = proxy::OnPool {
+                            pool: Arc::clone(pool),
+                            me,
+                        };
+                        self.acceptors.spawn_on(
+                            serve(proxy::Listening::Unregistered(dup), Some(on)),
+                            pool.handle(me),
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(frontend = %fe.kind, addr = %local, error = %e,
+                        "cannot move the listener to the proxy workers");
+                }
             },
-            self.publisher.clone(),
-            self.connections.clone(),
-            stop.clone(),
-        ));
+        }
         fe.listeners.push(Listener {
             configured,
             local,
@@ -1249,9 +1308,11 @@ pub async fn run(
     config: Config,
     probers: Vec<health::probe::Prober>,
     prebound: Prebound,
+    workers: Option<Arc<proxy::workers::Pool>>,
 ) -> Result<DrainReport, StartError> {
     let mut signals = StopSignals::install();
-    let mut sup = Supervisor::start_prebound(&config, probers, Mode::Auto, prebound).await?;
+    let mut sup =
+        Supervisor::start_prebound(&config, probers, Mode::Auto, prebound, workers).await?;
     // Listeners are bound, checkers spawned and the election thread runs: READY=1.
     let notifier = crate::systemd::Notifier::start(sup.daemon());
     // One request at a time: a second one while a reload runs is refused.

@@ -25,6 +25,37 @@ async fn new_connections_are_spread_over_the_masters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_proxy_workers_and_counted_until_they_end() {
+    let c = Cluster::start(Opts::default()).await;
+    let pool = c.workers.pool();
+    let mut streams = Vec::new();
+    for _ in 0..21 {
+        streams.push(Stream::open(&c).await);
+    }
+    let settled = wait_until(DEADLINE, || async {
+        pool.active().iter().sum::<usize>() == 21
+    })
+    .await;
+    let active = pool.active();
+    assert!(settled, "the workers count {active:?}, not 21 connections");
+    // Each connection goes to the worker with the fewest, so they never differ by more
+    // than one, whichever worker accepted.
+    assert_eq!(active.len(), 2);
+    assert!(active[0].abs_diff(active[1]) <= 1, "{active:?}");
+    // Every stream carries data, whichever worker runs it.
+    for s in &mut streams {
+        assert!(
+            s.next().await.is_some(),
+            "a stream from {} ended",
+            s.backend
+        );
+    }
+    drop(streams);
+    let ended = wait_until(DEADLINE, || async { pool.active() == vec![0, 0] }).await;
+    assert!(ended, "still counted: {:?}", pool.active());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_retry_hides_a_refusing_backend() {
     // Checks are slow on purpose: apivip does not know that the master died, so every
     // connect to it is refused and must be retried on another one.
@@ -306,9 +337,12 @@ async fn with_rebalancing_a_returned_master_gets_its_share_of_the_streams() {
     .await;
     c.masters[2].stop().await;
     c.wait_status(2, Status::Down(DownCause::Unreachable)).await;
-    let mut clients: Vec<(Stream, usize)> = Vec::new();
-    for _ in 0..30 {
-        clients.push((Stream::open(&c).await, 0));
+    // Each client reads on in its own task and reconnects at once when its stream ends,
+    // like an informer (a client that reconnects late would be moved past).
+    let clients: Vec<Arc<WatchClient>> =
+        (0..30).map(|_| Arc::new(WatchClient::default())).collect();
+    for w in &clients {
+        w.start(&c).await;
     }
     let fe = c.stats();
     assert_eq!(fe.active_per_backend()[2], 0);
@@ -318,39 +352,29 @@ async fn with_rebalancing_a_returned_master_gets_its_share_of_the_streams() {
     c.wait_status(2, Status::Up).await;
     let name = c.masters[2].name().to_owned();
     let even = |a: &[usize]| a.iter().max().unwrap() - a.iter().min().unwrap() <= 1;
-    let deadline = Instant::now() + DEADLINE;
-    // Each client reads on; a closed stream reconnects, like an informer. Until a whole
-    // pass finds every stream open and the spread even.
-    loop {
-        let mut closed = 0;
-        for (s, reconnects) in &mut clients {
-            if s.next().await.is_none() {
-                closed += 1;
-                *reconnects += 1;
-                *s = Stream::open(&c).await;
-            }
-        }
-        // A stream closed a moment ago may still hand out a chunk it buffered: done
-        // once every move counted has been seen by its client.
-        let seen: usize = clients.iter().map(|(_, r)| r).sum();
+    let reconnects = || -> Vec<usize> { clients.iter().map(|w| w.reconnects()).collect() };
+    // Done once the spread is even and every move counted has been seen by its client.
+    let settled = wait_until(DEADLINE, || async {
+        let seen: usize = reconnects().iter().sum();
         let counted = fe.stats.rebalanced.load(Ordering::Relaxed) as usize;
-        if (closed == 0 && seen == counted && even(&fe.active_per_backend()))
-            || Instant::now() > deadline
-        {
-            break;
-        }
-    }
+        seen == counted && even(&fe.active_per_backend())
+    })
+    .await;
     let spread = fe.active_per_backend();
-    assert!(even(&spread), "not rebalanced: {spread:?}");
-    let moved: usize = clients.iter().map(|(_, r)| r).sum();
     assert!(
-        clients.iter().all(|(_, r)| *r <= 1),
+        settled && even(&spread),
+        "not rebalanced: {spread:?}, reconnects {:?}",
+        reconnects()
+    );
+    let moved: usize = reconnects().iter().sum();
+    assert!(
+        reconnects().iter().all(|r| *r <= 1),
         "a client was moved more than once: {:?}",
-        clients.iter().map(|(_, r)| r).collect::<Vec<_>>()
+        reconnects()
     );
     // 30 over three: about 10 had to move, all to the returned master.
     assert!((9..=11).contains(&moved), "{moved} moved: {spread:?}");
-    let on_returned = clients.iter().filter(|(s, _)| s.backend == name).count();
+    let on_returned = clients.iter().filter(|w| w.backend() == name).count();
     assert_eq!(on_returned, spread[2]);
     assert_eq!(
         fe.stats.rebalanced.load(Ordering::Relaxed),
@@ -359,13 +383,58 @@ async fn with_rebalancing_a_returned_master_gets_its_share_of_the_streams() {
     );
     // Even now: nothing more moves.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for (s, _) in &mut clients {
-        assert!(
-            s.next().await.is_some(),
-            "a stream was closed after the spread was even"
-        );
-    }
+    assert_eq!(
+        reconnects().iter().sum::<usize>(),
+        moved,
+        "a stream was closed after the spread was even"
+    );
     assert_eq!(fe.stats.rebalanced.load(Ordering::Relaxed), moved as u64);
+    for w in &clients {
+        w.stop();
+    }
+}
+
+/// A `/watch` client in its own task: reads on, reconnects at once when its stream
+/// ends, and counts the reconnects.
+#[derive(Default)]
+struct WatchClient {
+    reconnects: std::sync::atomic::AtomicUsize,
+    backend: std::sync::Mutex<String>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl WatchClient {
+    async fn start(self: &Arc<Self>, c: &Cluster) {
+        let first = Stream::open(c).await;
+        *self.backend.lock().unwrap() = first.backend.clone();
+        let (endpoint, client) = (c.endpoint, c.client.clone());
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut s = first;
+            loop {
+                tokio::select! {
+                    _ = me.stop.cancelled() => return,
+                    chunk = s.next() => if chunk.is_none() {
+                        s = Stream::open_at(endpoint, client.clone()).await;
+                        *me.backend.lock().unwrap() = s.backend.clone();
+                        me.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+
+    fn reconnects(&self) -> usize {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    fn backend(&self) -> String {
+        self.backend.lock().unwrap().clone()
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+    }
 }
 
 /// The same with real `kubectl get pods --watch` clients (kubectl 1.20, which exits

@@ -16,6 +16,7 @@ pub mod forward;
 pub mod outage;
 pub mod rebalance;
 pub mod splice;
+pub mod workers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -1188,11 +1189,12 @@ fn tune(stream: &TcpStream) {
 /// that works again clears it.
 pub async fn serve(
     cell: FrontendCell,
-    listener: TcpListener,
+    listener: Listening,
     permits: Permits,
     health: crate::health::HealthPublisher,
     tracker: TaskTracker,
     stop_accepting: CancellationToken,
+    on: Option<OnPool>,
 ) {
     // Starts true: the first accept that works clears an error another loop of this
     // frontend left (one stopped by a reload while failing).
@@ -1200,6 +1202,17 @@ pub async fn serve(
     let kind = cell.load().cfg.kind;
     // A loop that ends while failing takes its error with it.
     let _clear = ClearOnDrop(&health, kind);
+    let listener = match listener {
+        Listening::Registered(l) => l,
+        // Registered with the reactor of the runtime this loop runs on.
+        Listening::Unregistered(l) => match TcpListener::from_std(l) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(frontend = %kind, error = %e, "cannot accept on a proxy worker; the others accept");
+                return;
+            }
+        },
+    };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -1256,11 +1269,61 @@ pub async fn serve(
             reset(&client);
             continue;
         };
-        tracker.spawn(async move {
-            handle(&fe, client, peer).await;
-            drop((permit, descriptors, admitted));
-        });
+        let Some(on) = &on else {
+            tracker.spawn(async move {
+                handle(&fe, client, peer).await;
+                drop((permit, descriptors, admitted));
+            });
+            continue;
+        };
+        let target = on.pool.pick(on.me);
+        let counted = on.pool.enter(target);
+        if target == on.me {
+            tracker.spawn(async move {
+                handle(&fe, client, peer).await;
+                drop((permit, descriptors, admitted, counted));
+            });
+            continue;
+        }
+        // Handed to a less loaded worker: registered with its reactor there.
+        let client = match client.into_std() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(frontend = %fe.cfg.kind, %peer, error = %e, "cannot hand a connection to another worker");
+                continue;
+            }
+        };
+        tracker.spawn_on(
+            async move {
+                match TcpStream::from_std(client) {
+                    Ok(client) => handle(&fe, client, peer).await,
+                    Err(e) => {
+                        tracing::debug!(frontend = %fe.cfg.kind, %peer, error = %e, "cannot take a connection from another worker");
+                    }
+                }
+                drop((permit, descriptors, admitted, counted));
+            },
+            on.pool.handle(target),
+        );
     }
+}
+
+/// The listening socket an accept loop accepts on.
+#[derive(Debug)]
+pub enum Listening {
+    /// Registered with the runtime the loop runs on already.
+    Registered(TcpListener),
+    /// To be registered by the loop, on the runtime it runs on (a worker's).
+    Unregistered(std::net::TcpListener),
+}
+
+/// Where an accept loop runs: worker `me` of `pool` ([`workers`]).
+#[derive(Debug, Clone)]
+pub struct OnPool {
+    /// The workers.
+    pub pool: Arc<workers::Pool>,
+    /// The worker this loop runs on.
+    pub me: usize,
 }
 
 /// Clears a frontend's accept error when an accept loop ends.

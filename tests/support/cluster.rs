@@ -23,6 +23,9 @@ pub struct Cluster {
     pub pki: TestPki,
     pub masters: Vec<ImitationApiserver>,
     pub sup: Option<Supervisor>,
+    /// The proxy workers the connections run on, as `apivip run` runs them (declared
+    /// after `sup`, so that they stop after it).
+    pub workers: apivip::proxy::workers::Workers,
     pub endpoint: SocketAddr,
     pub client: Arc<ClientConfig>,
     /// The config file the supervisor runs (a reload reads it again).
@@ -78,7 +81,10 @@ impl Cluster {
         let path = dir.path().join("apivip.yaml");
         std::fs::write(&path, &yaml).unwrap();
         let config = apivip::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let sup = Supervisor::start(&config).await.unwrap();
+        let workers = apivip::proxy::workers::Workers::start(2).unwrap();
+        let sup = Supervisor::start_on_workers(&config, workers.pool())
+            .await
+            .unwrap();
         let endpoint = sup.listen_addrs(apivip::config::FrontendKind::Apiserver)[0];
         let client = client_config(&pki.ca_cert, None).unwrap();
         let c = Cluster {
@@ -86,6 +92,7 @@ impl Cluster {
             pki,
             masters,
             sup: Some(sup),
+            workers,
             endpoint,
             client,
             config_path: path,
@@ -207,9 +214,12 @@ pub struct Stream {
 
 impl Stream {
     pub async fn open(c: &Cluster) -> Stream {
-        let resp = https_request(c.endpoint, c.client.clone(), "/watch")
-            .await
-            .unwrap();
+        Self::open_at(c.endpoint, c.client.clone()).await
+    }
+
+    /// Like [`Stream::open`], through the endpoint `endpoint` with `client`.
+    pub async fn open_at(endpoint: SocketAddr, client: Arc<ClientConfig>) -> Stream {
+        let resp = https_request(endpoint, client, "/watch").await.unwrap();
         assert_eq!(resp.status(), 200);
         let backend = resp.headers()["x-apivip-backend"]
             .to_str()
