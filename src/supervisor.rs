@@ -373,7 +373,8 @@ impl Supervisor {
                 observers.history.clone(),
             )
             .with_notify(sup.notifier.stats())
-            .with_fault_injection(fault_injection),
+            .with_fault_injection(fault_injection)
+            .with_workers(sup.workers.clone()),
         );
         for (addr, l) in admin_bound {
             sup.serve_admin(addr, l);

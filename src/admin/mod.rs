@@ -157,6 +157,8 @@ pub struct Daemon {
     pub notify: Arc<crate::notify::NotifyStats>,
     /// Test-only fault injection was enabled at start ([`FAULT_INJECTION_ENV`]).
     fault_injection: bool,
+    /// The proxy's worker threads, checked by [`Daemon::liveness`].
+    workers: Option<Arc<crate::proxy::workers::Pool>>,
 }
 
 impl Daemon {
@@ -183,7 +185,14 @@ impl Daemon {
             control_running: Mutex::new(false),
             notify: Arc::default(),
             fault_injection: false,
+            workers: None,
         }
+    }
+
+    /// With the proxy's worker threads, which [`Daemon::liveness`] checks too.
+    pub fn with_workers(mut self, workers: Option<Arc<crate::proxy::workers::Pool>>) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// With the notify hooks' counters (status and metrics show them).
@@ -212,6 +221,11 @@ impl Daemon {
         let runtime = tokio::time::timeout(ELECTION_BOUND, tokio::spawn(async {})).await;
         if !matches!(runtime, Ok(Ok(()))) {
             return Err("the runtime did not run a task within 1s");
+        }
+        if let Some(w) = &self.workers {
+            if !w.answer(ELECTION_BOUND).await {
+                return Err("a proxy worker thread did not run a task within 1s");
+            }
         }
         if self.vrrp_reports().await.iter().any(Option::is_none) {
             return Err("the election thread did not answer within 1s");

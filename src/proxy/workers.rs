@@ -152,6 +152,26 @@ impl Pool {
             .collect()
     }
 
+    /// Whether every worker runs a task within `bound` (all checked at once): a
+    /// worker stuck in a system call or a busy loop would stall every connection on it.
+    pub async fn answer(&self, bound: Duration) -> bool {
+        let pings: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| w.handle.spawn(async {}))
+            .collect();
+        tokio::time::timeout(bound, async {
+            for p in pings {
+                if p.await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// The worker a connection accepted on worker `me` runs on: the one with the
     /// fewest connections, `me` when it has as few as any.
     pub fn pick(&self, me: usize) -> usize {
@@ -245,6 +265,21 @@ mod tests {
         assert_eq!(pool.pick(1), 0);
         drop((c, d));
         assert_eq!(pool.active(), vec![0, 0]);
+    }
+
+    #[tokio::test]
+    async fn every_worker_answers_until_one_is_stuck() {
+        let workers = Workers::start(2).expect("workers");
+        let pool = workers.pool();
+        assert!(pool.answer(Duration::from_secs(10)).await);
+        // Worker 1 blocked (as in a stuck system call) until released.
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        pool.handle(1).spawn(async move {
+            let _ = stuck.recv();
+        });
+        assert!(!pool.answer(Duration::from_millis(200)).await);
+        release.send(()).expect("release");
+        assert!(pool.answer(Duration::from_secs(10)).await);
     }
 
     #[test]
