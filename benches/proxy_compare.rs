@@ -900,7 +900,13 @@ type SyscallEvent = (
     &'static str,
 );
 
-const SYSCALL_EVENTS: [SyscallEvent; 7] = [
+const SYSCALL_EVENTS: [SyscallEvent; 9] = [
+    (
+        "raw_syscalls:sys_enter",
+        None,
+        "all syscalls per req",
+        "all syscalls per MiB",
+    ),
     (
         "syscalls:sys_enter_recvfrom",
         None,
@@ -936,6 +942,12 @@ const SYSCALL_EVENTS: [SyscallEvent; 7] = [
         None,
         "futex per req",
         "futex per MiB",
+    ),
+    (
+        "syscalls:sys_enter_io_uring_enter",
+        None,
+        "io_uring_enter per req",
+        "io_uring_enter per MiB",
     ),
     (
         "context-switches",
