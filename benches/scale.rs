@@ -37,7 +37,8 @@
 //! report says where it was: HAProxy at `maxconn` = N + 50 with 2 `maxconn` + 200 within
 //! the limit (9,850 at 20,000); apivip at its descriptor budget
 //! (`apivip::proxy::descriptor_budget`: the limit less a 256-descriptor reserve and
-//! 2 × 256 for its pipe pool, halved: 9,616 at 20,000), past which it refuses clients
+//! 2 × 256 for each frontend's pipe pool (apiserver and etcd are both counted, so that
+//! a reload adding etcd still fits), halved: 9,360 at 20,000), past which it refuses clients
 //! (reason `fd_budget`). Set `APIVIP_BENCH_SCALE_NS` to measure both at the same N.
 //!
 //! apivip's config: `per_source_max_connections: 0` (its default, 1,000 per source,
@@ -512,7 +513,13 @@ impl Settings {
         match via {
             // maxconn = N + 50 and 2 maxconn + 200 within the limit.
             Via::Haproxy => (limit.saturating_sub(200) / 2).saturating_sub(50),
-            Via::Apivip => apivip::proxy::descriptor_budget(self.fd_limit, 1).connections,
+            Via::Apivip => {
+                apivip::proxy::descriptor_budget(
+                    self.fd_limit,
+                    apivip::config::FrontendKind::ALL.len(),
+                )
+                .connections
+            }
             // The client process and the holder hold N each.
             Via::Direct => limit.saturating_sub(200),
         }
@@ -1265,7 +1272,13 @@ fn report_far(r: &Results, s: &Settings, proxies: &[Via]) {
                 let (mut lo, mut hi) = (1u64, 1u64 << 24);
                 while lo < hi {
                     let mid = (lo + hi) / 2;
-                    if apivip::proxy::descriptor_budget(mid, 1).connections as f64 >= FAR_N {
+                    if apivip::proxy::descriptor_budget(
+                        mid,
+                        apivip::config::FrontendKind::ALL.len(),
+                    )
+                    .connections as f64
+                        >= FAR_N
+                    {
                         hi = mid;
                     } else {
                         lo = mid + 1;

@@ -1,6 +1,5 @@
 //! Shared by the proxy benches that run apivip and HAProxy as child processes on
-//! loopback (`scale`; `proxy_compare` still has its own copies of most of this, to be
-//! switched over), included as `#[path = "proxy_common/mod.rs"] mod proxy_common;`.
+//! loopback (`proxy_compare`, `scale`), included as `#[path = "proxy_common/mod.rs"] mod proxy_common;`.
 //!
 //! - environment knobs ([`env_parse`], [`env_flag`]) and pinning with taskset
 //!   ([`command`]);

@@ -272,6 +272,19 @@ enum State<'a> {
     Done,
 }
 
+impl State<'_> {
+    /// Reading, with a buffer from the pool and a fresh budget of reads.
+    fn moving() -> Self {
+        State::Moving {
+            buf: PooledBuf::take(),
+            at: 0,
+            end: 0,
+            reads: READS_PER_WAKEUP,
+            drained: false,
+        }
+    }
+}
+
 impl Future for Pump<'_> {
     type Output = io::Result<()>;
 
@@ -298,13 +311,7 @@ impl Pump<'_> {
                         )));
                         continue;
                     }
-                    self.state = State::Moving {
-                        buf: PooledBuf::take(),
-                        at: 0,
-                        end: 0,
-                        reads: READS_PER_WAKEUP,
-                        drained: false,
-                    };
+                    self.state = State::moving();
                 }
                 State::Splicing(burst) => match ready!(burst.as_mut().poll(cx))? {
                     splice::Burst::Moved(n) => {
@@ -319,13 +326,7 @@ impl Pump<'_> {
                     }
                     splice::Burst::Unsupported => {
                         self.bulk = false;
-                        self.state = State::Moving {
-                            buf: PooledBuf::take(),
-                            at: 0,
-                            end: 0,
-                            reads: READS_PER_WAKEUP,
-                            drained: false,
-                        };
+                        self.state = State::moving();
                     }
                 },
                 State::Moving {
