@@ -440,8 +440,20 @@ impl Supervisor {
                 // One accept loop per worker, each on its own duplicate of the socket,
                 // registered with that worker's reactor.
                 Ok(std) => {
+                    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                    let mut std = Some(std);
+                    let mut started = 0;
                     for me in 0..pool.len() {
-                        let dup = match std.try_clone() {
+                        // The last worker takes the socket itself, the others a duplicate.
+                        let dup = if me + 1 == pool.len() {
+                            std.take().ok_or_else(|| std::io::Error::other("taken"))
+                        } else {
+                            std.as_ref().map_or_else(
+                                || Err(std::io::Error::other("taken")),
+                                |s| s.try_clone(),
+                            )
+                        };
+                        let dup = match dup {
                             Ok(d) => d,
                             Err(e) => {
                                 tracing::error!(frontend = %fe.kind, addr = %local, worker = me, error = %e,
@@ -449,14 +461,20 @@ impl Supervisor {
                                 continue;
                             }
                         };
+                        started += 1;
                         let on = proxy::OnPool {
                             pool: Arc::clone(pool),
                             me,
+                            failing: Arc::clone(&failing),
                         };
                         self.acceptors.spawn_on(
                             serve(proxy::Listening::Unregistered(dup), Some(on)),
                             pool.handle(me),
                         );
+                    }
+                    if started == 0 {
+                        tracing::error!(frontend = %fe.kind, addr = %local,
+                            "no proxy worker accepts on this listener: it is closed until a reload or restart binds it again");
                     }
                 }
                 Err(e) => {

@@ -70,7 +70,8 @@ async fn near_the_descriptor_limit_the_budget_refuses_and_failed_accepts_take_th
     setrlimit(Resource::RLIMIT_NOFILE, LIMIT.min(hard), hard).unwrap();
     let budget = apivip::proxy::descriptor_budget(LIMIT, FrontendKind::ALL.len());
     let b = Backend::start(AfterEof::Close).await;
-    let p = Proxy::start(&b, "  first_byte_timeout: 0s\n").await;
+    // On two workers, as `apivip run` runs: both accept loops run out of descriptors.
+    let p = Proxy::start_with(&b, "  first_byte_timeout: 0s\n", 2).await;
     let port = p.addr.port();
     let serving = |p: &Proxy| {
         apivip::vrrp::track::can_serve(

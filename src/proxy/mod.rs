@@ -1197,8 +1197,13 @@ pub async fn serve(
     on: Option<OnPool>,
 ) {
     // Starts true: the first accept that works clears an error another loop of this
-    // frontend left (one stopped by a reload while failing).
-    let mut failing = true;
+    // frontend left (one stopped by a reload while failing). Shared by the loops of one
+    // listener (one per worker), since any of them may take the connection that shows
+    // accepting works again.
+    let failing = on.as_ref().map_or_else(
+        || Arc::new(AtomicBool::new(true)),
+        |o| Arc::clone(&o.failing),
+    );
     let kind = cell.load().cfg.kind;
     // A loop that ends while failing takes its error with it.
     let _clear = ClearOnDrop(&health, kind);
@@ -1229,7 +1234,7 @@ pub async fn serve(
                         tracing::error!(frontend = %fe.cfg.kind, error = %e,
                             "accept fails for want of resources: this node no longer claims it can serve until accepts work again");
                     }
-                    failing = true;
+                    failing.store(true, Ordering::Relaxed);
                 } else if let Some(left_out) = fe.stats.log_gate.pass() {
                     tracing::warn!(frontend = %fe.cfg.kind, error = %e, similar_left_out = left_out, "accept failed");
                 }
@@ -1241,11 +1246,11 @@ pub async fn serve(
                 continue;
             }
         };
-        if failing {
-            failing = false;
-            if health.set_accept_error(fe.cfg.kind, None) {
-                tracing::info!(frontend = %fe.cfg.kind, "accept works again: this node can serve again");
-            }
+        if failing.load(Ordering::Relaxed)
+            && failing.swap(false, Ordering::Relaxed)
+            && health.set_accept_error(fe.cfg.kind, None)
+        {
+            tracing::info!(frontend = %fe.cfg.kind, "accept works again: this node can serve again");
         }
         fe.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let Some(permit) = fe.permit_or_evict(&permits.connections).await else {
@@ -1324,6 +1329,9 @@ pub struct OnPool {
     pub pool: Arc<workers::Pool>,
     /// The worker this loop runs on.
     pub me: usize,
+    /// Whether accepting on this listener failed for want of resources, shared by its
+    /// loops on every worker.
+    pub failing: Arc<AtomicBool>,
 }
 
 /// Clears a frontend's accept error when an accept loop ends.

@@ -78,12 +78,22 @@ impl Workers {
     /// Starts `n` worker threads (`apivip-proxy-0` ..), each with its own runtime.
     pub fn start(n: usize) -> io::Result<Workers> {
         let stop = CancellationToken::new();
-        let mut threads = Vec::with_capacity(n);
+        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         for i in 0..n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()?;
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    stop.cancel();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            };
             workers.push(Worker {
                 handle: rt.handle().clone(),
                 active: AtomicUsize::new(0),

@@ -100,11 +100,20 @@ pub struct Proxy {
     _dir: tempfile::TempDir,
     pub sup: Supervisor,
     pub addr: SocketAddr,
+    /// The proxy workers, when it runs on them (declared after `sup`, so that they stop
+    /// after it).
+    pub workers: Option<apivip::proxy::workers::Workers>,
 }
 
 impl Proxy {
     /// apivip in front of `backend`, with `extra` keys (indented by 2) in `apiserver:`.
     pub async fn start(backend: &Backend, extra: &str) -> Proxy {
+        Self::start_with(backend, extra, 0).await
+    }
+
+    /// Like [`Proxy::start`], with the connections on `workers` proxy workers, as
+    /// `apivip run` runs them (0: on the test's runtime).
+    pub async fn start_with(backend: &Backend, extra: &str, workers: usize) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let yaml = format!(
             "backends:\n  - name: b0\n    address: '{}'\nadmin: {{listen: '127.0.0.1:0'}}\napiserver:\n  listen: '127.0.0.1:0'\n{extra}  check: {{kind: tcp, interval: 200ms, timeout: 200ms, rise: 1, fall: 2}}\n",
@@ -113,12 +122,19 @@ impl Proxy {
         let path = dir.path().join("apivip.yaml");
         std::fs::write(&path, &yaml).unwrap();
         let config = apivip::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let sup = Supervisor::start(&config).await.unwrap();
+        let workers =
+            (workers > 0).then(|| apivip::proxy::workers::Workers::start(workers).unwrap());
+        let sup = match &workers {
+            Some(w) => Supervisor::start_on_workers(&config, w.pool()).await,
+            None => Supervisor::start(&config).await,
+        }
+        .unwrap();
         let addr = sup.listen_addrs(FrontendKind::Apiserver)[0];
         let p = Proxy {
             _dir: dir,
             sup,
             addr,
+            workers,
         };
         assert!(
             wait_until(DEADLINE, || async {
