@@ -441,40 +441,29 @@ impl Supervisor {
                 // registered with that worker's reactor.
                 Ok(std) => {
                     let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-                    let mut std = Some(std);
-                    let mut started = 0;
-                    for me in 0..pool.len() {
-                        // The last worker takes the socket itself, the others a duplicate.
-                        let dup = if me + 1 == pool.len() {
-                            std.take().ok_or_else(|| std::io::Error::other("taken"))
-                        } else {
-                            std.as_ref().map_or_else(
-                                || Err(std::io::Error::other("taken")),
-                                |s| s.try_clone(),
-                            )
-                        };
-                        let dup = match dup {
-                            Ok(d) => d,
+                    // The last worker takes the socket itself, the others a duplicate.
+                    let last = pool.len() - 1;
+                    let mut sockets = Vec::with_capacity(pool.len());
+                    for me in 0..last {
+                        match std.try_clone() {
+                            Ok(d) => sockets.push((me, d)),
                             Err(e) => {
                                 tracing::error!(frontend = %fe.kind, addr = %local, worker = me, error = %e,
                                     "cannot share the listener with a proxy worker; it accepts on the others");
-                                continue;
                             }
-                        };
-                        started += 1;
+                        }
+                    }
+                    sockets.push((last, std));
+                    for (me, socket) in sockets {
                         let on = proxy::OnPool {
                             pool: Arc::clone(pool),
                             me,
                             failing: Arc::clone(&failing),
                         };
                         self.acceptors.spawn_on(
-                            serve(proxy::Listening::Unregistered(dup), Some(on)),
+                            serve(proxy::Listening::Unregistered(socket), Some(on)),
                             pool.handle(me),
                         );
-                    }
-                    if started == 0 {
-                        tracing::error!(frontend = %fe.kind, addr = %local,
-                            "no proxy worker accepts on this listener: it is closed until a reload or restart binds it again");
                     }
                 }
                 Err(e) => {
